@@ -1,0 +1,12 @@
+# One image with every Sumud binary; docker-compose.yml picks the command.
+FROM rust:1.85-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --workspace --bins
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/sumud /src/target/release/sumud-registry /usr/local/bin/
+USER 65534
+ENTRYPOINT []

@@ -1,0 +1,183 @@
+//! The pure decision at the heart of the registry: given a batch of changes
+//! in partition order and what is stored, which changes apply, which are
+//! harmless redeliveries and which are stale.
+//!
+//! Rules (per household):
+//! - a message at or before the stored source offset of the same partition
+//!   was already applied or superseded: a redelivery, accepted silently;
+//! - otherwise a higher version applies (upsert or tombstone);
+//! - an equal version from the same event is a replay; anything else older
+//!   or equal is stale. Both go to the dead-letter topic.
+
+use std::collections::HashMap;
+
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::events::household::Household;
+use sumud_shared::kafka::consumer::Verdict;
+
+/// What a message asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Insert or replace the full record.
+    Upsert(Box<Household>),
+    /// Tombstone from this version on.
+    Remove,
+}
+
+/// One change with its identity and provenance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    /// The household.
+    pub household_id: String,
+    /// The record version.
+    pub version: i64,
+    /// CloudEvent id.
+    pub event_id: String,
+    /// Kafka partition it was read from.
+    pub partition: i32,
+    /// Kafka offset it was read from.
+    pub offset: i64,
+    /// Upsert or removal.
+    pub change: Change,
+}
+
+/// What is stored for a household.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Stored version.
+    pub version: i64,
+    /// Event that set it.
+    pub event_id: String,
+    /// Where that event was read.
+    pub partition: i32,
+    /// Offset of that event.
+    pub offset: i64,
+}
+
+/// The verdict for each input, and the final change to write per household.
+pub fn decide(
+    batch: &[Versioned],
+    stored: &HashMap<String, Stored>,
+) -> (Vec<Verdict>, Vec<Versioned>) {
+    let mut state: HashMap<&str, Stored> = HashMap::new();
+    let mut winners: HashMap<&str, usize> = HashMap::new();
+    let mut verdicts = Vec::with_capacity(batch.len());
+    for (i, c) in batch.iter().enumerate() {
+        let current = state
+            .get(c.household_id.as_str())
+            .or_else(|| stored.get(&c.household_id));
+        let verdict = match current {
+            Some(s) if s.partition == c.partition && c.offset <= s.offset => Verdict::Done,
+            Some(s) if c.version <= s.version => {
+                let reason = if c.version == s.version && c.event_id == s.event_id {
+                    Reason::Replayed
+                } else {
+                    Reason::StaleVersion
+                };
+                Verdict::Reject(Rejection::new(
+                    reason,
+                    format!(
+                        "version {} is not newer than stored version {}",
+                        c.version, s.version
+                    ),
+                ))
+            }
+            _ => {
+                state.insert(
+                    &c.household_id,
+                    Stored {
+                        version: c.version,
+                        event_id: c.event_id.clone(),
+                        partition: c.partition,
+                        offset: c.offset,
+                    },
+                );
+                winners.insert(&c.household_id, i);
+                Verdict::Done
+            }
+        };
+        verdicts.push(verdict);
+    }
+    let mut idx: Vec<usize> = winners.into_values().collect();
+    idx.sort_unstable();
+    (
+        verdicts,
+        idx.into_iter().map(|i| batch[i].clone()).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(id: &str, version: i64, offset: i64) -> Versioned {
+        Versioned {
+            household_id: id.into(),
+            version,
+            event_id: format!("{id}-v{version}"),
+            partition: 0,
+            offset,
+            change: Change::Remove,
+        }
+    }
+
+    fn stored(version: i64, offset: i64, id: &str) -> Stored {
+        Stored {
+            version,
+            event_id: format!("{id}-v{version}"),
+            partition: 0,
+            offset,
+        }
+    }
+
+    fn reasons(v: &[Verdict]) -> Vec<Option<Reason>> {
+        v.iter()
+            .map(|v| match v {
+                Verdict::Done => None,
+                Verdict::Reject(r) => Some(r.reason),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn newer_versions_apply_and_only_the_last_is_written() {
+        let batch = [change("a", 1, 10), change("a", 2, 11), change("b", 1, 12)];
+        let (v, w) = decide(&batch, &HashMap::new());
+        assert_eq!(reasons(&v), vec![None, None, None]);
+        assert_eq!(
+            w.iter()
+                .map(|c| (c.household_id.as_str(), c.version))
+                .collect::<Vec<_>>(),
+            vec![("a", 2), ("b", 1)]
+        );
+    }
+
+    #[test]
+    fn out_of_order_versions_are_stale() {
+        let batch = [change("a", 3, 10), change("a", 2, 11)];
+        let (v, w) = decide(&batch, &HashMap::new());
+        assert_eq!(reasons(&v), vec![None, Some(Reason::StaleVersion)]);
+        assert_eq!(w.len(), 1);
+        let stored_map = HashMap::from([("a".to_string(), stored(5, 3, "a"))]);
+        let (v, w) = decide(&[change("a", 4, 20)], &stored_map);
+        assert_eq!(reasons(&v), vec![Some(Reason::StaleVersion)]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn redelivered_messages_change_nothing_and_are_not_dead_lettered() {
+        // v1 and v2 were applied from offsets 10 and 11; after a crash both come again.
+        let stored_map = HashMap::from([("a".to_string(), stored(2, 11, "a"))]);
+        let (v, w) = decide(&[change("a", 1, 10), change("a", 2, 11)], &stored_map);
+        assert_eq!(reasons(&v), vec![None, None]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn the_same_event_published_twice_is_a_replay() {
+        let stored_map = HashMap::from([("a".to_string(), stored(2, 11, "a"))]);
+        let (v, _) = decide(&[change("a", 2, 40)], &stored_map);
+        assert_eq!(reasons(&v), vec![Some(Reason::Replayed)]);
+    }
+}

@@ -1,0 +1,176 @@
+//! Settings shared by every service, read from the environment.
+//!
+//! Every variable is documented in the README's configuration reference.
+//! Anything librdkafka understands can be passed through as
+//! `SUMUD_KAFKA_<PROPERTY>` (dots written as underscores), which is how TLS and
+//! SASL are configured without code changes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::envelope::DecodeLimits;
+use crate::topics::Topics;
+use crate::{Error, Result};
+
+/// Default Kafka address: the broker started by `scripts/kafka.sh`.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:19092";
+/// Default database: the cluster started by `scripts/postgres.sh`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://sumud:sumud@127.0.0.1:15432/sumud";
+
+/// Every variable `Settings::from_env` reads by name (plus the
+/// `SUMUD_KAFKA_*` passthrough family). Deployment files are checked against it.
+pub const ENV_VARS: &[&str] = &[
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DATABASE_URL",
+    "SUMUD_DB_MAX_CONNECTIONS",
+    "SUMUD_TOPIC_PARTITIONS",
+    "SUMUD_GROUP_PREFIX",
+    "SUMUD_BATCH_MAX",
+    "SUMUD_BATCH_LINGER_MS",
+    "SUMUD_MAX_MESSAGE_BYTES",
+    "SUMUD_TOPIC_CONTROL",
+    "SUMUD_TOPIC_ALERTS",
+    "SUMUD_TOPIC_REGISTRY",
+    "SUMUD_TOPIC_CRISIS",
+    "SUMUD_TOPIC_ENTITLEMENTS",
+    "SUMUD_TOPIC_INSTRUCTIONS",
+    "SUMUD_TOPIC_STATUS",
+    "SUMUD_TOPIC_DEADLETTER",
+    "RUST_LOG",
+];
+
+/// Everything a service needs to connect and behave.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka bootstrap servers (`KAFKA_BOOTSTRAP_SERVERS`).
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties (`SUMUD_KAFKA_*`), e.g. `security.protocol`.
+    pub kafka_properties: BTreeMap<String, String>,
+    /// Database URL (`DATABASE_URL`).
+    pub database_url: String,
+    /// Largest pool a service opens (`SUMUD_DB_MAX_CONNECTIONS`).
+    pub db_max_connections: u32,
+    /// Topic names (`SUMUD_TOPIC_<NAME>`).
+    pub topics: Topics,
+    /// Partitions for topics the project creates (`SUMUD_TOPIC_PARTITIONS`).
+    pub topic_partitions: i32,
+    /// Consumer group prefix (`SUMUD_GROUP_PREFIX`); a service appends its name.
+    pub group_prefix: String,
+    /// Most messages handled in one batch (`SUMUD_BATCH_MAX`).
+    pub batch_max: usize,
+    /// How long to wait to fill a batch (`SUMUD_BATCH_LINGER_MS`).
+    pub batch_linger: Duration,
+    /// Limits applied to incoming messages (`SUMUD_MAX_MESSAGE_BYTES`).
+    pub limits: DecodeLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bootstrap_servers: DEFAULT_BOOTSTRAP.into(),
+            kafka_properties: BTreeMap::new(),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            db_max_connections: 8,
+            topics: Topics::default(),
+            topic_partitions: 3,
+            group_prefix: "sumud".into(),
+            batch_max: 2000,
+            batch_linger: Duration::from_millis(20),
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads settings from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from any list of variables (testable without touching
+    /// the process environment).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut s = Settings::default();
+        for (key, value) in vars {
+            match key.as_str() {
+                "KAFKA_BOOTSTRAP_SERVERS" => s.bootstrap_servers = value,
+                "DATABASE_URL" => s.database_url = value,
+                "SUMUD_DB_MAX_CONNECTIONS" => s.db_max_connections = parse(&key, &value)?,
+                "SUMUD_TOPIC_PARTITIONS" => s.topic_partitions = parse(&key, &value)?,
+                "SUMUD_GROUP_PREFIX" => s.group_prefix = value,
+                "SUMUD_BATCH_MAX" => s.batch_max = parse(&key, &value)?,
+                "SUMUD_BATCH_LINGER_MS" => {
+                    s.batch_linger = Duration::from_millis(parse(&key, &value)?)
+                }
+                "SUMUD_MAX_MESSAGE_BYTES" => s.limits.max_bytes = parse(&key, &value)?,
+                "SUMUD_TOPIC_CONTROL" => s.topics.control = value,
+                "SUMUD_TOPIC_ALERTS" => s.topics.alerts = value,
+                "SUMUD_TOPIC_REGISTRY" => s.topics.registry = value,
+                "SUMUD_TOPIC_CRISIS" => s.topics.crisis = value,
+                "SUMUD_TOPIC_ENTITLEMENTS" => s.topics.entitlements = value,
+                "SUMUD_TOPIC_INSTRUCTIONS" => s.topics.instructions = value,
+                "SUMUD_TOPIC_STATUS" => s.topics.status = value,
+                "SUMUD_TOPIC_DEADLETTER" => s.topics.deadletter = value,
+                _ => {
+                    if let Some(prop) = key.strip_prefix("SUMUD_KAFKA_") {
+                        let prop = prop.to_ascii_lowercase().replace('_', ".");
+                        s.kafka_properties.insert(prop, value);
+                    }
+                }
+            }
+        }
+        if s.batch_max == 0 || s.topic_partitions < 1 {
+            return Err(Error::Config(
+                "SUMUD_BATCH_MAX and SUMUD_TOPIC_PARTITIONS must be at least 1".into(),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The consumer group of a service: `<prefix>-<service>`.
+    pub fn group_id(&self, service: &str) -> String {
+        format!("{}-{}", self.group_prefix, service)
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| Error::Config(format!("{key}={value:?} is not a valid number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn kafka_passthrough_turns_underscores_into_dots() {
+        let s = Settings::from_vars(vars(&[
+            ("SUMUD_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("SUMUD_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
+        ]))
+        .unwrap();
+        assert_eq!(s.kafka_properties["security.protocol"], "SASL_SSL");
+        assert_eq!(s.kafka_properties["sasl.mechanisms"], "SCRAM-SHA-512");
+    }
+
+    #[test]
+    fn topic_names_can_be_overridden_one_by_one() {
+        let s = Settings::from_vars(vars(&[("SUMUD_TOPIC_REGISTRY", "reg")])).unwrap();
+        assert_eq!(s.topics.registry, "reg");
+        assert_eq!(s.topics.crisis, "sumud.crisis.v1");
+    }
+
+    #[test]
+    fn a_malformed_number_names_the_variable() {
+        let e = Settings::from_vars(vars(&[("SUMUD_BATCH_MAX", "lots")])).unwrap_err();
+        assert!(e.to_string().contains("SUMUD_BATCH_MAX"));
+    }
+}

@@ -1,0 +1,121 @@
+//! Dead-letter reason codes: the closed vocabulary an operator filters on when
+//! inspecting `sumud.deadletter.v1`, and the payload of a dead-letter event.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a message was set aside. Codes are stable strings: dashboards, alert
+/// rules and the replay command match on them, so never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Larger than the configured message size limit.
+    TooLarge,
+    /// Not parseable as JSON (or empty).
+    NotJson,
+    /// JSON, but not a CloudEvents 1.0 structured-mode event.
+    NotCloudevent,
+    /// A CloudEvents `specversion` other than 1.0.
+    UnsupportedSpecversion,
+    /// An event type this consumer does not handle.
+    UnknownEventType,
+    /// `data` does not match the JSON Schema of its event type.
+    SchemaInvalid,
+    /// The event time is implausibly far in the future or past.
+    TimestampOutOfRange,
+    /// An area code that is not in the area hierarchy.
+    UnknownArea,
+    /// A reference to a crisis this system does not know.
+    UnknownCrisis,
+    /// A reference to a household this system does not know.
+    UnknownHousehold,
+    /// An older or equal version than what is already stored.
+    StaleVersion,
+    /// The message is a replay of one already processed.
+    Replayed,
+    /// A signed command without a signature.
+    Unsigned,
+    /// A signature that does not verify.
+    BadSignature,
+    /// A signature by a key that is not registered.
+    UnknownKey,
+    /// A signature by a revoked key.
+    RevokedKey,
+    /// The signer lacks the role the command needs.
+    WrongRole,
+    /// A signed command issued too long ago.
+    Expired,
+    /// A command that is not valid in the current state.
+    InvalidTransition,
+    /// Malformed or unusable CAP alert content.
+    CapInvalid,
+    /// The handler failed permanently on this message alone.
+    HandlerFailed,
+}
+
+impl Reason {
+    /// The stable wire code, e.g. `schema_invalid`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::TooLarge => "too_large",
+            Reason::NotJson => "not_json",
+            Reason::NotCloudevent => "not_cloudevent",
+            Reason::UnsupportedSpecversion => "unsupported_specversion",
+            Reason::UnknownEventType => "unknown_event_type",
+            Reason::SchemaInvalid => "schema_invalid",
+            Reason::TimestampOutOfRange => "timestamp_out_of_range",
+            Reason::UnknownArea => "unknown_area",
+            Reason::UnknownCrisis => "unknown_crisis",
+            Reason::UnknownHousehold => "unknown_household",
+            Reason::StaleVersion => "stale_version",
+            Reason::Replayed => "replayed",
+            Reason::Unsigned => "unsigned",
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownKey => "unknown_key",
+            Reason::RevokedKey => "revoked_key",
+            Reason::WrongRole => "wrong_role",
+            Reason::Expired => "expired",
+            Reason::InvalidTransition => "invalid_transition",
+            Reason::CapInvalid => "cap_invalid",
+            Reason::HandlerFailed => "handler_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The `data` of a `sumud.deadletter.recorded` event: enough to find, explain
+/// and replay the original message without reading service logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Machine-readable reason code.
+    pub reason: Reason,
+    /// Human-readable detail (never personal data).
+    pub detail: String,
+    /// The service that rejected the message.
+    pub service: String,
+    /// Where the original came from.
+    pub source_topic: String,
+    /// Partition of the original.
+    pub source_partition: i32,
+    /// Offset of the original.
+    pub source_offset: i64,
+    /// The original Kafka key, if it was valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key: Option<String>,
+    /// CloudEvent id of the original, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
+    /// CloudEvent type of the original, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_type: Option<String>,
+    /// The original bytes, base64 (standard alphabet), possibly truncated.
+    pub original_base64: String,
+    /// Size of the original in bytes.
+    pub original_size: u64,
+    /// Whether `original_base64` holds only a prefix of the original.
+    pub original_truncated: bool,
+}

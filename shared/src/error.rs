@@ -1,0 +1,95 @@
+//! The shared error type, and the single decision every consumer loop needs:
+//! retry this, or give up on the message.
+
+use crate::deadletter::Reason;
+
+/// Shorthand used across the shared crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in shared plumbing. Domain errors of a service live in
+/// that service's own `error.rs` and convert into this at the loop boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or dropped a statement.
+    #[error("database error: {0} (check that PostgreSQL is reachable at DATABASE_URL)")]
+    Database(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Kafka refused or failed an operation.
+    #[error("kafka error: {0} (check that the broker is reachable at KAFKA_BOOTSTRAP_SERVERS)")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A setting is missing or malformed; the message says which.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The message can never be processed; it belongs on the dead-letter topic.
+    #[error("rejected ({reason}): {detail}")]
+    Rejected {
+        /// Machine-readable reason code.
+        reason: Reason,
+        /// Human-readable detail, free of personal data.
+        detail: String,
+    },
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Whether trying the same work again later can succeed. The consumer loop
+    /// retries retryable errors with backoff (never committing the offset) and
+    /// dead-letters the rest, so this decides between "wait" and "give up".
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Database(e) => is_retryable_sqlx(e),
+            Error::Kafka(_) => true,
+            Error::Migration(_) | Error::Config(_) | Error::Rejected { .. } | Error::Other(_) => {
+                false
+            }
+        }
+    }
+
+    /// Builds a rejection with a reason code.
+    pub fn rejected(reason: Reason, detail: impl Into<String>) -> Self {
+        Error::Rejected {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Connection trouble, timeouts, serialization failures and deadlocks are
+/// transient; constraint violations and bad SQL are not.
+fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            // 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available,
+            // 57P01 admin_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions,
+            // 53300 too_many_connections; SQLite's BUSY/LOCKED (5, 6).
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            matches!(
+                code.as_str(),
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300" | "5" | "6"
+            ) || code.starts_with("08")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_timeouts_are_retryable_but_rejections_are_not() {
+        assert!(Error::Database(sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(!Error::rejected(Reason::SchemaInvalid, "x").is_retryable());
+        assert!(!Error::Config("x".into()).is_retryable());
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per event family: the Rust type of each event's `data`, its
+//! CloudEvents type string and the topic it travels on.
+
+pub mod deadletter;
+pub mod household;

@@ -1,0 +1,40 @@
+//! Topic creation: the project creates its own topics (`sumud topics ensure`
+//! and at service start), so a fresh cluster needs no manual setup.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Settings;
+use crate::{Error, Result};
+
+/// Creates every topic in `settings.topics` that does not exist yet.
+pub async fn ensure_topics(settings: &Settings) -> Result<()> {
+    let names: Vec<&str> = settings.topics.all().to_vec();
+    ensure(settings, &names, settings.topic_partitions).await
+}
+
+/// Creates the named topics with `partitions` each; existing ones are left as
+/// they are.
+pub async fn ensure(settings: &Settings, names: &[&str], partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(topics.iter(), &opts).await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Other(format!(
+                    "could not create topic {topic}: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}

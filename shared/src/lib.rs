@@ -1,0 +1,23 @@
+//! Everything the Sumud services share: the event contracts, the CloudEvents
+//! envelope, the Kafka consumer loop and producer, configuration, the area
+//! hierarchy, money, database plumbing, telemetry and shutdown.
+//!
+//! A service crate should only hold its domain logic, its SQL and its wiring;
+//! anything two services would otherwise write twice lives here.
+
+pub mod areas;
+pub mod config;
+pub mod db;
+pub mod deadletter;
+pub mod envelope;
+pub mod error;
+pub mod events;
+pub mod kafka;
+pub mod money;
+pub mod schema;
+pub mod shutdown;
+pub mod synthetic;
+pub mod telemetry;
+pub mod topics;
+
+pub use error::{Error, Result};

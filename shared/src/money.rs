@@ -1,0 +1,72 @@
+//! Money as an integer count of minor units plus an ISO 4217 currency.
+//! Floating point never touches an amount.
+
+use serde::{Deserialize, Serialize};
+
+/// An amount of money. `minor` is in the currency's smallest unit (fils for
+/// JOD, which has three decimals; cents for USD).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    /// Amount in minor units.
+    pub minor: i64,
+    /// ISO 4217 alphabetic code.
+    pub currency: String,
+}
+
+/// Minor-unit exponent of the currencies we expect; unknown ones default to 2,
+/// as most ISO 4217 currencies do.
+pub fn minor_unit_exponent(currency: &str) -> u32 {
+    match currency {
+        "JOD" | "KWD" | "BHD" | "OMR" | "IQD" | "LYD" | "TND" => 3,
+        "JPY" | "KRW" | "XOF" | "XAF" => 0,
+        _ => 2,
+    }
+}
+
+impl Money {
+    /// Builds an amount after checking the currency looks like ISO 4217.
+    pub fn new(minor: i64, currency: &str) -> Result<Self, String> {
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!("{currency:?} is not an ISO 4217 currency code"));
+        }
+        Ok(Money {
+            minor,
+            currency: currency.to_owned(),
+        })
+    }
+
+    /// Decimal rendering in major units, e.g. `12.500 JOD`.
+    pub fn display(&self) -> String {
+        let exp = minor_unit_exponent(&self.currency);
+        if exp == 0 {
+            return format!("{} {}", self.minor, self.currency);
+        }
+        let scale = 10i64.pow(exp);
+        let sign = if self.minor < 0 { "-" } else { "" };
+        let abs = self.minor.unsigned_abs();
+        format!(
+            "{sign}{}.{:0width$} {}",
+            abs / scale as u64,
+            abs % scale as u64,
+            self.currency,
+            width = exp as usize
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jordanian_dinar_has_three_decimals() {
+        assert_eq!(Money::new(12_500, "JOD").unwrap().display(), "12.500 JOD");
+        assert_eq!(Money::new(-5, "USD").unwrap().display(), "-0.05 USD");
+    }
+
+    #[test]
+    fn lowercase_or_long_codes_are_not_currencies() {
+        assert!(Money::new(1, "jod").is_err());
+        assert!(Money::new(1, "JODX").is_err());
+    }
+}

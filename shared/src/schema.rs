@@ -1,0 +1,134 @@
+//! The JSON Schemas in `schemas/`, compiled once and looked up by event type.
+//!
+//! The schema files are the contract shared with other agencies; they are
+//! embedded at build time so a running service can never drift from the
+//! contract it was built against.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+/// One schema file and the event type it describes.
+struct Contract {
+    event_type: &'static str,
+    file: &'static str,
+    text: &'static str,
+}
+
+macro_rules! contract {
+    ($event_type:expr, $file:literal) => {
+        Contract {
+            event_type: $event_type,
+            file: $file,
+            text: include_str!(concat!("../../schemas/", $file)),
+        }
+    };
+}
+
+/// Every event type with its schema file. Adding an event type means adding
+/// a line here and a file (with examples) in `schemas/`.
+fn contracts() -> Vec<Contract> {
+    use crate::events::{deadletter, household};
+    vec![
+        contract!(
+            household::HOUSEHOLD_UPSERTED,
+            "household.upserted.schema.json"
+        ),
+        contract!(
+            household::HOUSEHOLD_REMOVED,
+            "household.removed.schema.json"
+        ),
+        contract!(
+            deadletter::DEADLETTER_RECORDED,
+            "deadletter.recorded.schema.json"
+        ),
+    ]
+}
+
+const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/cloudevent.schema.json");
+
+/// The URI a producer puts in `dataschema` for an event type.
+pub fn schema_uri(event_type: &str) -> String {
+    let short = event_type.strip_prefix("org.sumud.").unwrap_or(event_type);
+    format!("urn:sumud:schema:{short}:v1")
+}
+
+/// Compiled validators for the envelope and for every event type's `data`.
+pub struct SchemaRegistry {
+    envelope: Validator,
+    by_type: HashMap<&'static str, Validator>,
+    files: HashMap<&'static str, &'static str>,
+}
+
+static GLOBAL: LazyLock<SchemaRegistry> = LazyLock::new(SchemaRegistry::build);
+
+fn compile(name: &str, text: &str) -> Validator {
+    let schema: Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("schemas/{name} is not valid JSON: {e}"));
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("schemas/{name} is not a valid JSON Schema: {e}"))
+}
+
+impl SchemaRegistry {
+    /// The process-wide registry; schemas are compiled on first use.
+    pub fn global() -> &'static SchemaRegistry {
+        &GLOBAL
+    }
+
+    fn build() -> Self {
+        let mut by_type = HashMap::new();
+        let mut files = HashMap::new();
+        for c in contracts() {
+            by_type.insert(c.event_type, compile(c.file, c.text));
+            files.insert(c.event_type, c.file);
+        }
+        SchemaRegistry {
+            envelope: compile("cloudevent.schema.json", ENVELOPE_SCHEMA),
+            by_type,
+            files,
+        }
+    }
+
+    /// Every event type that has a schema, with its file name under `schemas/`.
+    pub fn event_types(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.files.iter().map(|(t, f)| (*t, *f))
+    }
+
+    /// Checks the CloudEvents attributes (not `data`).
+    pub fn validate_envelope(&self, event: &Value) -> Result<(), String> {
+        first_error(&self.envelope, event)
+    }
+
+    /// Checks `data` against the schema of its event type.
+    pub fn validate_data(&self, event_type: &str, data: &Value) -> Result<(), String> {
+        match self.by_type.get(event_type) {
+            Some(v) => first_error(v, data),
+            None => Err(format!("no schema for event type {event_type:?}")),
+        }
+    }
+}
+
+/// The first violation, as "at /path: message". Validation messages quote
+/// the offending value, so they are cut short to keep personal data out of
+/// dead-letter details and logs as far as a schema error allows.
+fn first_error(validator: &Validator, instance: &Value) -> Result<(), String> {
+    match validator.iter_errors(instance).next() {
+        None => Ok(()),
+        Some(e) => {
+            let mut msg = format!("at {}: {}", e.instance_path(), e);
+            if msg.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| msg.is_char_boundary(*i))
+                    .unwrap_or(0);
+                msg.truncate(cut);
+                msg.push('…');
+            }
+            Err(msg)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The contracts in `schemas/` and the Rust types agree: every valid example
+//! passes the schema and survives a round trip through its Rust type (and the
+//! re-serialised value passes the schema again); every invalid example fails.
+
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use sumud_shared::deadletter::DeadLetter;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::household::{Household, HouseholdRemoved};
+use sumud_shared::schema::SchemaRegistry;
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples")
+}
+
+fn examples(short_type: &str, kind: &str) -> Vec<(String, Value)> {
+    let dir = examples_dir().join(short_type).join(kind);
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{} is missing: {e}", dir.display()))
+        .map(|f| {
+            let path = f.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                value,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!out.is_empty(), "{} has no examples", dir.display());
+    out
+}
+
+fn validate(event: &Value) -> Result<(), String> {
+    let reg = SchemaRegistry::global();
+    reg.validate_envelope(event)?;
+    let t = event["type"].as_str().ok_or("type is not a string")?;
+    reg.validate_data(t, &event["data"])
+}
+
+/// Valid examples pass, survive a typed round trip unchanged, and invalid
+/// ones fail.
+fn check_contract<T: DeserializeOwned + Serialize>(short_type: &str) {
+    for (name, event) in examples(short_type, "valid") {
+        validate(&event).unwrap_or_else(|e| panic!("{short_type}/{name} should be valid: {e}"));
+        let typed: Envelope<T> = serde_json::from_value(event.clone())
+            .unwrap_or_else(|e| panic!("{short_type}/{name} does not fit the Rust type: {e}"));
+        let back = serde_json::to_value(&typed).unwrap();
+        validate(&back)
+            .unwrap_or_else(|e| panic!("{short_type}/{name} re-serialised is invalid: {e}"));
+        assert!(
+            contained(&event, &back),
+            "{short_type}/{name} lost or changed a field in a round trip through Rust:\n{event}\n{back}"
+        );
+    }
+    for (name, event) in examples(short_type, "invalid") {
+        assert!(
+            validate(&event).is_err(),
+            "{short_type}/{name} should be rejected"
+        );
+    }
+}
+
+/// Every field of `original` is in `back` with the same value (numbers
+/// compared numerically); `back` may add defaults such as empty lists.
+fn contained(original: &Value, back: &Value) -> bool {
+    match (original, back) {
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| contained(v, w))),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| contained(v, w))
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+#[test]
+fn household_upserted_schema_and_type_agree() {
+    check_contract::<Household>("household.upserted");
+}
+
+#[test]
+fn household_removed_schema_and_type_agree() {
+    check_contract::<HouseholdRemoved>("household.removed");
+}
+
+#[test]
+fn deadletter_schema_and_type_agree() {
+    check_contract::<DeadLetter>("deadletter.recorded");
+}
+
+#[test]
+fn every_event_type_has_examples() {
+    for (event_type, file) in SchemaRegistry::global().event_types() {
+        let short = event_type.strip_prefix("org.sumud.").unwrap();
+        assert!(file.starts_with(short), "{file} is named after {short}");
+        assert!(!examples(short, "valid").is_empty());
+        assert!(!examples(short, "invalid").is_empty());
+    }
+}

@@ -1,0 +1,179 @@
+//! The cross-service test harness: a fresh database and private topics per
+//! test on the real Kafka broker and PostgreSQL started by `scripts/test.sh`,
+//! services started in-process with their own shutdown token, and helpers
+//! that wait on conditions with deadlines instead of sleeping.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::{Connection, PgConnection, PgPool};
+use sumud_shared::config::{Settings, DEFAULT_BOOTSTRAP, DEFAULT_DATABASE_URL};
+use sumud_shared::kafka::producer::EventProducer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One test's private world on the shared infrastructure.
+pub struct TestEnv {
+    /// Settings pointing at the private database and topics.
+    pub settings: Settings,
+    /// A pool on the private database.
+    pub pool: PgPool,
+    /// A producer for publishing test input.
+    pub producer: EventProducer,
+}
+
+/// The admin URL of the PostgreSQL server the tests use.
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+impl TestEnv {
+    /// Creates a fresh database and private topics.
+    ///
+    /// Panics with instructions if Kafka or PostgreSQL is not reachable:
+    /// integration tests must run through `scripts/test.sh`, never skip.
+    pub async fn new() -> TestEnv {
+        let _ = sumud_shared::telemetry::init("tests");
+        let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+            .unwrap_or_else(|_| DEFAULT_BOOTSTRAP.to_owned());
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin} ({e}); run the tests with scripts/test.sh"
+            )
+        });
+        let id = short_id();
+        let db = format!("sumud_t_{id}");
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let database_url = match admin.rfind('/') {
+            Some(i) => format!("{}/{db}", &admin[..i]),
+            None => panic!("DATABASE_URL {admin} has no database name"),
+        };
+        let mut settings = Settings {
+            bootstrap_servers: bootstrap,
+            database_url,
+            group_prefix: format!("t{id}"),
+            topic_partitions: 3,
+            ..Settings::default()
+        };
+        settings.topics = settings.topics.with_suffix(&id);
+        sumud_shared::kafka::admin::ensure_topics(&settings)
+            .await
+            .expect("Kafka is not reachable; run the tests with scripts/test.sh");
+        let pool = sumud_shared::db::connect(&settings.database_url, 5, Duration::from_secs(10))
+            .await
+            .expect("connect to the test database");
+        let producer = EventProducer::new(&settings).expect("producer");
+        TestEnv {
+            settings,
+            pool,
+            producer,
+        }
+    }
+
+    /// Publishes raw bytes with a key and waits for the acknowledgement.
+    pub async fn publish(&self, topic: &str, key: &str, payload: &[u8]) {
+        self.producer
+            .send_raw(topic, Some(key.as_bytes()), payload, None)
+            .await
+            .expect("publish");
+    }
+
+    /// Reads a topic from the beginning until `expected` messages arrived or
+    /// the deadline passed; returns what was read as (key, payload).
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        expected: usize,
+        deadline: Duration,
+    ) -> Vec<(String, Vec<u8>)> {
+        let consumer: BaseConsumer = sumud_shared::kafka::client_config(&self.settings)
+            .set("group.id", format!("reader-{}", short_id()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let meta = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in meta.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).expect("assign");
+        let end = Instant::now() + deadline;
+        let mut out = Vec::new();
+        while out.len() < expected && Instant::now() < end {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let key = m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                out.push((key, m.payload().unwrap_or_default().to_vec()));
+            }
+        }
+        out
+    }
+}
+
+/// A service running in this process.
+pub struct Running {
+    token: CancellationToken,
+    task: JoinHandle<sumud_shared::Result<()>>,
+}
+
+impl Running {
+    /// Starts a service future with its own shutdown token.
+    pub fn spawn<F, Fut>(f: F) -> Running
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = sumud_shared::Result<()>> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(f(token.clone()));
+        Running { token, task }
+    }
+
+    /// Graceful stop: finish the batch, commit offsets.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.task
+            .await
+            .expect("service task")
+            .expect("service result");
+    }
+
+    /// Hard stop, like a crash: the task is dropped wherever it is, nothing
+    /// is committed on the way out.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,375 @@
+//! The registry service against the real broker and database.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::Row;
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::deadletter::{DeadLetter, Reason};
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::household::{
+    Household, HouseholdRemoved, HOUSEHOLD_REMOVED, HOUSEHOLD_UPSERTED,
+};
+use sumud_shared::synthetic;
+use sumud_tests::{wait_for, Running, TestEnv};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn start_registry(env: &TestEnv) -> impl std::future::Future<Output = Running> {
+    let settings = env.settings.clone();
+    async move {
+        let app = sumud_registry::App::build(settings)
+            .await
+            .expect("registry builds");
+        Running::spawn(|token| app.run(token))
+    }
+}
+
+fn upsert(h: &Household) -> Vec<u8> {
+    Envelope::new(
+        "urn:test",
+        HOUSEHOLD_UPSERTED,
+        Some(h.household_id.clone()),
+        h,
+    )
+    .to_bytes()
+}
+
+fn removal(id: &str, version: i64) -> Vec<u8> {
+    let data = HouseholdRemoved {
+        household_id: id.into(),
+        version,
+        reason: Some("test".into()),
+    };
+    Envelope::new("urn:test", HOUSEHOLD_REMOVED, Some(id.into()), data).to_bytes()
+}
+
+async fn count(env: &TestEnv, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&env.pool).await.unwrap()
+}
+
+async fn version_of(env: &TestEnv, id: &str) -> Option<(i64, bool)> {
+    sqlx::query_as("SELECT version, removed FROM registry.households WHERE household_id = $1")
+        .bind(id)
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap()
+}
+
+fn dead_letters(env: &TestEnv, expected: usize) -> Vec<DeadLetter> {
+    env.read_topic(
+        &env.settings.topics.deadletter,
+        expected,
+        Duration::from_secs(20),
+    )
+    .into_iter()
+    .map(|(_, bytes)| {
+        serde_json::from_slice::<Envelope<DeadLetter>>(&bytes)
+            .unwrap()
+            .data
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_households_land_in_the_table_exactly_as_sent() {
+    let env = TestEnv::new().await;
+    let catalog = AreaCatalog::default_catalog();
+    let households: Vec<Household> = (0..1000)
+        .map(|i| synthetic::household(catalog, 42, i))
+        .collect();
+    for h in &households {
+        env.publish(&env.settings.topics.registry, &h.household_id, &upsert(h))
+            .await;
+    }
+    let service = start_registry(&env).await;
+
+    wait_for("1000 households", DEADLINE, || async {
+        (count(&env, "SELECT count(*) FROM registry.households").await == 1000).then_some(())
+    })
+    .await;
+
+    let rows = sqlx::query("SELECT * FROM registry.households")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    let by_id: HashMap<String, &Household> = households
+        .iter()
+        .map(|h| (h.household_id.clone(), h))
+        .collect();
+    for row in &rows {
+        let id: String = row.get("household_id");
+        let h = by_id[&id];
+        let path = catalog.resolve(&h.area_code).unwrap();
+        assert_eq!(row.get::<String, _>("area_code"), h.area_code);
+        assert_eq!(row.get::<String, _>("governorate"), path.governorate);
+        assert_eq!(row.get::<Option<String>, _>("district"), path.district);
+        assert_eq!(row.get::<i32, _>("members"), h.members);
+        assert_eq!(row.get::<f64, _>("welfare_score"), h.welfare_score);
+        let flags: Vec<String> = row.get("flags");
+        assert_eq!(
+            flags,
+            h.flags
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(row.get::<Vec<String>, _>("programmes"), h.programmes);
+        assert_eq!(
+            row.get::<String, _>("payment_channel"),
+            h.payment.channel.as_str()
+        );
+        assert_eq!(
+            row.get::<String, _>("account_token"),
+            h.payment.account_token
+        );
+        assert!(!row.get::<bool, _>("removed"));
+    }
+    // Personal identifiers are stored, but the view other services read has none.
+    let view_columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'registry' AND table_name = 'households_v'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert!(
+        !view_columns.iter().any(|c| c == "personal"),
+        "view columns: {view_columns:?}"
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM registry.households WHERE personal ? 'national_id'"
+        )
+        .await,
+        1000
+    );
+    assert!(dead_letters(&env, 1).is_empty());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_and_out_of_order_versions_never_overwrite_newer_data() {
+    let env = TestEnv::new().await;
+    let topic = env.settings.topics.registry.clone();
+    let mut h = synthetic::household(AreaCatalog::default_catalog(), 7, 1);
+    let id = h.household_id.clone();
+    h.version = 3;
+    let v3 = upsert(&h);
+    h.version = 2;
+    h.members = 9;
+    let v2 = upsert(&h);
+    h.version = 5;
+    h.members = 4;
+    let v5 = upsert(&h);
+
+    env.publish(&topic, &id, &v3).await; // applied
+    env.publish(&topic, &id, &v2).await; // older: stale
+    env.publish(&topic, &id, &v3).await; // the same event again: replay
+    env.publish(&topic, &id, &v5).await; // applied
+    let service = start_registry(&env).await;
+
+    wait_for("version 5", DEADLINE, || async {
+        (version_of(&env, &id).await == Some((5, false))).then_some(())
+    })
+    .await;
+    let letters = dead_letters(&env, 2);
+    let mut reasons: Vec<Reason> = letters.iter().map(|d| d.reason).collect();
+    reasons.sort_by_key(|r| r.code());
+    assert_eq!(reasons, vec![Reason::Replayed, Reason::StaleVersion]);
+    let members: i32 =
+        sqlx::query_scalar("SELECT members FROM registry.households WHERE household_id = $1")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(members, 4);
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_are_versioned_tombstones() {
+    let env = TestEnv::new().await;
+    let topic = env.settings.topics.registry.clone();
+    let mut h = synthetic::household(AreaCatalog::default_catalog(), 9, 1);
+    let id = h.household_id.clone();
+    let service = start_registry(&env).await;
+
+    env.publish(&topic, &id, &upsert(&h)).await; // v1
+    env.publish(&topic, &id, &removal(&id, 2)).await; // tombstone v2
+    h.version = 1;
+    h.members = 7;
+    env.publish(&topic, &id, &upsert(&h)).await; // late v1 (new event id): stale
+    wait_for("tombstone", DEADLINE, || async {
+        (version_of(&env, &id).await == Some((2, true))).then_some(())
+    })
+    .await;
+    let letters = dead_letters(&env, 1);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, Reason::StaleVersion);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM registry.households_v").await,
+        0
+    );
+
+    // Re-registration with a higher version brings the household back.
+    h.version = 3;
+    env.publish(&topic, &id, &upsert(&h)).await;
+    wait_for("re-registration", DEADLINE, || async {
+        (version_of(&env, &id).await == Some((3, false))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM registry.households_v").await,
+        1
+    );
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_with_their_reason_while_good_ones_are_stored() {
+    let env = TestEnv::new().await;
+    let topic = env.settings.topics.registry.clone();
+    let catalog = AreaCatalog::default_catalog();
+    let good: Vec<Household> = (0..100)
+        .map(|i| synthetic::household(catalog, 11, i))
+        .collect();
+    let valid = |i: u64| {
+        serde_json::to_value(Envelope::new(
+            "urn:test",
+            HOUSEHOLD_UPSERTED,
+            None,
+            synthetic::household(catalog, 12, i),
+        ))
+        .unwrap()
+    };
+    let with = |i: u64, f: &dyn Fn(&mut Value)| {
+        let mut v = valid(i);
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let poison: Vec<(Reason, Vec<u8>)> = vec![
+        (Reason::NotJson, b"\x00\x9f not json at all".to_vec()),
+        (
+            Reason::NotJson,
+            b"{\"specversion\": \"1.0\", \"id\": ".to_vec(),
+        ),
+        (Reason::NotCloudevent, br#"{"hello": "world"}"#.to_vec()),
+        (
+            Reason::UnsupportedSpecversion,
+            with(1, &|v| v["specversion"] = "0.3".into()),
+        ),
+        (
+            Reason::UnknownEventType,
+            with(2, &|v| v["type"] = "org.sumud.household.exploded".into()),
+        ),
+        (
+            Reason::SchemaInvalid,
+            with(3, &|v| v["data"]["members"] = (-4).into()),
+        ),
+        (
+            Reason::SchemaInvalid,
+            with(4, &|v| v["data"]["payment"] = json!({"channel": "bank"})),
+        ),
+        (
+            Reason::UnknownArea,
+            with(5, &|v| v["data"]["area_code"] = "JO-ZZ-01".into()),
+        ),
+        (
+            Reason::TimestampOutOfRange,
+            with(6, &|v| v["time"] = "2100-01-01T00:00:00Z".into()),
+        ),
+        (
+            Reason::TooLarge,
+            with(7, &|v| {
+                v["data"]["programmes"] = json!(["X".repeat(1_500_000)])
+            }),
+        ),
+    ];
+    for (i, h) in good.iter().enumerate() {
+        env.publish(&topic, &h.household_id, &upsert(h)).await;
+        if let Some((_, bytes)) = poison.get(i) {
+            env.publish(&topic, "poison", bytes).await;
+        }
+    }
+    let service = start_registry(&env).await;
+
+    wait_for("100 good households", DEADLINE, || async {
+        (count(&env, "SELECT count(*) FROM registry.households").await == 100).then_some(())
+    })
+    .await;
+    let letters = dead_letters(&env, poison.len() + 1);
+    assert_eq!(
+        letters.len(),
+        poison.len(),
+        "exactly one dead letter per poison message"
+    );
+    for (reason, bytes) in &poison {
+        let letter = letters
+            .iter()
+            .find(|l| {
+                let kept = base64_decode(&l.original_base64);
+                !kept.is_empty()
+                    && bytes.starts_with(&kept)
+                    && l.original_size == bytes.len() as u64
+            })
+            .unwrap_or_else(|| {
+                panic!("no dead letter carries the original bytes of the {reason} message")
+            });
+        assert_eq!(letter.reason, *reason, "detail: {}", letter.detail);
+        assert_eq!(letter.source_topic, topic);
+        assert_eq!(letter.service, "registry");
+        assert_eq!(letter.original_truncated, *reason == Reason::TooLarge);
+    }
+    service.stop().await;
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_stream_loses_and_duplicates_nothing() {
+    let env = TestEnv::new().await;
+    let n = 20_000u64;
+    let mut settings = env.settings.clone();
+    settings.batch_max = 500;
+    let published = sumud::registry_cmd::publish_synthetic(&settings, n, 5, true)
+        .await
+        .unwrap();
+    assert_eq!(published, n);
+
+    let app = sumud_registry::App::build(settings.clone()).await.unwrap();
+    let first = Running::spawn(|t| app.run(t));
+    wait_for("a first part of the stream", DEADLINE, || async {
+        (count(&env, "SELECT count(*) FROM registry.households").await >= 2_000).then_some(())
+    })
+    .await;
+    first.kill().await;
+    let at_crash = count(&env, "SELECT count(*) FROM registry.households").await;
+    assert!(
+        at_crash < n as i64,
+        "the crash happened mid-stream ({at_crash} of {n})"
+    );
+
+    let app = sumud_registry::App::build(settings).await.unwrap();
+    let second = Running::spawn(|t| app.run(t));
+    wait_for("every household", Duration::from_secs(120), || async {
+        (count(&env, "SELECT count(*) FROM registry.households").await == n as i64).then_some(())
+    })
+    .await;
+    second.stop().await;
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM registry.households WHERE version <> 1"
+        )
+        .await,
+        0
+    );
+    // Redelivered messages after the crash are recognised, not reported as bad input.
+    assert!(dead_letters(&env, 1).is_empty());
+}
