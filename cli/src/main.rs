@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sumud::crisis_cmd::{self, DefinitionArgs};
 use sumud::{demo, registry_cmd, topics_cmd};
 use sumud_shared::config::Settings;
+use sumud_shared::events::control::CommandKind;
 
 /// Sumud: from a declared crisis to social-protection payments.
 #[derive(Parser)]
@@ -34,6 +36,128 @@ enum Command {
     Registry {
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+    /// Operator signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Register or revoke operator keys (writes to the control database).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+    /// Declare, amend, approve, close, list and show crises.
+    Crisis {
+        #[command(subcommand)]
+        command: CrisisCommand,
+    },
+    /// Explain a household's eligibility decisions in a crisis.
+    Explain {
+        /// Crisis id.
+        #[arg(long)]
+        crisis: String,
+        /// Household id.
+        #[arg(long)]
+        household: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate an Ed25519 key pair as a JWK file; prints the public key.
+    Generate {
+        /// Key id (the `kid` of every command signed with it).
+        #[arg(long)]
+        kid: String,
+        /// Where to write the private key file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorsCommand {
+    /// Register a public key with roles.
+    Add {
+        /// Key id.
+        #[arg(long)]
+        kid: String,
+        /// The person or system holding the key.
+        #[arg(long)]
+        principal: String,
+        /// Public key (base64url), as printed by `sumud keys generate`; or give --key-file.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A key file to take the public key from.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Comma-separated roles: declare, approve, close, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+    /// Revoke a key; commands signed with it are rejected from now on.
+    Revoke {
+        /// Key id.
+        #[arg(long)]
+        kid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrisisCommand {
+    /// Declare a crisis (signed with --key and published).
+    Declare {
+        /// Signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Crisis id chosen by the operator.
+        #[arg(long)]
+        crisis_id: String,
+        /// Justification for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        definition: DefinitionArgs,
+    },
+    /// Amend an active crisis: only the fields given change.
+    Amend {
+        /// Signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Crisis id.
+        #[arg(long)]
+        crisis_id: String,
+        /// Justification for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        definition: DefinitionArgs,
+    },
+    /// Approve what awaits approval (four eyes).
+    Approve {
+        /// Signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Crisis id.
+        #[arg(long)]
+        crisis_id: String,
+    },
+    /// Close a crisis.
+    Close {
+        /// Signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Crisis id.
+        #[arg(long)]
+        crisis_id: String,
+    },
+    /// List crises.
+    List,
+    /// Show one crisis and its audit trail.
+    Show {
+        /// Crisis id.
+        crisis_id: String,
     },
 }
 
@@ -108,5 +232,130 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Keys {
+            command: KeysCommand::Generate { kid, out },
+        } => {
+            let public = crisis_cmd::generate_key(&kid, &out)?;
+            println!(
+                "key {kid} written to {}; public key: {public}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Operators { command } => {
+            let pool = crisis_cmd::control_pool(&settings).await?;
+            match command {
+                OperatorsCommand::Add {
+                    kid,
+                    principal,
+                    public_key,
+                    key_file,
+                    roles,
+                } => {
+                    let public = match (public_key, key_file) {
+                        (Some(p), _) => p,
+                        (None, Some(f)) => crisis_cmd::read_key(&f)?.x,
+                        (None, None) => anyhow::bail!("give --public-key or --key-file"),
+                    };
+                    sumud_control::db::add_operator(&pool, &kid, &principal, &public, &roles)
+                        .await?;
+                    println!(
+                        "operator key {kid} of {principal} registered with roles {}",
+                        roles.join(",")
+                    );
+                }
+                OperatorsCommand::Revoke { kid } => {
+                    if !sumud_control::db::revoke_operator(&pool, &kid).await? {
+                        anyhow::bail!("no active key {kid}");
+                    }
+                    println!("operator key {kid} revoked");
+                }
+            }
+            Ok(())
+        }
+        Command::Crisis { command } => match command {
+            CrisisCommand::Declare {
+                key,
+                crisis_id,
+                note,
+                definition,
+            } => {
+                let def = definition.build(None)?;
+                let id = crisis_cmd::publish(
+                    &settings,
+                    &crisis_cmd::read_key(&key)?,
+                    CommandKind::Declare,
+                    &crisis_id,
+                    Some(def),
+                    note,
+                )
+                .await?;
+                println!("crisis.declare {crisis_id} published (command {id})");
+                Ok(())
+            }
+            CrisisCommand::Amend {
+                key,
+                crisis_id,
+                note,
+                definition,
+            } => {
+                let pool = crisis_cmd::control_pool(&settings).await?;
+                let Some(current) = sumud_control::db::crisis(&pool, &crisis_id).await? else {
+                    anyhow::bail!("crisis {crisis_id} does not exist");
+                };
+                let def = definition.build(Some(current.definition))?;
+                let id = crisis_cmd::publish(
+                    &settings,
+                    &crisis_cmd::read_key(&key)?,
+                    CommandKind::Amend,
+                    &crisis_id,
+                    Some(def),
+                    note,
+                )
+                .await?;
+                println!("crisis.amend {crisis_id} published (command {id})");
+                Ok(())
+            }
+            CrisisCommand::Approve { key, crisis_id } => {
+                let id = crisis_cmd::publish(
+                    &settings,
+                    &crisis_cmd::read_key(&key)?,
+                    CommandKind::Approve,
+                    &crisis_id,
+                    None,
+                    None,
+                )
+                .await?;
+                println!("crisis.approve {crisis_id} published (command {id})");
+                Ok(())
+            }
+            CrisisCommand::Close { key, crisis_id } => {
+                let id = crisis_cmd::publish(
+                    &settings,
+                    &crisis_cmd::read_key(&key)?,
+                    CommandKind::Close,
+                    &crisis_id,
+                    None,
+                    None,
+                )
+                .await?;
+                println!("crisis.close {crisis_id} published (command {id})");
+                Ok(())
+            }
+            CrisisCommand::List => crisis_cmd::list(&settings).await,
+            CrisisCommand::Show { crisis_id } => crisis_cmd::show(&settings, &crisis_id).await,
+        },
+        Command::Explain { crisis, household } => {
+            let pool = sumud_shared::db::connect(
+                &settings.database_url,
+                2,
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
+            for line in sumud_eligibility::explain::explain(&pool, &crisis, &household).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
     }
 }

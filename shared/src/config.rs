@@ -37,6 +37,10 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_TOPIC_STATUS",
     "SUMUD_TOPIC_DEADLETTER",
     "RUST_LOG",
+    // Service-specific settings, read by the services' own config modules.
+    "SUMUD_FOUR_EYES_THRESHOLD_MINOR",
+    "SUMUD_FOUR_EYES_APPROVALS",
+    "SUMUD_COMMAND_MAX_AGE_SECS",
 ];
 
 /// Everything a service needs to connect and behave.

@@ -46,6 +46,10 @@ pub enum Reason {
     Expired,
     /// A command that is not valid in the current state.
     InvalidTransition,
+    /// A command whose content is invalid (dates, playbook, amounts).
+    InvalidCommand,
+    /// An approval that breaks the four-eyes rule (own proposal, twice).
+    FourEyesViolation,
     /// Malformed or unusable CAP alert content.
     CapInvalid,
     /// The handler failed permanently on this message alone.
@@ -75,6 +79,8 @@ impl Reason {
             Reason::WrongRole => "wrong_role",
             Reason::Expired => "expired",
             Reason::InvalidTransition => "invalid_transition",
+            Reason::InvalidCommand => "invalid_command",
+            Reason::FourEyesViolation => "four_eyes_violation",
             Reason::CapInvalid => "cap_invalid",
             Reason::HandlerFailed => "handler_failed",
         }

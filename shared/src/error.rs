@@ -30,6 +30,10 @@ pub enum Error {
         /// Human-readable detail, free of personal data.
         detail: String,
     },
+    /// Something this work depends on has not happened yet (another
+    /// service has not caught up); trying again later will succeed.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
@@ -42,7 +46,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Database(e) => is_retryable_sqlx(e),
-            Error::Kafka(_) => true,
+            Error::Kafka(_) | Error::NotReady(_) => true,
             Error::Migration(_) | Error::Config(_) | Error::Rejected { .. } | Error::Other(_) => {
                 false
             }

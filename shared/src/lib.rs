@@ -14,6 +14,8 @@ pub mod error;
 pub mod events;
 pub mod kafka;
 pub mod money;
+pub mod outbox;
+pub mod playbook;
 pub mod schema;
 pub mod shutdown;
 pub mod synthetic;

@@ -70,3 +70,43 @@ mod tests {
         assert!(Money::new(1, "JODX").is_err());
     }
 }
+
+impl Money {
+    /// Parses a decimal amount in major units (`"250000.500"`) exactly, with
+    /// no floating point; more decimals than the currency has is an error.
+    pub fn parse_major(text: &str, currency: &str) -> Result<Self, String> {
+        let exp = minor_unit_exponent(currency) as usize;
+        let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+        if whole.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(format!("{text:?} is not a decimal amount like 1250.500"));
+        }
+        if frac.len() > exp {
+            return Err(format!("{currency} has {exp} decimals; {text:?} has more"));
+        }
+        let digits = format!("{whole}{frac:0<exp$}");
+        let minor: i64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is too large"))?;
+        Money::new(minor, currency)
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn major_amounts_parse_exactly() {
+        assert_eq!(
+            Money::parse_major("250000.5", "JOD").unwrap().minor,
+            250_000_500
+        );
+        assert_eq!(Money::parse_major("12", "USD").unwrap().minor, 1200);
+        assert!(Money::parse_major("1.2345", "JOD").is_err());
+        assert!(Money::parse_major("-3", "JOD").is_err());
+        assert!(Money::parse_major("1e5", "JOD").is_err());
+    }
+}

@@ -30,8 +30,21 @@ macro_rules! contract {
 /// Every event type with its schema file. Adding an event type means adding
 /// a line here and a file (with examples) in `schemas/`.
 fn contracts() -> Vec<Contract> {
-    use crate::events::{deadletter, household};
+    use crate::events::{control, crisis, deadletter, entitlement, household};
     vec![
+        contract!(control::CONTROL_COMMAND, "control.command.schema.json"),
+        contract!(crisis::CRISIS_PROPOSED, "crisis.event.schema.json"),
+        contract!(crisis::CRISIS_ACTIVATED, "crisis.event.schema.json"),
+        contract!(crisis::CRISIS_AMENDED, "crisis.event.schema.json"),
+        contract!(
+            crisis::CRISIS_AMENDMENT_PROPOSED,
+            "crisis.event.schema.json"
+        ),
+        contract!(crisis::CRISIS_CLOSED, "crisis.event.schema.json"),
+        contract!(
+            entitlement::ENTITLEMENT_DECIDED,
+            "entitlement.decided.schema.json"
+        ),
         contract!(
             household::HOUSEHOLD_UPSERTED,
             "household.upserted.schema.json"

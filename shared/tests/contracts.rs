@@ -8,6 +8,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use sumud_shared::deadletter::DeadLetter;
 use sumud_shared::envelope::Envelope;
+use sumud_shared::events::control::SignedCommand;
+use sumud_shared::events::crisis::CrisisEvent;
+use sumud_shared::events::entitlement::EntitlementDecision;
 use sumud_shared::events::household::{Household, HouseholdRemoved};
 use sumud_shared::schema::SchemaRegistry;
 
@@ -96,11 +99,25 @@ fn deadletter_schema_and_type_agree() {
 }
 
 #[test]
-fn every_event_type_has_examples() {
-    for (event_type, file) in SchemaRegistry::global().event_types() {
-        let short = event_type.strip_prefix("org.sumud.").unwrap();
-        assert!(file.starts_with(short), "{file} is named after {short}");
-        assert!(!examples(short, "valid").is_empty());
-        assert!(!examples(short, "invalid").is_empty());
+fn control_command_schema_and_type_agree() {
+    check_contract::<SignedCommand>("control.command");
+}
+
+#[test]
+fn crisis_event_schema_and_type_agree() {
+    check_contract::<CrisisEvent>("crisis.event");
+}
+
+#[test]
+fn entitlement_schema_and_type_agree() {
+    check_contract::<EntitlementDecision>("entitlement.decided");
+}
+
+#[test]
+fn every_schema_file_has_valid_and_invalid_examples() {
+    for (_, file) in SchemaRegistry::global().event_types() {
+        let stem = file.strip_suffix(".schema.json").unwrap();
+        assert!(!examples(stem, "valid").is_empty());
+        assert!(!examples(stem, "invalid").is_empty());
     }
 }

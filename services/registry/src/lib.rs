@@ -62,6 +62,7 @@ impl App {
             service: SERVICE.into(),
             group_id: self.settings.group_id(SERVICE),
             topics: vec![self.settings.topics.registry.clone()],
+            foreign_topics: Vec::new(),
         };
         consumer::run(&self.settings, config, &handler, &self.producer, shutdown).await
     }

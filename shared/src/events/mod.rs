@@ -1,5 +1,8 @@
 //! One module per event family: the Rust type of each event's `data`, its
 //! CloudEvents type string and the topic it travels on.
 
+pub mod control;
+pub mod crisis;
 pub mod deadletter;
+pub mod entitlement;
 pub mod household;

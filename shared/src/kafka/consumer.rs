@@ -28,7 +28,7 @@ use rdkafka::Message;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
 use crate::deadletter::{DeadLetter, Reason};
@@ -86,6 +86,10 @@ pub struct LoopConfig {
     pub group_id: String,
     /// Topics to read.
     pub topics: Vec<String>,
+    /// Topics read here but validated (and dead-lettered) by the service that
+    /// owns them; their rejects are skipped quietly so that one bad message
+    /// yields one dead letter, not one per consumer.
+    pub foreign_topics: Vec<String>,
 }
 
 /// A received message before decoding.
@@ -186,6 +190,13 @@ pub async fn run<H: Handler>(
         for (raw, rej) in undecodable {
             rejects.push((raw, None, rej));
         }
+        rejects.retain(|(raw, _, rej)| {
+            let foreign = config.foreign_topics.contains(&raw.topic);
+            if foreign {
+                debug!(topic = %raw.topic, offset = raw.offset, reason = %rej.reason, "Skipped a message its owner dead-letters.");
+            }
+            !foreign
+        });
         for (raw, envelope, rej) in &rejects {
             if !deadletters.publish(raw, *envelope, rej, &shutdown).await {
                 return commit_and_stop(&consumer);

@@ -156,3 +156,60 @@ impl EventProducer {
 fn ack(r: Result<Delivered>) -> Result<()> {
     r.map(|_| ())
 }
+
+/// An enqueued message's pending acknowledgement.
+pub struct Ack(rdkafka::producer::DeliveryFuture);
+
+impl Ack {
+    /// Waits for the broker's acknowledgement.
+    pub async fn await_ack(self) -> Result<Delivered> {
+        match self.0.await {
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(crate::Error::Other(
+                "producer dropped before acknowledging".into(),
+            )),
+        }
+    }
+}
+
+impl std::future::IntoFuture for Ack {
+    type Output = Result<Delivered>;
+    type IntoFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Delivered>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.await_ack())
+    }
+}
+
+impl EventProducer {
+    /// Puts a message on the producer's queue now (preserving call order per
+    /// partition) and returns its pending acknowledgement. Waits while the
+    /// local queue is full.
+    pub async fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<Ack> {
+        loop {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(CLOUDEVENTS_JSON),
+            });
+            let record = FutureRecord::<[u8], [u8]>::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers);
+            match self.inner.send_result(record) {
+                Ok(f) => return Ok(Ack(f)),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+}

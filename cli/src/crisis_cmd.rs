@@ -1,0 +1,245 @@
+//! `sumud keys|operators|crisis|explain`: operator keys, signed crisis
+//! commands, and reading crisis state and decisions.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use chrono::{NaiveDate, Utc};
+use sqlx::PgPool;
+use sumud_control::signing::{self, Jwk};
+use sumud_shared::config::Settings;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::crisis::{
+    CrisisDefinition, Hazard, Response, ResponseOverrides, Severity,
+};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::money::Money;
+
+/// Writes a new key pair as a JWK file and returns its public key.
+pub fn generate_key(kid: &str, out: &Path) -> anyhow::Result<String> {
+    if out.exists() {
+        bail!(
+            "{} exists; choose another file (keys are never overwritten)",
+            out.display()
+        );
+    }
+    let key = Jwk::generate(kid);
+    std::fs::write(out, serde_json::to_vec_pretty(&key)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(key.x)
+}
+
+/// Reads a key file.
+pub fn read_key(path: &Path) -> anyhow::Result<Jwk> {
+    let text =
+        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a JWK key file", path.display()))
+}
+
+/// Opens the control schema (migrating it if needed).
+pub async fn control_pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let pool = sumud_shared::db::connect(
+        &settings.database_url,
+        2,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    sumud_shared::db::migrate(&pool, &sumud_control::db::MIGRATOR).await?;
+    Ok(pool)
+}
+
+/// Signs and publishes a command; returns its id.
+pub async fn publish(
+    settings: &Settings,
+    key: &Jwk,
+    cmd: CommandKind,
+    crisis_id: &str,
+    body: Option<CrisisDefinition>,
+    note: Option<String>,
+) -> anyhow::Result<String> {
+    let claims = CommandClaims {
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: Utc::now().timestamp(),
+        cmd,
+        crisis_id: crisis_id.to_owned(),
+        body,
+        note,
+        trigger: None,
+    };
+    let jws = signing::sign(&claims, key).map_err(anyhow::Error::msg)?;
+    let event = Envelope::new(
+        "urn:sumud:cli",
+        CONTROL_COMMAND,
+        Some(crisis_id.to_owned()),
+        SignedCommand { jws },
+    );
+    EventProducer::new(settings)?
+        .send(&settings.topics.control, crisis_id, &event)
+        .await?;
+    Ok(claims.jti)
+}
+
+/// The fields of a declaration or amendment as typed on the command line.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DefinitionArgs {
+    /// Human title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// flood, drought, heatwave, cold_wave, earthquake, epidemic, price_shock, displacement, other.
+    #[arg(long)]
+    pub hazard: Option<String>,
+    /// minor, moderate, severe, extreme.
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Comma-separated area codes (governorates, districts, localities).
+    #[arg(long, value_delimiter = ',')]
+    pub areas: Option<Vec<String>>,
+    /// Playbook id (see shared/data/playbooks.json).
+    #[arg(long)]
+    pub playbook: Option<String>,
+    /// Budget cap in major units, e.g. 250000.000.
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// ISO 4217 currency (default JOD).
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// First day (YYYY-MM-DD).
+    #[arg(long)]
+    pub starts: Option<NaiveDate>,
+    /// Last day (YYYY-MM-DD).
+    #[arg(long)]
+    pub ends: Option<NaiveDate>,
+    /// Override the playbook's number of tranches.
+    #[arg(long)]
+    pub tranches: Option<u32>,
+    /// Override the vertical flat amount per tranche, in minor units.
+    #[arg(long)]
+    pub vertical_flat_minor: Option<i64>,
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(v.to_owned()))
+        .with_context(|| format!("{v:?} is not a valid {what}"))
+}
+
+impl DefinitionArgs {
+    /// Builds a definition, starting from `base` (for amendments) or from scratch.
+    pub fn build(self, base: Option<CrisisDefinition>) -> anyhow::Result<CrisisDefinition> {
+        let currency = self
+            .currency
+            .clone()
+            .or(base.as_ref().map(|b| b.budget.currency.clone()))
+            .unwrap_or_else(|| "JOD".into());
+        let need = |what: &str| anyhow::anyhow!("--{what} is required for a declaration");
+        let mut overrides = base
+            .as_ref()
+            .map(|b| b.response.overrides.clone())
+            .unwrap_or_default();
+        if self.tranches.is_some() {
+            overrides.tranches = self.tranches;
+        }
+        if self.vertical_flat_minor.is_some() {
+            overrides.vertical_flat_minor = self.vertical_flat_minor;
+        }
+        Ok(CrisisDefinition {
+            title: self
+                .title
+                .or(base.as_ref().map(|b| b.title.clone()))
+                .ok_or_else(|| need("title"))?,
+            hazard: match self.hazard {
+                Some(h) => parse_enum::<Hazard>("hazard", &h)?,
+                None => base
+                    .as_ref()
+                    .map(|b| b.hazard)
+                    .ok_or_else(|| need("hazard"))?,
+            },
+            severity: match self.severity {
+                Some(s) => parse_enum::<Severity>("severity", &s)?,
+                None => base
+                    .as_ref()
+                    .map(|b| b.severity)
+                    .ok_or_else(|| need("severity"))?,
+            },
+            areas: self
+                .areas
+                .or(base.as_ref().map(|b| b.areas.clone()))
+                .ok_or_else(|| need("areas"))?,
+            response: Response {
+                playbook: self
+                    .playbook
+                    .or(base.as_ref().map(|b| b.response.playbook.clone()))
+                    .ok_or_else(|| need("playbook"))?,
+                overrides: ResponseOverrides { ..overrides },
+            },
+            budget: match self.budget {
+                Some(b) => Money::parse_major(&b, &currency).map_err(anyhow::Error::msg)?,
+                None => base
+                    .as_ref()
+                    .map(|b| b.budget.clone())
+                    .ok_or_else(|| need("budget"))?,
+            },
+            starts_on: self
+                .starts
+                .or(base.as_ref().map(|b| b.starts_on))
+                .ok_or_else(|| need("starts"))?,
+            ends_on: self
+                .ends
+                .or(base.as_ref().map(|b| b.ends_on))
+                .ok_or_else(|| need("ends"))?,
+        })
+    }
+}
+
+/// Prints every crisis.
+pub async fn list(settings: &Settings) -> anyhow::Result<()> {
+    let pool = control_pool(settings).await?;
+    println!(
+        "{:<20} {:<9} {:>3} {:<12} {:>20}  title",
+        "crisis", "state", "rev", "hazard", "budget"
+    );
+    for c in sumud_control::db::crises(&pool).await? {
+        println!(
+            "{:<20} {:<9} {:>3} {:<12} {:>20}  {}{}",
+            c.id,
+            c.state.as_str(),
+            c.revision,
+            format!("{:?}", c.definition.hazard).to_lowercase(),
+            c.definition.budget.display(),
+            c.definition.title,
+            if c.pending.is_some() {
+                "  (awaiting approval)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Prints one crisis with its audit trail.
+pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
+    let pool = control_pool(settings).await?;
+    let Some(c) = sumud_control::db::crisis(&pool, crisis_id).await? else {
+        bail!("crisis {crisis_id} does not exist (sumud crisis list shows the known ones)");
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "crisis_id": c.id, "state": c.state.as_str(), "revision": c.revision,
+            "definition": c.definition, "pending": c.pending, "pending_by": c.pending_by,
+            "approvals": c.approvals, "declared_by": c.declared_by,
+        }))?
+    );
+    println!("\naudit trail:");
+    for (at, kind, principal, revision, state, outcome) in
+        sumud_control::db::audit_trail(&pool, crisis_id).await?
+    {
+        println!(
+            "  {} {kind:<15} by {principal:<16} rev {revision:<3} → {state:<9} {outcome}",
+            at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
+}

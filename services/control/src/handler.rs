@@ -1,0 +1,201 @@
+//! The control service's consumer-loop handler: verify, check for replay,
+//! run the state machine, and commit the crisis, the audit entry, the replay
+//! guard and the outbox event in one transaction.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::{Envelope, Rejection};
+use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::crisis::CrisisEvent;
+use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
+use sumud_shared::outbox::{self, Pending};
+use sumud_shared::playbook::PlaybookBook;
+use sumud_shared::{Error, Result};
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::config::ControlConfig;
+use crate::db::{self, AuditEntry};
+use crate::lifecycle::{self, Policy};
+use crate::signing;
+
+/// Applies signed commands.
+pub struct ControlHandler {
+    pool: PgPool,
+    config: ControlConfig,
+    crisis_topic: String,
+    wake: Arc<Notify>,
+}
+
+impl ControlHandler {
+    /// A handler writing to `pool` and publishing to `crisis_topic` through the outbox.
+    pub fn new(
+        pool: PgPool,
+        config: ControlConfig,
+        crisis_topic: String,
+        wake: Arc<Notify>,
+    ) -> Self {
+        ControlHandler {
+            pool,
+            config,
+            crisis_topic,
+            wake,
+        }
+    }
+
+    async fn one(&self, m: &Incoming, now: DateTime<Utc>) -> Result<Verdict> {
+        let signed: SignedCommand = match m.envelope.typed() {
+            Ok(s) => s,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let kid = match signing::key_id(&signed.jws) {
+            Ok(k) => k,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let Some(key) = db::operator_key(&self.pool, &kid).await? else {
+            return Ok(reject(
+                Reason::UnknownKey,
+                format!("key {kid:?} is not registered"),
+            ));
+        };
+        if key.revoked_at.is_some() {
+            return Ok(reject(
+                Reason::RevokedKey,
+                format!("key {kid:?} was revoked"),
+            ));
+        }
+        let claims = match signing::verify(&signed.jws, &key.public_key) {
+            Ok(c) => c,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let age = now.timestamp() - claims.iat;
+        if age > self.config.max_command_age_secs || age < -self.config.max_clock_skew_secs {
+            return Ok(reject(
+                Reason::Expired,
+                format!(
+                    "issued {age} s ago; commands are valid for {} s",
+                    self.config.max_command_age_secs
+                ),
+            ));
+        }
+        if let Some(body) = &claims.body {
+            if let Err(r) = lifecycle::validate(
+                body,
+                AreaCatalog::default_catalog(),
+                PlaybookBook::default_book(),
+            ) {
+                return Ok(Verdict::Reject(r));
+            }
+        }
+        self.transact(m, &claims, &key, now).await
+    }
+
+    async fn transact(
+        &self,
+        m: &Incoming,
+        claims: &CommandClaims,
+        key: &db::OperatorKey,
+        _now: DateTime<Utc>,
+    ) -> Result<Verdict> {
+        let mut tx = self.pool.begin().await?;
+        if db::command_seen(&mut tx, &claims.jti).await? {
+            return Ok(reject(
+                Reason::Replayed,
+                format!("command {} was already applied", claims.jti),
+            ));
+        }
+        let current = db::crisis_for_update(&mut tx, &claims.crisis_id).await?;
+        let policy = Policy {
+            threshold_minor: self.config.four_eyes_threshold_minor,
+            approvals_required: self.config.four_eyes_approvals,
+        };
+        let t = match lifecycle::apply(current.as_ref(), claims, &key.principal, &key.roles, policy)
+        {
+            Ok(t) => t,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let trigger = if claims.cmd == CommandKind::Declare {
+            claims.trigger.as_ref()
+        } else {
+            None
+        };
+        db::save_crisis(&mut tx, &t.crisis, trigger).await?;
+        let issued_at = DateTime::from_timestamp(claims.iat, 0).unwrap_or_default();
+        db::record(
+            &mut tx,
+            &AuditEntry {
+                crisis_id: &t.crisis.id,
+                command_id: &claims.jti,
+                kind: claims.cmd.as_str(),
+                principal: &key.principal,
+                key_id: &key.key_id,
+                revision: t.crisis.revision,
+                from_state: t.from.map(|s| s.as_str()),
+                to_state: t.crisis.state.as_str(),
+                outcome: t.outcome,
+                note: claims.note.as_deref(),
+            },
+            issued_at,
+        )
+        .await?;
+        if let Some(event_type) = t.event_type {
+            let data = CrisisEvent {
+                crisis_id: t.crisis.id.clone(),
+                state: t.crisis.state,
+                revision: t.crisis.revision,
+                definition: t.crisis.definition.clone(),
+                pending: t.crisis.pending.clone(),
+                command_id: claims.jti.clone(),
+                signed_by: key.principal.clone(),
+                trigger: claims.trigger.clone(),
+            };
+            let mut event = Envelope::new(
+                "urn:sumud:control",
+                event_type,
+                Some(t.crisis.id.clone()),
+                data,
+            );
+            event.id = format!("{}:{}", claims.jti, event_type);
+            event.traceparent = m.traceparent.clone();
+            outbox::enqueue(
+                &mut tx,
+                "control",
+                vec![Pending::event(&self.crisis_topic, &t.crisis.id, &event)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        info!(crisis = %t.crisis.id, command = claims.cmd.as_str(), outcome = t.outcome, revision = t.crisis.revision, "Command applied.");
+        Ok(Verdict::Done)
+    }
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+impl Handler for ControlHandler {
+    fn event_types(&self) -> &[&str] {
+        &[CONTROL_COMMAND]
+    }
+
+    async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            out.push(match self.one(m, now).await {
+                Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    // Two deliveries of the same command raced; the other one won.
+                    reject(Reason::Replayed, "command was applied concurrently")
+                }
+                other => other?,
+            });
+        }
+        Ok(out)
+    }
+}

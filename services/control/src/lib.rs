@@ -1,0 +1,98 @@
+//! The control service: consumes signed operator commands on
+//! `sumud.control.v1`, runs the crisis lifecycle (with four-eyes approval),
+//! keeps crisis state and an append-only audit trail in PostgreSQL, and
+//! publishes every transition on `sumud.crisis.v1` through its outbox.
+
+pub mod config;
+pub mod db;
+pub mod handler;
+pub mod lifecycle;
+pub mod signing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sumud_shared::config::Settings;
+use sumud_shared::kafka::consumer::{self, LoopConfig};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::{kafka, outbox, Result};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ControlConfig;
+use crate::handler::ControlHandler;
+
+/// The service name (consumer group, dead letters).
+pub const SERVICE: &str = "control";
+
+/// A built control service.
+pub struct App {
+    settings: Settings,
+    config: ControlConfig,
+    pool: PgPool,
+    producer: EventProducer,
+}
+
+impl App {
+    /// Connects, migrates, ensures topics.
+    pub async fn build(settings: Settings, config: ControlConfig) -> Result<Self> {
+        let pool = sumud_shared::db::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+        )
+        .await?;
+        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
+        kafka::admin::ensure_topics(&settings).await?;
+        let producer = EventProducer::new(&settings)?;
+        Ok(App {
+            settings,
+            config,
+            pool,
+            producer,
+        })
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs the consumer and the outbox relay until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let relay = tokio::spawn(outbox::relay(
+            self.pool.clone(),
+            "control",
+            self.producer.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        let handler = ControlHandler::new(
+            self.pool.clone(),
+            self.config,
+            self.settings.topics.crisis.clone(),
+            wake,
+        );
+        let config = LoopConfig {
+            service: SERVICE.into(),
+            group_id: self.settings.group_id(SERVICE),
+            topics: vec![self.settings.topics.control.clone()],
+            foreign_topics: Vec::new(),
+        };
+        let consumed = consumer::run(
+            &self.settings,
+            config,
+            &handler,
+            &self.producer,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        let relayed = relay
+            .await
+            .map_err(|e| sumud_shared::Error::Other(e.to_string()))?;
+        consumed.and(relayed)
+    }
+}

@@ -1,0 +1,228 @@
+//! The eligibility service's consumer-loop handler.
+//!
+//! Crisis events drive expansions; registry changes extend active crises to
+//! newly eligible households (once the registry service has stored them) and
+//! cancel the live decisions of removed households. Every step is
+//! idempotent: a crisis event at or below the stored revision changes
+//! nothing, and an expansion never decides a household twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::events::crisis::{
+    CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_AMENDED, CRISIS_AMENDMENT_PROPOSED,
+    CRISIS_CLOSED, CRISIS_EVENTS, CRISIS_PROPOSED,
+};
+use sumud_shared::events::household::{
+    Household, HouseholdRemoved, HOUSEHOLD_REMOVED, HOUSEHOLD_UPSERTED,
+};
+use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
+use sumud_shared::playbook::PlaybookBook;
+use sumud_shared::{Error, Result};
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::db;
+
+/// Decides entitlements.
+pub struct EligibilityHandler {
+    pool: PgPool,
+    book: &'static PlaybookBook,
+    areas: &'static AreaCatalog,
+    wake: Arc<Notify>,
+    types: Vec<&'static str>,
+}
+
+impl EligibilityHandler {
+    /// A handler on `pool`; `wake` nudges the decision publisher after commits.
+    pub fn new(pool: PgPool, book: &'static PlaybookBook, wake: Arc<Notify>) -> Self {
+        let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
+        types.extend([HOUSEHOLD_UPSERTED, HOUSEHOLD_REMOVED]);
+        EligibilityHandler {
+            pool,
+            book,
+            areas: AreaCatalog::default_catalog(),
+            wake,
+            types,
+        }
+    }
+
+    async fn crisis_event(&self, m: &Incoming) -> Result<Verdict> {
+        let e: CrisisEvent = match m.envelope.typed() {
+            Ok(e) => e,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let event_type = m.envelope.event_type.as_str();
+        if event_type == CRISIS_AMENDMENT_PROPOSED {
+            return Ok(Verdict::Done); // nothing changes until it is approved
+        }
+        let resolved = match self.book.resolve(&e.definition) {
+            Ok(r) => r,
+            Err(why) => return Ok(Verdict::Reject(Rejection::new(Reason::InvalidCommand, why))),
+        };
+        let mut tx = self.pool.begin().await?;
+        if let Some((state, revision)) = db::crisis_for_update(&mut tx, &e.crisis_id).await? {
+            if (revision, rank(state)) >= (e.revision, rank(e.state)) {
+                return Ok(Verdict::Done); // redelivery or an older event
+            }
+        }
+        db::save_crisis(&mut tx, &e, &resolved).await?;
+        let c = db::crisis(&mut tx, &e.crisis_id)
+            .await?
+            .ok_or_else(|| Error::Other("crisis vanished".into()))?;
+        match event_type {
+            CRISIS_PROPOSED => {}
+            CRISIS_ACTIVATED => {
+                let x = db::expand(&mut tx, &c, None).await?;
+                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, committed = x.committed_minor, "Expansion committed.");
+            }
+            CRISIS_AMENDED => {
+                let cancelled = db::cancel_outside_areas(&mut tx, &c).await?;
+                let c = db::crisis(&mut tx, &e.crisis_id)
+                    .await?
+                    .ok_or_else(|| Error::Other("crisis vanished".into()))?;
+                let (raised, promoted) = db::reprice_and_promote(&mut tx, &c).await?;
+                let c = db::crisis(&mut tx, &e.crisis_id)
+                    .await?
+                    .ok_or_else(|| Error::Other("crisis vanished".into()))?;
+                let x = db::expand(&mut tx, &c, None).await?;
+                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, "Amendment applied.");
+            }
+            CRISIS_CLOSED => {
+                db::close(&mut tx, &c.crisis_id, c.revision).await?;
+                let cancelled = db::cancel_waitlist(&mut tx, &c).await?;
+                info!(crisis = %c.crisis_id, cancelled, "Crisis closed.");
+            }
+            _ => {
+                return Ok(Verdict::Reject(Rejection::new(
+                    Reason::UnknownEventType,
+                    event_type.to_owned(),
+                )))
+            }
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(Verdict::Done)
+    }
+
+    /// Registry changes: wait for the registry service to store them, then
+    /// extend every active crisis to the changed households.
+    async fn registry_changes(&self, batch: &[&Incoming]) -> Result<()> {
+        let mut wanted: HashMap<String, i64> = HashMap::new();
+        let mut upserted = Vec::new();
+        let mut removed = Vec::new();
+        for m in batch {
+            let (id, version) = if m.envelope.event_type == HOUSEHOLD_REMOVED {
+                let Ok(r) = m.envelope.typed::<HouseholdRemoved>() else {
+                    continue;
+                };
+                removed.push(r.household_id.clone());
+                (r.household_id, r.version)
+            } else {
+                let Ok(h) = m.envelope.typed::<Household>() else {
+                    continue;
+                };
+                if self.areas.resolve(&h.area_code).is_none() {
+                    continue; // the registry service dead-letters it
+                }
+                upserted.push(h.household_id.clone());
+                (h.household_id, h.version)
+            };
+            let v = wanted.entry(id).or_insert(version);
+            *v = (*v).max(version);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = wanted.keys().cloned().collect();
+        let stored: HashMap<String, i64> = db::registry_versions(&self.pool, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let behind = wanted
+            .iter()
+            .filter(|(id, v)| stored.get(*id).is_none_or(|s| s < v))
+            .count();
+        if behind > 0 {
+            return Err(Error::NotReady(format!(
+                "{behind} household changes not yet stored by the registry service"
+            )));
+        }
+        let crises = {
+            let mut conn = self.pool.acquire().await?;
+            db::active_crises(&mut conn).await?
+        };
+        for c in crises {
+            let mut tx = self.pool.begin().await?;
+            if db::crisis_for_update(&mut tx, &c.crisis_id)
+                .await?
+                .map(|s| s.0)
+                != Some(CrisisState::Active)
+            {
+                continue;
+            }
+            let Some(c) = db::crisis(&mut tx, &c.crisis_id).await? else {
+                continue;
+            };
+            let cancelled = if removed.is_empty() {
+                0
+            } else {
+                db::cancel_households(&mut tx, &c, &removed).await?
+            };
+            let c = db::crisis(&mut tx, &c.crisis_id)
+                .await?
+                .ok_or_else(|| Error::Other("crisis vanished".into()))?;
+            let x = db::expand(&mut tx, &c, Some(&upserted)).await?;
+            tx.commit().await?;
+            if x.entitled + x.waitlisted + cancelled > 0 {
+                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, cancelled, "Registry changes applied to an active crisis.");
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+fn rank(s: CrisisState) -> u8 {
+    match s {
+        CrisisState::Proposed => 0,
+        CrisisState::Active => 1,
+        CrisisState::Closed => 2,
+    }
+}
+
+impl Handler for EligibilityHandler {
+    fn event_types(&self) -> &[&str] {
+        &self.types
+    }
+
+    async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let mut verdicts = vec![Verdict::Done; batch.len()];
+        for (i, m) in batch.iter().enumerate() {
+            if CRISIS_EVENTS.contains(&m.envelope.event_type.as_str()) {
+                verdicts[i] = self.crisis_event(m).await?;
+            }
+        }
+        let registry: Vec<&Incoming> = batch
+            .iter()
+            .filter(|m| !CRISIS_EVENTS.contains(&m.envelope.event_type.as_str()))
+            .collect();
+        self.registry_changes(&registry).await?;
+        Ok(verdicts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_states_outrank_earlier_ones_at_the_same_revision() {
+        assert!((1, rank(CrisisState::Closed)) > (1, rank(CrisisState::Active)));
+        assert!((2, rank(CrisisState::Active)) > (1, rank(CrisisState::Closed)));
+    }
+}

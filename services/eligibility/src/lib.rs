@@ -1,0 +1,98 @@
+//! The eligibility service: when a crisis is declared, tops up current
+//! beneficiaries in the affected areas (vertical expansion) and enrols newly
+//! eligible households (horizontal expansion), inside the crisis budget, with
+//! every decision explained. Consumes `sumud.crisis.v1` and
+//! `sumud.registry.v1`; reads households through `registry.households_v`;
+//! publishes decisions on `sumud.entitlements.v1`.
+
+pub mod db;
+pub mod explain;
+pub mod handler;
+pub mod publisher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sumud_shared::config::Settings;
+use sumud_shared::kafka::consumer::{self, LoopConfig};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::playbook::PlaybookBook;
+use sumud_shared::{kafka, Result};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::EligibilityHandler;
+
+/// The service name (consumer group, dead letters).
+pub const SERVICE: &str = "eligibility";
+
+/// A built eligibility service.
+pub struct App {
+    settings: Settings,
+    pool: PgPool,
+    producer: EventProducer,
+}
+
+impl App {
+    /// Connects, migrates (its own schema and, so that it can start first,
+    /// the registry's), ensures topics.
+    pub async fn build(settings: Settings) -> Result<Self> {
+        let pool = sumud_shared::db::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+        )
+        .await?;
+        sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
+        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
+        kafka::admin::ensure_topics(&settings).await?;
+        let producer = EventProducer::new(&settings)?;
+        Ok(App {
+            settings,
+            pool,
+            producer,
+        })
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Consumes and publishes until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let publisher = tokio::spawn(publisher::run(
+            self.pool.clone(),
+            self.settings.topics.entitlements.clone(),
+            self.producer.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        let handler =
+            EligibilityHandler::new(self.pool.clone(), PlaybookBook::default_book(), wake);
+        let config = LoopConfig {
+            service: SERVICE.into(),
+            group_id: self.settings.group_id(SERVICE),
+            topics: vec![
+                self.settings.topics.crisis.clone(),
+                self.settings.topics.registry.clone(),
+            ],
+            foreign_topics: vec![self.settings.topics.registry.clone()],
+        };
+        let consumed = consumer::run(
+            &self.settings,
+            config,
+            &handler,
+            &self.producer,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        let published = publisher
+            .await
+            .map_err(|e| sumud_shared::Error::Other(e.to_string()))?;
+        consumed.and(published)
+    }
+}

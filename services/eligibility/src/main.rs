@@ -1,0 +1,13 @@
+//! `sumud-eligibility`: settings → telemetry → build → run until SIGINT/SIGTERM.
+
+use sumud_eligibility::{App, SERVICE};
+use sumud_shared::{config::Settings, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let _telemetry = telemetry::init(SERVICE);
+    let app = App::build(settings).await?;
+    app.run(shutdown::on_signals()).await?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Signed operator commands on `sumud.control.v1` (key = crisis id).
+//!
+//! The event's `data` carries one compact JWS (RFC 7515, `alg: EdDSA` per
+//! RFC 8037, `kid` = operator key id). Its payload is a JSON claims set, so any
+//! standard JOSE/JWT library can produce a command:
+//!
+//! ```json
+//! {"jti": "<command id>", "iat": 1764400000, "cmd": "crisis.declare",
+//!  "crisis_id": "FL-2026-MN", "body": { ...CrisisDefinition... }}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::crisis::CrisisDefinition;
+
+/// CloudEvents type of a signed command.
+pub const CONTROL_COMMAND: &str = "org.sumud.control.command";
+
+/// The `data` of a control event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCommand {
+    /// Compact JWS serialization: `header.payload.signature`.
+    pub jws: String,
+}
+
+/// The claims inside the JWS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandClaims {
+    /// Command id; a second command with the same id is a replay.
+    pub jti: String,
+    /// Issued-at, seconds since the epoch; old commands are expired.
+    pub iat: i64,
+    /// What to do.
+    pub cmd: CommandKind,
+    /// The crisis it concerns.
+    pub crisis_id: String,
+    /// The definition, for `crisis.declare` and `crisis.amend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<CrisisDefinition>,
+    /// Free-text justification recorded in the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What triggered the command (an alert, a rule), recorded on the crisis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<serde_json::Value>,
+}
+
+/// Command kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// Declare a new crisis.
+    #[serde(rename = "crisis.declare")]
+    Declare,
+    /// Change areas, amounts, budget or end date.
+    #[serde(rename = "crisis.amend")]
+    Amend,
+    /// Approve a pending declaration or amendment (four eyes).
+    #[serde(rename = "crisis.approve")]
+    Approve,
+    /// Close the crisis.
+    #[serde(rename = "crisis.close")]
+    Close,
+}
+
+impl CommandKind {
+    /// The wire name, e.g. `crisis.declare`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Declare => "crisis.declare",
+            CommandKind::Amend => "crisis.amend",
+            CommandKind::Approve => "crisis.approve",
+            CommandKind::Close => "crisis.close",
+        }
+    }
+}

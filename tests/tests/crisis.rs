@@ -1,0 +1,742 @@
+//! Signed crisis control and automatic eligibility expansion, on the real
+//! broker and database: registry → control → eligibility.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use sumud_control::config::ControlConfig;
+use sumud_control::signing::{self, Jwk};
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::deadletter::{DeadLetter, Reason};
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::crisis::{
+    CrisisDefinition, Hazard, Response, ResponseOverrides, Severity,
+};
+use sumud_shared::events::household::{Household, HOUSEHOLD_UPSERTED};
+use sumud_shared::money::Money;
+use sumud_shared::synthetic;
+use sumud_tests::{wait_for, Running, TestEnv};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const SEED: u64 = 77;
+
+/// The three services of this scenario, running in-process.
+struct Pipeline {
+    env: TestEnv,
+    services: Vec<Running>,
+    alice: Jwk,
+    bob: Jwk,
+    households: Vec<Household>,
+}
+
+impl Pipeline {
+    async fn start(n: u64, config: ControlConfig) -> Pipeline {
+        let env = TestEnv::new().await;
+        let households: Vec<Household> = (0..n)
+            .map(|i| synthetic::household(AreaCatalog::default_catalog(), SEED, i))
+            .collect();
+        sumud::registry_cmd::publish_synthetic(&env.settings, n, SEED, true)
+            .await
+            .unwrap();
+        let registry = sumud_registry::App::build(env.settings.clone())
+            .await
+            .unwrap();
+        let control = sumud_control::App::build(env.settings.clone(), config)
+            .await
+            .unwrap();
+        let eligibility = sumud_eligibility::App::build(env.settings.clone())
+            .await
+            .unwrap();
+        let alice = Jwk::generate("alice-1");
+        let bob = Jwk::generate("bob-1");
+        let pool = control.pool().clone();
+        sumud_control::db::add_operator(
+            &pool,
+            "alice-1",
+            "alice",
+            &alice.x,
+            &["declare".into(), "close".into()],
+        )
+        .await
+        .unwrap();
+        sumud_control::db::add_operator(
+            &pool,
+            "bob-1",
+            "bob",
+            &bob.x,
+            &["approve".into(), "declare".into()],
+        )
+        .await
+        .unwrap();
+        let services = vec![
+            Running::spawn(|t| registry.run(t)),
+            Running::spawn(|t| control.run(t)),
+            Running::spawn(|t| eligibility.run(t)),
+        ];
+        let p = Pipeline {
+            env,
+            services,
+            alice,
+            bob,
+            households,
+        };
+        p.wait_count(
+            "the registry",
+            "SELECT count(*) FROM registry.households",
+            n as i64,
+        )
+        .await;
+        p
+    }
+
+    async fn stop(self) {
+        for s in self.services {
+            s.stop().await;
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.env.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_count(&self, what: &str, sql: &str, expected: i64) {
+        wait_for(what, DEADLINE, || async {
+            (self.count(sql).await == expected).then_some(())
+        })
+        .await;
+    }
+
+    async fn send(&self, key: &Jwk, claims: &CommandClaims) {
+        let jws = signing::sign(claims, key).unwrap();
+        self.send_jws(&claims.crisis_id, jws).await;
+    }
+
+    async fn send_jws(&self, crisis_id: &str, jws: String) {
+        let e = Envelope::new(
+            "urn:test",
+            CONTROL_COMMAND,
+            Some(crisis_id.into()),
+            SignedCommand { jws },
+        );
+        self.env
+            .publish(&self.env.settings.topics.control, crisis_id, &e.to_bytes())
+            .await;
+    }
+
+    fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
+        self.env
+            .read_topic(
+                &self.env.settings.topics.deadletter,
+                expected,
+                Duration::from_secs(30),
+            )
+            .into_iter()
+            .map(|(_, b)| {
+                serde_json::from_slice::<Envelope<DeadLetter>>(&b)
+                    .unwrap()
+                    .data
+            })
+            .collect()
+    }
+
+    async fn state(&self, crisis: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT state FROM control.crises WHERE crisis_id = $1")
+            .bind(crisis)
+            .fetch_optional(&self.env.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn entitlements(&self, crisis: &str) -> BTreeMap<String, (String, String, i64)> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT household_id, kind, status, amount_minor FROM eligibility.entitlements WHERE crisis_id = $1",
+        )
+        .bind(crisis)
+        .fetch_all(&self.env.pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(h, k, s, a)| (h, (k, s, a)))
+            .collect()
+    }
+}
+
+/// Budgets in these scenarios are large; four eyes has its own test.
+fn no_four_eyes() -> ControlConfig {
+    ControlConfig {
+        four_eyes_threshold_minor: i64::MAX / 4,
+        ..ControlConfig::default()
+    }
+}
+
+fn definition(areas: &[&str], budget_major: &str) -> CrisisDefinition {
+    CrisisDefinition {
+        title: "Flash floods in the south".into(),
+        hazard: Hazard::Flood,
+        severity: Severity::Severe,
+        areas: areas.iter().map(|a| a.to_string()).collect(),
+        response: Response {
+            playbook: "flood-standard".into(),
+            overrides: ResponseOverrides::default(),
+        },
+        budget: Money::parse_major(budget_major, "JOD").unwrap(),
+        starts_on: "2026-12-01".parse().unwrap(),
+        ends_on: "2027-03-01".parse().unwrap(),
+    }
+}
+
+fn claims(cmd: CommandKind, crisis: &str, body: Option<CrisisDefinition>) -> CommandClaims {
+    CommandClaims {
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: Utc::now().timestamp(),
+        cmd,
+        crisis_id: crisis.into(),
+        body,
+        note: None,
+        trigger: None,
+    }
+}
+
+/// The caseload computed independently of the service's SQL: households in
+/// the areas, enrolled in NAF-CASH (vertical) or under the severe-flood
+/// threshold of 30 + 5 (horizontal), priced with the severe factor 1.25.
+fn expected(households: &[Household], areas: &[&str]) -> BTreeMap<String, (String, i64)> {
+    let within = |code: &str| {
+        areas
+            .iter()
+            .any(|a| code == *a || code.starts_with(&format!("{a}-")))
+    };
+    households
+        .iter()
+        .filter(|h| within(&h.area_code))
+        .filter_map(|h| {
+            let m = i64::from(h.members);
+            if h.programmes.iter().any(|p| p == "NAF-CASH") {
+                Some((
+                    h.household_id.clone(),
+                    ("vertical".to_string(), (62_500 + 12_500 * m).min(150_000)),
+                ))
+            } else if h.welfare_score < 35.0 {
+                Some((
+                    h.household_id.clone(),
+                    ("horizontal".to_string(), (50_000 + 10_000 * m).min(125_000)),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_entitles_exactly_the_expected_households() {
+    let p = Pipeline::start(3000, no_four_eyes()).await;
+    let areas = ["JO-MN", "JO-KA", "JO-AQ-01"];
+    let want = expected(&p.households, &areas);
+    assert!(
+        want.len() > 50,
+        "the scenario has a real caseload ({})",
+        want.len()
+    );
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "FL-1",
+            Some(definition(&areas, "10000000")),
+        ),
+    )
+    .await;
+
+    p.wait_count(
+        "all entitlements",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want.len() as i64,
+    )
+    .await;
+    let got = p.entitlements("FL-1").await;
+    for (id, (kind, amount)) in &want {
+        let (k, s, a) = &got[id];
+        assert_eq!(
+            (k, s.as_str(), a),
+            (kind, "entitled", amount),
+            "household {id}"
+        );
+    }
+    assert_eq!(got.len(), want.len());
+    // Every decision is explained and published.
+    let published = p
+        .env
+        .read_topic(&p.env.settings.topics.entitlements, want.len(), DEADLINE);
+    assert_eq!(
+        published
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<HashSet<_>>()
+            .len(),
+        want.len()
+    );
+    let lines =
+        sumud_eligibility::explain::explain(&p.env.pool, "FL-1", want.keys().next().unwrap())
+            .await
+            .unwrap();
+    assert!(lines.iter().any(|l| l.contains("entitled")), "{lines:?}");
+    assert_eq!(p.state("FL-1").await.as_deref(), Some("active"));
+    let committed: i64 = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-1'")
+        .await;
+    assert_eq!(committed, want.values().map(|(_, a)| a * 3).sum::<i64>());
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
+    let config = ControlConfig {
+        four_eyes_threshold_minor: 1_000_000,
+        ..ControlConfig::default()
+    };
+    let p = Pipeline::start(500, config).await;
+    let areas = ["JO-MN"];
+    p.send(
+        &p.bob,
+        &claims(
+            CommandKind::Declare,
+            "FL-2",
+            Some(definition(&areas, "5000000")),
+        ),
+    )
+    .await;
+    wait_for("the proposal", DEADLINE, || async {
+        (p.state("FL-2").await.as_deref() == Some("proposed")).then_some(())
+    })
+    .await;
+    p.send(&p.bob, &claims(CommandKind::Approve, "FL-2", None))
+        .await; // own proposal
+    p.send(&p.alice, &claims(CommandKind::Approve, "FL-2", None))
+        .await; // lacks the approve role
+    let letters = p.dead_letters(2);
+    let mut reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
+    reasons.sort_by_key(|r| r.code());
+    assert_eq!(reasons, vec![Reason::FourEyesViolation, Reason::WrongRole]);
+    assert_eq!(p.state("FL-2").await.as_deref(), Some("proposed"));
+    assert_eq!(
+        p.count("SELECT count(*) FROM eligibility.entitlements")
+            .await,
+        0
+    );
+
+    let carol = Jwk::generate("carol-1");
+    sumud_control::db::add_operator(
+        &p.env.pool,
+        "carol-1",
+        "carol",
+        &carol.x,
+        &["approve".into()],
+    )
+    .await
+    .unwrap();
+    p.send(&carol, &claims(CommandKind::Approve, "FL-2", None))
+        .await;
+    wait_for("activation", DEADLINE, || async {
+        (p.state("FL-2").await.as_deref() == Some("active")).then_some(())
+    })
+    .await;
+    let want = expected(&p.households, &areas).len() as i64;
+    p.wait_count(
+        "entitlements after approval",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want,
+    )
+    .await;
+    let trail = sumud_control::db::audit_trail(&p.env.pool, "FL-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        trail.iter().map(|t| t.5.as_str()).collect::<Vec<_>>(),
+        vec!["proposed", "activated"]
+    );
+    assert_eq!(trail[1].2, "carol");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_forged_or_stale_command_is_dead_lettered_with_its_reason_and_has_no_effect() {
+    let p = Pipeline::start(50, no_four_eyes()).await;
+    let def = || Some(definition(&["JO-MN"], "1000"));
+    // Unsigned: no signature at all.
+    p.send_jws("X1", String::new()).await;
+    // Bad signature: signed by bob's key but claiming alice's kid.
+    let mut impostor = p.bob.clone();
+    impostor.kid = "alice-1".into();
+    p.send(&impostor, &claims(CommandKind::Declare, "X2", def()))
+        .await;
+    // Unknown key.
+    p.send(
+        &Jwk::generate("mallory-1"),
+        &claims(CommandKind::Declare, "X3", def()),
+    )
+    .await;
+    // Revoked key.
+    let dave = Jwk::generate("dave-1");
+    sumud_control::db::add_operator(&p.env.pool, "dave-1", "dave", &dave.x, &["admin".into()])
+        .await
+        .unwrap();
+    sumud_control::db::revoke_operator(&p.env.pool, "dave-1")
+        .await
+        .unwrap();
+    p.send(&dave, &claims(CommandKind::Declare, "X4", def()))
+        .await;
+    // Wrong role: bob cannot close.
+    // Expired: issued an hour ago.
+    let mut old = claims(CommandKind::Declare, "X6", def());
+    old.iat -= 3600;
+    p.send(&p.alice, &old).await;
+    // Replayed: the same valid command twice.
+    let once = claims(CommandKind::Declare, "X7", def());
+    let jws = signing::sign(&once, &p.alice).unwrap();
+    p.send_jws("X7", jws.clone()).await;
+    p.send_jws("X7", jws).await;
+    wait_for("the valid declaration", DEADLINE, || async {
+        p.state("X7").await.map(|_| ())
+    })
+    .await;
+    p.send(&p.bob, &claims(CommandKind::Close, "X7", None))
+        .await;
+
+    let letters = p.dead_letters(7);
+    let mut reasons: Vec<&str> = letters.iter().map(|l| l.reason.code()).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            "bad_signature",
+            "expired",
+            "replayed",
+            "revoked_key",
+            "unknown_key",
+            "unsigned",
+            "wrong_role"
+        ]
+    );
+    assert!(letters.iter().all(|l| l.service == "control"));
+    assert_eq!(
+        p.count("SELECT count(*) FROM control.crises").await,
+        1,
+        "only the valid declaration took effect"
+    );
+    assert_eq!(p.state("X7").await.as_deref(), Some("active"));
+    assert_eq!(p.count("SELECT count(*) FROM control.audit").await, 1);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amendments_produce_only_the_delta() {
+    let p = Pipeline::start(2000, no_four_eyes()).await;
+    let first = ["JO-MN"];
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "FL-3",
+            Some(definition(&first, "10000000")),
+        ),
+    )
+    .await;
+    let want1 = expected(&p.households, &first);
+    p.wait_count(
+        "first expansion",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want1.len() as i64,
+    )
+    .await;
+    let before = p.entitlements("FL-3").await;
+
+    // Add an area: only its households are added, nothing already decided changes.
+    let both = ["JO-MN", "JO-KA"];
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Amend,
+            "FL-3",
+            Some(definition(&both, "10000000")),
+        ),
+    )
+    .await;
+    let want2 = expected(&p.households, &both);
+    p.wait_count(
+        "added area",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want2.len() as i64,
+    )
+    .await;
+    let after = p.entitlements("FL-3").await;
+    for (id, v) in &before {
+        assert_eq!(&after[id], v, "{id} unchanged by the added area");
+    }
+
+    // Remove the first area: its decisions are cancelled, the rest stay.
+    let second = ["JO-KA"];
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Amend,
+            "FL-3",
+            Some(definition(&second, "10000000")),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "cancellations",
+        "SELECT count(*) FROM eligibility.entitlements WHERE status = 'cancelled'",
+        want1.len() as i64,
+    )
+    .await;
+    let want3 = expected(&p.households, &second);
+    assert_eq!(
+        p.count("SELECT count(*) FROM eligibility.entitlements WHERE status = 'entitled'")
+            .await,
+        want3.len() as i64
+    );
+
+    // Raise the vertical amount: entitled vertical decisions are repriced, no new rows.
+    let mut raised = definition(&second, "10000000");
+    raised.response.overrides.vertical_flat_minor = Some(90_000);
+    p.send(&p.alice, &claims(CommandKind::Amend, "FL-3", Some(raised)))
+        .await;
+    wait_for("repricing", DEADLINE, || async {
+        (p.count("SELECT count(*) FROM eligibility.entitlements WHERE kind = 'vertical' AND status = 'entitled' AND amount_minor < 90000").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM eligibility.entitlements")
+            .await,
+        want2.len() as i64,
+        "no duplicates"
+    );
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-3'")
+        .await;
+    let sum = p.count("SELECT coalesce(sum(amount_minor * tranches), 0)::bigint FROM eligibility.entitlements WHERE status = 'entitled'").await;
+    assert_eq!(committed, sum);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_budget_waitlists_in_priority_order_and_a_raise_promotes_the_waitlist() {
+    let p = Pipeline::start(2000, no_four_eyes()).await;
+    let areas = ["JO-AM"];
+    let want = expected(&p.households, &areas);
+    let full: i64 = want.values().map(|(_, a)| a * 3).sum();
+    let budget = full / 2;
+    let budget_major = format!("{}.{:03}", budget / 1000, budget % 1000);
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "FL-4",
+            Some(definition(&areas, &budget_major)),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "every decision",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want.len() as i64,
+    )
+    .await;
+
+    // Independently: rank by (priority flags desc, score asc, id asc); the
+    // entitled set is the longest prefix whose running total fits.
+    let flags = ["disability", "female_headed", "elderly", "young_children"];
+    let mut ranked: Vec<&Household> = p
+        .households
+        .iter()
+        .filter(|h| want.contains_key(&h.household_id))
+        .collect();
+    let prio = |h: &Household| {
+        h.flags
+            .iter()
+            .filter(|f| flags.contains(&f.as_str()))
+            .count()
+    };
+    ranked.sort_by(|a, b| {
+        prio(b)
+            .cmp(&prio(a))
+            .then(a.welfare_score.total_cmp(&b.welfare_score))
+            .then(a.household_id.cmp(&b.household_id))
+    });
+    let mut running = 0;
+    let mut covered = HashSet::new();
+    for h in ranked {
+        running += want[&h.household_id].1 * 3;
+        if running > budget {
+            break;
+        }
+        covered.insert(h.household_id.clone());
+    }
+    let got = p.entitlements("FL-4").await;
+    let entitled: HashSet<String> = got
+        .iter()
+        .filter(|(_, v)| v.1 == "entitled")
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(entitled, covered);
+    assert!(got.values().any(|v| v.1 == "waitlisted"));
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-4'")
+        .await;
+    assert!(committed <= budget, "budget holds: {committed} <= {budget}");
+
+    // Double the budget: the whole waitlist fits and is promoted.
+    let full_major = format!("{}.{:03}", full / 1000, full % 1000);
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Amend,
+            "FL-4",
+            Some(definition(&areas, &full_major)),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "promotion",
+        "SELECT count(*) FROM eligibility.entitlements WHERE status = 'entitled'",
+        want.len() as i64,
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-4'")
+            .await,
+        full
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_registered_during_an_active_crisis_becomes_entitled() {
+    let p = Pipeline::start(300, no_four_eyes()).await;
+    let areas = ["JO-MN"];
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "FL-5",
+            Some(definition(&areas, "10000000")),
+        ),
+    )
+    .await;
+    let want = expected(&p.households, &areas).len() as i64;
+    p.wait_count(
+        "first expansion",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want,
+    )
+    .await;
+
+    let mut newcomer = synthetic::household(AreaCatalog::default_catalog(), 999, 1);
+    newcomer.household_id = "HH-NEW-1".into();
+    newcomer.area_code = "JO-MN-01-003".into();
+    newcomer.welfare_score = 10.0;
+    newcomer.programmes.clear();
+    let mut rich = newcomer.clone();
+    rich.household_id = "HH-NEW-2".into();
+    rich.welfare_score = 90.0;
+    for h in [&newcomer, &rich] {
+        let e = Envelope::new(
+            "urn:test",
+            HOUSEHOLD_UPSERTED,
+            Some(h.household_id.clone()),
+            h,
+        );
+        p.env
+            .publish(
+                &p.env.settings.topics.registry,
+                &h.household_id,
+                &e.to_bytes(),
+            )
+            .await;
+    }
+    p.wait_count(
+        "the newcomer's entitlement",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want + 1,
+    )
+    .await;
+    let got = p.entitlements("FL-5").await;
+    assert_eq!(got["HH-NEW-1"].0, "horizontal");
+    assert!(!got.contains_key("HH-NEW-2"));
+    // The newcomer moving away later keeps its decision history.
+    let mut moved = newcomer.clone();
+    moved.version = 2;
+    moved.area_code = "JO-AM-01-001".into();
+    let e = Envelope::new(
+        "urn:test",
+        HOUSEHOLD_UPSERTED,
+        Some(moved.household_id.clone()),
+        &moved,
+    );
+    p.env
+        .publish(
+            &p.env.settings.topics.registry,
+            &moved.household_id,
+            &e.to_bytes(),
+        )
+        .await;
+    wait_for("the move", DEADLINE, || async {
+        (p.count("SELECT version FROM registry.households WHERE household_id = 'HH-NEW-1'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(p.entitlements("FL-5").await["HH-NEW-1"].1, "entitled");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_expansion_leaves_no_duplicates_and_nothing_missing() {
+    let p = Pipeline::start(6000, no_four_eyes()).await;
+    let areas = ["JO-AM", "JO-IR"];
+    let want = expected(&p.households, &areas);
+    let mut services = p.services;
+    let eligibility = services.pop().unwrap();
+    let p = Pipeline { services, ..p };
+    let pub_claims = claims(
+        CommandKind::Declare,
+        "FL-6",
+        Some(definition(&areas, "100000000")),
+    );
+    p.send(&p.alice, &pub_claims).await;
+    // Give the service a moment to be inside the expansion, then crash it.
+    wait_for("the crisis", DEADLINE, || async {
+        p.state("FL-6").await.map(|_| ())
+    })
+    .await;
+    eligibility.kill().await;
+    let app = sumud_eligibility::App::build(p.env.settings.clone())
+        .await
+        .unwrap();
+    let restarted = Running::spawn(|t| app.run(t));
+    p.wait_count(
+        "every entitlement",
+        "SELECT count(*) FROM eligibility.entitlements",
+        want.len() as i64,
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM (SELECT household_id FROM eligibility.entitlements GROUP BY crisis_id, household_id HAVING count(*) > 1) d").await,
+        0
+    );
+    let got = p.entitlements("FL-6").await;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    restarted.stop().await;
+    p.stop().await;
+}
