@@ -16,7 +16,9 @@ fn root() -> &'static Path {
 fn compose() -> Value {
     let text = std::fs::read_to_string(root().join("docker-compose.yml"))
         .expect("docker-compose.yml exists");
-    serde_yaml::from_str(&text).expect("docker-compose.yml is valid YAML")
+    let mut doc: Value = serde_yaml::from_str(&text).expect("docker-compose.yml is valid YAML");
+    doc.apply_merge().expect("merge keys resolve");
+    doc
 }
 
 fn service_crates() -> Vec<String> {
