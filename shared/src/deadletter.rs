@@ -28,6 +28,8 @@ pub enum Reason {
     UnknownCrisis,
     /// A reference to a household this system does not know.
     UnknownHousehold,
+    /// A status report for an instruction (or attempt) never issued.
+    UnknownInstruction,
     /// An older or equal version than what is already stored.
     StaleVersion,
     /// The message is a replay of one already processed.
@@ -70,6 +72,7 @@ impl Reason {
             Reason::UnknownArea => "unknown_area",
             Reason::UnknownCrisis => "unknown_crisis",
             Reason::UnknownHousehold => "unknown_household",
+            Reason::UnknownInstruction => "unknown_instruction",
             Reason::StaleVersion => "stale_version",
             Reason::Replayed => "replayed",
             Reason::Unsigned => "unsigned",

@@ -201,3 +201,104 @@ async fn relay_while_leader(
         .await;
     result
 }
+
+/// An entity table that is its own outbox: rows carry a change counter and
+/// a published mark, and a changed row is (re)published. Used where the
+/// events are projections of rows written in bulk (decisions, instructions),
+/// so the bulk transaction writes each fact once.
+pub trait TableOutbox: Send + Sync {
+    /// A row to publish.
+    type Row: Send + Sync;
+
+    /// Advisory-lock key: one relay per table at a time.
+    fn lock_key(&self) -> i64;
+
+    /// Rows changed since published, in change order.
+    fn fetch(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Row>>> + Send;
+
+    /// The message for a row: (topic, key, payload).
+    fn message(&self, row: &Self::Row) -> (String, String, Vec<u8>);
+
+    /// Marks rows published at the change they were read at.
+    fn mark(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[Self::Row],
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+}
+
+/// Publishes a [`TableOutbox`] until `shutdown`, with the same guarantees as
+/// [`relay`]: one leader, change order, mark only after acknowledgement.
+pub async fn relay_table<O: TableOutbox>(
+    pool: PgPool,
+    outbox: O,
+    producer: EventProducer,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    while !shutdown.is_cancelled() {
+        if let Err(e) = lead_table(&pool, &outbox, &producer, &wake, &shutdown).await {
+            warn!(error = %e, "Table outbox relay failed; retrying.");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn lead_table<O: TableOutbox>(
+    pool: &PgPool,
+    outbox: &O,
+    producer: &EventProducer,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(outbox.lock_key())
+        .fetch_one(&mut *conn)
+        .await?;
+    if !leader {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        return Ok(());
+    }
+    let result = async {
+        while !shutdown.is_cancelled() {
+            let rows = outbox.fetch(&mut conn, BATCH).await?;
+            if rows.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            let mut acks = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let (topic, key, payload) = outbox.message(row);
+                acks.push(producer.enqueue(&topic, key.as_bytes(), &payload).await?);
+            }
+            for ack in acks {
+                ack.await?;
+            }
+            outbox.mark(&mut conn, &rows).await?;
+            debug!(published = rows.len(), "Table outbox rows published.");
+        }
+        Ok(())
+    }
+    .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(outbox.lock_key())
+        .execute(&mut *conn)
+        .await;
+    result
+}

@@ -30,7 +30,7 @@ macro_rules! contract {
 /// Every event type with its schema file. Adding an event type means adding
 /// a line here and a file (with examples) in `schemas/`.
 fn contracts() -> Vec<Contract> {
-    use crate::events::{control, crisis, deadletter, entitlement, household};
+    use crate::events::{control, crisis, deadletter, entitlement, household, payment};
     vec![
         contract!(control::CONTROL_COMMAND, "control.command.schema.json"),
         contract!(crisis::CRISIS_PROPOSED, "crisis.event.schema.json"),
@@ -57,6 +57,11 @@ fn contracts() -> Vec<Contract> {
             deadletter::DEADLETTER_RECORDED,
             "deadletter.recorded.schema.json"
         ),
+        contract!(
+            payment::INSTRUCTION_ISSUED,
+            "payment.instruction.schema.json"
+        ),
+        contract!(payment::PAYMENT_STATUS, "payment.status.schema.json"),
     ]
 }
 

@@ -12,6 +12,7 @@ use sumud_shared::events::control::SignedCommand;
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::EntitlementDecision;
 use sumud_shared::events::household::{Household, HouseholdRemoved};
+use sumud_shared::events::payment::{Instruction, StatusReport};
 use sumud_shared::schema::SchemaRegistry;
 
 fn examples_dir() -> PathBuf {
@@ -111,6 +112,16 @@ fn crisis_event_schema_and_type_agree() {
 #[test]
 fn entitlement_schema_and_type_agree() {
     check_contract::<EntitlementDecision>("entitlement.decided");
+}
+
+#[test]
+fn payment_instruction_schema_and_type_agree() {
+    check_contract::<Instruction>("payment.instruction");
+}
+
+#[test]
+fn payment_status_schema_and_type_agree() {
+    check_contract::<StatusReport>("payment.status");
 }
 
 #[test]

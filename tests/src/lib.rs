@@ -3,6 +3,8 @@
 //! services started in-process with their own shutdown token, and helpers
 //! that wait on conditions with deadlines instead of sleeping.
 
+pub mod pipeline;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

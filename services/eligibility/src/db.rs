@@ -59,8 +59,8 @@ pub async fn save_crisis(
         "INSERT INTO eligibility.crises (crisis_id, state, revision, definition, resolved, currency, budget_minor) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (crisis_id) DO UPDATE SET state = EXCLUDED.state, revision = EXCLUDED.revision, \
-         definition = EXCLUDED.definition, resolved = EXCLUDED.resolved, budget_minor = EXCLUDED.budget_minor, \
-         updated_at = now()",
+         definition = EXCLUDED.definition, resolved = EXCLUDED.resolved, \
+         budget_minor = GREATEST(EXCLUDED.budget_minor, eligibility.crises.committed_minor), updated_at = now()",
     )
     .bind(&e.crisis_id)
     .bind(e.state.as_str())
@@ -437,6 +437,36 @@ pub async fn reprice_and_promote(conn: &mut PgConnection, c: &CrisisRow) -> Resu
     changed.extend(promoted.iter().cloned());
     log_changes(conn, &c.crisis_id, &changed).await?;
     Ok((raised.len() as i64, promoted.len() as i64))
+}
+
+/// Brings the crisis within `budget` after a cut: the lowest-priority
+/// entitled decisions go back to the waitlist (in reverse priority order)
+/// until what is committed fits, then the cap is lowered. Instructions
+/// already issued by disbursement are its own reservation and unaffected.
+pub async fn fit_budget(conn: &mut PgConnection, c: &CrisisRow, budget: i64) -> Result<i64> {
+    let demoted: Vec<String> = sqlx::query_scalar(
+        "WITH ranked AS ( \
+            SELECT e.entitlement_id, sum(e.committed_minor) OVER (ORDER BY e.priority DESC, e.welfare_score ASC, e.household_id ASC ROWS UNBOUNDED PRECEDING) AS running \
+            FROM eligibility.entitlements e WHERE e.crisis_id = $1 AND e.status = 'entitled') \
+         UPDATE eligibility.entitlements e SET status = 'waitlisted', committed_minor = 0, crisis_revision = $3, \
+             reason = e.reason || '; revision ' || $3 || ': waitlisted again as the budget was cut', \
+             updated_at = now(), change_seq = nextval('eligibility.change_seq') \
+         FROM ranked r WHERE e.entitlement_id = r.entitlement_id AND r.running > $2 \
+         RETURNING e.entitlement_id",
+    )
+    .bind(&c.crisis_id)
+    .bind(budget)
+    .bind(c.revision)
+    .fetch_all(&mut *conn)
+    .await?;
+    recompute_committed(conn, &c.crisis_id).await?;
+    sqlx::query("UPDATE eligibility.crises SET budget_minor = $2 WHERE crisis_id = $1")
+        .bind(&c.crisis_id)
+        .bind(budget)
+        .execute(&mut *conn)
+        .await?;
+    log_changes(conn, &c.crisis_id, &demoted).await?;
+    Ok(demoted.len() as i64)
 }
 
 /// Marks the crisis closed.

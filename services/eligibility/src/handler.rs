@@ -82,6 +82,7 @@ impl EligibilityHandler {
             }
             CRISIS_AMENDED => {
                 let cancelled = db::cancel_outside_areas(&mut tx, &c).await?;
+                let demoted = db::fit_budget(&mut tx, &c, e.definition.budget.minor).await?;
                 let c = db::crisis(&mut tx, &e.crisis_id)
                     .await?
                     .ok_or_else(|| Error::Other("crisis vanished".into()))?;
@@ -90,7 +91,7 @@ impl EligibilityHandler {
                     .await?
                     .ok_or_else(|| Error::Other("crisis vanished".into()))?;
                 let x = db::expand(&mut tx, &c, None).await?;
-                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, "Amendment applied.");
+                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, demoted, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, "Amendment applied.");
             }
             CRISIS_CLOSED => {
                 db::close(&mut tx, &c.crisis_id, c.revision).await?;

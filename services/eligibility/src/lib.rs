@@ -63,9 +63,11 @@ impl App {
     /// Consumes and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let wake = Arc::new(Notify::new());
-        let publisher = tokio::spawn(publisher::run(
+        let publisher = tokio::spawn(sumud_shared::outbox::relay_table(
             self.pool.clone(),
-            self.settings.topics.entitlements.clone(),
+            publisher::Decisions {
+                topic: self.settings.topics.entitlements.clone(),
+            },
             self.producer.clone(),
             wake.clone(),
             shutdown.clone(),

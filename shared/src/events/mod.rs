@@ -6,3 +6,4 @@ pub mod crisis;
 pub mod deadletter;
 pub mod entitlement;
 pub mod household;
+pub mod payment;

@@ -1,0 +1,214 @@
+//! The disbursement service's consumer-loop handler: crisis lifecycle and
+//! eligibility decisions update its projections; provider status reports move
+//! instructions along, idempotently and order-tolerantly.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use sqlx::PgPool;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::events::crisis::{CrisisEvent, CRISIS_EVENTS};
+use sumud_shared::events::entitlement::{EntitlementDecision, ENTITLEMENT_DECIDED};
+use sumud_shared::events::payment::{StatusReport, PAYMENT_STATUS};
+use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
+use sumud_shared::Result;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::config::DisbursementConfig;
+use crate::db;
+use crate::instruction::{effect, retry_delay, Effect};
+
+/// Handles crisis, decision and status events.
+pub struct DisbursementHandler {
+    pool: PgPool,
+    config: DisbursementConfig,
+    wake: Arc<Notify>,
+    types: Vec<&'static str>,
+}
+
+impl DisbursementHandler {
+    /// A handler on `pool`; `wake` nudges the scheduler after commits.
+    pub fn new(pool: PgPool, config: DisbursementConfig, wake: Arc<Notify>) -> Self {
+        let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
+        types.extend([ENTITLEMENT_DECIDED, PAYMENT_STATUS]);
+        DisbursementHandler {
+            pool,
+            config,
+            wake,
+            types,
+        }
+    }
+
+    async fn status(&self, m: &Incoming) -> Result<Verdict> {
+        let r: StatusReport = match m.envelope.typed() {
+            Ok(r) => r,
+            Err(rej) => return Ok(Verdict::Reject(rej)),
+        };
+        let event_id = format!("{}|{}", m.envelope.source, m.envelope.id);
+        let mut tx = self.pool.begin().await?;
+        if db::status_seen(&mut tx, &event_id).await? {
+            return Ok(Verdict::Done); // the same report delivered again
+        }
+        let Some((status, attempt, crisis, household, amount)) =
+            db::instruction_for_update(&mut tx, &r.reference_id).await?
+        else {
+            return Ok(reject(
+                Reason::UnknownInstruction,
+                format!("no instruction {}", r.reference_id),
+            ));
+        };
+        let attempt = attempt as u32;
+        if r.attempt > attempt {
+            return Ok(reject(
+                Reason::UnknownInstruction,
+                format!(
+                    "attempt {} of {} was never issued (latest is {attempt})",
+                    r.attempt, r.reference_id
+                ),
+            ));
+        }
+        if r.attempt < attempt {
+            db::log_status(
+                &mut tx,
+                &event_id,
+                &r,
+                false,
+                Some("report on an earlier attempt"),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Verdict::Done);
+        }
+        let e = effect(
+            &status,
+            r.status,
+            r.reason_code,
+            attempt,
+            self.config.max_attempts,
+        );
+        let reason = r.reason_code.map(|c| c.as_str());
+        let note = match &e {
+            Effect::Advance(s) => {
+                db::set_status(
+                    &mut tx,
+                    &r.reference_id,
+                    s,
+                    None,
+                    r.provider_ref.as_deref(),
+                    None,
+                )
+                .await?;
+                None
+            }
+            Effect::Paid => {
+                db::set_status(
+                    &mut tx,
+                    &r.reference_id,
+                    "succeeded",
+                    None,
+                    r.provider_ref.as_deref(),
+                    None,
+                )
+                .await?;
+                None
+            }
+            Effect::Retry => {
+                let at = Utc::now()
+                    + retry_delay(Duration::seconds(self.config.retry_base_secs), attempt + 1);
+                db::set_status(
+                    &mut tx,
+                    &r.reference_id,
+                    "retry_scheduled",
+                    reason,
+                    None,
+                    Some(at),
+                )
+                .await?;
+                None
+            }
+            Effect::Fail { verify } => {
+                db::set_status(&mut tx, &r.reference_id, "failed", reason, None, None).await?;
+                db::release(&mut tx, &crisis, amount).await?;
+                if *verify {
+                    db::verification_task(
+                        &mut tx,
+                        &household,
+                        &r.reference_id,
+                        reason.unwrap_or("unknown"),
+                    )
+                    .await?;
+                }
+                None
+            }
+            Effect::Reverse => {
+                db::set_status(&mut tx, &r.reference_id, "reversed", None, None, None).await?;
+                db::release(&mut tx, &crisis, amount).await?;
+                None
+            }
+            Effect::Ignore(why) => Some(*why),
+        };
+        db::log_status(&mut tx, &event_id, &r, note.is_none(), note).await?;
+        tx.commit().await?;
+        if matches!(e, Effect::Retry) {
+            info!(instruction = %r.reference_id, attempt, reason, "Payment rejected; retry scheduled.");
+        }
+        Ok(Verdict::Done)
+    }
+}
+
+fn reject(reason: Reason, detail: String) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+impl Handler for DisbursementHandler {
+    fn event_types(&self) -> &[&str] {
+        &self.types
+    }
+
+    async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let mut verdicts = Vec::with_capacity(batch.len());
+        let mut decisions = Vec::new();
+        for m in batch {
+            let t = m.envelope.event_type.as_str();
+            let v = if CRISIS_EVENTS.contains(&t) {
+                match m.envelope.typed::<CrisisEvent>() {
+                    Ok(e) => {
+                        let mut conn = self.pool.acquire().await?;
+                        if db::save_crisis(&mut conn, &e, m.envelope.time).await?
+                            && e.definition.budget.minor < 0
+                        {
+                            warn!(crisis = %e.crisis_id, "Budget cut below what is reserved.");
+                        }
+                        Verdict::Done
+                    }
+                    Err(r) => Verdict::Reject(r),
+                }
+            } else if t == ENTITLEMENT_DECIDED {
+                match m.envelope.typed::<EntitlementDecision>() {
+                    Ok(d) => {
+                        let seq = m
+                            .envelope
+                            .id
+                            .rsplit_once('@')
+                            .and_then(|(_, s)| s.parse().ok())
+                            .unwrap_or(0);
+                        decisions.push((d, seq));
+                        Verdict::Done
+                    }
+                    Err(r) => Verdict::Reject(r),
+                }
+            } else {
+                self.status(m).await?
+            };
+            verdicts.push(v);
+        }
+        if !decisions.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            db::save_entitlements(&mut conn, &decisions).await?;
+        }
+        self.wake.notify_one();
+        Ok(verdicts)
+    }
+}

@@ -1,0 +1,184 @@
+//! The pure rules of money movement: instruction identity, pseudonymous
+//! beneficiary references, which provider statuses may replace which, and
+//! when a rejection is retried.
+
+use chrono::Duration;
+use sumud_shared::events::payment::{PaymentStatus, RejectionReason};
+use uuid::Uuid;
+
+const NAMESPACE: Uuid = Uuid::from_u128(0x5d1f_6c2b_91e4_4f0a_8a35_2c7e_b0d4_91aa);
+
+/// The deterministic id of (crisis, household, kind, tranche): the
+/// idempotency key and end-to-end id of every attempt at that payment.
+pub fn instruction_id(crisis: &str, household: &str, kind: &str, tranche: u32) -> String {
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("{crisis}\u{1f}{household}\u{1f}{kind}\u{1f}{tranche}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// A stable pseudonym for a household, keyed by a deployment secret, so
+/// providers can group payments to one beneficiary without learning who it is.
+pub fn beneficiary_ref(secret: &str, household: &str) -> String {
+    let ns = Uuid::new_v5(&NAMESPACE, secret.as_bytes());
+    format!("ben-{}", Uuid::new_v5(&ns, household.as_bytes()).simple())
+}
+
+/// Stored instruction statuses, in the order a payment moves through them.
+pub fn rank(status: &str) -> u8 {
+    match status {
+        "instructed" | "retry_scheduled" => 0,
+        "received" => 1,
+        "pending" => 2,
+        "succeeded" | "failed" => 3,
+        "reversed" => 4,
+        _ => 0,
+    }
+}
+
+/// What a status report does to an instruction at a given status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Move to this status.
+    Advance(&'static str),
+    /// Paid: move to succeeded.
+    Paid,
+    /// Re-issue later as the next attempt.
+    Retry,
+    /// Give up: failed (budget released; field verification if permanent).
+    Fail {
+        /// Whether the household needs a field-verification visit.
+        verify: bool,
+    },
+    /// Money came back: reversed (budget released).
+    Reverse,
+    /// Late, duplicate or contradictory: recorded, no change.
+    Ignore(&'static str),
+}
+
+/// Decides the effect of a report on the current attempt.
+pub fn effect(
+    current: &str,
+    report: PaymentStatus,
+    reason: Option<RejectionReason>,
+    attempt: u32,
+    max_attempts: u32,
+) -> Effect {
+    let cur = rank(current);
+    match report {
+        PaymentStatus::Received if cur < 1 && current != "retry_scheduled" => {
+            Effect::Advance("received")
+        }
+        PaymentStatus::Pending if cur < 2 && current != "retry_scheduled" => {
+            Effect::Advance("pending")
+        }
+        PaymentStatus::Succeeded if cur < 3 && current != "retry_scheduled" => Effect::Paid,
+        PaymentStatus::Rejected if cur < 3 && current != "retry_scheduled" => match reason {
+            Some(r) if r.is_retryable() && attempt < max_attempts => Effect::Retry,
+            Some(r) => Effect::Fail {
+                verify: !r.is_retryable(),
+            },
+            None => Effect::Fail { verify: false },
+        },
+        PaymentStatus::Reversed if current == "succeeded" => Effect::Reverse,
+        PaymentStatus::Received | PaymentStatus::Pending => {
+            Effect::Ignore("late status: the payment is already further along")
+        }
+        PaymentStatus::Succeeded | PaymentStatus::Rejected => {
+            Effect::Ignore("the attempt already has a final status")
+        }
+        PaymentStatus::Reversed => Effect::Ignore("only a succeeded payment can be reversed"),
+    }
+}
+
+/// Backoff before attempt `next` (2, 3, …): base × 2^(next-2), capped.
+pub fn retry_delay(base: Duration, next: u32) -> Duration {
+    let factor = 1i32 << next.saturating_sub(2).min(10);
+    (base * factor).min(Duration::hours(6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_ids_are_deterministic_and_distinct_per_tranche() {
+        let a = instruction_id("C", "H", "vertical", 1);
+        assert_eq!(a, instruction_id("C", "H", "vertical", 1));
+        assert_ne!(a, instruction_id("C", "H", "vertical", 2));
+        assert_ne!(a, instruction_id("C", "H", "horizontal", 1));
+    }
+
+    #[test]
+    fn beneficiary_refs_hide_the_household_id() {
+        let r = beneficiary_ref("s", "HH-123");
+        assert!(!r.contains("123"));
+        assert_eq!(r, beneficiary_ref("s", "HH-123"));
+        assert_ne!(r, beneficiary_ref("other", "HH-123"));
+    }
+
+    #[test]
+    fn a_late_pending_never_overwrites_succeeded() {
+        assert_eq!(
+            effect("succeeded", PaymentStatus::Pending, None, 1, 3),
+            Effect::Ignore("late status: the payment is already further along")
+        );
+        assert_eq!(
+            effect("pending", PaymentStatus::Succeeded, None, 1, 3),
+            Effect::Paid
+        );
+        assert_eq!(
+            effect("instructed", PaymentStatus::Pending, None, 1, 3),
+            Effect::Advance("pending")
+        );
+    }
+
+    #[test]
+    fn retryable_rejections_retry_until_the_limit_then_fail() {
+        let t = Some(RejectionReason::Timeout);
+        assert_eq!(
+            effect("received", PaymentStatus::Rejected, t, 1, 3),
+            Effect::Retry
+        );
+        assert_eq!(
+            effect("received", PaymentStatus::Rejected, t, 3, 3),
+            Effect::Fail { verify: false }
+        );
+        let closed = Some(RejectionReason::AccountClosed);
+        assert_eq!(
+            effect("received", PaymentStatus::Rejected, closed, 1, 3),
+            Effect::Fail { verify: true }
+        );
+    }
+
+    #[test]
+    fn only_a_paid_instruction_can_be_reversed_and_only_once_paid() {
+        assert_eq!(
+            effect("succeeded", PaymentStatus::Reversed, None, 1, 3),
+            Effect::Reverse
+        );
+        assert!(matches!(
+            effect("pending", PaymentStatus::Reversed, None, 1, 3),
+            Effect::Ignore(_)
+        ));
+        assert!(matches!(
+            effect(
+                "succeeded",
+                PaymentStatus::Rejected,
+                Some(RejectionReason::Timeout),
+                1,
+                3
+            ),
+            Effect::Ignore(_)
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let b = Duration::seconds(10);
+        assert_eq!(retry_delay(b, 2), Duration::seconds(10));
+        assert_eq!(retry_delay(b, 3), Duration::seconds(20));
+        assert_eq!(retry_delay(Duration::minutes(1), 40), Duration::hours(6));
+    }
+}

@@ -1,0 +1,112 @@
+//! The disbursement service: turns entitlements into payment instructions,
+//! tranche by tranche, with each amount reserved against the crisis budget
+//! in the transaction that creates the instruction; publishes them through
+//! the instructions table as its outbox; applies provider status, retries
+//! retryable rejections, raises field-verification tasks for permanent ones,
+//! flags overdue instructions and reconciles.
+
+pub mod config;
+pub mod db;
+pub mod handler;
+pub mod instruction;
+pub mod publisher;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sumud_shared::config::Settings;
+use sumud_shared::kafka::consumer::{self, LoopConfig};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::{kafka, outbox, Error, Result};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DisbursementConfig;
+use crate::handler::DisbursementHandler;
+
+/// The service name (consumer group, dead letters).
+pub const SERVICE: &str = "disbursement";
+
+/// A built disbursement service.
+pub struct App {
+    settings: Settings,
+    config: DisbursementConfig,
+    pool: PgPool,
+    producer: EventProducer,
+}
+
+impl App {
+    /// Connects, migrates (the registry's schema too, whose view it reads),
+    /// ensures topics.
+    pub async fn build(settings: Settings, config: DisbursementConfig) -> Result<Self> {
+        let pool = sumud_shared::db::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+        )
+        .await?;
+        sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
+        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
+        kafka::admin::ensure_topics(&settings).await?;
+        let producer = EventProducer::new(&settings)?;
+        Ok(App {
+            settings,
+            config,
+            pool,
+            producer,
+        })
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Consumes, schedules and publishes until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let wake_scheduler = Arc::new(Notify::new());
+        let wake_publisher = Arc::new(Notify::new());
+        let publisher = tokio::spawn(outbox::relay_table(
+            self.pool.clone(),
+            publisher::Instructions {
+                topic: self.settings.topics.instructions.clone(),
+            },
+            self.producer.clone(),
+            wake_publisher.clone(),
+            shutdown.clone(),
+        ));
+        let scheduler = tokio::spawn(scheduler::run(
+            self.pool.clone(),
+            self.config.clone(),
+            wake_scheduler.clone(),
+            wake_publisher,
+            shutdown.clone(),
+        ));
+        let handler =
+            DisbursementHandler::new(self.pool.clone(), self.config.clone(), wake_scheduler);
+        let t = &self.settings.topics;
+        let config = LoopConfig {
+            service: SERVICE.into(),
+            group_id: self.settings.group_id(SERVICE),
+            topics: vec![t.crisis.clone(), t.entitlements.clone(), t.status.clone()],
+            foreign_topics: vec![t.crisis.clone(), t.entitlements.clone()],
+        };
+        let consumed = consumer::run(
+            &self.settings,
+            config,
+            &handler,
+            &self.producer,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        let join = |r: std::result::Result<Result<()>, tokio::task::JoinError>| {
+            r.map_err(|e| Error::Other(e.to_string()))?
+        };
+        consumed
+            .and(join(publisher.await))
+            .and(join(scheduler.await))
+    }
+}

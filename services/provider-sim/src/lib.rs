@@ -1,0 +1,199 @@
+//! A payment provider simulator that behaves like a real provider: it
+//! consumes the instructions for its provider names, answers with status
+//! events after a latency, rejects, stays silent or delivers statuses twice
+//! at configurable rates, and keeps its own ledger, so a test can check it
+//! was never asked to pay the same instruction twice.
+
+pub mod behaviour;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use sumud_shared::config::Settings;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::payment::{
+    Instruction, PaymentStatus, StatusReport, INSTRUCTION_ISSUED, PAYMENT_STATUS,
+};
+use sumud_shared::kafka::consumer::{self, Handler, Incoming, LoopConfig, Verdict};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::{kafka, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::behaviour::{Behaviour, Outcome};
+
+/// The service name.
+pub const SERVICE: &str = "provider-sim";
+
+/// The simulator's migrations (schema `provider_sim`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A built simulator.
+pub struct App {
+    settings: Settings,
+    behaviour: Behaviour,
+    pool: PgPool,
+    producer: EventProducer,
+}
+
+struct Sim {
+    pool: PgPool,
+    behaviour: Behaviour,
+    producer: EventProducer,
+    status_topic: String,
+}
+
+fn report(i: &Instruction, status: PaymentStatus, outcome: Outcome) -> Envelope<StatusReport> {
+    let data = StatusReport {
+        reference_id: i.reference_id.clone(),
+        attempt: i.attempt,
+        provider: i.provider.clone(),
+        status,
+        reason_code: match outcome {
+            Outcome::Reject(r) if status == PaymentStatus::Rejected => Some(r),
+            _ => None,
+        },
+        provider_ref: (status == PaymentStatus::Succeeded)
+            .then(|| format!("SIM-{}-{}", &i.reference_id[..8], i.attempt)),
+        timestamp: Utc::now(),
+    };
+    let mut e = Envelope::new(
+        &format!("urn:provider:{}", i.provider),
+        PAYMENT_STATUS,
+        Some(i.reference_id.clone()),
+        data,
+    );
+    e.id = format!("{}#{}:{}", i.reference_id, i.attempt, status.as_str());
+    e
+}
+
+impl Sim {
+    async fn send(&self, e: &Envelope<StatusReport>) -> Result<()> {
+        self.producer
+            .send(&self.status_topic, &e.data.reference_id, e)
+            .await
+            .map(|_| ())
+    }
+
+    /// Records the attempt; returns true only the first time it is seen.
+    async fn record(&self, i: &Instruction, outcome: Outcome) -> Result<bool> {
+        let content = serde_json::to_string(i).expect("serialises");
+        let hash = format!("{:016x}", behaviour::uniform(0, &content, 0).to_bits());
+        let first: bool = sqlx::query_scalar(
+            "INSERT INTO provider_sim.ledger (reference_id, attempt, provider, amount_minor, content_hash, outcome, paid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (reference_id, attempt) DO UPDATE SET times_seen = provider_sim.ledger.times_seen + 1, \
+                 content_conflict = provider_sim.ledger.content_conflict OR provider_sim.ledger.content_hash <> EXCLUDED.content_hash \
+             RETURNING (xmax = 0)",
+        )
+        .bind(&i.reference_id)
+        .bind(i.attempt as i32)
+        .bind(&i.provider)
+        .bind(i.amount)
+        .bind(hash)
+        .bind(outcome.as_str())
+        .bind(outcome == Outcome::Pay)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(first)
+    }
+}
+
+impl Handler for Sim {
+    fn event_types(&self) -> &[&str] {
+        &[INSTRUCTION_ISSUED]
+    }
+
+    async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let mut finals = Vec::new();
+        for m in batch {
+            let Ok(i) = m.envelope.typed::<Instruction>() else {
+                continue;
+            };
+            if !self.behaviour.serves(&i.provider) {
+                continue;
+            }
+            let outcome = self.behaviour.outcome(&i.reference_id, i.attempt);
+            if !self.record(&i, outcome).await? {
+                continue; // a duplicate delivery: never act twice
+            }
+            if outcome == Outcome::Silence {
+                continue;
+            }
+            self.send(&report(&i, PaymentStatus::Received, outcome))
+                .await?;
+            finals.push((i, outcome));
+        }
+        if !finals.is_empty() {
+            tokio::time::sleep(Duration::from_millis(self.behaviour.latency_ms)).await;
+        }
+        for (i, outcome) in finals {
+            let status = if outcome == Outcome::Pay {
+                PaymentStatus::Succeeded
+            } else {
+                PaymentStatus::Rejected
+            };
+            let e = report(&i, status, outcome);
+            self.send(&e).await?;
+            if self.behaviour.duplicates(&i.reference_id, i.attempt) {
+                self.send(&e).await?;
+            }
+            if outcome == Outcome::Pay && self.behaviour.late_pending(&i.reference_id, i.attempt) {
+                self.send(&report(&i, PaymentStatus::Pending, outcome))
+                    .await?;
+            }
+        }
+        Ok(vec![Verdict::Done; batch.len()])
+    }
+}
+
+impl App {
+    /// Connects, migrates its ledger, ensures topics.
+    pub async fn build(settings: Settings, behaviour: Behaviour) -> Result<Self> {
+        let pool =
+            sumud_shared::db::connect(&settings.database_url, 4, Duration::from_secs(60)).await?;
+        sumud_shared::db::migrate(&pool, &MIGRATOR).await?;
+        kafka::admin::ensure_topics(&settings).await?;
+        let producer = EventProducer::new(&settings)?;
+        Ok(App {
+            settings,
+            behaviour,
+            pool,
+            producer,
+        })
+    }
+
+    /// The ledger's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Answers instructions until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let sim = Sim {
+            pool: self.pool.clone(),
+            behaviour: self.behaviour.clone(),
+            producer: self.producer.clone(),
+            status_topic: self.settings.topics.status.clone(),
+        };
+        let config = LoopConfig {
+            service: SERVICE.into(),
+            group_id: self.settings.group_id(SERVICE),
+            topics: vec![self.settings.topics.instructions.clone()],
+            foreign_topics: vec![self.settings.topics.instructions.clone()],
+        };
+        consumer::run(&self.settings, config, &sim, &self.producer, shutdown).await
+    }
+}
+
+/// Ledger checks for tests and release soaks: (attempts seen, instructions
+/// paid more than once, attempts that arrived with different content).
+pub async fn ledger_audit(pool: &PgPool) -> Result<(i64, i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM provider_sim.ledger), \
+                (SELECT count(*) FROM (SELECT reference_id FROM provider_sim.ledger WHERE paid GROUP BY reference_id HAVING count(*) > 1) d), \
+                (SELECT count(*) FROM provider_sim.ledger WHERE content_conflict)",
+    )
+    .fetch_one(pool)
+    .await?)
+}

@@ -1,0 +1,38 @@
+//! `sumud-node <service>`: runs one service as its own process, configured
+//! from the environment like the service binaries. Tests that kill -9 a
+//! service use it, because cargo guarantees a test crate's own binaries are
+//! built for its tests, not other crates' binaries.
+
+use sumud_shared::config::Settings;
+use sumud_shared::shutdown;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let service = std::env::args().nth(1).unwrap_or_default();
+    let settings = Settings::from_env()?;
+    let _t = sumud_shared::telemetry::init(&service);
+    let stop = shutdown::on_signals();
+    match service.as_str() {
+        "registry" => {
+            sumud_registry::App::build(settings)
+                .await?
+                .run(stop)
+                .await?
+        }
+        "eligibility" => {
+            sumud_eligibility::App::build(settings)
+                .await?
+                .run(stop)
+                .await?
+        }
+        "disbursement" => {
+            let config = sumud_disbursement::config::DisbursementConfig::from_env()?;
+            sumud_disbursement::App::build(settings, config)
+                .await?
+                .run(stop)
+                .await?
+        }
+        other => anyhow::bail!("unknown service {other:?}: registry, eligibility or disbursement"),
+    }
+    Ok(())
+}

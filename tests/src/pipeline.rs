@@ -1,0 +1,285 @@
+//! A whole pipeline in one test process: registry, control and eligibility
+//! (and, on request, disbursement and the provider simulator), with two
+//! operators registered, plus helpers to sign commands and to compute the
+//! expected caseload independently of the services' SQL.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use sumud_control::config::ControlConfig;
+use sumud_control::signing::{self, Jwk};
+use sumud_disbursement::config::DisbursementConfig;
+use sumud_provider_sim::behaviour::Behaviour;
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::deadletter::DeadLetter;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::crisis::{
+    CrisisDefinition, Hazard, Response, ResponseOverrides, Severity,
+};
+use sumud_shared::events::household::Household;
+use sumud_shared::money::Money;
+use sumud_shared::synthetic;
+
+use crate::{wait_for, Running, TestEnv};
+
+/// How long scenario steps may take.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+/// Seed of the synthetic registry.
+pub const SEED: u64 = 77;
+
+/// The three services of this scenario, running in-process.
+pub struct Pipeline {
+    /// The private database and topics.
+    pub env: TestEnv,
+    /// Services, stopped in reverse order.
+    pub services: Vec<Running>,
+    /// Operator with declare and close roles.
+    pub alice: Jwk,
+    /// Operator with approve and declare roles.
+    pub bob: Jwk,
+    /// The synthetic registry as published.
+    pub households: Vec<Household>,
+}
+
+impl Pipeline {
+    /// Registry, control and eligibility on a fresh registry of `n` households.
+    pub async fn start(n: u64, config: ControlConfig) -> Pipeline {
+        Self::start_full(n, config, None).await
+    }
+
+    /// The same plus disbursement and the provider simulator.
+    pub async fn start_with_payments(
+        n: u64,
+        config: ControlConfig,
+        disbursement: DisbursementConfig,
+        behaviour: Behaviour,
+    ) -> Pipeline {
+        Self::start_full(n, config, Some((disbursement, behaviour))).await
+    }
+
+    async fn start_full(
+        n: u64,
+        config: ControlConfig,
+        payments: Option<(DisbursementConfig, Behaviour)>,
+    ) -> Pipeline {
+        let env = TestEnv::new().await;
+        let households: Vec<Household> = (0..n)
+            .map(|i| synthetic::household(AreaCatalog::default_catalog(), SEED, i))
+            .collect();
+        sumud::registry_cmd::publish_synthetic(&env.settings, n, SEED, true)
+            .await
+            .unwrap();
+        let registry = sumud_registry::App::build(env.settings.clone())
+            .await
+            .unwrap();
+        let control = sumud_control::App::build(env.settings.clone(), config)
+            .await
+            .unwrap();
+        let eligibility = sumud_eligibility::App::build(env.settings.clone())
+            .await
+            .unwrap();
+        let alice = Jwk::generate("alice-1");
+        let bob = Jwk::generate("bob-1");
+        let pool = control.pool().clone();
+        sumud_control::db::add_operator(
+            &pool,
+            "alice-1",
+            "alice",
+            &alice.x,
+            &["declare".into(), "close".into()],
+        )
+        .await
+        .unwrap();
+        sumud_control::db::add_operator(
+            &pool,
+            "bob-1",
+            "bob",
+            &bob.x,
+            &["approve".into(), "declare".into()],
+        )
+        .await
+        .unwrap();
+        let mut services = vec![
+            Running::spawn(|t| registry.run(t)),
+            Running::spawn(|t| control.run(t)),
+            Running::spawn(|t| eligibility.run(t)),
+        ];
+        if let Some((disbursement, behaviour)) = payments {
+            let d = sumud_disbursement::App::build(env.settings.clone(), disbursement)
+                .await
+                .unwrap();
+            let sim = sumud_provider_sim::App::build(env.settings.clone(), behaviour)
+                .await
+                .unwrap();
+            services.push(Running::spawn(|t| d.run(t)));
+            services.push(Running::spawn(|t| sim.run(t)));
+        }
+        let p = Pipeline {
+            env,
+            services,
+            alice,
+            bob,
+            households,
+        };
+        p.wait_count(
+            "the registry",
+            "SELECT count(*) FROM registry.households",
+            n as i64,
+        )
+        .await;
+        p
+    }
+
+    /// Stops every service gracefully, last started first.
+    pub async fn stop(mut self) {
+        while let Some(s) = self.services.pop() {
+            s.stop().await;
+        }
+    }
+
+    /// See the scenario tests.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.env.pool)
+            .await
+            .unwrap()
+    }
+
+    /// See the scenario tests.
+    pub async fn wait_count(&self, what: &str, sql: &str, expected: i64) {
+        wait_for(what, DEADLINE, || async {
+            (self.count(sql).await == expected).then_some(())
+        })
+        .await;
+    }
+
+    /// See the scenario tests.
+    pub async fn send(&self, key: &Jwk, claims: &CommandClaims) {
+        let jws = signing::sign(claims, key).unwrap();
+        self.send_jws(&claims.crisis_id, jws).await;
+    }
+
+    /// See the scenario tests.
+    pub async fn send_jws(&self, crisis_id: &str, jws: String) {
+        let e = Envelope::new(
+            "urn:test",
+            CONTROL_COMMAND,
+            Some(crisis_id.into()),
+            SignedCommand { jws },
+        );
+        self.env
+            .publish(&self.env.settings.topics.control, crisis_id, &e.to_bytes())
+            .await;
+    }
+
+    /// See the scenario tests.
+    pub fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
+        self.env
+            .read_topic(
+                &self.env.settings.topics.deadletter,
+                expected,
+                Duration::from_secs(30),
+            )
+            .into_iter()
+            .map(|(_, b)| {
+                serde_json::from_slice::<Envelope<DeadLetter>>(&b)
+                    .unwrap()
+                    .data
+            })
+            .collect()
+    }
+
+    /// See the scenario tests.
+    pub async fn state(&self, crisis: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT state FROM control.crises WHERE crisis_id = $1")
+            .bind(crisis)
+            .fetch_optional(&self.env.pool)
+            .await
+            .unwrap()
+    }
+
+    /// See the scenario tests.
+    pub async fn entitlements(&self, crisis: &str) -> BTreeMap<String, (String, String, i64)> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT household_id, kind, status, amount_minor FROM eligibility.entitlements WHERE crisis_id = $1",
+        )
+        .bind(crisis)
+        .fetch_all(&self.env.pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(h, k, s, a)| (h, (k, s, a)))
+            .collect()
+    }
+}
+
+/// Budgets in these scenarios are large; four eyes has its own test.
+pub fn no_four_eyes() -> ControlConfig {
+    ControlConfig {
+        four_eyes_threshold_minor: i64::MAX / 4,
+        ..ControlConfig::default()
+    }
+}
+
+/// A severe flood declaration over `areas` with a budget in JOD.
+pub fn definition(areas: &[&str], budget_major: &str) -> CrisisDefinition {
+    CrisisDefinition {
+        title: "Flash floods in the south".into(),
+        hazard: Hazard::Flood,
+        severity: Severity::Severe,
+        areas: areas.iter().map(|a| a.to_string()).collect(),
+        response: Response {
+            playbook: "flood-standard".into(),
+            overrides: ResponseOverrides::default(),
+        },
+        budget: Money::parse_major(budget_major, "JOD").unwrap(),
+        starts_on: "2026-12-01".parse().unwrap(),
+        ends_on: "2027-03-01".parse().unwrap(),
+    }
+}
+
+/// Fresh command claims issued now.
+pub fn claims(cmd: CommandKind, crisis: &str, body: Option<CrisisDefinition>) -> CommandClaims {
+    CommandClaims {
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: Utc::now().timestamp(),
+        cmd,
+        crisis_id: crisis.into(),
+        body,
+        note: None,
+        trigger: None,
+    }
+}
+
+/// The caseload computed independently of the service's SQL: households in
+/// the areas, enrolled in NAF-CASH (vertical) or under the severe-flood
+/// threshold of 30 + 5 (horizontal), priced with the severe factor 1.25.
+pub fn expected(households: &[Household], areas: &[&str]) -> BTreeMap<String, (String, i64)> {
+    let within = |code: &str| {
+        areas
+            .iter()
+            .any(|a| code == *a || code.starts_with(&format!("{a}-")))
+    };
+    households
+        .iter()
+        .filter(|h| within(&h.area_code))
+        .filter_map(|h| {
+            let m = i64::from(h.members);
+            if h.programmes.iter().any(|p| p == "NAF-CASH") {
+                Some((
+                    h.household_id.clone(),
+                    ("vertical".to_string(), (62_500 + 12_500 * m).min(150_000)),
+                ))
+            } else if h.welfare_score < 35.0 {
+                Some((
+                    h.household_id.clone(),
+                    ("horizontal".to_string(), (50_000 + 10_000 * m).min(125_000)),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}

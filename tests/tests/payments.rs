@@ -1,0 +1,355 @@
+//! Disbursement, provider status and reconciliation on the real broker and
+//! database: registry → control → eligibility → disbursement → provider.
+
+use std::time::Duration;
+
+use sumud_disbursement::config::DisbursementConfig;
+use sumud_provider_sim::behaviour::Behaviour;
+use sumud_shared::events::control::CommandKind;
+use sumud_tests::pipeline::*;
+use sumud_tests::wait_for;
+
+/// Tranches every 30 "days" of 0.05 s: three tranches within about 3 s.
+fn fast_schedule() -> DisbursementConfig {
+    DisbursementConfig {
+        day_seconds: 0.05,
+        retry_base_secs: 0,
+        tick_ms: 100,
+        ..DisbursementConfig::default()
+    }
+}
+
+fn honest_provider() -> Behaviour {
+    Behaviour {
+        latency_ms: 10,
+        retryable_reject_rate: 0.0,
+        permanent_reject_rate: 0.0,
+        duplicate_rate: 0.0,
+        late_pending_rate: 0.0,
+        ..Behaviour::default()
+    }
+}
+
+async fn ledger(p: &Pipeline) -> (i64, i64, i64) {
+    sumud_provider_sim::ledger_audit(&p.env.pool).await.unwrap()
+}
+
+async fn snapshot(p: &Pipeline) -> Vec<(String, i32, String, i64)> {
+    sqlx::query_as("SELECT instruction_id, attempt, status, amount_minor FROM disbursement.instructions ORDER BY instruction_id")
+        .fetch_all(&p.env.pool)
+        .await
+        .unwrap()
+}
+
+async fn statuses(p: &Pipeline) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT status, count(*) FROM disbursement.instructions GROUP BY status ORDER BY status",
+    )
+    .fetch_all(&p.env.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
+    let p = Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), honest_provider())
+        .await;
+    let areas = ["JO-MN", "JO-KA", "JO-AQ"];
+    let want = expected(&p.households, &areas);
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "PAY-1",
+            Some(definition(&areas, "10000000")),
+        ),
+    )
+    .await;
+    let total = (want.len() * 3) as i64;
+    p.wait_count(
+        "every tranche paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'",
+        total,
+    )
+    .await;
+
+    // Exactly one instruction per entitled household per tranche, with the decided amount.
+    let per_tranche: Vec<(i32, i64, i64)> = sqlx::query_as(
+        "SELECT tranche, count(*), sum(amount_minor)::bigint FROM disbursement.instructions GROUP BY tranche ORDER BY tranche",
+    )
+    .fetch_all(&p.env.pool)
+    .await
+    .unwrap();
+    let amount: i64 = want.values().map(|(_, a)| a).sum();
+    assert_eq!(
+        per_tranche,
+        vec![
+            (1, want.len() as i64, amount),
+            (2, want.len() as i64, amount),
+            (3, want.len() as i64, amount)
+        ]
+    );
+    // Tranches are spaced by the schedule.
+    let spread: f64 = p.count("SELECT (extract(epoch FROM max(scheduled_at) - min(scheduled_at)) * 1000)::bigint FROM disbursement.instructions").await as f64 / 1000.0;
+    assert!(
+        (spread - 3.0).abs() < 0.01,
+        "60 days at 0.05 s per day: {spread}"
+    );
+    // The database derives ids and pseudonyms exactly as the Rust rules do.
+    let rows: Vec<(String, String, String, i32, String)> = sqlx::query_as(
+        "SELECT instruction_id, household_id, kind, tranche, beneficiary_ref FROM disbursement.instructions LIMIT 50",
+    )
+    .fetch_all(&p.env.pool)
+    .await
+    .unwrap();
+    let secret = fast_schedule().pseudonym_secret;
+    for (id, household, kind, tranche, ben) in rows {
+        assert_eq!(
+            id,
+            sumud_disbursement::instruction::instruction_id(
+                "PAY-1",
+                &household,
+                &kind,
+                tranche as u32
+            )
+        );
+        assert_eq!(
+            ben,
+            sumud_disbursement::instruction::beneficiary_ref(&secret, &household)
+        );
+    }
+    // The provider was asked once per instruction and paid each once.
+    assert_eq!(ledger(&p).await, (total, 0, 0));
+    let lines = sumud_disbursement::db::reconcile(&p.env.pool, "PAY-1")
+        .await
+        .unwrap();
+    assert_eq!(lines.iter().map(|l| l.paid).sum::<i64>(), total);
+    assert_eq!(lines.iter().map(|l| l.paid_minor).sum::<i64>(), amount * 3);
+    assert_eq!(lines.iter().map(|l| l.outstanding).sum::<i64>(), 0);
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reserved, live);
+    assert!(reserved <= budget);
+    // Instructions carry no personal data.
+    let published = p.env.read_topic(
+        &p.env.settings.topics.instructions,
+        total as usize,
+        DEADLINE,
+    );
+    let text = String::from_utf8_lossy(&published[0].1).into_owned();
+    assert!(
+        !text.contains("Synthetic Person") && !text.contains("HH-"),
+        "{text}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verification() {
+    let provider = Behaviour {
+        retryable_reject_rate: 0.3,
+        permanent_reject_rate: 0.05,
+        ..honest_provider()
+    };
+    let schedule = DisbursementConfig {
+        max_attempts: 4,
+        ..fast_schedule()
+    };
+    let p = Pipeline::start_with_payments(2000, no_four_eyes(), schedule, provider).await;
+    let areas = ["JO-IR"];
+    let want = expected(&p.households, &areas);
+    let mut one = definition(&areas, "10000000");
+    one.response.overrides.tranches = Some(1);
+    p.send(&p.alice, &claims(CommandKind::Declare, "PAY-2", Some(one)))
+        .await;
+    let n = want.len() as i64;
+    p.wait_count(
+        "every instruction final",
+        "SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')",
+        n,
+    )
+    .await;
+
+    let retried = p
+        .count("SELECT count(*) FROM disbursement.instructions WHERE attempt > 1")
+        .await;
+    assert!(retried > 0, "some instructions needed a second attempt");
+    let failed = p
+        .count("SELECT count(*) FROM disbursement.instructions WHERE status = 'failed'")
+        .await;
+    let permanent = p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'failed' AND reason_code = 'account_closed'").await;
+    assert!(permanent > 0);
+    assert_eq!(
+        p.count("SELECT count(*) FROM disbursement.verification_tasks")
+            .await,
+        permanent
+    );
+    // Exhausted retries fail without a field visit; nothing else fails.
+    let exhausted = p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'failed' AND reason_code = 'provider_unavailable' AND attempt = 4").await;
+    assert_eq!(failed, permanent + exhausted);
+    let (attempts, paid_twice, conflicts) = ledger(&p).await;
+    assert!(attempts > n);
+    assert_eq!((paid_twice, conflicts), (0, 0));
+    // Failed amounts went back to the budget.
+    let (_, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reserved, live);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_duplicate_statuses_change_nothing() {
+    let provider = Behaviour {
+        duplicate_rate: 1.0,
+        late_pending_rate: 1.0,
+        ..honest_provider()
+    };
+    let p = Pipeline::start_with_payments(1000, no_four_eyes(), fast_schedule(), provider).await;
+    let areas = ["JO-AM"];
+    let want = expected(&p.households, &areas);
+    let mut one = definition(&areas, "10000000");
+    one.response.overrides.tranches = Some(1);
+    p.send(&p.alice, &claims(CommandKind::Declare, "PAY-3", Some(one)))
+        .await;
+    let n = want.len() as i64;
+    p.wait_count(
+        "every instruction paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'",
+        n,
+    )
+    .await;
+    // Every duplicate was recognised by its event id and every late pending ignored.
+    wait_for("the late pendings", DEADLINE, || async {
+        (p.count(
+            "SELECT count(*) FROM disbursement.status_log WHERE status = 'pending' AND NOT applied",
+        )
+        .await
+            == n)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(statuses(&p).await, vec![("succeeded".to_string(), n)]);
+    assert_eq!(
+        p.count("SELECT count(*) FROM disbursement.status_log WHERE status = 'succeeded'")
+            .await,
+        n
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_holds_under_concurrent_amendments() {
+    let p = Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), honest_provider())
+        .await;
+    let areas = ["JO-AM", "JO-AZ"];
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "PAY-4",
+            Some(definition(&areas, "40000")),
+        ),
+    )
+    .await;
+    // A storm of budget changes, up and down, while instructions are created.
+    for (i, budget) in [
+        "60000", "20000", "90000", "30000", "45000", "15000", "80000",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let who = if i % 2 == 0 { &p.alice } else { &p.bob };
+        p.send(
+            who,
+            &claims(
+                CommandKind::Amend,
+                "PAY-4",
+                Some(definition(&areas, budget)),
+            ),
+        )
+        .await;
+        let over = p
+            .count("SELECT count(*) FROM disbursement.crises WHERE reserved_minor > budget_minor")
+            .await
+            + p.count(
+                "SELECT count(*) FROM eligibility.crises WHERE committed_minor > budget_minor",
+            )
+            .await;
+        assert_eq!(over, 0);
+    }
+    wait_for("the last revision", DEADLINE, || async {
+        (p.count("SELECT coalesce(max(revision), 0)::bigint FROM eligibility.crises WHERE crisis_id = 'PAY-4'").await == 8).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // let tranches fall due
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-4")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reserved, live, "reservations match instructions");
+    // Money already instructed before a cut cannot be un-instructed; otherwise the cap holds.
+    let peak_cap: i64 = 90_000_000;
+    assert!(
+        reserved <= budget && reserved <= peak_cap,
+        "{reserved} <= {budget}"
+    );
+    assert_eq!(p.count("SELECT count(*) FROM (SELECT 1 FROM disbursement.instructions GROUP BY crisis_id, household_id, kind, tranche HAVING count(*) > 1) d").await, 0);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_instruction_and_status_topics_twice_changes_nothing() {
+    let p = Pipeline::start_with_payments(1500, no_four_eyes(), fast_schedule(), honest_provider())
+        .await;
+    let areas = ["JO-MA", "JO-BA"];
+    let want = expected(&p.households, &areas);
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "PAY-5",
+            Some(definition(&areas, "10000000")),
+        ),
+    )
+    .await;
+    let total = (want.len() * 3) as i64;
+    p.wait_count(
+        "every tranche paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'",
+        total,
+    )
+    .await;
+    let before = snapshot(&p).await;
+    let t = &p.env.settings.topics;
+    let instructions = p.env.read_topic(&t.instructions, total as usize, DEADLINE);
+    let statuses_seen = p.env.read_topic(&t.status, (total * 2) as usize, DEADLINE);
+    assert_eq!(instructions.len() as i64, total);
+    for _ in 0..2 {
+        for (k, v) in &instructions {
+            p.env.publish(&t.instructions, k, v).await;
+        }
+        for (k, v) in &statuses_seen {
+            p.env.publish(&t.status, k, v).await;
+        }
+    }
+    wait_for("the replays to be consumed", DEADLINE, || async {
+        (p.count("SELECT coalesce(sum(times_seen), 0)::bigint FROM provider_sim.ledger")
+            .await
+            == total * 3)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(snapshot(&p).await, before);
+    assert_eq!(ledger(&p).await, (total, 0, 0));
+    assert_eq!(
+        p.count("SELECT count(*) FROM disbursement.status_log")
+            .await,
+        statuses_seen.len() as i64
+    );
+    p.stop().await;
+}
