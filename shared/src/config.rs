@@ -144,6 +144,51 @@ impl Settings {
         Ok(s)
     }
 
+    /// The environment that reproduces these settings in a child process.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let t = &self.topics;
+        let mut v: Vec<(String, String)> = vec![
+            (
+                "KAFKA_BOOTSTRAP_SERVERS".into(),
+                self.bootstrap_servers.clone(),
+            ),
+            ("DATABASE_URL".into(), self.database_url.clone()),
+            (
+                "SUMUD_DB_MAX_CONNECTIONS".into(),
+                self.db_max_connections.to_string(),
+            ),
+            (
+                "SUMUD_TOPIC_PARTITIONS".into(),
+                self.topic_partitions.to_string(),
+            ),
+            ("SUMUD_GROUP_PREFIX".into(), self.group_prefix.clone()),
+            ("SUMUD_BATCH_MAX".into(), self.batch_max.to_string()),
+            (
+                "SUMUD_BATCH_LINGER_MS".into(),
+                self.batch_linger.as_millis().to_string(),
+            ),
+            (
+                "SUMUD_MAX_MESSAGE_BYTES".into(),
+                self.limits.max_bytes.to_string(),
+            ),
+            ("SUMUD_TOPIC_CONTROL".into(), t.control.clone()),
+            ("SUMUD_TOPIC_ALERTS".into(), t.alerts.clone()),
+            ("SUMUD_TOPIC_REGISTRY".into(), t.registry.clone()),
+            ("SUMUD_TOPIC_CRISIS".into(), t.crisis.clone()),
+            ("SUMUD_TOPIC_ENTITLEMENTS".into(), t.entitlements.clone()),
+            ("SUMUD_TOPIC_INSTRUCTIONS".into(), t.instructions.clone()),
+            ("SUMUD_TOPIC_STATUS".into(), t.status.clone()),
+            ("SUMUD_TOPIC_DEADLETTER".into(), t.deadletter.clone()),
+        ];
+        for (k, val) in &self.kafka_properties {
+            v.push((
+                format!("SUMUD_KAFKA_{}", k.replace('.', "_").to_ascii_uppercase()),
+                val.clone(),
+            ));
+        }
+        v
+    }
+
     /// The consumer group of a service: `<prefix>-<service>`.
     pub fn group_id(&self, service: &str) -> String {
         format!("{}-{}", self.group_prefix, service)
@@ -183,6 +228,18 @@ mod tests {
         let s = Settings::from_vars(vars(&[("SUMUD_TOPIC_REGISTRY", "reg")])).unwrap();
         assert_eq!(s.topics.registry, "reg");
         assert_eq!(s.topics.crisis, "sumud.crisis.v1");
+    }
+
+    #[test]
+    fn env_vars_reproduce_the_settings() {
+        let mut s = Settings::default();
+        s.topics = s.topics.with_suffix("x");
+        s.kafka_properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let back = Settings::from_vars(s.env_vars()).unwrap();
+        assert_eq!(back.topics, s.topics);
+        assert_eq!(back.kafka_properties, s.kafka_properties);
+        assert_eq!(back.database_url, s.database_url);
     }
 
     #[test]
