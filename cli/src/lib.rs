@@ -3,6 +3,7 @@
 
 pub mod crisis_cmd;
 pub mod demo;
+pub mod payments_cmd;
 pub mod registry_cmd;
 pub mod registry_csv;
 pub mod topics_cmd;

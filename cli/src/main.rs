@@ -21,7 +21,7 @@ enum Command {
     /// Run the live end-to-end demo.
     Demo {
         /// Synthetic households to register.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 100_000)]
         households: u64,
         /// Keep the services running after the demo until Ctrl-C.
         #[arg(long)]
@@ -51,6 +51,12 @@ enum Command {
     Crisis {
         #[command(subcommand)]
         command: CrisisCommand,
+    },
+    /// Reconcile a crisis's payments per provider; exits 1 if anything is unexplained.
+    Reconcile {
+        /// Crisis id.
+        #[arg(long)]
+        crisis: String,
     },
     /// Explain a household's eligibility decisions in a crisis.
     Explain {
@@ -345,6 +351,13 @@ async fn main() -> anyhow::Result<()> {
             CrisisCommand::List => crisis_cmd::list(&settings).await,
             CrisisCommand::Show { crisis_id } => crisis_cmd::show(&settings, &crisis_id).await,
         },
+        Command::Reconcile { crisis } => {
+            let problems = sumud::payments_cmd::reconcile(&settings, &crisis).await?;
+            if !problems.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Explain { crisis, household } => {
             let pool = sumud_shared::db::connect(
                 &settings.database_url,

@@ -1,0 +1,146 @@
+//! `sumud reconcile`: per crisis and provider, what was instructed,
+//! acknowledged, paid, failed, reversed and is outstanding — and whether
+//! anything is unexplained.
+
+use sqlx::PgPool;
+use sumud_disbursement::db::{self, ReconLine};
+use sumud_shared::config::Settings;
+use sumud_shared::money::Money;
+
+/// What does not add up, in words; empty when everything is explained.
+pub fn unexplained(lines: &[ReconLine], budget: Option<(i64, i64, i64)>) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in lines {
+        let parts = l.paid_minor + l.failed_minor + l.reversed_minor + l.outstanding_minor;
+        if parts != l.instructed_minor {
+            out.push(format!(
+                "{}: paid + failed + reversed + outstanding = {parts}, instructed = {}",
+                l.provider, l.instructed_minor
+            ));
+        }
+        if l.overdue > 0 {
+            out.push(format!(
+                "{}: {} instructions have no final status past their deadline",
+                l.provider, l.overdue
+            ));
+        }
+    }
+    if let Some((cap, reserved, live)) = budget {
+        if reserved != live {
+            out.push(format!(
+                "reserved {reserved} does not match live instructions {live}"
+            ));
+        }
+        if reserved > cap {
+            out.push(format!("reserved {reserved} exceeds the budget {cap}"));
+        }
+    }
+    out
+}
+
+/// Prints the reconciliation table; returns the unexplained items.
+pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<String>> {
+    let pool = sumud_shared::db::connect(
+        &settings.database_url,
+        2,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    print_table(&pool, crisis).await
+}
+
+/// Prints the table for a crisis from an open pool.
+pub async fn print_table(pool: &PgPool, crisis: &str) -> anyhow::Result<Vec<String>> {
+    let lines = db::reconcile(pool, crisis).await?;
+    let budget = db::budget(pool, crisis).await?;
+    if lines.is_empty() && budget.is_none() {
+        anyhow::bail!("no payments are recorded for crisis {crisis}");
+    }
+    let m = |minor: i64, currency: &str| {
+        Money {
+            minor,
+            currency: currency.to_owned(),
+        }
+        .display()
+    };
+    println!(
+        "{:<12} {:>10} {:>18} {:>6} {:>8} {:>18} {:>7} {:>16} {:>9} {:>12} {:>16} {:>8}",
+        "provider",
+        "instructed",
+        "amount",
+        "acked",
+        "paid",
+        "paid amount",
+        "failed",
+        "failed amount",
+        "reversed",
+        "outstanding",
+        "outstanding amt",
+        "overdue"
+    );
+    for l in &lines {
+        println!(
+            "{:<12} {:>10} {:>18} {:>6} {:>8} {:>18} {:>7} {:>16} {:>9} {:>12} {:>16} {:>8}",
+            l.provider,
+            l.instructed,
+            m(l.instructed_minor, &l.currency),
+            l.acknowledged,
+            l.paid,
+            m(l.paid_minor, &l.currency),
+            l.failed,
+            m(l.failed_minor, &l.currency),
+            l.reversed,
+            l.outstanding,
+            m(l.outstanding_minor, &l.currency),
+            l.overdue
+        );
+    }
+    if let (Some((cap, reserved, _)), Some(first)) = (budget, lines.first()) {
+        println!(
+            "budget {} — reserved {}",
+            m(cap, &first.currency),
+            m(reserved, &first.currency)
+        );
+    }
+    let problems = unexplained(&lines, budget);
+    for p in &problems {
+        println!("UNEXPLAINED: {p}");
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line() -> ReconLine {
+        ReconLine {
+            provider: "p".into(),
+            currency: "JOD".into(),
+            instructed: 3,
+            instructed_minor: 300,
+            acknowledged: 0,
+            paid: 2,
+            paid_minor: 200,
+            failed: 1,
+            failed_minor: 100,
+            reversed: 0,
+            reversed_minor: 0,
+            outstanding: 0,
+            outstanding_minor: 0,
+            overdue: 0,
+        }
+    }
+
+    #[test]
+    fn a_balanced_crisis_has_nothing_unexplained() {
+        assert!(unexplained(&[line()], Some((1000, 200, 200))).is_empty());
+    }
+
+    #[test]
+    fn overdue_payments_and_mismatched_reservations_are_unexplained() {
+        let mut l = line();
+        l.overdue = 1;
+        assert_eq!(unexplained(&[l], Some((1000, 250, 200))).len(), 2);
+    }
+}
