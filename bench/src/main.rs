@@ -4,6 +4,7 @@
 //! Run with `scripts/bench.sh <name>` (builds release binaries and starts
 //! Kafka and PostgreSQL first).
 
+mod eligibility;
 mod registry;
 mod rss;
 
@@ -24,11 +25,41 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         households: u64,
     },
+    /// Crisis declaration to committed entitlements vs one INSERT … SELECT.
+    Eligibility {
+        /// Households in the registry.
+        #[arg(long, default_value_t = 1_000_000)]
+        households: u64,
+        /// Crisis areas, comma-separated (default: the largest governorates
+        /// until 40% of the population is covered).
+        #[arg(long, value_delimiter = ',')]
+        areas: Option<Vec<String>>,
+        /// Keep the benchmark database instead of dropping it.
+        #[arg(long)]
+        keep: bool,
+        /// Runs of the baseline statement; the ratio uses their median.
+        #[arg(long, default_value_t = 3)]
+        baseline_runs: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Registry { households } => registry::run(households).await,
+        Bench::Eligibility {
+            households,
+            areas,
+            keep,
+            baseline_runs,
+        } => {
+            eligibility::run(eligibility::Options {
+                households,
+                areas,
+                keep,
+                baseline_runs,
+            })
+            .await
+        }
     }
 }

@@ -299,6 +299,28 @@ async fn amendments_produce_only_the_delta() {
         want2.len() as i64,
         "no duplicates"
     );
+    // Put the first area back: its cancelled decisions are re-enrolled in place, not duplicated.
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Amend,
+            "FL-3",
+            Some(definition(&both, "10000000")),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "re-enrolment",
+        "SELECT count(*) FROM eligibility.entitlements WHERE status = 'cancelled'",
+        0,
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM eligibility.entitlements")
+            .await,
+        want2.len() as i64,
+        "still no duplicates"
+    );
     let committed = p
         .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-3'")
         .await;

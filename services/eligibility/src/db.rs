@@ -16,6 +16,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// that the same inputs always cover the same households.
 pub const PRIORITY_ORDER: &str = "priority DESC, welfare_score ASC, household_id ASC";
 
+/// [`PRIORITY_ORDER`] on a table aliased `e`.
+const PRIORITY_ORDER_E: &str = "e.priority DESC, e.welfare_score ASC, e.household_id ASC";
+
+/// The reason suffix of a waitlisted decision.
+const WAITLISTED: &str =
+    "; waitlisted: the remaining budget does not reach this household in priority order";
+
 /// The service's view of a crisis.
 #[derive(Debug, Clone)]
 pub struct CrisisRow {
@@ -178,45 +185,54 @@ pub async fn expand(
             FROM cand c
             WHERE is_vertical OR ($13::float8 IS NOT NULL AND welfare_score < $13::float8)
         ), fresh AS (
-            SELECT e.*, sum(e.amount * $14::int) OVER (ORDER BY {PRIORITY_ORDER} ROWS UNBOUNDED PRECEDING) AS running
+            -- Households without a live decision in this crisis; a cancelled
+            -- decision of the same kind is re-enrolled in place.
+            SELECT e.*, x.entitlement_id AS cancelled_id,
+                   sum(e.amount * $14::int) OVER (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING) AS running
             FROM eligible e
-            WHERE NOT EXISTS (SELECT 1 FROM eligibility.entitlements x
-                              WHERE x.crisis_id = $1 AND x.household_id = e.household_id
-                                AND x.status <> 'cancelled')
+            LEFT JOIN eligibility.entitlements x
+                   ON x.crisis_id = $1 AND x.household_id = e.household_id AND x.kind = e.kind
+            WHERE NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
+                              WHERE y.crisis_id = $1 AND y.household_id = e.household_id
+                                AND y.status <> 'cancelled')
+        ), decided AS (
+            SELECT f.*, running <= $15 AS covered,
+                   CASE WHEN kind = 'vertical'
+                        THEN 'vertical top-up: enrolled in ' || $2
+                        ELSE 'horizontal enrolment: welfare score ' || welfare_score || ' under ' || $13::float8 END
+                   || '; area ' || area_code || ' is in the crisis areas; '
+                   || amount || ' per tranche for ' || members || ' members x ' || $14 || ' tranches'
+                   || CASE WHEN running <= $15 THEN '' ELSE '{WAITLISTED}' END AS reason
+            FROM fresh f
         ), inserted AS (
             INSERT INTO eligibility.entitlements
                 (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches,
                  interval_days, committed_minor, priority, members, welfare_score, area_code, governorate,
                  district, crisis_revision, registry_version, playbook, reason)
             SELECT $1 || '/' || household_id || '/' || kind, $1, household_id, kind,
-                   CASE WHEN running <= $15 THEN 'entitled' ELSE 'waitlisted' END,
-                   amount, $16, $14, $17,
-                   CASE WHEN running <= $15 THEN amount * $14 ELSE 0 END,
-                   priority, members, welfare_score, area_code, governorate, district, $18, version, $19,
-                   CASE WHEN kind = 'vertical'
-                        THEN 'vertical top-up: enrolled in ' || $2
-                        ELSE 'horizontal enrolment: welfare score ' || welfare_score || ' under ' || $13::float8 END
-                   || '; area ' || area_code || ' is in the crisis areas; '
-                   || amount || ' per tranche for ' || members || ' members x ' || $14 || ' tranches'
-                   || CASE WHEN running <= $15 THEN '' ELSE '; waitlisted: the remaining budget does not reach this household in priority order' END
-            FROM fresh
-            ON CONFLICT (crisis_id, household_id, kind) DO UPDATE SET
-                status = EXCLUDED.status, amount_minor = EXCLUDED.amount_minor,
-                tranches = EXCLUDED.tranches, interval_days = EXCLUDED.interval_days,
-                committed_minor = EXCLUDED.committed_minor, priority = EXCLUDED.priority,
-                members = EXCLUDED.members, welfare_score = EXCLUDED.welfare_score,
-                area_code = EXCLUDED.area_code, governorate = EXCLUDED.governorate,
-                district = EXCLUDED.district, crisis_revision = EXCLUDED.crisis_revision,
-                registry_version = EXCLUDED.registry_version, playbook = EXCLUDED.playbook,
-                reason = EXCLUDED.reason, updated_at = now(),
-                change_seq = nextval('eligibility.change_seq')
-            WHERE eligibility.entitlements.status = 'cancelled'
+                   CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END,
+                   amount, $16, $14, $17, CASE WHEN covered THEN amount * $14 ELSE 0 END,
+                   priority, members, welfare_score, area_code, governorate, district, $18, version, $19, reason
+            FROM decided WHERE cancelled_id IS NULL
+            -- Index order: the inserts append to the indexes instead of landing at random.
+            ORDER BY household_id, kind
             RETURNING status, committed_minor
+        ), reenrolled AS (
+            UPDATE eligibility.entitlements t SET
+                status = CASE WHEN d.covered THEN 'entitled' ELSE 'waitlisted' END,
+                amount_minor = d.amount, tranches = $14, interval_days = $17,
+                committed_minor = CASE WHEN d.covered THEN d.amount * $14 ELSE 0 END,
+                priority = d.priority, members = d.members, welfare_score = d.welfare_score,
+                area_code = d.area_code, governorate = d.governorate, district = d.district,
+                crisis_revision = $18, registry_version = d.version, playbook = $19, reason = d.reason,
+                updated_at = now(), change_seq = nextval('eligibility.change_seq')
+            FROM decided d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id
+            RETURNING t.status, t.committed_minor
         ), total AS (
             SELECT count(*) FILTER (WHERE status = 'entitled') AS entitled,
                    count(*) FILTER (WHERE status = 'waitlisted') AS waitlisted,
                    coalesce(sum(committed_minor), 0)::bigint AS committed
-            FROM inserted
+            FROM (SELECT * FROM inserted UNION ALL SELECT * FROM reenrolled) u
         ), budget AS (
             UPDATE eligibility.crises SET committed_minor = committed_minor + (SELECT committed FROM total)
             WHERE crisis_id = $1
@@ -391,7 +407,7 @@ pub async fn reprice_and_promote(conn: &mut PgConnection, c: &CrisisRow) -> Resu
         "WITH room AS (SELECT budget_minor - committed_minor AS left FROM eligibility.crises WHERE crisis_id = $1), \
          wanted AS ( \
             SELECT e.entitlement_id, {price} AS amount, \
-                   sum({price} * $8 - e.committed_minor) OVER (ORDER BY {PRIORITY_ORDER} ROWS UNBOUNDED PRECEDING) AS running \
+                   sum({price} * $8 - e.committed_minor) OVER (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING) AS running \
             FROM eligibility.entitlements e \
             WHERE e.crisis_id = $1 AND e.status = 'entitled' AND {price} * $8 > e.amount_minor * e.tranches) \
          UPDATE eligibility.entitlements e SET amount_minor = w.amount, tranches = $8, interval_days = $9, \
@@ -400,7 +416,7 @@ pub async fn reprice_and_promote(conn: &mut PgConnection, c: &CrisisRow) -> Resu
              updated_at = now(), change_seq = nextval('eligibility.change_seq') \
          FROM wanted w, room WHERE e.entitlement_id = w.entitlement_id AND w.running <= room.left \
          RETURNING e.entitlement_id"
-    ).replace("ORDER BY priority DESC, welfare_score ASC, household_id ASC", "ORDER BY e.priority DESC, e.welfare_score ASC, e.household_id ASC"))
+    ))
     .bind(&c.crisis_id)
     .bind(v.as_ref().map_or(0, |a| a.flat_minor))
     .bind(v.as_ref().map_or(0, |a| a.per_member_minor))
