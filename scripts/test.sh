@@ -17,10 +17,24 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 if [ ${#need[@]} -gt 0 ]; then
     log test "installing build dependencies: ${need[*]}"
     apt_install "${need[@]}"
 fi
+
+# The ISO 20022 pain.001.001.09 schema, from the sepaxml package on PyPI
+# (it ships the official XSDs), for the export test.
+xsd_dir="$ROOT/.local/xsd"
+if [ ! -f "$xsd_dir/pain.001.001.09.xsd" ]; then
+    mkdir -p "$xsd_dir"
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --dest "$tmp" 'sepaxml==2.7.0' >&2
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("sepaxml/schemas/pain.001.001.09.xsd", sys.argv[2])' "$tmp"/sepaxml-*.whl "$tmp"
+    mv "$tmp/sepaxml/schemas/pain.001.001.09.xsd" "$xsd_dir/"
+    rm -rf "$tmp"
+fi
+export SUMUD_PAIN001_XSD="$xsd_dir/pain.001.001.09.xsd"
 
 started=0
 if ! scripts/services.sh status >/dev/null 2>&1; then

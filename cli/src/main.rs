@@ -58,6 +58,11 @@ enum Command {
         #[arg(long)]
         crisis: String,
     },
+    /// Export files for payment providers that take files instead of events.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Explain a household's eligibility decisions in a crisis.
     Explain {
         /// Crisis id.
@@ -66,6 +71,22 @@ enum Command {
         /// Household id.
         #[arg(long)]
         household: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// An ISO 20022 pain.001.001.09 credit-transfer batch of a provider's open instructions.
+    Pain001 {
+        /// Crisis id.
+        #[arg(long)]
+        crisis: String,
+        /// Provider name.
+        #[arg(long)]
+        provider: String,
+        /// Output file.
+        #[arg(long, default_value = "pain001.xml")]
+        out: PathBuf,
     },
 }
 
@@ -351,6 +372,19 @@ async fn main() -> anyhow::Result<()> {
             CrisisCommand::List => crisis_cmd::list(&settings).await,
             CrisisCommand::Show { crisis_id } => crisis_cmd::show(&settings, &crisis_id).await,
         },
+        Command::Export {
+            command:
+                ExportCommand::Pain001 {
+                    crisis,
+                    provider,
+                    out,
+                },
+        } => {
+            let n =
+                sumud::payments_cmd::export_pain001(&settings, &crisis, &provider, &out).await?;
+            println!("{n} credit transfers written to {}", out.display());
+            Ok(())
+        }
         Command::Reconcile { crisis } => {
             let problems = sumud::payments_cmd::reconcile(&settings, &crisis).await?;
             if !problems.is_empty() {

@@ -38,6 +38,35 @@ pub fn unexplained(lines: &[ReconLine], budget: Option<(i64, i64, i64)>) -> Vec<
     out
 }
 
+/// Writes the pain.001.001.09 file of a provider's open instructions.
+pub async fn export_pain001(
+    settings: &Settings,
+    crisis: &str,
+    provider: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<usize> {
+    let pool = sumud_shared::db::connect(
+        &settings.database_url,
+        2,
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
+    let rows = db::open_instructions(&pool, crisis, provider).await?;
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "provider {provider} has no open instructions in crisis {crisis}"
+    );
+    let debtor = sumud_disbursement::pain001::Debtor {
+        name: "Ministry of Social Development".into(),
+        account: format!("CRISIS-{crisis}"),
+    };
+    let now = chrono::Utc::now();
+    let id = format!("{crisis}-{provider}-{}", now.format("%Y%m%d%H%M%S"));
+    let xml = sumud_disbursement::pain001::document(&id, now, &debtor, &rows);
+    std::fs::write(out, xml).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    Ok(rows.len())
+}
+
 /// Prints the reconciliation table; returns the unexplained items.
 pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<String>> {
     let pool = sumud_shared::db::connect(

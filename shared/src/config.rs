@@ -2,7 +2,7 @@
 //!
 //! Every variable is documented in the README's configuration reference.
 //! Anything librdkafka understands can be passed through as
-//! `SUMUD_KAFKA_<PROPERTY>` (dots written as underscores), which is how TLS and
+//! `SUMUD_RDKAFKA_<PROPERTY>` (dots written as underscores), which is how TLS and
 //! SASL are configured without code changes.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:19092";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://sumud:sumud@127.0.0.1:15432/sumud";
 
 /// Every variable `Settings::from_env` reads by name (plus the
-/// `SUMUD_KAFKA_*` passthrough family). Deployment files are checked against it.
+/// `SUMUD_RDKAFKA_*` passthrough family). Deployment files are checked against it.
 pub const ENV_VARS: &[&str] = &[
     "KAFKA_BOOTSTRAP_SERVERS",
     "DATABASE_URL",
@@ -61,7 +61,7 @@ pub const ENV_VARS: &[&str] = &[
 pub struct Settings {
     /// Kafka bootstrap servers (`KAFKA_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
-    /// Extra librdkafka properties (`SUMUD_KAFKA_*`), e.g. `security.protocol`.
+    /// Extra librdkafka properties (`SUMUD_RDKAFKA_*`), e.g. `security.protocol`.
     pub kafka_properties: BTreeMap<String, String>,
     /// Database URL (`DATABASE_URL`).
     pub database_url: String,
@@ -129,7 +129,7 @@ impl Settings {
                 "SUMUD_TOPIC_STATUS" => s.topics.status = value,
                 "SUMUD_TOPIC_DEADLETTER" => s.topics.deadletter = value,
                 _ => {
-                    if let Some(prop) = key.strip_prefix("SUMUD_KAFKA_") {
+                    if let Some(prop) = key.strip_prefix("SUMUD_RDKAFKA_") {
                         let prop = prop.to_ascii_lowercase().replace('_', ".");
                         s.kafka_properties.insert(prop, value);
                     }
@@ -182,7 +182,7 @@ impl Settings {
         ];
         for (k, val) in &self.kafka_properties {
             v.push((
-                format!("SUMUD_KAFKA_{}", k.replace('.', "_").to_ascii_uppercase()),
+                format!("SUMUD_RDKAFKA_{}", k.replace('.', "_").to_ascii_uppercase()),
                 val.clone(),
             ));
         }
@@ -215,8 +215,8 @@ mod tests {
     #[test]
     fn kafka_passthrough_turns_underscores_into_dots() {
         let s = Settings::from_vars(vars(&[
-            ("SUMUD_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
-            ("SUMUD_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
+            ("SUMUD_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("SUMUD_RDKAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
         ]))
         .unwrap();
         assert_eq!(s.kafka_properties["security.protocol"], "SASL_SSL");

@@ -93,7 +93,7 @@ fn every_service_crate_runs_in_compose_with_known_settings() {
             for k in env.keys() {
                 let k = k.as_str().unwrap();
                 assert!(
-                    ENV_VARS.contains(&k) || k.starts_with("SUMUD_KAFKA_"),
+                    ENV_VARS.contains(&k) || k.starts_with("SUMUD_RDKAFKA_"),
                     "{name} sets {k}, which no service reads"
                 );
             }

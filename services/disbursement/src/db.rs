@@ -433,3 +433,23 @@ pub async fn budget(pool: &PgPool, crisis_id: &str) -> Result<Option<(i64, i64, 
     .fetch_optional(pool)
     .await?)
 }
+
+/// A provider's instruction attempts of a crisis still awaiting a final
+/// status, for file-based providers (pain.001 export).
+pub async fn open_instructions(
+    pool: &PgPool,
+    crisis_id: &str,
+    provider: &str,
+) -> Result<Vec<InstructionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
+                currency, channel, provider, tranche, scheduled_at, change_seq \
+         FROM disbursement.instructions \
+         WHERE crisis_id = $1 AND provider = $2 AND status IN ('instructed', 'received', 'pending') \
+         ORDER BY scheduled_at, instruction_id",
+    )
+    .bind(crisis_id)
+    .bind(provider)
+    .fetch_all(pool)
+    .await?)
+}

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod handler;
 pub mod instruction;
+pub mod pain001;
 pub mod publisher;
 pub mod scheduler;
 
