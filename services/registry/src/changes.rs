@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use sumud_shared::areas::AreaPath;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::household::Household;
@@ -20,9 +21,19 @@ use sumud_shared::kafka::consumer::Verdict;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Insert or replace the full record.
-    Upsert(Box<Household>),
+    Upsert(Box<Upsert>),
     /// Tombstone from this version on.
     Remove,
+}
+
+/// A full record together with where its area sits in the hierarchy
+/// (resolved once, when the message is checked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upsert {
+    /// The record as published.
+    pub household: Household,
+    /// Its area code placed in the hierarchy.
+    pub area: AreaPath,
 }
 
 /// One change with its identity and provenance.
@@ -55,18 +66,42 @@ pub struct Stored {
     pub offset: i64,
 }
 
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// One verdict per input, in input order.
+    pub verdicts: Vec<Verdict>,
+    /// Indexes (into the input, ascending) of the change to write per
+    /// household: at most one per household, the last one that applies.
+    pub winners: Vec<usize>,
+}
+
+/// The state a household is in while a batch is decided: borrowed from the
+/// stored row or from the change that last applied.
+#[derive(Clone, Copy)]
+struct Current<'a> {
+    version: i64,
+    event_id: &'a str,
+    partition: i32,
+    offset: i64,
+    /// The input that set it, if it came from this batch.
+    winner: Option<usize>,
+}
+
 /// The verdict for each input, and the final change to write per household.
-pub fn decide(
-    batch: &[Versioned],
-    stored: &HashMap<String, Stored>,
-) -> (Vec<Verdict>, Vec<Versioned>) {
-    let mut state: HashMap<&str, Stored> = HashMap::new();
-    let mut winners: HashMap<&str, usize> = HashMap::new();
+pub fn decide(batch: &[Versioned], stored: &HashMap<String, Stored>) -> Decision {
+    let mut state: HashMap<&str, Current<'_>> = HashMap::with_capacity(batch.len());
     let mut verdicts = Vec::with_capacity(batch.len());
     for (i, c) in batch.iter().enumerate() {
-        let current = state
-            .get(c.household_id.as_str())
-            .or_else(|| stored.get(&c.household_id));
+        let current = state.get(c.household_id.as_str()).copied().or_else(|| {
+            stored.get(&c.household_id).map(|s| Current {
+                version: s.version,
+                event_id: &s.event_id,
+                partition: s.partition,
+                offset: s.offset,
+                winner: None,
+            })
+        });
         let verdict = match current {
             Some(s) if s.partition == c.partition && c.offset <= s.offset => Verdict::Done,
             Some(s) if c.version <= s.version => {
@@ -86,25 +121,22 @@ pub fn decide(
             _ => {
                 state.insert(
                     &c.household_id,
-                    Stored {
+                    Current {
                         version: c.version,
-                        event_id: c.event_id.clone(),
+                        event_id: &c.event_id,
                         partition: c.partition,
                         offset: c.offset,
+                        winner: Some(i),
                     },
                 );
-                winners.insert(&c.household_id, i);
                 Verdict::Done
             }
         };
         verdicts.push(verdict);
     }
-    let mut idx: Vec<usize> = winners.into_values().collect();
-    idx.sort_unstable();
-    (
-        verdicts,
-        idx.into_iter().map(|i| batch[i].clone()).collect(),
-    )
+    let mut winners: Vec<usize> = state.into_values().filter_map(|s| s.winner).collect();
+    winners.sort_unstable();
+    Decision { verdicts, winners }
 }
 
 #[cfg(test)]
@@ -143,11 +175,12 @@ mod tests {
     #[test]
     fn newer_versions_apply_and_only_the_last_is_written() {
         let batch = [change("a", 1, 10), change("a", 2, 11), change("b", 1, 12)];
-        let (v, w) = decide(&batch, &HashMap::new());
-        assert_eq!(reasons(&v), vec![None, None, None]);
+        let d = decide(&batch, &HashMap::new());
+        assert_eq!(reasons(&d.verdicts), vec![None, None, None]);
         assert_eq!(
-            w.iter()
-                .map(|c| (c.household_id.as_str(), c.version))
+            d.winners
+                .iter()
+                .map(|&i| (batch[i].household_id.as_str(), batch[i].version))
                 .collect::<Vec<_>>(),
             vec![("a", 2), ("b", 1)]
         );
@@ -156,28 +189,28 @@ mod tests {
     #[test]
     fn out_of_order_versions_are_stale() {
         let batch = [change("a", 3, 10), change("a", 2, 11)];
-        let (v, w) = decide(&batch, &HashMap::new());
-        assert_eq!(reasons(&v), vec![None, Some(Reason::StaleVersion)]);
-        assert_eq!(w.len(), 1);
+        let d = decide(&batch, &HashMap::new());
+        assert_eq!(reasons(&d.verdicts), vec![None, Some(Reason::StaleVersion)]);
+        assert_eq!(d.winners, vec![0]);
         let stored_map = HashMap::from([("a".to_string(), stored(5, 3, "a"))]);
-        let (v, w) = decide(&[change("a", 4, 20)], &stored_map);
-        assert_eq!(reasons(&v), vec![Some(Reason::StaleVersion)]);
-        assert!(w.is_empty());
+        let d = decide(&[change("a", 4, 20)], &stored_map);
+        assert_eq!(reasons(&d.verdicts), vec![Some(Reason::StaleVersion)]);
+        assert!(d.winners.is_empty());
     }
 
     #[test]
     fn redelivered_messages_change_nothing_and_are_not_dead_lettered() {
         // v1 and v2 were applied from offsets 10 and 11; after a crash both come again.
         let stored_map = HashMap::from([("a".to_string(), stored(2, 11, "a"))]);
-        let (v, w) = decide(&[change("a", 1, 10), change("a", 2, 11)], &stored_map);
-        assert_eq!(reasons(&v), vec![None, None]);
-        assert!(w.is_empty());
+        let d = decide(&[change("a", 1, 10), change("a", 2, 11)], &stored_map);
+        assert_eq!(reasons(&d.verdicts), vec![None, None]);
+        assert!(d.winners.is_empty());
     }
 
     #[test]
     fn the_same_event_published_twice_is_a_replay() {
         let stored_map = HashMap::from([("a".to_string(), stored(2, 11, "a"))]);
-        let (v, _) = decide(&[change("a", 2, 40)], &stored_map);
-        assert_eq!(reasons(&v), vec![Some(Reason::Replayed)]);
+        let d = decide(&[change("a", 2, 40)], &stored_map);
+        assert_eq!(reasons(&d.verdicts), vec![Some(Reason::Replayed)]);
     }
 }

@@ -1,5 +1,9 @@
-//! The registry's consumer-loop handler: typed decoding, area checks, the
-//! version decision and one set-based write per batch.
+//! The registry's consumer-loop handler: typed decoding and area checks (on
+//! two threads for large batches), then the version decision and one
+//! set-based `COPY` write per batch (see [`crate::db`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
@@ -12,19 +16,27 @@ use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::Result;
 use tracing::debug;
 
-use crate::changes::{decide, Change, Versioned};
-use crate::db;
+use crate::changes::{Change, Upsert, Versioned};
+use crate::db::{self, Path};
 
 /// Applies registry events to `registry.households`.
 pub struct RegistryHandler {
     pool: PgPool,
     areas: &'static AreaCatalog,
+    /// Whether the next batch should first try the fresh path (one `COPY`,
+    /// no read of stored versions): true until a batch meets stored
+    /// households, and again once a batch meets none.
+    try_fresh: AtomicBool,
 }
 
 impl RegistryHandler {
     /// A handler writing to `pool`, checking codes against `areas`.
     pub fn new(pool: PgPool, areas: &'static AreaCatalog) -> Self {
-        RegistryHandler { pool, areas }
+        RegistryHandler {
+            pool,
+            areas,
+            try_fresh: AtomicBool::new(true),
+        }
     }
 
     fn parse(&self, m: &Incoming) -> Result<Versioned, Rejection> {
@@ -34,16 +46,16 @@ impl RegistryHandler {
             (r.household_id, r.version, Change::Remove)
         } else {
             let h: Household = env.typed()?;
-            if self.areas.resolve(&h.area_code).is_none() {
+            let Some(area) = self.areas.resolve(&h.area_code) else {
                 return Err(Rejection::new(
                     Reason::UnknownArea,
                     format!("area code {:?} is not in the area hierarchy", h.area_code),
                 ));
-            }
+            };
             (
                 h.household_id.clone(),
                 h.version,
-                Change::Upsert(Box::new(h)),
+                Change::Upsert(Box::new(Upsert { household: h, area })),
             )
         };
         Ok(Versioned {
@@ -57,17 +69,41 @@ impl RegistryHandler {
     }
 }
 
+/// Batches at least this large are parsed on two threads.
+const PARALLEL_PARSE_MIN: usize = 1000;
+
+impl RegistryHandler {
+    /// Parses every message, in order; large batches on two threads (the
+    /// database is idle meanwhile, so a core is usually free).
+    fn parse_all(&self, batch: &[Incoming]) -> Vec<Result<Versioned, Rejection>> {
+        if batch.len() < PARALLEL_PARSE_MIN {
+            return batch.iter().map(|m| self.parse(m)).collect();
+        }
+        let (first, second) = batch.split_at(batch.len() / 2);
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| second.iter().map(|m| self.parse(m)).collect::<Vec<_>>());
+            let mut out: Vec<_> = first.iter().map(|m| self.parse(m)).collect();
+            match other.join() {
+                Ok(rest) => out.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            out
+        })
+    }
+}
+
 impl Handler for RegistryHandler {
     fn event_types(&self) -> &[&str] {
         &[HOUSEHOLD_UPSERTED, HOUSEHOLD_REMOVED]
     }
 
     async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let started = Instant::now();
         let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(batch.len());
         let mut parsed = Vec::with_capacity(batch.len());
         let mut positions = Vec::with_capacity(batch.len());
-        for (i, m) in batch.iter().enumerate() {
-            match self.parse(m) {
+        for (i, outcome) in self.parse_all(batch).into_iter().enumerate() {
+            match outcome {
                 Ok(v) => {
                     parsed.push(v);
                     positions.push(i);
@@ -76,12 +112,24 @@ impl Handler for RegistryHandler {
                 Err(rej) => verdicts.push(Some(Verdict::Reject(rej))),
             }
         }
-        let ids: Vec<String> = parsed.iter().map(|v| v.household_id.clone()).collect();
-        let stored = db::stored(&self.pool, &ids).await?;
-        let (decided, winners) = decide(&parsed, &stored);
-        let written = db::apply(&self.pool, &winners, self.areas).await?;
-        debug!(batch = batch.len(), written, "Registry batch applied.");
-        for (pos, v) in positions.into_iter().zip(decided) {
+        let parse_ms = started.elapsed().as_secs_f64() * 1e3;
+        let try_fresh = self.try_fresh.load(Ordering::Relaxed);
+        let written = db::write(&self.pool, &parsed, try_fresh).await?;
+        let fresh_next = match written.path {
+            Path::Fresh => true,
+            Path::Merge { stored } => stored == 0,
+        };
+        self.try_fresh.store(fresh_next, Ordering::Relaxed);
+        debug!(
+            batch = batch.len(),
+            written = written.rows,
+            path = ?written.path,
+            tried_fresh = try_fresh,
+            parse_ms,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "Registry batch applied."
+        );
+        for (pos, v) in positions.into_iter().zip(written.decision.verdicts) {
             verdicts[pos] = Some(v);
         }
         Ok(verdicts

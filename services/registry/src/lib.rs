@@ -23,6 +23,29 @@ use crate::handler::RegistryHandler;
 /// The service name, used for its consumer group and in dead letters.
 pub const SERVICE: &str = "registry";
 
+/// The registry's batch size when `SUMUD_BATCH_MAX` is not set. Registry
+/// traffic comes in bulk (a whole registry, then its updates), and every
+/// batch is one `COPY`, so batches larger than the services' common default
+/// pay off; this one keeps two batches in flight well within memory.
+pub const DEFAULT_BATCH_MAX: usize = 5000;
+
+/// Settings from the environment, with the registry's own defaults for what
+/// is not set there.
+pub fn settings_from_env() -> Result<Settings> {
+    settings_from_vars(std::env::vars())
+}
+
+/// [`settings_from_env`] over any list of variables.
+pub fn settings_from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let batch_max_set = vars.iter().any(|(k, _)| k == "SUMUD_BATCH_MAX");
+    let mut settings = Settings::from_vars(vars)?;
+    if !batch_max_set {
+        settings.batch_max = DEFAULT_BATCH_MAX;
+    }
+    Ok(settings)
+}
+
 /// A built registry service, connected and migrated, ready to run.
 pub struct App {
     settings: Settings,
@@ -65,5 +88,28 @@ impl App {
             foreign_topics: Vec::new(),
         };
         consumer::run(&self.settings, config, &handler, &self.producer, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_registry_batches_larger_unless_told_otherwise() {
+        assert_eq!(
+            settings_from_vars(vars(&[])).unwrap().batch_max,
+            DEFAULT_BATCH_MAX
+        );
+        let s = settings_from_vars(vars(&[("SUMUD_BATCH_MAX", "300")])).unwrap();
+        assert_eq!(s.batch_max, 300);
+        assert!(settings_from_vars(vars(&[("SUMUD_BATCH_MAX", "0")])).is_err());
     }
 }

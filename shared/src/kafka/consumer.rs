@@ -9,6 +9,13 @@
 //! redelivers work (at-least-once), and handlers make redelivery harmless
 //! (idempotent writes), which together give effectively-once processing.
 //!
+//! Pipelining: a background task receives and decodes the next batch (on
+//! blocking threads, split across the cores for large batches) while the
+//! handler works on the current one. Batches are still handled strictly one
+//! after another, in partition order, and each batch's offsets are stored
+//! only once that batch is durable; a prefetched batch whose turn never came
+//! (shutdown) is simply received again by the next consumer.
+//!
 //! Failures: a retryable handler error (database down, deadlock) retries the
 //! same batch with jittered backoff, forever, without storing offsets; a
 //! permanent one re-runs the batch message by message to isolate the culprit,
@@ -17,22 +24,22 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use serde_json::Value;
-use tokio::time::Instant;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
 use crate::deadletter::{DeadLetter, Reason};
-use crate::envelope::{decode, Envelope, Rejection};
+use crate::envelope::{decode, DecodeLimits, Envelope, Rejection};
 use crate::events::deadletter::DEADLETTER_RECORDED;
 use crate::kafka::producer::EventProducer;
 use crate::schema::SchemaRegistry;
@@ -122,6 +129,24 @@ impl Raw {
     }
 }
 
+/// A received batch, decoded and waiting for the handler.
+struct Prepared {
+    /// The highest offset of the batch per topic and partition, stored once
+    /// the batch is durable.
+    positions: BTreeMap<(String, i32), i64>,
+    /// The messages that passed the decoding ladder, in batch order.
+    decoded: Vec<Incoming>,
+    /// The messages that did not, with the reason, in batch order.
+    undecodable: Vec<(Raw, Rejection)>,
+}
+
+/// librdkafka prefetch settings the loop uses unless the settings' passthrough
+/// properties say otherwise.
+const PREFETCH_DEFAULTS: &[(&str, &str)] = &[
+    ("queued.max.messages.kbytes", "32768"),
+    ("fetch.queue.backoff.ms", "100"),
+];
+
 /// Runs the loop until `shutdown` is cancelled, then commits stored offsets.
 pub async fn run<H: Handler>(
     settings: &Settings,
@@ -130,7 +155,16 @@ pub async fn run<H: Handler>(
     producer: &EventProducer,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let consumer: StreamConsumer = super::client_config(settings)
+    let mut client = super::client_config(settings);
+    // The loop keeps a decoded batch of its own in hand, so librdkafka's
+    // prefetch queue need not be its default 64 MB; its back-off when that
+    // queue is full is shortened to match. Passthrough settings win.
+    for (property, value) in PREFETCH_DEFAULTS {
+        if !settings.kafka_properties.contains_key(*property) {
+            client.set(*property, *value);
+        }
+    }
+    let consumer: StreamConsumer = client
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -143,6 +177,7 @@ pub async fn run<H: Handler>(
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     info!(service = %config.service, group = %config.group_id, topics = ?config.topics, "Consuming.");
+    let consumer = Arc::new(consumer);
 
     let deadletters = DeadLetterSink {
         producer,
@@ -150,38 +185,51 @@ pub async fn run<H: Handler>(
         service: config.service.clone(),
         max_bytes: settings.limits.max_bytes,
     };
+    // Capacity one, and the fetcher reserves the slot before it receives: at
+    // most one batch waits decoded while the handler works on another.
+    let (ready, mut batches) = mpsc::channel(1);
+    let stop = shutdown.child_token();
+    let _stop_fetcher_on_unwind = stop.clone().drop_guard();
+    let fetcher = tokio::spawn(fetch(
+        Fetcher {
+            consumer: consumer.clone(),
+            batch_max: settings.batch_max,
+            batch_linger: settings.batch_linger,
+            limits: settings.limits.clone(),
+            accepted: handler
+                .event_types()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+        },
+        ready,
+        stop.clone(),
+    ));
     loop {
-        let Some(batch) = next_batch(&consumer, settings, &shutdown).await else {
-            break;
+        let waiting = Instant::now();
+        let prepared = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            p = batches.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
         };
-        let mut rejects: Vec<(Raw, Option<&Envelope<Value>>, Rejection)> = Vec::new();
-        let now = Utc::now();
-        let mut decoded: Vec<Incoming> = Vec::with_capacity(batch.len());
-        let mut undecodable: Vec<(Raw, Rejection)> = Vec::new();
-        for raw in batch.iter() {
-            match decode(
-                &raw.payload,
-                handler.event_types(),
-                SchemaRegistry::global(),
-                &settings.limits,
-                now,
-            ) {
-                Ok(envelope) => decoded.push(Incoming {
-                    topic: raw.topic.clone(),
-                    partition: raw.partition,
-                    offset: raw.offset,
-                    key: raw.key.clone(),
-                    traceparent: raw.traceparent.clone(),
-                    envelope,
-                    raw: raw.payload.clone(),
-                }),
-                Err(rej) => undecodable.push((raw_clone(raw), rej)),
-            }
-        }
+        let Prepared {
+            positions,
+            decoded,
+            undecodable,
+        } = prepared;
+        debug!(
+            size = decoded.len() + undecodable.len(),
+            waited_ms = waiting.elapsed().as_secs_f64() * 1e3,
+            "Next batch ready for the handler."
+        );
         let Some(verdicts) = handle_with_retries(handler, &decoded, &shutdown).await else {
             // Shutting down mid-retry: store nothing, the batch comes again.
             break;
         };
+        let mut rejects: Vec<(Raw, Option<&Envelope<Value>>, Rejection)> = Vec::new();
         for (inc, verdict) in decoded.iter().zip(verdicts) {
             if let Verdict::Reject(rej) = verdict {
                 rejects.push((raw_of(inc), Some(&inc.envelope), rej));
@@ -197,25 +245,168 @@ pub async fn run<H: Handler>(
             }
             !foreign
         });
+        let mut published = true;
         for (raw, envelope, rej) in &rejects {
             if !deadletters.publish(raw, *envelope, rej, &shutdown).await {
-                return commit_and_stop(&consumer);
+                published = false;
+                break;
             }
         }
-        store_offsets(&consumer, &batch)?;
+        if !published {
+            break;
+        }
+        store_offsets(&consumer, &positions);
+        drop(rejects);
+        // Freeing a large batch's JSON trees takes a while: do it off the
+        // loop so the next batch is handled at once.
+        if decoded.len() > DECODE_INLINE_MAX {
+            tokio::task::spawn_blocking(move || drop(decoded));
+        }
+    }
+    stop.cancel();
+    drop(batches);
+    if let Err(e) = fetcher.await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
     commit_and_stop(&consumer)
 }
 
-fn raw_clone(r: &Raw) -> Raw {
-    Raw {
-        topic: r.topic.clone(),
-        partition: r.partition,
-        offset: r.offset,
-        key: r.key.clone(),
-        traceparent: r.traceparent.clone(),
-        payload: r.payload.clone(),
+/// What the background fetcher needs, owned.
+struct Fetcher {
+    consumer: Arc<StreamConsumer>,
+    batch_max: usize,
+    batch_linger: Duration,
+    limits: DecodeLimits,
+    accepted: Arc<[String]>,
+}
+
+/// Receives and decodes batches into `ready` until `stop` is cancelled or
+/// the loop stops listening.
+async fn fetch(f: Fetcher, ready: mpsc::Sender<Prepared>, stop: CancellationToken) {
+    loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return,
+            slot = ready.reserve() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let receiving = Instant::now();
+        let Some(batch) = next_batch(&f.consumer, f.batch_max, f.batch_linger, &stop).await else {
+            return;
+        };
+        let decoding = Instant::now();
+        let size = batch.len();
+        let Some(prepared) = prepare(batch, &f.accepted, &f.limits).await else {
+            return;
+        };
+        debug!(
+            size,
+            receive_ms = (decoding - receiving).as_secs_f64() * 1e3,
+            decode_ms = decoding.elapsed().as_secs_f64() * 1e3,
+            "Batch received and decoded."
+        );
+        slot.send(prepared);
     }
+}
+
+/// Fewest messages per decoding thread; smaller batches decode in one piece.
+const DECODE_CHUNK_MIN: usize = 256;
+/// Batches this small decode inline, without a hop to a blocking thread.
+const DECODE_INLINE_MAX: usize = 32;
+/// Most threads one batch is decoded on.
+const DECODE_THREADS_MAX: usize = 4;
+
+/// Runs a batch through the decoding ladder, splitting large batches across
+/// blocking threads. Order is kept. `None` only if the runtime is going away.
+async fn prepare(
+    batch: Vec<Raw>,
+    accepted: &Arc<[String]>,
+    limits: &DecodeLimits,
+) -> Option<Prepared> {
+    let positions = highest_offsets(&batch);
+    let now = Utc::now();
+    let total = batch.len();
+    if total <= DECODE_INLINE_MAX {
+        let (decoded, undecodable) = decode_all(batch, accepted, limits, now);
+        return Some(Prepared {
+            positions,
+            decoded,
+            undecodable,
+        });
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, DECODE_THREADS_MAX)
+        .min(total / DECODE_CHUNK_MIN)
+        .max(1);
+    let per_thread = total.div_ceil(threads);
+    let mut rest = batch.into_iter();
+    let mut parts = Vec::with_capacity(threads);
+    loop {
+        let chunk: Vec<Raw> = rest.by_ref().take(per_thread).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let accepted = accepted.clone();
+        let limits = limits.clone();
+        parts.push(tokio::task::spawn_blocking(move || {
+            decode_all(chunk, &accepted, &limits, now)
+        }));
+    }
+    let mut decoded = Vec::with_capacity(total);
+    let mut undecodable = Vec::new();
+    for part in parts {
+        match part.await {
+            Ok((d, u)) => {
+                decoded.extend(d);
+                undecodable.extend(u);
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return None,
+        }
+    }
+    Some(Prepared {
+        positions,
+        decoded,
+        undecodable,
+    })
+}
+
+/// The decoding ladder over messages, moving each into its outcome.
+fn decode_all(
+    batch: Vec<Raw>,
+    accepted: &[String],
+    limits: &DecodeLimits,
+    now: DateTime<Utc>,
+) -> (Vec<Incoming>, Vec<(Raw, Rejection)>) {
+    let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    let mut decoded = Vec::with_capacity(batch.len());
+    let mut undecodable = Vec::new();
+    for raw in batch {
+        match decode(
+            &raw.payload,
+            &accepted,
+            SchemaRegistry::global(),
+            limits,
+            now,
+        ) {
+            Ok(envelope) => decoded.push(Incoming {
+                topic: raw.topic,
+                partition: raw.partition,
+                offset: raw.offset,
+                key: raw.key,
+                traceparent: raw.traceparent,
+                envelope,
+                raw: raw.payload,
+            }),
+            Err(rej) => undecodable.push((raw, rej)),
+        }
+    }
+    (decoded, undecodable)
 }
 
 fn raw_of(inc: &Incoming) -> Raw {
@@ -233,10 +424,11 @@ fn raw_of(inc: &Incoming) -> Raw {
 /// the linger time has passed. `None` means shutdown.
 async fn next_batch(
     consumer: &StreamConsumer,
-    settings: &Settings,
+    batch_max: usize,
+    linger: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Vec<Raw>> {
-    let mut batch = Vec::new();
+    let mut batch = Vec::with_capacity(batch_max.min(1024));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -249,14 +441,18 @@ async fn next_batch(
             }
         }
     }
-    let deadline = Instant::now() + settings.batch_linger;
-    while batch.len() < settings.batch_max {
+    let linger = tokio::time::sleep(linger);
+    tokio::pin!(linger);
+    while batch.len() < batch_max {
+        // Messages already waiting are taken before the linger time is
+        // looked at, so a backlog fills whole batches.
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
+            biased;
             m = consumer.recv() => match m {
                 Ok(m) => batch.push(Raw::from_message(&m)),
                 Err(e) => { warn!(error = %e, "Kafka receive failed."); break; }
-            }
+            },
+            _ = &mut linger => break,
         }
     }
     Some(batch)
@@ -338,9 +534,8 @@ where
     }
 }
 
-/// Stores, per partition, the highest offset of the batch. librdkafka's
-/// `rd_kafka_offset_store` records `offset + 1`, the next one to read.
-fn store_offsets(consumer: &StreamConsumer, batch: &[Raw]) -> Result<()> {
+/// The highest offset of a batch per topic and partition.
+fn highest_offsets(batch: &[Raw]) -> BTreeMap<(String, i32), i64> {
     let mut highest: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for r in batch {
         let e = highest
@@ -348,14 +543,22 @@ fn store_offsets(consumer: &StreamConsumer, batch: &[Raw]) -> Result<()> {
             .or_insert(r.offset);
         *e = (*e).max(r.offset);
     }
+    highest
+        .into_iter()
+        .map(|((topic, partition), offset)| ((topic.to_owned(), partition), offset))
+        .collect()
+}
+
+/// Stores, per partition, the highest offset of a durable batch. librdkafka's
+/// `rd_kafka_offset_store` records `offset + 1`, the next one to read.
+fn store_offsets(consumer: &StreamConsumer, highest: &BTreeMap<(String, i32), i64>) {
     for ((topic, partition), offset) in highest {
-        if let Err(e) = consumer.store_offset(topic, partition, offset) {
+        if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
             // After a rebalance the partition may belong to another member:
             // it will redeliver, and handlers are idempotent, so this is safe.
             warn!(topic, partition, offset, error = %e, "Could not store offset.");
         }
     }
-    Ok(())
 }
 
 fn commit_and_stop(consumer: &StreamConsumer) -> Result<()> {
