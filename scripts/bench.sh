@@ -7,6 +7,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 eval "$(scripts/services.sh start)"
-cargo build --release --quiet -p sumud-bench -p sumud-registry -p sumud-control -p sumud-eligibility
+cargo build --release --quiet -p sumud-bench -p sumud-registry -p sumud-control -p sumud-eligibility -p sumud-disbursement
 export RUST_LOG=${RUST_LOG:-warn}
 exec target/release/sumud-bench "$@"

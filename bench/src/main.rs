@@ -4,6 +4,7 @@
 //! Run with `scripts/bench.sh <name>` (builds release binaries and starts
 //! Kafka and PostgreSQL first).
 
+mod disbursement;
 mod eligibility;
 mod registry;
 mod rss;
@@ -41,6 +42,22 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         baseline_runs: usize,
     },
+    /// Crisis activation to the last payment instruction acknowledged by
+    /// Kafka vs rdkafka producing as many same-size messages.
+    Disbursement {
+        /// Households in the registry, every one entitled (one instruction each).
+        #[arg(long, default_value_t = 400_000)]
+        households: u64,
+        /// Tranches per entitlement (only the first falls due at activation).
+        #[arg(long, default_value_t = 1)]
+        tranches: i32,
+        /// Runs of the baseline; the ratio uses their median.
+        #[arg(long, default_value_t = 3)]
+        baseline_runs: usize,
+        /// Keep the benchmark database and topics instead of dropping them.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[tokio::main]
@@ -58,6 +75,20 @@ async fn main() -> anyhow::Result<()> {
                 areas,
                 keep,
                 baseline_runs,
+            })
+            .await
+        }
+        Bench::Disbursement {
+            households,
+            tranches,
+            baseline_runs,
+            keep,
+        } => {
+            disbursement::run(disbursement::Options {
+                households,
+                tranches,
+                baseline_runs,
+                keep,
             })
             .await
         }

@@ -18,6 +18,7 @@
 //! `(seq bigserial primary key, topic text, key text, payload bytea,
 //!   traceparent text, created_at timestamptz, published_at timestamptz)`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::envelope::Envelope;
-use crate::kafka::producer::EventProducer;
+use crate::kafka::producer::{Ack, EventProducer};
 use crate::Result;
 
 /// Most rows published per round.
@@ -210,6 +211,12 @@ pub trait TableOutbox: Send + Sync {
     /// A row to publish.
     type Row: Send + Sync;
 
+    /// Whether the relay may keep several batches in flight (see
+    /// [`relay_table`]); such an outbox implements
+    /// [`TableOutbox::change_seq`], [`TableOutbox::fetch_after`] and
+    /// [`TableOutbox::mark_seqs`].
+    const PIPELINED: bool = false;
+
     /// Advisory-lock key: one relay per table at a time.
     fn lock_key(&self) -> i64;
 
@@ -219,6 +226,37 @@ pub trait TableOutbox: Send + Sync {
         conn: &mut PgConnection,
         limit: i64,
     ) -> impl std::future::Future<Output = Result<Vec<Self::Row>>> + Send;
+
+    /// The change counter a row was read at (pipelined outboxes).
+    fn change_seq(&self, _row: &Self::Row) -> i64 {
+        0
+    }
+
+    /// Rows changed since published whose change counter is above `after`,
+    /// in change order (pipelined outboxes).
+    fn fetch_after(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        limit: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Row>>> + Send {
+        let _ = after;
+        self.fetch(conn, limit)
+    }
+
+    /// Marks published the rows whose change counter is still one of
+    /// `seqs`, all acknowledged (pipelined outboxes); a row changed since
+    /// stays unpublished.
+    fn mark_seqs(
+        &self,
+        conn: &mut PgConnection,
+        seqs: &[i64],
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        let _ = (conn, seqs);
+        std::future::ready(Err(crate::Error::Other(
+            "this outbox is not pipelined".into(),
+        )))
+    }
 
     /// The message for a row: (topic, key, payload).
     fn message(&self, row: &Self::Row) -> (String, String, Vec<u8>);
@@ -233,6 +271,18 @@ pub trait TableOutbox: Send + Sync {
 
 /// Publishes a [`TableOutbox`] until `shutdown`, with the same guarantees as
 /// [`relay`]: one leader, change order, mark only after acknowledgement.
+///
+/// A pipelined outbox is published without stopping between batches: the
+/// leader reads the next batch (rows whose mark lags, above the last change
+/// counter it enqueued) while it enqueues the current one and earlier ones
+/// await their acknowledgements; acknowledged rows are marked on a second
+/// connection, many per statement, and while rows keep coming the marks wait
+/// (up to [`MARKS_DEFERRED_MAX`] rows) for the relay to go quiet, since they
+/// cost the database about as much as creating the rows did. A crash before
+/// the marks republishes those rows; consumers are idempotent. When the
+/// leader has caught up and everything it enqueued is marked, it reads by
+/// mark from the start again, so a row committed out of sequence order is
+/// published then, never skipped.
 pub async fn relay_table<O: TableOutbox>(
     pool: PgPool,
     outbox: O,
@@ -271,34 +321,298 @@ async fn lead_table<O: TableOutbox>(
         }
         return Ok(());
     }
-    let result = async {
-        while !shutdown.is_cancelled() {
-            let rows = outbox.fetch(&mut conn, BATCH).await?;
-            if rows.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-                continue;
-            }
-            let mut acks = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let (topic, key, payload) = outbox.message(row);
-                acks.push(producer.enqueue(&topic, key.as_bytes(), &payload).await?);
-            }
-            for ack in acks {
-                ack.await?;
-            }
-            outbox.mark(&mut conn, &rows).await?;
-            debug!(published = rows.len(), "Table outbox rows published.");
-        }
-        Ok(())
-    }
-    .await;
+    let result = if O::PIPELINED {
+        lead_pipelined(pool, &mut conn, outbox, producer, wake, shutdown).await
+    } else {
+        lead_serial(&mut conn, outbox, producer, wake, shutdown).await
+    };
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(outbox.lock_key())
         .execute(&mut *conn)
         .await;
+    result
+}
+
+/// One batch at a time: read, enqueue, await every acknowledgement, mark.
+async fn lead_serial<O: TableOutbox>(
+    conn: &mut PgConnection,
+    outbox: &O,
+    producer: &EventProducer,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    while !shutdown.is_cancelled() {
+        let rows = outbox.fetch(conn, BATCH).await?;
+        if rows.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
+        let mut acks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (topic, key, payload) = outbox.message(row);
+            acks.push(producer.enqueue(&topic, key.as_bytes(), &payload).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        outbox.mark(conn, &rows).await?;
+        debug!(published = rows.len(), "Table outbox rows published.");
+    }
+    Ok(())
+}
+
+/// Batches enqueued and not yet acknowledged, at most (pipelined relay):
+/// bounds the messages in the producer's queue.
+const IN_FLIGHT_BATCHES: usize = 16;
+
+/// Most rows marked published in one statement (pipelined relay).
+const MARK_MAX: usize = 20_000;
+
+/// Most rows acknowledged and not yet marked (pipelined relay): past this,
+/// publishing waits for the marks. Eight bytes a row.
+const UNMARKED_MAX: usize = 1_000_000;
+
+/// Acknowledged rows whose marks may wait while rows are still being
+/// enqueued (pipelined relay). Marking costs the database about as much as
+/// creating the rows did, so in a burst it goes after publishing: the
+/// marker catches up once the relay has been quiet for [`QUIET`], or as
+/// soon as this many rows wait. It is also what a crash in a burst may
+/// republish (consumers are idempotent).
+const MARKS_DEFERRED_MAX: usize = 500_000;
+
+/// How long the relay must have enqueued nothing before deferred marks
+/// are written.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// A batch enqueued in change order, awaiting its acknowledgements.
+struct InFlight {
+    seqs: Vec<i64>,
+    acks: Vec<Ack>,
+}
+
+/// What the leader, the acknowledgement reader and the marker share.
+struct Pipeline {
+    /// Rows enqueued and not yet marked (or given up on).
+    unmarked: AtomicUsize,
+    /// Change counters acknowledged and not yet marked.
+    acked: std::sync::Mutex<Vec<i64>>,
+    /// Nudged when rows were acknowledged.
+    ready: Notify,
+    /// Nudged when rows were marked, or the marker stopped.
+    marked: Notify,
+    /// Set when the acknowledgement reader or the marker stopped.
+    stopped: std::sync::atomic::AtomicBool,
+    /// When the leader last enqueued a batch.
+    last_enqueued: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Pipeline {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.ready.notify_one();
+        self.marked.notify_one();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+async fn lead_pipelined<O: TableOutbox>(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    outbox: &O,
+    producer: &EventProducer,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT_BATCHES);
+    let shared = Pipeline {
+        unmarked: AtomicUsize::new(0),
+        acked: std::sync::Mutex::new(Vec::new()),
+        ready: Notify::new(),
+        marked: Notify::new(),
+        stopped: std::sync::atomic::AtomicBool::new(false),
+        last_enqueued: std::sync::Mutex::new(std::time::Instant::now()),
+    };
+    let (enqueued, acked, marked) = tokio::join!(
+        enqueue_batches(conn, outbox, producer, wake, shutdown, tx, &shared),
+        read_acks(rx, &shared),
+        mark_acked(pool, outbox, &shared),
+    );
+    acked.and(marked).and(enqueued)
+}
+
+/// The leader's side: reads and enqueues batch after batch, in change order,
+/// without waiting for acknowledgements or marks.
+async fn enqueue_batches<O: TableOutbox>(
+    conn: &mut PgConnection,
+    outbox: &O,
+    producer: &EventProducer,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+    tx: tokio::sync::mpsc::Sender<InFlight>,
+    shared: &Pipeline,
+) -> Result<()> {
+    let stopped = || crate::Error::Other("the outbox marker stopped".into());
+    // The last change counter enqueued in this session; 0 reads by mark
+    // from the start.
+    let mut after = 0;
+    // The next batch, read ahead.
+    let mut rows = Vec::new();
+    while !shutdown.is_cancelled() {
+        if shared.is_stopped() {
+            return Err(stopped());
+        }
+        if rows.is_empty() {
+            let started = std::time::Instant::now();
+            rows = outbox.fetch_after(conn, after, BATCH).await?;
+            if rows.is_empty() {
+                // Caught up. Once everything enqueued is marked, read by
+                // mark from the start (before that, it would return rows in
+                // flight).
+                if after > 0 && shared.unmarked.load(Ordering::Acquire) == 0 {
+                    after = 0;
+                    continue;
+                }
+                // An empty read is slow while a large transaction writes rows
+                // it cannot see yet; poll less often then (a commit wakes).
+                let pause = (started.elapsed() * 10)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(2));
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = wake.notified() => {}
+                    _ = shared.marked.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
+        }
+        while shared.acked.lock().expect("not poisoned").len() >= UNMARKED_MAX {
+            if shared.is_stopped() {
+                return Err(stopped());
+            }
+            shared.marked.notified().await;
+        }
+        let batch = std::mem::take(&mut rows);
+        let last = batch.last().map_or(after, |r| outbox.change_seq(r));
+        // Read the next batch while this one is serialised and enqueued.
+        let started = std::time::Instant::now();
+        let (next, sent) = tokio::join!(
+            outbox.fetch_after(conn, last, BATCH),
+            enqueue_batch(outbox, producer, &batch),
+        );
+        let (seqs, acks) = sent?;
+        debug!(
+            enqueued = seqs.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Table outbox rows enqueued."
+        );
+        after = last;
+        shared.unmarked.fetch_add(seqs.len(), Ordering::AcqRel);
+        *shared.last_enqueued.lock().expect("not poisoned") = std::time::Instant::now();
+        if tx.send(InFlight { seqs, acks }).await.is_err() {
+            return Err(stopped());
+        }
+        rows = next?;
+    }
+    Ok(())
+}
+
+/// Enqueues a batch in change order: (change counters, acknowledgements).
+async fn enqueue_batch<O: TableOutbox>(
+    outbox: &O,
+    producer: &EventProducer,
+    rows: &[O::Row],
+) -> Result<(Vec<i64>, Vec<Ack>)> {
+    let mut acks = Vec::with_capacity(rows.len());
+    let mut seqs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (topic, key, payload) = outbox.message(row);
+        acks.push(producer.enqueue(&topic, key.as_bytes(), &payload).await?);
+        seqs.push(outbox.change_seq(row));
+    }
+    Ok((seqs, acks))
+}
+
+/// Awaits each batch's acknowledgements, in order, and hands the batch to
+/// the marker; drains what was enqueued when the leader stops.
+async fn read_acks(mut rx: tokio::sync::mpsc::Receiver<InFlight>, shared: &Pipeline) -> Result<()> {
+    let result = async {
+        while let Some(batch) = rx.recv().await {
+            for ack in batch.acks {
+                ack.await?;
+            }
+            shared
+                .acked
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(&batch.seqs);
+            shared.ready.notify_one();
+        }
+        Ok(())
+    }
+    .await;
+    // Done (the leader stopped) or failed: the marker finishes what was
+    // acknowledged, then stops.
+    rx.close();
+    shared.stop();
+    result
+}
+
+/// Marks acknowledged rows, as many per statement as have queued up (at
+/// most [`MARK_MAX`]), on a connection of its own.
+async fn mark_acked<O: TableOutbox>(pool: &PgPool, outbox: &O, shared: &Pipeline) -> Result<()> {
+    let result = async {
+        let mut conn = None;
+        loop {
+            let quiet_for = shared.last_enqueued.lock().expect("not poisoned").elapsed();
+            let seqs: Vec<i64> = {
+                let mut acked = shared.acked.lock().expect("not poisoned");
+                let now =
+                    acked.len() >= MARKS_DEFERRED_MAX || quiet_for >= QUIET || shared.is_stopped();
+                let n = if now { acked.len().min(MARK_MAX) } else { 0 };
+                acked.drain(..n).collect()
+            };
+            if seqs.is_empty() {
+                let waiting = !shared.acked.lock().expect("not poisoned").is_empty();
+                if !waiting && shared.is_stopped() {
+                    return Ok(());
+                }
+                if waiting {
+                    // Deferred, publishing first: look again when more is
+                    // acknowledged or the relay may have gone quiet.
+                    tokio::select! {
+                        _ = shared.ready.notified() => {}
+                        _ = tokio::time::sleep(QUIET.saturating_sub(quiet_for)) => {}
+                    }
+                } else {
+                    shared.ready.notified().await;
+                }
+                continue;
+            }
+            let conn = match &mut conn {
+                Some(c) => c,
+                None => conn.insert(pool.acquire().await?),
+            };
+            let started = std::time::Instant::now();
+            outbox.mark_seqs(conn, &seqs).await?;
+            shared.unmarked.fetch_sub(seqs.len(), Ordering::AcqRel);
+            shared.marked.notify_one();
+            debug!(
+                published = seqs.len(),
+                mark_ms = started.elapsed().as_millis() as u64,
+                "Table outbox rows published."
+            );
+        }
+    }
+    .await;
+    if result.is_err() {
+        shared.stop();
+    }
     result
 }

@@ -51,12 +51,31 @@ pub fn instruction_event(row: &InstructionRow) -> Envelope<Instruction> {
 impl TableOutbox for Instructions {
     type Row = InstructionRow;
 
+    const PIPELINED: bool = true;
+
     fn lock_key(&self) -> i64 {
         0x5355_4d55_4449_5331 // "SUMUDIS1"
     }
 
     async fn fetch(&self, conn: &mut PgConnection, limit: i64) -> Result<Vec<InstructionRow>> {
         db::unpublished(conn, limit).await
+    }
+
+    fn change_seq(&self, row: &InstructionRow) -> i64 {
+        row.change_seq
+    }
+
+    async fn fetch_after(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<InstructionRow>> {
+        db::unpublished_after(conn, after, limit).await
+    }
+
+    async fn mark_seqs(&self, conn: &mut PgConnection, seqs: &[i64]) -> Result<()> {
+        db::mark_published_seqs(conn, seqs).await
     }
 
     fn message(&self, row: &InstructionRow) -> (String, String, Vec<u8>) {

@@ -1,0 +1,662 @@
+//! Disbursement (issue 4): a crisis with N entitled households (400,000 by
+//! default, one tranche due at once) and the time from its activation event
+//! being acknowledged by Kafka to the last payment instruction acknowledged
+//! by Kafka, through the real `sumud-disbursement` binary — against the raw
+//! baseline of rdkafka producing the same number of messages of the same
+//! size, with the same producer settings, to a topic created the same way,
+//! measured in the same run.
+//!
+//! The registry is written straight into `registry.households` with COPY and
+//! the entitlements straight into the service's projection
+//! (`disbursement.entitlements`), with the crisis as `proposed`; none of
+//! that is timed. The service consumes `org.sumud.crisis.activated`, the
+//! scheduler creates every instruction (reserving each amount against the
+//! budget in the same transaction) and the relay publishes them from the
+//! instructions table, marking each only after the broker's acknowledgement.
+
+use std::fmt::Write as _;
+use std::process::{Child, Command};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use sumud_disbursement::db::InstructionRow;
+use sumud_disbursement::publisher::instruction_event;
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::config::Settings;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::crisis::{
+    CrisisDefinition, CrisisEvent, CrisisState, Hazard, Response, ResponseOverrides, Severity,
+    CRISIS_ACTIVATED,
+};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::money::Money;
+use sumud_shared::synthetic;
+use sumud_tests::TestEnv;
+
+use crate::rss;
+
+const SEED: u64 = 2026;
+const CRISIS: &str = "BENCH-PAY-1";
+const WARMUP: &str = "BENCH-PAY-WARMUP";
+const WARMUP_HOUSEHOLDS: i64 = 50;
+const CURRENCY: &str = "JOD";
+const DEADLINE: Duration = Duration::from_secs(1800);
+
+/// Options of the benchmark.
+pub struct Options {
+    /// Households in the registry, every one entitled in the crisis.
+    pub households: u64,
+    /// Tranches per entitlement (only the first is due at activation).
+    pub tranches: i32,
+    /// Runs of the baseline; the ratio uses their median.
+    pub baseline_runs: usize,
+    /// Keep the benchmark database and topics instead of dropping them.
+    pub keep: bool,
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(o: Options) -> anyhow::Result<()> {
+    let n = o.households;
+    let env = TestEnv::new().await;
+    sumud_shared::db::migrate(&env.pool, &sumud_registry::db::MIGRATOR).await?;
+    sumud_shared::db::migrate(&env.pool, &sumud_disbursement::db::MIGRATOR).await?;
+    println!("disbursement benchmark: {n} entitled households, one tranche due at activation");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(
+            PgConnectOptions::from_str(&env.settings.database_url)?.disable_statement_logging(),
+        )
+        .await?;
+
+    // Untimed set-up: registry, entitlements, crises.
+    let t = Instant::now();
+    load_registry(&pool, n).await?;
+    sqlx::query("VACUUM (FREEZE, ANALYZE) registry.households")
+        .execute(&pool)
+        .await?;
+    let (count, total_minor) = entitle(&pool, CRISIS, None, o.tranches).await?;
+    anyhow::ensure!(count as u64 == n, "entitled {count} of {n}");
+    let (warm_count, warm_minor) =
+        entitle(&pool, WARMUP, Some(WARMUP_HOUSEHOLDS), o.tranches).await?;
+    sqlx::query("VACUUM (ANALYZE) disbursement.entitlements")
+        .execute(&pool)
+        .await?;
+    let budget = total_minor * i64::from(o.tranches) + total_minor / 10 + 1;
+    propose(&pool, CRISIS, budget).await?;
+    propose(&pool, WARMUP, warm_minor * i64::from(o.tranches) + 1).await?;
+    println!(
+        "  registry (COPY) and {count} entitlements loaded in {:.1} s (not part of either figure); \
+         first tranche {} of a {} budget",
+        t.elapsed().as_secs_f64(),
+        money(total_minor),
+        money(budget)
+    );
+
+    // The service, as the release binary.
+    let service = Service::spawn("sumud-disbursement", &env.settings)?;
+    let topic = env.settings.topics.instructions.clone();
+    let watermarks = Watermarks::new(&env.settings, &topic)?;
+
+    // Warm-up: a small crisis through the whole path, so that the consumer
+    // group has joined and the producer is connected before the clock starts.
+    let t = Instant::now();
+    activate(&env, WARMUP, warm_minor * i64::from(o.tranches) + 1).await?;
+    wait_until(
+        &service,
+        Duration::from_millis(50),
+        "the warm-up instructions",
+        || async { Ok((watermarks.total()? >= warm_count).then_some(())) },
+    )
+    .await?;
+    let on_topic_before = watermarks.total()?;
+    println!(
+        "  service started and warmed up in {:.1} s ({warm_count} warm-up instructions)",
+        t.elapsed().as_secs_f64()
+    );
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
+
+    // Timed: activation acknowledged → last instruction acknowledged.
+    activate(&env, CRISIS, budget).await?;
+    let acked = Instant::now();
+    let mut active_s = None;
+    let mut committed_s = None;
+    let mut first_s = None;
+    let target = on_topic_before + n as i64;
+    loop {
+        let now = acked.elapsed().as_secs_f64();
+        if committed_s.is_none() {
+            // The reservation commits with the instructions it pays for: a
+            // primary-key lookup that does not load the database.
+            let (state, reserved): (String, i64) = sqlx::query_as(
+                "SELECT state, reserved_minor FROM disbursement.crises WHERE crisis_id = $1",
+            )
+            .bind(CRISIS)
+            .fetch_one(&pool)
+            .await?;
+            if active_s.is_none() && state == "active" {
+                active_s = Some(now);
+            }
+            anyhow::ensure!(
+                reserved <= total_minor,
+                "reserved {reserved}, more than {total_minor}"
+            );
+            if reserved == total_minor {
+                committed_s = Some(now);
+            }
+        }
+        let on_topic = watermarks.total()?;
+        if first_s.is_none() && on_topic > on_topic_before {
+            first_s = Some(now);
+        }
+        anyhow::ensure!(
+            on_topic <= target,
+            "{on_topic} messages on the topic, more than {target}"
+        );
+        if on_topic == target {
+            break;
+        }
+        service.alive()?;
+        anyhow::ensure!(
+            acked.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for the instructions on the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let service_s = acked.elapsed().as_secs_f64();
+
+    // Every instruction is there once, reserved and marked published.
+    let marked = Instant::now();
+    wait_until(&service, Duration::from_millis(50), "the last publication mark", || async {
+        let lagging: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM disbursement.instructions WHERE published_seq IS DISTINCT FROM change_seq",
+        )
+        .fetch_one(&pool)
+        .await?;
+        Ok((lagging == 0).then_some(()))
+    })
+    .await?;
+    let mark_lag_s = marked.elapsed().as_secs_f64();
+    let (rows, published, amount, reserved): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE published_seq = change_seq), \
+                coalesce(sum(amount_minor), 0)::bigint, \
+                (SELECT reserved_minor FROM disbursement.crises WHERE crisis_id = $1) \
+         FROM disbursement.instructions WHERE crisis_id = $1",
+    )
+    .bind(CRISIS)
+    .fetch_one(&pool)
+    .await?;
+    anyhow::ensure!(
+        rows == count && published == count && amount == total_minor && reserved == total_minor,
+        "{rows} instructions ({published} published) of {amount} reserving {reserved}; \
+         expected {count} of {total_minor}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    anyhow::ensure!(
+        watermarks.total()? == target,
+        "the topic moved on past {target}"
+    );
+    let phases = phases(&pool).await?;
+    // Peak memory over the whole run, the trailing marks included.
+    let peak = service.peak_rss();
+    drop(service);
+
+    // Baseline: the same messages (rebuilt from the rows, same keys, same
+    // sizes) produced by a fresh producer with the service's settings to a
+    // topic created the same way, everything enqueued at once.
+    let messages = messages(&pool).await?;
+    let bytes: usize = messages.iter().map(|(k, p)| k.len() + p.len()).sum();
+    let avg = messages.iter().map(|(_, p)| p.len()).sum::<usize>() as f64 / messages.len() as f64;
+    let baseline_topic = format!("{topic}.baseline");
+    sumud_shared::kafka::admin::ensure(
+        &env.settings,
+        &[baseline_topic.as_str()],
+        env.settings.topic_partitions,
+    )
+    .await?;
+    let mut baseline_runs = Vec::new();
+    for _ in 0..o.baseline_runs.max(1) {
+        baseline_runs.push(baseline(&env.settings, &baseline_topic, &messages).await?);
+    }
+    drop(messages);
+    let mut sorted = baseline_runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let baseline_s = sorted[sorted.len() / 2];
+
+    println!(
+        "  instructions:               {count} (all published, {} reserved)",
+        money(reserved)
+    );
+    println!(
+        "  message size:               {avg:.0} bytes on average ({:.0} MB with keys)",
+        bytes as f64 / 1e6
+    );
+    println!("  service: activation acked → last instruction acked by Kafka: {service_s:.2} s");
+    println!(
+        "    crisis active at +{}, first instruction created at +{}, all {count} committed at +{}",
+        secs(active_s),
+        secs(phases.created_s),
+        secs(committed_s)
+    );
+    println!(
+        "    first instruction acked at +{}, last at +{service_s:.2} s; last mark {mark_lag_s:.2} s later",
+        secs(first_s)
+    );
+    println!(
+        "    last instruction acked {} after the last commit (publishing overlaps creation)",
+        committed_s.map_or("?".into(), |c| format!("{:.2} s", service_s - c))
+    );
+    let runs: Vec<String> = baseline_runs.iter().map(|s| format!("{s:.2}")).collect();
+    println!(
+        "  baseline rdkafka produce:   {baseline_s:.2} s (median of {} runs: {} s) = {:.0} messages/s",
+        runs.len(),
+        runs.join(", "),
+        count as f64 / baseline_s
+    );
+    println!(
+        "  ratio service / baseline:   {:.2} (target <= 2.5)",
+        service_s / baseline_s
+    );
+    println!(
+        "  peak RSS of sumud-disbursement: {:.0} MB (target < 300 MB)",
+        peak as f64 / 1e6
+    );
+
+    if o.keep {
+        println!(
+            "  kept database {} and topics with suffix of {topic}",
+            env.settings.database_url
+        );
+    } else {
+        let mut topics: Vec<String> = env
+            .settings
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        topics.push(baseline_topic);
+        delete_topics(&env.settings, &topics).await;
+        pool.close().await;
+        drop_database(env).await?;
+    }
+    Ok(())
+}
+
+fn money(minor: i64) -> String {
+    Money::new(minor, CURRENCY)
+        .map(|m| m.display())
+        .unwrap_or_else(|_| minor.to_string())
+}
+
+fn secs(s: Option<f64>) -> String {
+    s.map_or("?".into(), |s| format!("{s:.2} s"))
+}
+
+/// Entitles households (all, or the first `limit`) in `crisis`, straight into
+/// the service's projection; returns (entitlements, sum per tranche).
+async fn entitle(
+    pool: &PgPool,
+    crisis: &str,
+    limit: Option<i64>,
+    tranches: i32,
+) -> anyhow::Result<(i64, i64)> {
+    sqlx::query(
+        "INSERT INTO disbursement.entitlements (entitlement_id, crisis_id, household_id, kind, status, \
+             amount_minor, currency, tranches, interval_days, crisis_revision, change_seq) \
+         SELECT $1 || '/' || household_id || '/' || kind, $1, household_id, kind, 'entitled', \
+                least(CASE WHEN kind = 'vertical' THEN 50000 ELSE 40000 END + 10000 * members, 120000), \
+                $2, $3, 30, 1, row_number() OVER (ORDER BY household_id) \
+         FROM (SELECT household_id, members, \
+                      CASE WHEN cardinality(programmes) > 0 THEN 'vertical' ELSE 'horizontal' END AS kind \
+               FROM registry.households_v ORDER BY household_id LIMIT $4) h",
+    )
+    .bind(crisis)
+    .bind(CURRENCY)
+    .bind(tranches)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(sqlx::query_as(
+        "SELECT count(*), coalesce(sum(amount_minor), 0)::bigint FROM disbursement.entitlements \
+         WHERE crisis_id = $1",
+    )
+    .bind(crisis)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The crisis as the service knows it before activation.
+async fn propose(pool: &PgPool, crisis: &str, budget: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO disbursement.crises (crisis_id, state, revision, currency, budget_minor) \
+         VALUES ($1, 'proposed', 1, $2, $3)",
+    )
+    .bind(crisis)
+    .bind(CURRENCY)
+    .bind(budget)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Publishes `org.sumud.crisis.activated` for `crisis` and waits for the ack.
+async fn activate(env: &TestEnv, crisis: &str, budget: i64) -> anyhow::Result<()> {
+    let event = CrisisEvent {
+        crisis_id: crisis.into(),
+        state: CrisisState::Active,
+        revision: 1,
+        definition: CrisisDefinition {
+            title: "Benchmark: flash floods".into(),
+            hazard: Hazard::Flood,
+            severity: Severity::Severe,
+            areas: vec!["JO-AM".into()],
+            response: Response {
+                playbook: "flood-standard".into(),
+                overrides: ResponseOverrides::default(),
+            },
+            budget: Money::new(budget, CURRENCY).map_err(anyhow::Error::msg)?,
+            starts_on: "2026-12-01".parse()?,
+            ends_on: "2027-03-01".parse()?,
+        },
+        pending: None,
+        command_id: format!("bench-{crisis}"),
+        signed_by: "bench".into(),
+        trigger: None,
+    };
+    let e = Envelope::new(
+        "urn:sumud:control",
+        CRISIS_ACTIVATED,
+        Some(crisis.into()),
+        event,
+    );
+    env.publish(&env.settings.topics.crisis, crisis, &e.to_bytes())
+        .await;
+    Ok(())
+}
+
+/// When the first instruction's transaction started, after the activation
+/// (database clock, relative to the crisis's activation time).
+struct Phases {
+    created_s: Option<f64>,
+}
+
+async fn phases(pool: &PgPool) -> anyhow::Result<Phases> {
+    // `activated_at` is the event time, set just before the event was sent.
+    let created: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM (SELECT min(created_at) FROM disbursement.instructions WHERE crisis_id = $1) \
+                - (SELECT activated_at FROM disbursement.crises WHERE crisis_id = $1))::float8",
+    )
+    .bind(CRISIS)
+    .fetch_one(pool)
+    .await?;
+    Ok(Phases { created_s: created })
+}
+
+/// The crisis's instruction messages as the relay built them: (key, payload).
+async fn messages(pool: &PgPool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let rows: Vec<InstructionRow> = sqlx::query_as(
+        "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
+                currency, channel, provider, tranche, scheduled_at, change_seq \
+         FROM disbursement.instructions WHERE crisis_id = $1 ORDER BY change_seq",
+    )
+    .bind(CRISIS)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.beneficiary_ref.clone(), instruction_event(r).to_bytes()))
+        .collect())
+}
+
+/// Produces every message once with a fresh producer (service settings),
+/// all enqueued at once; returns seconds until the last acknowledgement.
+async fn baseline(
+    settings: &Settings,
+    topic: &str,
+    messages: &[(String, Vec<u8>)],
+) -> anyhow::Result<f64> {
+    let producer = EventProducer::new(settings)?;
+    // Connected, with the topic's metadata, before the clock starts.
+    producer
+        .enqueue(topic, b"warm-up", b"{}")
+        .await?
+        .await_ack()
+        .await?;
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(messages.len());
+    for (key, payload) in messages {
+        acks.push(producer.enqueue(topic, key.as_bytes(), payload).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Polls `check` every `every` until it returns `Some`; fails if the service
+/// exits or the deadline passes.
+async fn wait_until<T, F, Fut>(
+    service: &Service,
+    every: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        service.alive()?;
+        anyhow::ensure!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A service binary running as a child process; stopped (SIGTERM, then
+/// SIGKILL after 10 s) when dropped.
+struct Service {
+    name: &'static str,
+    child: std::sync::Mutex<Child>,
+}
+
+impl Service {
+    fn spawn(name: &'static str, s: &Settings) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(rss::sibling_binary(name)?);
+        cmd.envs(s.env_vars()).env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        Ok(Service {
+            name,
+            child: std::sync::Mutex::new(cmd.spawn()?),
+        })
+    }
+
+    fn alive(&self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.lock().expect("not poisoned").try_wait()? {
+            anyhow::bail!("{} exited early: {status}", self.name);
+        }
+        Ok(())
+    }
+
+    fn peak_rss(&self) -> u64 {
+        rss::peak_rss(self.child.lock().expect("not poisoned").id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let Ok(child) = self.child.get_mut() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The high watermarks of a topic: how many messages it holds.
+struct Watermarks {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+impl Watermarks {
+    fn new(settings: &Settings, topic: &str) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
+            .set(
+                "group.id",
+                format!("{}-bench-watermarks", settings.group_prefix),
+            )
+            .create()?;
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions: Vec<i32> = meta
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+        Ok(Watermarks {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+        })
+    }
+
+    fn total(&self) -> anyhow::Result<i64> {
+        let mut sum = 0;
+        for p in &self.partitions {
+            let (low, high) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+            sum += high - low;
+        }
+        Ok(sum)
+    }
+}
+
+/// COPYs `n` synthetic households straight into `registry.households`,
+/// generating them on a blocking thread while the previous chunk is sent
+/// (as the eligibility benchmark does).
+async fn load_registry(pool: &PgPool, n: u64) -> anyhow::Result<()> {
+    const CHUNK: u64 = 4096;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
+    let generator = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let catalog = AreaCatalog::default_catalog();
+        let mut start = 0;
+        while start < n {
+            let end = (start + CHUNK).min(n);
+            let mut text = String::with_capacity((end - start) as usize * 320);
+            for i in start..end {
+                row(&mut text, catalog, i)?;
+            }
+            if tx.blocking_send(text).is_err() {
+                break;
+            }
+            start = end;
+        }
+        Ok(())
+    });
+    let mut conn = pool.acquire().await?;
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY registry.households (household_id, version, removed, area_code, governorate, \
+             district, members, welfare_score, flags, programmes, payment_channel, payment_provider, \
+             account_token, personal, event_id, src_partition, src_offset, updated_at) FROM STDIN",
+        )
+        .await?;
+    while let Some(chunk) = rx.recv().await {
+        copy.send(chunk.into_bytes()).await?;
+    }
+    generator.await??;
+    let rows = copy.finish().await?;
+    anyhow::ensure!(rows == n, "COPY stored {rows} of {n}");
+    Ok(())
+}
+
+/// One COPY text line of household `i`.
+fn row(text: &mut String, catalog: &AreaCatalog, i: u64) -> anyhow::Result<()> {
+    let h = synthetic::household(catalog, SEED, i);
+    let path = catalog
+        .resolve(&h.area_code)
+        .expect("generated areas resolve");
+    let flags: Vec<&str> = h.flags.iter().map(|f| f.as_str()).collect();
+    let personal = serde_json::to_string(&h.personal)?;
+    writeln!(
+        text,
+        "{}\t{}\tf\t{}\t{}\t{}\t{}\t{}\t{{{}}}\t{{{}}}\t{}\t{}\t{}\t{}\tev-{i}\t0\t{i}\t2026-11-29 00:00:00+00",
+        h.household_id,
+        h.version,
+        h.area_code,
+        path.governorate,
+        path.district.unwrap_or_default(),
+        h.members,
+        h.welfare_score,
+        flags.join(","),
+        h.programmes.join(","),
+        h.payment.channel.as_str(),
+        h.payment.provider,
+        h.payment.account_token,
+        personal.replace('\\', "\\\\"),
+    )?;
+    Ok(())
+}
+
+/// Deletes the benchmark's topics (hundreds of megabytes each).
+async fn delete_topics(settings: &Settings, topics: &[String]) {
+    let Ok(admin) =
+        sumud_shared::kafka::client_config(settings).create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let _ = admin.delete_topics(&names, &opts).await;
+}
+
+/// Drops the benchmark's database.
+async fn drop_database(env: TestEnv) -> anyhow::Result<()> {
+    let url = env.settings.database_url.clone();
+    env.pool.close().await;
+    drop(env);
+    let (admin, db) = url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("database URL {url} has no name"))?;
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| sumud_shared::config::DEFAULT_DATABASE_URL.to_owned());
+    anyhow::ensure!(
+        admin_url.starts_with(admin),
+        "the benchmark database {url} is not on the server of {admin_url}"
+    );
+    let mut conn = PgConnectOptions::from_str(&admin_url)?
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
