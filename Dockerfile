@@ -1,5 +1,5 @@
 # One image with every Sumud binary; docker-compose.yml picks the command.
-FROM rust:1.85-bookworm AS build
+FROM rust:1.88-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -7,7 +7,7 @@ RUN cargo build --release --workspace --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/sumud /src/target/release/sumud-registry \
+COPY --from=build /src/target/release/sumud /src/target/release/sumud-alerts /src/target/release/sumud-registry \
      /src/target/release/sumud-control /src/target/release/sumud-eligibility \
      /src/target/release/sumud-disbursement /src/target/release/sumud-provider-sim /usr/local/bin/
 USER 65534

@@ -527,6 +527,7 @@ fn declare_jws(key: &Jwk, crisis: &str, def: CrisisDefinition) -> anyhow::Result
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     let claims = CommandClaims {
+        propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
         iat,
         cmd: CommandKind::Declare,

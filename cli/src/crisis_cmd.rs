@@ -60,6 +60,7 @@ pub async fn publish(
     note: Option<String>,
 ) -> anyhow::Result<String> {
     let claims = CommandClaims {
+        propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
         iat: Utc::now().timestamp(),
         cmd,

@@ -38,6 +38,8 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_TOPIC_DEADLETTER",
     "RUST_LOG",
     // Service-specific settings, read by the services' own config modules.
+    "SUMUD_ALERTS_KEY_FILE",
+    "SUMUD_ALERTS_RULES_FILE",
     "SUMUD_FOUR_EYES_THRESHOLD_MINOR",
     "SUMUD_FOUR_EYES_APPROVALS",
     "SUMUD_COMMAND_MAX_AGE_SECS",

@@ -30,8 +30,10 @@ macro_rules! contract {
 /// Every event type with its schema file. Adding an event type means adding
 /// a line here and a file (with examples) in `schemas/`.
 fn contracts() -> Vec<Contract> {
-    use crate::events::{control, crisis, deadletter, entitlement, household, payment};
+    use crate::events::{alert, control, crisis, deadletter, entitlement, household, payment};
     vec![
+        contract!(alert::ALERT_CAP, "alert.cap.schema.json"),
+        contract!(alert::INDICATOR_READING, "indicator.reading.schema.json"),
         contract!(control::CONTROL_COMMAND, "control.command.schema.json"),
         contract!(crisis::CRISIS_PROPOSED, "crisis.event.schema.json"),
         contract!(crisis::CRISIS_ACTIVATED, "crisis.event.schema.json"),

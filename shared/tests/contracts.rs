@@ -8,6 +8,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use sumud_shared::deadletter::DeadLetter;
 use sumud_shared::envelope::Envelope;
+use sumud_shared::events::alert::{CapAlertJson, IndicatorReading};
 use sumud_shared::events::control::SignedCommand;
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::EntitlementDecision;
@@ -122,6 +123,16 @@ fn payment_instruction_schema_and_type_agree() {
 #[test]
 fn payment_status_schema_and_type_agree() {
     check_contract::<StatusReport>("payment.status");
+}
+
+#[test]
+fn cap_alert_json_schema_and_type_agree() {
+    check_contract::<CapAlertJson>("alert.cap");
+}
+
+#[test]
+fn indicator_reading_schema_and_type_agree() {
+    check_contract::<IndicatorReading>("indicator.reading");
 }
 
 #[test]

@@ -132,6 +132,37 @@ impl Pipeline {
         p
     }
 
+    /// Starts the alerts service with its own key registered (declare and
+    /// close roles) under the principal `early-warning`, acting by `rules`.
+    pub async fn start_alerts(&mut self, rules: sumud_alerts::rules::RuleBook) -> Jwk {
+        let key = Jwk::generate("alerts-1");
+        sumud_control::db::add_operator(
+            &self.env.pool,
+            "alerts-1",
+            "early-warning",
+            &key.x,
+            &["declare".into(), "close".into()],
+        )
+        .await
+        .unwrap();
+        let config = sumud_alerts::config::AlertsConfig {
+            key: key.clone(),
+            rules,
+        };
+        let app = sumud_alerts::App::build(self.env.settings.clone(), config)
+            .await
+            .unwrap();
+        self.services.push(Running::spawn(|t| app.run(t)));
+        key
+    }
+
+    /// Publishes an event on the alerts topic.
+    pub async fn publish_alert<T: serde::Serialize>(&self, key: &str, e: &Envelope<T>) {
+        self.env
+            .publish(&self.env.settings.topics.alerts, key, &e.to_bytes())
+            .await;
+    }
+
     /// Stops every service gracefully, last started first.
     pub async fn stop(mut self) {
         while let Some(s) = self.services.pop() {
@@ -243,6 +274,7 @@ pub fn definition(areas: &[&str], budget_major: &str) -> CrisisDefinition {
 /// Fresh command claims issued now.
 pub fn claims(cmd: CommandKind, crisis: &str, body: Option<CrisisDefinition>) -> CommandClaims {
     CommandClaims {
+        propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
         iat: Utc::now().timestamp(),
         cmd,

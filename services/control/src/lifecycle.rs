@@ -160,7 +160,7 @@ pub fn apply(
                 .body
                 .clone()
                 .ok_or_else(|| refuse(Reason::InvalidCommand, "crisis.declare needs a body"))?;
-            let proposed = needs_approval(&def);
+            let proposed = claims.propose || needs_approval(&def);
             Ok(Transition {
                 crisis: Crisis {
                     id: claims.crisis_id.clone(),
@@ -302,7 +302,13 @@ pub fn apply(
                 crisis: next,
                 from: Some(c.state),
                 event_type: Some(CRISIS_CLOSED),
-                outcome: "closed",
+                // Closing a crisis that never became active calls it off
+                // before any money moved.
+                outcome: if c.state == CrisisState::Proposed {
+                    "cancelled"
+                } else {
+                    "closed"
+                },
             })
         }
     }
@@ -350,6 +356,7 @@ mod tests {
 
     fn cmd(cmd: CommandKind, body: Option<CrisisDefinition>) -> CommandClaims {
         CommandClaims {
+            propose: false,
             jti: "j".into(),
             iat: 0,
             cmd,
@@ -372,6 +379,24 @@ mod tests {
         .unwrap();
         assert_eq!(t.crisis.state, CrisisState::Active);
         assert_eq!(t.event_type, Some(CRISIS_ACTIVATED));
+    }
+
+    #[test]
+    fn a_declaration_asking_to_be_proposed_waits_whatever_its_budget() {
+        let mut c = cmd(CommandKind::Declare, Some(def(500_000)));
+        c.propose = true;
+        let t = apply(None, &c, "early-warning", ALL, POLICY).unwrap();
+        assert_eq!(t.crisis.state, CrisisState::Proposed);
+        assert_eq!(t.event_type, Some(CRISIS_PROPOSED));
+        let closed = apply(
+            Some(&t.crisis),
+            &cmd(CommandKind::Close, None),
+            "early-warning",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        assert_eq!(closed.outcome, "cancelled", "called off before it started");
     }
 
     #[test]

@@ -138,6 +138,7 @@ mod tests {
 
     fn claims() -> CommandClaims {
         CommandClaims {
+            propose: false,
             jti: "c1".into(),
             iat: 1_764_400_000,
             cmd: CommandKind::Close,

@@ -43,6 +43,11 @@ pub struct CommandClaims {
     /// What triggered the command (an alert, a rule), recorded on the crisis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<serde_json::Value>,
+    /// Asks for a declaration to wait for approval whatever its budget: an
+    /// early-warning rule that only *proposes* sets it, so that an operator
+    /// decides through the same four-eyes path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub propose: bool,
 }
 
 /// Command kinds.

@@ -1,6 +1,7 @@
 //! One module per event family: the Rust type of each event's `data`, its
 //! CloudEvents type string and the topic it travels on.
 
+pub mod alert;
 pub mod control;
 pub mod crisis;
 pub mod deadletter;

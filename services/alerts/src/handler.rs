@@ -1,0 +1,485 @@
+//! The alerts service's consumer-loop handler. Each message is one
+//! transaction: the alert (or reading) is recorded, the rule decision made,
+//! and the signed command queued in the outbox together, so that an alert is
+//! acted on exactly once however often it is delivered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use oasiscap::v1dot2::{Alert, MessageType, Status};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use sumud_control::signing::Jwk;
+use sumud_shared::areas::AreaCatalog;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::events::alert::{IndicatorReading, ALERT_CAP, INDICATOR_READING};
+use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::crisis::Severity;
+use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
+use sumud_shared::outbox;
+use sumud_shared::{Error, Result};
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::cap;
+use crate::command::{self, Draft};
+use crate::db::{self, AlertRecord, Stored};
+use crate::footprint::{self, AreaIndex};
+use crate::rules::{self, CapCondition, Condition, Mode, Rule, RuleBook};
+
+/// Turns alerts and readings into commands.
+pub struct AlertsHandler {
+    pool: PgPool,
+    rules: RuleBook,
+    key: Jwk,
+    index: AreaIndex,
+    control_topic: String,
+    wake: Arc<Notify>,
+}
+
+/// What the rules made of an alert.
+struct Decision {
+    outcome: &'static str,
+    rule: Option<(String, i32)>,
+    draft: Option<Draft>,
+}
+
+impl Decision {
+    fn nothing(outcome: &'static str) -> Decision {
+        Decision {
+            outcome,
+            rule: None,
+            draft: None,
+        }
+    }
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+fn utc(t: oasiscap::DateTime) -> DateTime<Utc> {
+    DateTime::<FixedOffset>::from(t).with_timezone(&Utc)
+}
+
+impl AlertsHandler {
+    /// A handler acting by `rules`, signing with `key`, queueing commands for
+    /// `control_topic` in the `alerts` outbox.
+    pub fn new(
+        pool: PgPool,
+        rules: RuleBook,
+        key: Jwk,
+        control_topic: String,
+        wake: Arc<Notify>,
+    ) -> Self {
+        AlertsHandler {
+            pool,
+            rules,
+            key,
+            index: AreaIndex::new(AreaCatalog::default_catalog()),
+            control_topic,
+            wake,
+        }
+    }
+
+    async fn alert(&self, m: &Incoming, now: DateTime<Utc>) -> Result<Verdict> {
+        let decoded = match cap::decode(&m.envelope) {
+            Ok(d) => d,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let a = &decoded.alert;
+        let catalog = AreaCatalog::default_catalog();
+        let mut footprints = Vec::with_capacity(a.info.len());
+        for info in &a.info {
+            match footprint::resolve(&info.areas, catalog, &self.index) {
+                Ok(f) => footprints.push(f),
+                Err(r) => return Ok(Verdict::Reject(r)),
+            }
+        }
+        let ours: BTreeSet<String> = footprints.iter().flatten().cloned().collect();
+        let acts = matches!(a.message_type, MessageType::Alert | MessageType::Update);
+        if acts
+            && !ours.is_empty()
+            && !a.info.is_empty()
+            && a.info
+                .iter()
+                .all(|i| i.expires.is_some_and(|e| utc(e) < now))
+        {
+            return Ok(reject(
+                Reason::Expired,
+                format!(
+                    "alert {} from {} expired before it arrived",
+                    a.identifier, a.sender
+                ),
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        match db::alert_sent(&mut tx, &a.sender, &a.identifier).await? {
+            Some(sent) if sent == utc(a.sent) => return Ok(Verdict::Done),
+            Some(_) => {
+                return Ok(reject(
+                    Reason::Replayed,
+                    format!(
+                        "{} already sent an alert with identifier {} at another time; CAP identifiers are unique per sender",
+                        a.sender, a.identifier
+                    ),
+                ))
+            }
+            None => {}
+        }
+        let decision = self.decide(&mut tx, a, &footprints, &ours, now).await?;
+        let actual = a.status == Status::Actual;
+        let mut command = None;
+        if let Some(d) = &decision.draft {
+            command = Some(serde_json::to_value(d.claims()).expect("serialises"));
+            if actual {
+                let row = d.sign(&self.key, &self.control_topic, m.traceparent.clone())?;
+                outbox::enqueue(&mut tx, "alerts", vec![row]).await?;
+            }
+        }
+        let outcome = if actual || decision.draft.is_none() {
+            decision.outcome
+        } else {
+            "dry_run"
+        };
+        let refs: Vec<String> = a
+            .references
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|r| r.to_string())
+            .collect();
+        db::insert_alert(
+            &mut tx,
+            &AlertRecord {
+                sender: &a.sender,
+                identifier: &a.identifier,
+                sent: utc(a.sent),
+                status: &format!("{:?}", a.status),
+                msg_type: &format!("{:?}", a.message_type),
+                refs,
+                events: a.info.iter().map(|i| i.event.clone()).collect(),
+                areas: ours.iter().cloned().collect(),
+                outcome,
+                rule: decision.rule.as_ref().map(|(id, v)| (id.as_str(), *v)),
+                crisis_id: decision
+                    .draft
+                    .as_ref()
+                    .filter(|_| actual)
+                    .map(|d| d.crisis_id.as_str()),
+                command,
+                document: &decoded.document,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        if actual && decision.draft.is_some() {
+            self.wake.notify_one();
+        }
+        info!(
+            sender = %a.sender, alert = %a.identifier, status = ?a.status, msg_type = ?a.message_type,
+            areas = ours.len(), outcome,
+            crisis = decision.draft.as_ref().map(|d| d.crisis_id.as_str()).unwrap_or("-"),
+            "Alert recorded."
+        );
+        Ok(Verdict::Done)
+    }
+
+    /// Applies the rules: a new alert may declare or propose; an update
+    /// amends the crisis its reference caused; a cancel closes it.
+    async fn decide(
+        &self,
+        conn: &mut PgConnection,
+        a: &Alert,
+        footprints: &[BTreeSet<String>],
+        ours: &BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Decision> {
+        let refs: Vec<(String, String)> = a
+            .references
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|r| (r.sender.to_string(), r.identifier.to_string()))
+            .collect();
+        let earlier = if refs.is_empty() {
+            None
+        } else {
+            db::crisis_of_references(conn, &refs).await?
+        };
+        let cause = [a.sender.as_str(), a.identifier.as_str()];
+        match (a.message_type, earlier) {
+            (MessageType::Cancel, Some((crisis_id, rule_id))) => {
+                let rule = self.rules.get(&rule_id);
+                Ok(Decision {
+                    outcome: "cancelled",
+                    rule: rule.map(|r| (r.id.clone(), r.version as i32)),
+                    draft: Some(Draft {
+                        kind: CommandKind::Close,
+                        jti: command::command_id(CommandKind::Close, &cause),
+                        crisis_id,
+                        body: None,
+                        note: Some(format!(
+                            "CAP Cancel {} from {}: {}",
+                            a.identifier,
+                            a.sender,
+                            a.note.as_deref().unwrap_or("no note")
+                        )),
+                        trigger: self.alert_trigger(a, rule, &BTreeMap::new()),
+                        propose: false,
+                    }),
+                })
+            }
+            (MessageType::Cancel, None) => Ok(Decision::nothing("nothing_to_cancel")),
+            (MessageType::Update, Some((crisis_id, rule_id))) => {
+                let Some(rule) = self.rules.get(&rule_id) else {
+                    return Ok(Decision::nothing("rule_withdrawn"));
+                };
+                let Some((severity, areas, shares)) =
+                    self.evaluate(conn, rule, a, footprints).await?
+                else {
+                    return Ok(Decision {
+                        outcome: "update_below_rule",
+                        rule: Some((rule.id.clone(), rule.version as i32)),
+                        draft: None,
+                    });
+                };
+                Ok(Decision {
+                    outcome: "amended",
+                    rule: Some((rule.id.clone(), rule.version as i32)),
+                    draft: Some(Draft {
+                        kind: CommandKind::Amend,
+                        jti: command::command_id(CommandKind::Amend, &cause),
+                        crisis_id,
+                        body: Some(rules::definition(rule, severity, areas, now.date_naive())),
+                        note: Some(format!("CAP Update {} from {}", a.identifier, a.sender)),
+                        trigger: self.alert_trigger(a, Some(rule), &shares),
+                        propose: false,
+                    }),
+                })
+            }
+            (MessageType::Alert | MessageType::Update, _) => {
+                if ours.is_empty() {
+                    return Ok(Decision::nothing("not_our_area"));
+                }
+                for rule in &self.rules.rules {
+                    let Some((severity, areas, shares)) =
+                        self.evaluate(conn, rule, a, footprints).await?
+                    else {
+                        continue;
+                    };
+                    let propose = rule.mode == Mode::Propose;
+                    return Ok(Decision {
+                        outcome: if propose { "proposed" } else { "declared" },
+                        rule: Some((rule.id.clone(), rule.version as i32)),
+                        draft: Some(Draft {
+                            kind: CommandKind::Declare,
+                            jti: command::command_id(CommandKind::Declare, &cause),
+                            crisis_id: command::crisis_id(&cause),
+                            body: Some(rules::definition(rule, severity, areas, now.date_naive())),
+                            note: Some(format!(
+                                "Rule {} v{} on CAP alert {} from {}",
+                                rule.id, rule.version, a.identifier, a.sender
+                            )),
+                            trigger: self.alert_trigger(a, Some(rule), &shares),
+                            propose,
+                        }),
+                    });
+                }
+                Ok(Decision::nothing("no_rule_met"))
+            }
+            (MessageType::Ack | MessageType::Error, _) => Ok(Decision::nothing("ignored")),
+        }
+    }
+
+    /// Whether a CAP rule is met by the alert's info blocks: the matching
+    /// blocks' areas, filtered by the rule's poverty condition, and the
+    /// highest matching severity.
+    async fn evaluate(
+        &self,
+        conn: &mut PgConnection,
+        rule: &Rule,
+        a: &Alert,
+        footprints: &[BTreeSet<String>],
+    ) -> Result<Option<(Severity, Vec<String>, BTreeMap<String, (i64, f64)>)>> {
+        let Condition::Cap(c) = &rule.when else {
+            return Ok(None);
+        };
+        let matching: Vec<usize> = (0..a.info.len())
+            .filter(|i| rules::info_matches(c, &a.info[*i]))
+            .collect();
+        let areas: Vec<String> = matching
+            .iter()
+            .flat_map(|i| footprints[*i].iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if areas.is_empty() {
+            return Ok(None);
+        }
+        let shares = db::poor_shares(conn, &areas, c.poverty_threshold).await?;
+        let qualifying = rules::qualifying_areas(c, &shares);
+        if qualifying.is_empty() {
+            return Ok(None);
+        }
+        let severity = matching
+            .iter()
+            .map(|i| rules::severity_of(a.info[*i].severity))
+            .max()
+            .unwrap_or(Severity::Severe);
+        Ok(Some((severity, qualifying, shares)))
+    }
+
+    fn alert_trigger(
+        &self,
+        a: &Alert,
+        rule: Option<&Rule>,
+        shares: &BTreeMap<String, (i64, f64)>,
+    ) -> serde_json::Value {
+        let c: Option<&CapCondition> = rule.and_then(|r| match &r.when {
+            Condition::Cap(c) => Some(c),
+            Condition::Indicator(_) => None,
+        });
+        json!({
+            "kind": "cap_alert",
+            "rule": rule.map(|r| json!({"id": r.id, "version": r.version, "mode": r.mode, "rule_book": self.rules.version})),
+            "alert": {
+                "sender": a.sender.as_str(), "identifier": a.identifier.as_str(), "sent": a.sent.to_string(),
+                "status": format!("{:?}", a.status), "msg_type": format!("{:?}", a.message_type),
+                "events": a.info.iter().map(|i| json!({"language": i.language.as_str(), "event": i.event, "severity": format!("{:?}", i.severity), "certainty": format!("{:?}", i.certainty), "urgency": format!("{:?}", i.urgency)})).collect::<Vec<_>>(),
+            },
+            "poverty": c.map(|c| json!({
+                "threshold": c.poverty_threshold, "min_share": c.min_poor_share,
+                "areas": shares.iter().map(|(k, (n, s))| (k.clone(), json!({"households": n, "poor_share": s}))).collect::<serde_json::Map<_, _>>(),
+            })),
+        })
+    }
+
+    async fn reading(&self, m: &Incoming, now: DateTime<Utc>) -> Result<Verdict> {
+        let r: IndicatorReading = match m.envelope.typed() {
+            Ok(r) => r,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let catalog = AreaCatalog::default_catalog();
+        if catalog.resolve(&r.area).is_none() {
+            return Ok(reject(
+                Reason::UnknownArea,
+                format!("area code {:?} is not in the area hierarchy", r.area),
+            ));
+        }
+        if !r.value.is_finite() {
+            return Ok(reject(
+                Reason::SchemaInvalid,
+                "value is not a finite number",
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        match db::insert_reading(&mut tx, &r).await? {
+            Stored::New => {}
+            Stored::Same => return Ok(Verdict::Done),
+            Stored::Conflict(before) => {
+                return Ok(reject(
+                    Reason::Replayed,
+                    format!(
+                        "{} for {} on {} from {} was recorded as {before}, not {}; a correction needs an operator",
+                        r.indicator, r.area, r.period_end, r.source, r.value
+                    ),
+                ))
+            }
+        }
+        let mut fired = Vec::new();
+        for rule in &self.rules.rules {
+            let Condition::Indicator(c) = &rule.when else {
+                continue;
+            };
+            if c.indicator != r.indicator || !rules::level_matches(c.level, &r.area, catalog) {
+                continue;
+            }
+            let Some((base_day, base)) = db::baseline(&mut tx, &r, c.window_days).await? else {
+                continue;
+            };
+            let Some(change) = rules::change_pct(base, r.value) else {
+                continue;
+            };
+            if change < c.min_change_pct {
+                continue;
+            }
+            let period = r.period_end.to_string();
+            let cause = [rule.id.as_str(), r.area.as_str(), period.as_str()];
+            let crisis_id = command::crisis_id(&cause);
+            let version = rule.version as i32;
+            if !db::claim_trigger(
+                &mut tx,
+                (&rule.id, version),
+                &r.area,
+                r.period_end,
+                c.window_days,
+                &crisis_id,
+            )
+            .await?
+            {
+                continue;
+            }
+            let draft = Draft {
+                kind: CommandKind::Declare,
+                jti: command::command_id(CommandKind::Declare, &cause),
+                body: Some(rules::definition(
+                    rule,
+                    Severity::Moderate,
+                    vec![r.area.clone()],
+                    now.date_naive(),
+                )),
+                note: Some(format!(
+                    "Rule {} v{}: {} in {} rose {change:.1}% from {base} ({base_day}) to {} ({})",
+                    rule.id, rule.version, r.indicator, r.area, r.value, r.period_end
+                )),
+                trigger: json!({
+                    "kind": "indicator",
+                    "rule": {"id": rule.id, "version": rule.version, "mode": rule.mode, "rule_book": self.rules.version},
+                    "readings": [
+                        {"source": r.source, "indicator": r.indicator, "area": r.area, "period_end": base_day, "value": base},
+                        {"source": r.source, "indicator": r.indicator, "area": r.area, "period_end": r.period_end, "value": r.value},
+                    ],
+                    "change_pct": change,
+                }),
+                propose: rule.mode == Mode::Propose,
+                crisis_id,
+            };
+            let row = draft.sign(&self.key, &self.control_topic, m.traceparent.clone())?;
+            outbox::enqueue(&mut tx, "alerts", vec![row]).await?;
+            fired.push(draft.crisis_id);
+        }
+        tx.commit().await?;
+        if !fired.is_empty() {
+            self.wake.notify_one();
+        }
+        info!(indicator = %r.indicator, area = %r.area, period_end = %r.period_end, value = r.value, crises = ?fired, "Reading recorded.");
+        Ok(Verdict::Done)
+    }
+}
+
+impl Handler for AlertsHandler {
+    fn event_types(&self) -> &[&str] {
+        &[ALERT_CAP, INDICATOR_READING]
+    }
+
+    async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            let v = if m.envelope.event_type == ALERT_CAP {
+                self.alert(m, now).await
+            } else {
+                self.reading(m, now).await
+            };
+            out.push(match v {
+                Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    // The same alert delivered twice raced; the other copy won.
+                    Verdict::Done
+                }
+                other => other?,
+            });
+        }
+        Ok(out)
+    }
+}

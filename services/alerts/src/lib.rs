@@ -1,0 +1,105 @@
+//! The alerts service: consumes CAP 1.2 hazard alerts and socio-economic
+//! indicator readings on `sumud.alerts.v1`, records them, and applies the
+//! pre-agreed trigger rules — proposing or declaring a crisis, amending it on
+//! a CAP `Update`, closing it on a `Cancel` — by sending signed commands on
+//! `sumud.control.v1` through its outbox. Non-`Actual` alerts are recorded
+//! with the command they would have caused (a dry run).
+
+pub mod cap;
+pub mod command;
+pub mod config;
+pub mod db;
+pub mod footprint;
+pub mod handler;
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sumud_shared::config::Settings;
+use sumud_shared::kafka::consumer::{self, LoopConfig};
+use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::{kafka, outbox, Result};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AlertsConfig;
+use crate::handler::AlertsHandler;
+
+/// The service name (consumer group, dead letters).
+pub const SERVICE: &str = "alerts";
+
+/// A built alerts service.
+pub struct App {
+    settings: Settings,
+    config: AlertsConfig,
+    pool: PgPool,
+    producer: EventProducer,
+}
+
+impl App {
+    /// Connects, migrates (its own schema and, so that it can start first,
+    /// the registry's, whose view it reads), ensures topics.
+    pub async fn build(settings: Settings, config: AlertsConfig) -> Result<Self> {
+        let pool = sumud_shared::db::connect(
+            &settings.database_url,
+            settings.db_max_connections,
+            Duration::from_secs(60),
+        )
+        .await?;
+        sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
+        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
+        kafka::admin::ensure_topics(&settings).await?;
+        let producer = EventProducer::new(&settings)?;
+        Ok(App {
+            settings,
+            config,
+            pool,
+            producer,
+        })
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs the consumer and the outbox relay until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let relay = tokio::spawn(outbox::relay(
+            self.pool.clone(),
+            SERVICE,
+            self.producer.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        let handler = AlertsHandler::new(
+            self.pool.clone(),
+            self.config.rules,
+            self.config.key,
+            self.settings.topics.control.clone(),
+            wake,
+        );
+        let config = LoopConfig {
+            service: SERVICE.into(),
+            group_id: self.settings.group_id(SERVICE),
+            topics: vec![self.settings.topics.alerts.clone()],
+            foreign_topics: Vec::new(),
+        };
+        let consumed = consumer::run(
+            &self.settings,
+            config,
+            &handler,
+            &self.producer,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        let relayed = relay
+            .await
+            .map_err(|e| sumud_shared::Error::Other(e.to_string()))?;
+        consumed.and(relayed)
+    }
+}

@@ -1,0 +1,433 @@
+//! Early warning to anticipatory action, on the real broker and database:
+//! CAP alerts and indicator readings → alerts service → signed commands →
+//! control → eligibility → disbursement. The CAP documents are the templates
+//! in `tests/data/cap/` (real-world shapes: multi-language info blocks,
+//! polygons, circles, geocodes, Update and Cancel chains) and two documents
+//! issued by real alerting authorities elsewhere.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use sumud_alerts::rules::RuleBook;
+use sumud_disbursement::config::DisbursementConfig;
+use sumud_provider_sim::behaviour::Behaviour;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::alert::{IndicatorReading, ALERT_CAP, CAP_XML, INDICATOR_READING};
+use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::household::Household;
+use sumud_tests::pipeline::*;
+use sumud_tests::wait_for;
+
+fn template(name: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cap/");
+    std::fs::read_to_string(format!("{path}{name}")).unwrap()
+}
+
+/// A CAP document from a template, sent now and expiring in a day.
+fn document(name: &str, id: &str, fill: &[(&str, &str)]) -> (String, String) {
+    let sent = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, false);
+    let expires =
+        (Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, false);
+    let mut doc = template(name);
+    for (k, v) in fill {
+        doc = doc.replace(k, v);
+    }
+    let doc = doc
+        .replace("{{ID}}", id)
+        .replace("{{SENT}}", &sent)
+        .replace("{{EXPIRES}}", &expires);
+    (doc, sent)
+}
+
+fn cap_event(xml: String) -> Envelope<String> {
+    let mut e = Envelope::new("urn:ncsc:early-warning", ALERT_CAP, None, xml);
+    e.datacontenttype = CAP_XML.into();
+    e
+}
+
+/// Share of households under the poverty line of the shipped rules (30).
+fn poor_share(households: &[Household], area: &str) -> f64 {
+    let inside: Vec<&Household> = households
+        .iter()
+        .filter(|h| h.area_code == area || h.area_code.starts_with(&format!("{area}-")))
+        .collect();
+    inside.iter().filter(|h| h.welfare_score < 30.0).count() as f64 / inside.len().max(1) as f64
+}
+
+async fn crisis_row(p: &Pipeline, crisis: &str) -> Option<(String, i32, Value, Option<Value>)> {
+    sqlx::query_as(
+        "SELECT state, revision, definition, trigger FROM control.crises WHERE crisis_id = $1",
+    )
+    .bind(crisis)
+    .fetch_optional(&p.env.pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_crisis(p: &Pipeline, crisis: &str, state: &str, revision: i32) -> (Value, Value) {
+    wait_for(
+        &format!("{crisis} {state} r{revision}"),
+        DEADLINE,
+        || async {
+            match crisis_row(p, crisis).await {
+                Some((s, r, def, trigger)) if s == state && r == revision => {
+                    Some((def, trigger.unwrap_or(Value::Null)))
+                }
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+async fn alert_outcome(p: &Pipeline, identifier: &str) -> (String, Option<String>) {
+    wait_for(
+        &format!("alert {identifier} recorded"),
+        DEADLINE,
+        || async {
+            sqlx::query_as("SELECT outcome, crisis_id FROM alerts.alerts WHERE identifier = $1")
+                .bind(identifier)
+                .fetch_optional(&p.env.pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await
+}
+
+fn areas_of(def: &Value) -> Vec<String> {
+    serde_json::from_value(def["areas"].clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_alert_chain_declares_pays_amends_and_cancels_exactly_once() {
+    let schedule = DisbursementConfig {
+        day_seconds: 3600.0,
+        tick_ms: 100,
+        ..DisbursementConfig::default()
+    };
+    let provider = Behaviour {
+        latency_ms: 5,
+        retryable_reject_rate: 0.0,
+        permanent_reject_rate: 0.0,
+        duplicate_rate: 0.0,
+        late_pending_rate: 0.0,
+        ..Behaviour::default()
+    };
+    let mut p = Pipeline::start_with_payments(3000, no_four_eyes(), schedule, provider).await;
+    // The scenario's premise, computed from the registry independently: the
+    // polygon's district is poor enough for the rule, the geocoded one is not.
+    assert!(poor_share(&p.households, "JO-MA-01") > 0.2);
+    assert!(poor_share(&p.households, "JO-AM-01") <= 0.2);
+    assert!(poor_share(&p.households, "JO-MA-02") > 0.2);
+    p.start_alerts(RuleBook::default_book()).await;
+
+    // Alert: delivered twice, acted on once.
+    let (alert, sent) = document("jordan-flood-alert.xml", "NCSC-FL-1", &[]);
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert.clone()))
+        .await;
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert)).await;
+    let (outcome, crisis) = alert_outcome(&p, "NCSC-FL-1").await;
+    assert_eq!(outcome, "declared");
+    let crisis = crisis.expect("the alert caused a crisis");
+    let (def, trigger) = wait_crisis(&p, &crisis, "active", 1).await;
+    assert_eq!(areas_of(&def), vec!["JO-MA-01"]);
+    assert_eq!(def["hazard"], "flood");
+    assert_eq!(def["severity"], "severe");
+    assert_eq!(trigger["rule"]["id"], "flood-severe-poor-areas");
+    assert_eq!(trigger["rule"]["version"], 3);
+    assert_eq!(trigger["alert"]["identifier"], "NCSC-FL-1");
+    assert!(
+        trigger["poverty"]["areas"]["JO-AM-01"]["poor_share"]
+            .as_f64()
+            .unwrap()
+            <= 0.2
+    );
+
+    // First tranche instructed (and acknowledged by the provider).
+    let first = wait_for("first instructions", DEADLINE, || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = $1 AND status IN ('received', 'pending', 'succeeded')",
+        )
+        .bind(&crisis)
+        .fetch_one(&p.env.pool)
+        .await
+        .unwrap();
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(first > 0);
+
+    // Update: the footprint widens; the crisis is amended, not duplicated.
+    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
+    let (update, update_sent) = document(
+        "jordan-flood-update.xml",
+        "NCSC-FL-2",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(update)).await;
+    assert_eq!(alert_outcome(&p, "NCSC-FL-2").await.0, "amended");
+    let (def, _) = wait_crisis(&p, &crisis, "active", 2).await;
+    assert_eq!(areas_of(&def), vec!["JO-MA-01", "JO-MA-02"]);
+    assert_eq!(def["severity"], "extreme");
+
+    // Cancel after payments started: the crisis closes, no new tranche.
+    let refs = format!("{refs} ncsc.gov.jo,NCSC-FL-2,{update_sent}");
+    let (cancel, _) = document(
+        "jordan-flood-cancel.xml",
+        "NCSC-FL-3",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(cancel)).await;
+    assert_eq!(alert_outcome(&p, "NCSC-FL-3").await.0, "cancelled");
+    wait_crisis(&p, &crisis, "closed", 2).await;
+
+    let crises = p
+        .count("SELECT count(*) FROM control.crises WHERE crisis_id LIKE 'EW-%'")
+        .await;
+    assert_eq!(crises, 1, "one crisis for the whole chain");
+    let audit: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, principal FROM control.audit WHERE crisis_id = $1 ORDER BY seq",
+    )
+    .bind(&crisis)
+    .fetch_all(&p.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        vec![
+            ("crisis.declare".to_string(), "early-warning".to_string()),
+            ("crisis.amend".to_string(), "early-warning".to_string()),
+            ("crisis.close".to_string(), "early-warning".to_string()),
+        ]
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_wait_for_an_operator_and_exercises_only_rehearse() {
+    let mut p = Pipeline::start(2000, no_four_eyes()).await;
+    p.start_alerts(RuleBook::default_book()).await;
+
+    // An exercise: recorded with the command it would have sent, nothing declared.
+    let (exercise, _) = document(
+        "jordan-snowstorm-circle.xml",
+        "JMD-EX-1",
+        &[("{{STATUS}}", "Exercise")],
+    );
+    p.publish_alert("jmd.gov.jo", &cap_event(exercise)).await;
+    assert_eq!(
+        alert_outcome(&p, "JMD-EX-1").await,
+        ("dry_run".into(), None)
+    );
+    let rehearsed: Value =
+        sqlx::query_scalar("SELECT command FROM alerts.alerts WHERE identifier = 'JMD-EX-1'")
+            .fetch_one(&p.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(rehearsed["cmd"], "crisis.declare");
+    assert_eq!(rehearsed["propose"], true);
+
+    // The real thing: the cold-wave rule proposes; bob approves.
+    let (storm, _) = document(
+        "jordan-snowstorm-circle.xml",
+        "JMD-SN-1",
+        &[("{{STATUS}}", "Actual")],
+    );
+    p.publish_alert("jmd.gov.jo", &cap_event(storm)).await;
+    let (outcome, crisis) = alert_outcome(&p, "JMD-SN-1").await;
+    assert_eq!(outcome, "proposed");
+    let crisis = crisis.unwrap();
+    let (def, _) = wait_crisis(&p, &crisis, "proposed", 1).await;
+    assert_eq!(def["hazard"], "cold_wave");
+    assert!(
+        areas_of(&def).iter().all(|a| a.starts_with("JO-AJ")),
+        "{def}"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM eligibility.entitlements")
+            .await,
+        0,
+        "nothing is decided before approval"
+    );
+    p.send(&p.bob, &claims(CommandKind::Approve, &crisis, None))
+        .await;
+    wait_crisis(&p, &crisis, "active", 1).await;
+    wait_for("entitlements after approval", DEADLINE, || async {
+        (p.count("SELECT count(*) FROM eligibility.entitlements")
+            .await
+            > 0)
+        .then_some(())
+    })
+    .await;
+
+    // Indicator readings: a 20% rise over 30 days proposes a price-shock
+    // top-up once; the next day's reading does not propose another.
+    let reading = |day: &str, value: f64| {
+        Envelope::new(
+            "urn:dos:cpi",
+            INDICATOR_READING,
+            Some("JO-IR".into()),
+            IndicatorReading {
+                source: "dos.gov.jo".into(),
+                indicator: "food_price_index".into(),
+                area: "JO-IR".into(),
+                period_end: day.parse().unwrap(),
+                value,
+                unit: Some("index".into()),
+            },
+        )
+    };
+    for (day, value) in [
+        ("2026-10-01", 100.0),
+        ("2026-10-31", 120.0),
+        ("2026-11-01", 125.0),
+    ] {
+        p.publish_alert("JO-IR", &reading(day, value)).await;
+    }
+    p.publish_alert("JO-IR", &reading("2026-10-31", 120.0))
+        .await;
+    p.wait_count("readings stored", "SELECT count(*) FROM alerts.readings", 3)
+        .await;
+    let price: Vec<(String, String, Value)> = wait_for("price-shock proposal", DEADLINE, || async {
+        let rows: Vec<(String, String, Value)> = sqlx::query_as(
+            "SELECT crisis_id, state, trigger FROM control.crises WHERE definition->>'hazard' = 'price_shock'",
+        )
+        .fetch_all(&p.env.pool)
+        .await
+        .unwrap();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(price.len(), 1);
+    assert_eq!(price[0].1, "proposed");
+    assert_eq!(price[0].2["rule"]["id"], "food-price-spike");
+    assert_eq!(price[0].2["readings"][0]["value"], 100.0);
+    assert_eq!(price[0].2["readings"][1]["value"], 120.0);
+    assert_eq!(
+        p.count("SELECT count(*) FROM alerts.triggers").await,
+        1,
+        "the next day's reading is inside the same rise"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded() {
+    let mut p = Pipeline::start(500, no_four_eyes()).await;
+    p.start_alerts(RuleBook::default_book()).await;
+    let (good, _) = document("jordan-flood-alert.xml", "NCSC-OK", &[]);
+    let past =
+        (Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, false);
+    let (expired, _) = document(
+        "jordan-flood-alert.xml",
+        "NCSC-OLD",
+        &[("{{EXPIRES}}", &past)],
+    );
+    let cases: Vec<(&str, Envelope<Value>, Reason)> = vec![
+        (
+            "malformed xml",
+            to_value(cap_event(good[..400].to_string())),
+            Reason::CapInvalid,
+        ),
+        (
+            "wrong namespace",
+            to_value(cap_event(
+                good.replace("emergency:cap:1.2", "emergency:cap:2.0"),
+            )),
+            Reason::CapInvalid,
+        ),
+        (
+            "missing sender",
+            to_value(cap_event(good.replace("<sender>ncsc.gov.jo</sender>", ""))),
+            Reason::CapInvalid,
+        ),
+        (
+            "polygon not closed",
+            to_value(cap_event(good.replacen(
+                "32.35,36.20 32.33,36.20<",
+                "32.35,36.20 32.34,36.21<",
+                1,
+            ))),
+            Reason::CapInvalid,
+        ),
+        (
+            "unknown geocode",
+            to_value(cap_event(good.replace("JO-AM-01", "JO-XX-09"))),
+            Reason::UnknownArea,
+        ),
+        ("expired", to_value(cap_event(expired)), Reason::Expired),
+        (
+            "xml content type, object data",
+            {
+                let mut e = Envelope::new("urn:x", ALERT_CAP, None, json!({"xml": 1}));
+                e.datacontenttype = CAP_XML.into();
+                e
+            },
+            Reason::CapInvalid,
+        ),
+        (
+            "json form missing severity",
+            Envelope::new(
+                "urn:x",
+                ALERT_CAP,
+                None,
+                json!({"identifier": "J", "sender": "s", "sent": "2026-11-29T06:00:00+03:00", "status": "Actual",
+                       "msgType": "Alert", "scope": "Public",
+                       "info": [{"category": ["Met"], "event": "Flood", "urgency": "Immediate", "certainty": "Likely"}]}),
+            ),
+            Reason::SchemaInvalid,
+        ),
+        (
+            "reading for an unknown area",
+            Envelope::new(
+                "urn:x",
+                INDICATOR_READING,
+                None,
+                json!({"source": "s", "indicator": "food_price_index", "area": "JO-QQ", "period_end": "2026-11-01", "value": 1.0}),
+            ),
+            Reason::UnknownArea,
+        ),
+    ];
+    for (_, e, _) in &cases {
+        p.publish_alert("bad", e).await;
+    }
+    // Real documents from other authorities: parse, record, no action.
+    for name in [
+        "nws-blizzard-warning-cap11.xml",
+        "tsunami-cancellation-update.xml",
+    ] {
+        p.publish_alert("foreign", &cap_event(template(name))).await;
+    }
+    // And after all that, a valid alert still acts.
+    p.publish_alert("ncsc.gov.jo", &cap_event(good)).await;
+    assert_eq!(alert_outcome(&p, "NCSC-OK").await.0, "declared");
+
+    let letters = p.dead_letters(cases.len());
+    let got: BTreeMap<String, Reason> = letters
+        .iter()
+        .map(|d| (d.original_id.clone().unwrap_or_default(), d.reason))
+        .collect();
+    assert_eq!(letters.len(), cases.len(), "{letters:#?}");
+    for (what, e, reason) in &cases {
+        assert_eq!(got.get(&e.id), Some(reason), "{what}");
+    }
+    let foreign: Vec<(String, String)> =
+        sqlx::query_as("SELECT outcome, msg_type FROM alerts.alerts WHERE sender NOT LIKE '%.jo' ORDER BY msg_type")
+            .fetch_all(&p.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        foreign,
+        vec![
+            ("not_our_area".to_string(), "Alert".to_string()),
+            ("not_our_area".to_string(), "Update".to_string()),
+        ]
+    );
+    p.stop().await;
+}
+
+fn to_value<T: serde::Serialize>(e: Envelope<T>) -> Envelope<Value> {
+    serde_json::from_slice(&e.to_bytes()).unwrap()
+}
