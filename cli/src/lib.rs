@@ -1,6 +1,7 @@
 //! The `sumud` command line: what operators and newcomers type. Each
 //! subcommand lives in its own module; `main.rs` only parses and dispatches.
 
+pub mod alerts_cmd;
 pub mod crisis_cmd;
 pub mod demo;
 pub mod payments_cmd;

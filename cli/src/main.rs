@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sumud::alerts_cmd::{self, FootprintArgs};
 use sumud::crisis_cmd::{self, DefinitionArgs};
 use sumud::{demo, registry_cmd, topics_cmd};
 use sumud_shared::config::Settings;
@@ -26,6 +27,22 @@ enum Command {
         /// Keep the services running after the demo until Ctrl-C.
         #[arg(long)]
         keep_running: bool,
+    },
+    /// Publish CAP alerts as an alerting authority would; list what became of them.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// What if: the caseload and cost of a response, computed by the live
+    /// eligibility code in a rolled-back transaction; publishes nothing.
+    Simulate {
+        #[command(flatten)]
+        definition: DefinitionArgs,
+        #[command(flatten)]
+        place: FootprintArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage Kafka topics.
     Topics {
@@ -185,6 +202,21 @@ enum CrisisCommand {
     Show {
         /// Crisis id.
         crisis_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Publish a CAP document (XML, or the JSON form) on the alerts topic.
+    Send {
+        /// The CAP file.
+        file: PathBuf,
+    },
+    /// The most recent alerts and what the rules did about each.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
     },
 }
 
@@ -383,6 +415,23 @@ async fn main() -> anyhow::Result<()> {
             let n =
                 sumud::payments_cmd::export_pain001(&settings, &crisis, &provider, &out).await?;
             println!("{n} credit transfers written to {}", out.display());
+            Ok(())
+        }
+        Command::Alerts { command } => match command {
+            AlertsCommand::Send { file } => {
+                let id = alerts_cmd::send(&settings, &file).await?;
+                println!("published alert event {id}");
+                Ok(())
+            }
+            AlertsCommand::List { limit } => alerts_cmd::list(&settings, limit).await,
+        },
+        Command::Simulate {
+            definition,
+            place,
+            json,
+        } => {
+            let def = alerts_cmd::scenario(definition, &place)?;
+            alerts_cmd::simulate(&settings, &def, json).await?;
             Ok(())
         }
         Command::Reconcile { crisis } => {

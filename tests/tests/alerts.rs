@@ -431,3 +431,61 @@ async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorde
 fn to_value<T: serde::Serialize>(e: Envelope<T>) -> Envelope<Value> {
     serde_json::from_slice(&e.to_bytes()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulation_and_the_live_response_to_the_same_inputs_agree() {
+    let p = Pipeline::start(3000, no_four_eyes()).await;
+    // The footprint of a CAP file, as `sumud simulate --cap` reads it.
+    let (alert, _) = document("jordan-flood-alert.xml", "SIM-1", &[]);
+    let file = std::env::temp_dir().join(format!("sumud-sim-{}.xml", uuid::Uuid::new_v4()));
+    std::fs::write(&file, alert).unwrap();
+    let place = sumud::alerts_cmd::FootprintArgs {
+        cap: Some(file.clone()),
+        polygon: None,
+    };
+    let mut areas = place.areas().unwrap().unwrap();
+    std::fs::remove_file(file).unwrap();
+    assert_eq!(areas, vec!["JO-AM-01", "JO-MA-01"]);
+    areas.push("JO-AJ".into());
+    let area_refs: Vec<&str> = areas.iter().map(String::as_str).collect();
+    let def = definition(&area_refs, "10000");
+
+    let sim = sumud_eligibility::simulate::simulate(&p.env.pool, &def)
+        .await
+        .unwrap();
+    assert!(
+        sim.entitled > 0 && sim.waitlisted > 0,
+        "the budget binds: {sim:?}"
+    );
+    assert!(sim.committed_minor <= def.budget.minor);
+    assert_eq!(
+        p.count("SELECT count(*) FROM eligibility.crises").await,
+        0,
+        "a simulation leaves nothing behind"
+    );
+
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Declare, "SIM-LIVE", Some(def)),
+    )
+    .await;
+    p.wait_count(
+        "the live decisions",
+        "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'SIM-LIVE'",
+        sim.entitled + sim.waitlisted,
+    )
+    .await;
+    let mut conn = p.env.pool.acquire().await.unwrap();
+    let live = sumud_eligibility::db::caseload(&mut conn, "SIM-LIVE")
+        .await
+        .unwrap();
+    assert_eq!(live, sim.lines, "by district and expansion type");
+    let committed: i64 = sqlx::query_scalar(
+        "SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'SIM-LIVE'",
+    )
+    .fetch_one(&p.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(committed, sim.committed_minor);
+    p.stop().await;
+}

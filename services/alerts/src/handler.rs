@@ -346,7 +346,12 @@ impl AlertsHandler {
             "alert": {
                 "sender": a.sender.as_str(), "identifier": a.identifier.as_str(), "sent": a.sent.to_string(),
                 "status": format!("{:?}", a.status), "msg_type": format!("{:?}", a.message_type),
-                "events": a.info.iter().map(|i| json!({"language": i.language.as_str(), "event": i.event, "severity": format!("{:?}", i.severity), "certainty": format!("{:?}", i.certainty), "urgency": format!("{:?}", i.urgency)})).collect::<Vec<_>>(),
+                "events": a.info.iter().map(|i| json!({
+                    "language": i.language.as_str(), "event": i.event,
+                    "severity": format!("{:?}", i.severity), "certainty": format!("{:?}", i.certainty),
+                    "urgency": format!("{:?}", i.urgency),
+                    "onset": i.onset.map(|t| t.to_string()), "expires": i.expires.map(|t| t.to_string()),
+                })).collect::<Vec<_>>(),
             },
             "poverty": c.map(|c| json!({
                 "threshold": c.poverty_threshold, "min_share": c.min_poor_share,

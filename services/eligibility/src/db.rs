@@ -593,3 +593,35 @@ pub async fn decisions_of(
     .await?;
     Ok((rows, log))
 }
+
+/// The crisis's live decisions by district and expansion type (the
+/// simulation's report, and the figures an operator compares it with).
+pub async fn caseload(
+    conn: &mut PgConnection,
+    crisis_id: &str,
+) -> Result<Vec<crate::simulate::CaseloadLine>> {
+    let rows: Vec<(String, String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT governorate, coalesce(district, governorate), kind, \
+                count(*) FILTER (WHERE status = 'entitled'), \
+                count(*) FILTER (WHERE status = 'waitlisted'), \
+                coalesce(sum(amount_minor) FILTER (WHERE status = 'entitled'), 0)::bigint, \
+                coalesce(sum(amount_minor) FILTER (WHERE status = 'waitlisted'), 0)::bigint \
+         FROM eligibility.entitlements WHERE crisis_id = $1 AND status <> 'cancelled' \
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .bind(crisis_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(g, d, k, e, w, ea, wa)| crate::simulate::CaseloadLine {
+            governorate: g,
+            district: d,
+            kind: k,
+            entitled: e,
+            waitlisted: w,
+            entitled_per_tranche_minor: ea,
+            waitlisted_per_tranche_minor: wa,
+        })
+        .collect())
+}

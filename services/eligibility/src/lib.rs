@@ -9,6 +9,7 @@ pub mod db;
 pub mod explain;
 pub mod handler;
 pub mod publisher;
+pub mod simulate;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -522,7 +522,12 @@ where
             Err(e) if e.is_retryable() => {
                 let jitter = rand::rng().random_range(0.5..1.5);
                 let wait = delay.mul_f64(jitter);
-                warn!(error = %e, wait_ms = wait.as_millis() as u64, "Transient failure; will retry.");
+                if matches!(e, crate::Error::NotReady(_)) {
+                    // Expected ordering waits (another service not caught up yet).
+                    debug!(error = %e, wait_ms = wait.as_millis() as u64, "Not ready; will retry.");
+                } else {
+                    warn!(error = %e, wait_ms = wait.as_millis() as u64, "Transient failure; will retry.");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(wait) => {}
