@@ -13,30 +13,30 @@ use sumud_shared::events::entitlement::{EntitlementDecision, ENTITLEMENT_DECIDED
 use sumud_shared::events::payment::{StatusReport, PAYMENT_STATUS};
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::Result;
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::DisbursementConfig;
 use crate::db;
 use crate::instruction::{effect, retry_delay, Effect};
+use crate::scheduler::Due;
 
 /// Handles crisis, decision and status events.
 pub struct DisbursementHandler {
     pool: PgPool,
     config: DisbursementConfig,
-    wake: Arc<Notify>,
+    due: Arc<Due>,
     types: Vec<&'static str>,
 }
 
 impl DisbursementHandler {
-    /// A handler on `pool`; `wake` nudges the scheduler after commits.
-    pub fn new(pool: PgPool, config: DisbursementConfig, wake: Arc<Notify>) -> Self {
+    /// A handler on `pool`; `due` tells the scheduler which crises changed.
+    pub fn new(pool: PgPool, config: DisbursementConfig, due: Arc<Due>) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
         types.extend([ENTITLEMENT_DECIDED, PAYMENT_STATUS]);
         DisbursementHandler {
             pool,
             config,
-            wake,
+            due,
             types,
         }
     }
@@ -170,6 +170,8 @@ impl Handler for DisbursementHandler {
     async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
         let mut verdicts = Vec::with_capacity(batch.len());
         let mut decisions = Vec::new();
+        let mut changed = std::collections::BTreeSet::new();
+        let mut statuses = false;
         for m in batch {
             let t = m.envelope.event_type.as_str();
             let v = if CRISIS_EVENTS.contains(&t) {
@@ -181,6 +183,7 @@ impl Handler for DisbursementHandler {
                         {
                             warn!(crisis = %e.crisis_id, "Budget cut below what is reserved.");
                         }
+                        changed.insert(e.crisis_id);
                         Verdict::Done
                     }
                     Err(r) => Verdict::Reject(r),
@@ -194,12 +197,14 @@ impl Handler for DisbursementHandler {
                             .rsplit_once('@')
                             .and_then(|(_, s)| s.parse().ok())
                             .unwrap_or(0);
+                        changed.insert(d.crisis_id.clone());
                         decisions.push((d, seq));
                         Verdict::Done
                     }
                     Err(r) => Verdict::Reject(r),
                 }
             } else {
+                statuses = true;
                 self.status(m).await?
             };
             verdicts.push(v);
@@ -208,7 +213,10 @@ impl Handler for DisbursementHandler {
             let mut conn = self.pool.acquire().await?;
             db::save_entitlements(&mut conn, &decisions).await?;
         }
-        self.wake.notify_one();
+        self.due.changed(changed);
+        if statuses {
+            self.due.request_full_pass();
+        }
         Ok(verdicts)
     }
 }

@@ -67,7 +67,7 @@ impl App {
 
     /// Consumes, schedules and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let wake_scheduler = Arc::new(Notify::new());
+        let due = Arc::new(scheduler::Due::default());
         let wake_publisher = Arc::new(Notify::new());
         let publisher = tokio::spawn(outbox::relay_table(
             self.pool.clone(),
@@ -81,12 +81,11 @@ impl App {
         let scheduler = tokio::spawn(scheduler::run(
             self.pool.clone(),
             self.config.clone(),
-            wake_scheduler.clone(),
+            due.clone(),
             wake_publisher,
             shutdown.clone(),
         ));
-        let handler =
-            DisbursementHandler::new(self.pool.clone(), self.config.clone(), wake_scheduler);
+        let handler = DisbursementHandler::new(self.pool.clone(), self.config.clone(), due);
         let t = &self.settings.topics;
         let config = LoopConfig {
             service: SERVICE.into(),

@@ -2,7 +2,9 @@
 //! first immediately on activation), re-issues scheduled retries, and flags
 //! instructions with no final status past their deadline.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -50,37 +52,110 @@ pub async fn tick(pool: &PgPool, config: &DisbursementConfig, publish: &Notify) 
     Ok(changed)
 }
 
-/// Runs ticks until `shutdown`; `wake` triggers an immediate tick, `publish`
-/// is nudged when new attempts await publication.
+/// Crises whose state or entitlements changed since the scheduler last
+/// looked, marked by the consumer-loop handler. The scheduler serves them
+/// at once, one crisis at a time, so the first tranche of a new crisis does
+/// not wait behind a pass over every other active crisis; full passes (later
+/// tranches, retries, deadlines) keep their own, rested, cadence.
+#[derive(Debug, Default)]
+pub struct Due {
+    dirty: Mutex<BTreeSet<String>>,
+    full: AtomicBool,
+    notify: Notify,
+}
+
+impl Due {
+    /// Marks crises as changed and wakes the scheduler.
+    pub fn changed(&self, crises: impl IntoIterator<Item = String>) {
+        self.dirty.lock().expect("not poisoned").extend(crises);
+        self.notify.notify_one();
+    }
+
+    /// Asks for a full pass as soon as the rest period allows (a status
+    /// report may have scheduled a retry).
+    pub fn request_full_pass(&self) {
+        self.full.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> (BTreeSet<String>, bool) {
+        let crises = std::mem::take(&mut *self.dirty.lock().expect("not poisoned"));
+        (crises, self.full.swap(false, Ordering::AcqRel))
+    }
+}
+
+/// Creates what is due for the given crises only.
+async fn targeted(
+    pool: &PgPool,
+    config: &DisbursementConfig,
+    publish: &Notify,
+    crises: &BTreeSet<String>,
+) -> Result<u64> {
+    let mut changed = 0;
+    for crisis in crises {
+        changed += db::create_due(
+            pool,
+            crisis,
+            &config.pseudonym_secret,
+            config.day_seconds,
+            config.deadline_secs,
+            publish,
+        )
+        .await?;
+    }
+    Ok(changed)
+}
+
+/// Runs until `shutdown`: changed crises at once, full passes every
+/// `tick_ms` (or when asked) but never sooner than twice the last full pass's
+/// duration after it — a pass reads every entitlement of every active
+/// crisis, and the database must stay free for publishing what it created.
+/// `publish` is nudged when new attempts await publication.
 pub async fn run(
     pool: PgPool,
     config: DisbursementConfig,
-    wake: Arc<Notify>,
+    due: Arc<Due>,
     publish: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let tick_every = Duration::from_millis(config.tick_ms);
+    let mut last_full: Option<Instant> = None;
+    let mut rest_until = Instant::now();
     while !shutdown.is_cancelled() {
-        let started = Instant::now();
-        match tick(&pool, &config, &publish).await {
-            Ok(n) if n > 0 => publish.notify_one(),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "Scheduler pass failed; will retry."),
-        }
-        // A pass reads every entitlement of every active crisis: over a large
-        // crisis that takes a while, even with nothing due. Leave the
-        // database twice as long to other work (publishing what the pass
-        // created, above all) before the next pass, however often woken.
-        let rest = started.elapsed() * 2;
-        if rest > Duration::from_millis(10) {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(rest) => {}
+        let (crises, requested) = due.take();
+        let now = Instant::now();
+        let timer = last_full.is_none_or(|t| now >= t + tick_every);
+        let mut changed = 0;
+        if now >= rest_until && (requested || timer) {
+            match tick(&pool, &config, &publish).await {
+                Ok(n) => changed += n,
+                Err(e) => warn!(error = %e, "Scheduler pass failed; will retry."),
+            }
+            let finished = Instant::now();
+            rest_until = finished + (finished - now) * 2;
+            last_full = Some(finished);
+        } else {
+            if requested {
+                // Not yet: keep the request for when the rest is over.
+                due.full.store(true, Ordering::Release);
+            }
+            if !crises.is_empty() {
+                match targeted(&pool, &config, &publish, &crises).await {
+                    Ok(n) => changed += n,
+                    Err(e) => {
+                        warn!(error = %e, "Scheduling changed crises failed; the next full pass covers them.")
+                    }
+                }
             }
         }
+        if changed > 0 {
+            publish.notify_one();
+        }
+        let next_full = last_full.map_or(now, |t| t + tick_every).max(rest_until);
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(config.tick_ms)) => {}
+            _ = due.notify.notified() => {}
+            _ = tokio::time::sleep_until(next_full.into()) => {}
         }
     }
     Ok(())
