@@ -10,17 +10,13 @@
 //! (not timed), vacuumed and analysed, so that both timed parts read the same
 //! warm, hint-bitted table.
 
-use std::fmt::Write as _;
-use std::process::{Child, Command};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgConnection, PgPool};
 use sumud_control::signing::{self, Jwk};
 use sumud_shared::areas::AreaCatalog;
-use sumud_shared::config::Settings;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
 use sumud_shared::events::crisis::{
@@ -28,16 +24,13 @@ use sumud_shared::events::crisis::{
 };
 use sumud_shared::money::Money;
 use sumud_shared::playbook::{PlaybookBook, Resolved};
-use sumud_shared::synthetic;
 use sumud_tests::TestEnv;
 
-use crate::rss;
+use crate::harness::*;
 
-const SEED: u64 = 2026;
 const CRISIS: &str = "BENCH-FL-1";
 const WARMUP: &str = "BENCH-WARMUP";
 const CURRENCY: &str = "JOD";
-const DEADLINE: Duration = Duration::from_secs(1800);
 
 /// Columns of an entitlement compared between the service and the baseline
 /// (everything but timestamps and the outbox counters).
@@ -567,240 +560,4 @@ async fn active(pool: &PgPool, crisis: &str) -> anyhow::Result<bool> {
     .fetch_one(pool)
     .await?
         > 0)
-}
-
-async fn wait_until<T, F, Fut>(services: &[&Service], what: &str, check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    wait_until_every(services, Duration::from_millis(50), what, check).await
-}
-
-/// Polls `check` every `every` until it returns `Some`; fails if a service
-/// exits or the deadline passes.
-async fn wait_until_every<T, F, Fut>(
-    services: &[&Service],
-    every: Duration,
-    what: &str,
-    mut check: F,
-) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        for s in services {
-            s.alive()?;
-        }
-        anyhow::ensure!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// A service binary running as a child process; stopped (SIGTERM, then
-/// SIGKILL after 10 s) when dropped.
-struct Service {
-    name: &'static str,
-    child: std::sync::Mutex<Child>,
-}
-
-impl Service {
-    fn spawn(name: &'static str, s: &Settings, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let t = &s.topics;
-        let mut cmd = Command::new(rss::sibling_binary(name)?);
-        cmd.env("KAFKA_BOOTSTRAP_SERVERS", &s.bootstrap_servers)
-            .env("DATABASE_URL", &s.database_url)
-            .env("SUMUD_GROUP_PREFIX", &s.group_prefix)
-            .env("SUMUD_TOPIC_PARTITIONS", s.topic_partitions.to_string())
-            .env("SUMUD_TOPIC_CONTROL", &t.control)
-            .env("SUMUD_TOPIC_ALERTS", &t.alerts)
-            .env("SUMUD_TOPIC_REGISTRY", &t.registry)
-            .env("SUMUD_TOPIC_CRISIS", &t.crisis)
-            .env("SUMUD_TOPIC_ENTITLEMENTS", &t.entitlements)
-            .env("SUMUD_TOPIC_INSTRUCTIONS", &t.instructions)
-            .env("SUMUD_TOPIC_STATUS", &t.status)
-            .env("SUMUD_TOPIC_DEADLETTER", &t.deadletter)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            );
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        Ok(Service {
-            name,
-            child: std::sync::Mutex::new(cmd.spawn()?),
-        })
-    }
-
-    fn alive(&self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.lock().expect("not poisoned").try_wait()? {
-            anyhow::bail!("{} exited early: {status}", self.name);
-        }
-        Ok(())
-    }
-
-    fn peak_rss(&self) -> u64 {
-        rss::peak_rss(self.child.lock().expect("not poisoned").id()).unwrap_or(0)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let Ok(child) = self.child.get_mut() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill").arg(child.id().to_string()).status();
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// The high watermarks of a topic: how many messages it holds.
-struct Watermarks {
-    consumer: BaseConsumer,
-    topic: String,
-    partitions: Vec<i32>,
-}
-
-impl Watermarks {
-    fn new(settings: &Settings, topic: &str) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
-            .set(
-                "group.id",
-                format!("{}-bench-watermarks", settings.group_prefix),
-            )
-            .create()?;
-        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let partitions = meta
-            .topics()
-            .first()
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        Ok(Watermarks {
-            consumer,
-            topic: topic.to_owned(),
-            partitions,
-        })
-    }
-
-    fn total(&self) -> anyhow::Result<i64> {
-        let mut sum = 0;
-        for p in &self.partitions {
-            let (low, high) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
-            sum += high - low;
-        }
-        Ok(sum)
-    }
-}
-
-/// COPYs `n` synthetic households straight into `registry.households`,
-/// generating them on a blocking thread while the previous chunk is sent.
-async fn load_registry(pool: &PgPool, n: u64) -> anyhow::Result<()> {
-    const CHUNK: u64 = 4096;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
-    let generator = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let catalog = AreaCatalog::default_catalog();
-        let mut start = 0;
-        while start < n {
-            let end = (start + CHUNK).min(n);
-            let mut text = String::with_capacity((end - start) as usize * 320);
-            for i in start..end {
-                row(&mut text, catalog, i)?;
-            }
-            if tx.blocking_send(text).is_err() {
-                break;
-            }
-            start = end;
-        }
-        Ok(())
-    });
-    let mut conn = pool.acquire().await?;
-    let mut copy = conn
-        .copy_in_raw(
-            "COPY registry.households (household_id, version, removed, area_code, governorate, \
-             district, members, welfare_score, flags, programmes, payment_channel, payment_provider, \
-             account_token, personal, event_id, src_partition, src_offset, updated_at) FROM STDIN",
-        )
-        .await?;
-    while let Some(chunk) = rx.recv().await {
-        copy.send(chunk.into_bytes()).await?;
-    }
-    generator.await??;
-    let rows = copy.finish().await?;
-    anyhow::ensure!(rows == n, "COPY stored {rows} of {n}");
-    Ok(())
-}
-
-/// One COPY text line of household `i` (same layout as the registry
-/// benchmark's baseline).
-fn row(text: &mut String, catalog: &AreaCatalog, i: u64) -> anyhow::Result<()> {
-    let h = synthetic::household(catalog, SEED, i);
-    let path = catalog
-        .resolve(&h.area_code)
-        .expect("generated areas resolve");
-    let flags: Vec<&str> = h.flags.iter().map(|f| f.as_str()).collect();
-    let personal = serde_json::to_string(&h.personal)?;
-    writeln!(
-        text,
-        "{}\t{}\tf\t{}\t{}\t{}\t{}\t{}\t{{{}}}\t{{{}}}\t{}\t{}\t{}\t{}\tev-{i}\t0\t{i}\t2026-11-29 00:00:00+00",
-        h.household_id,
-        h.version,
-        h.area_code,
-        path.governorate,
-        path.district.unwrap_or_default(),
-        h.members,
-        h.welfare_score,
-        flags.join(","),
-        h.programmes.join(","),
-        h.payment.channel.as_str(),
-        h.payment.provider,
-        h.payment.account_token,
-        personal.replace('\\', "\\\\"),
-    )?;
-    Ok(())
-}
-
-/// Drops the benchmark's database (it holds a million households).
-async fn drop_database(env: TestEnv) -> anyhow::Result<()> {
-    let url = env.settings.database_url.clone();
-    env.pool.close().await;
-    drop(env);
-    let (admin, db) = url
-        .rsplit_once('/')
-        .ok_or_else(|| anyhow::anyhow!("database URL {url} has no name"))?;
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| sumud_shared::config::DEFAULT_DATABASE_URL.to_owned());
-    anyhow::ensure!(
-        admin_url.starts_with(admin),
-        "the benchmark database {url} is not on the server of {admin_url}"
-    );
-    let mut conn = PgConnectOptions::from_str(&admin_url)?
-        .disable_statement_logging()
-        .connect()
-        .await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    Ok(())
 }

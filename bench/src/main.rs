@@ -4,8 +4,10 @@
 //! Run with `scripts/bench.sh <name>` (builds release binaries and starts
 //! Kafka and PostgreSQL first).
 
+mod alerts;
 mod disbursement;
 mod eligibility;
+mod harness;
 mod registry;
 mod rss;
 
@@ -20,6 +22,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Latency from an Actual CAP alert to the first disbursement instruction
+    /// of the crisis it auto-declares vs one raw produce → consume hop.
+    Alerts {
+        /// Households in the registry.
+        #[arg(long, default_value_t = 20_000)]
+        households: u64,
+        /// Alerts to time (one after another).
+        #[arg(long, default_value_t = 120)]
+        alerts: usize,
+        /// Keep the benchmark database instead of dropping it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Registry ingest from Kafka into PostgreSQL vs PostgreSQL COPY.
     Registry {
         /// Household upserts to ingest.
@@ -63,6 +78,18 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
+        Bench::Alerts {
+            households,
+            alerts,
+            keep,
+        } => {
+            alerts::run(alerts::Options {
+                households,
+                alerts,
+                keep,
+            })
+            .await
+        }
         Bench::Registry { households } => registry::run(households).await,
         Bench::Eligibility {
             households,
