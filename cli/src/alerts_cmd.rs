@@ -51,6 +51,17 @@ pub async fn send(settings: &Settings, file: &Path) -> anyhow::Result<String> {
     Ok(event.id)
 }
 
+/// sent, sender, identifier, status/type, outcome, areas, crisis.
+type AlertLine = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+);
+
 /// Prints the most recent alerts and what was done about each.
 pub async fn list(settings: &Settings, limit: i64) -> anyhow::Result<()> {
     let pool = sumud_shared::db::connect(
@@ -59,7 +70,7 @@ pub async fn list(settings: &Settings, limit: i64) -> anyhow::Result<()> {
         std::time::Duration::from_secs(10),
     )
     .await?;
-    let rows: Vec<(String, String, String, String, String, Vec<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<AlertLine> = sqlx::query_as(
         "SELECT to_char(sent, 'YYYY-MM-DD HH24:MI'), sender, identifier, status || '/' || msg_type, outcome, areas, crisis_id \
          FROM alerts.alerts ORDER BY received_at DESC LIMIT $1",
     )

@@ -1,16 +1,19 @@
 //! `sumud demo`: the live end-to-end run a newcomer starts first. Every
 //! service of the pipeline runs in this process against the configured
-//! Kafka and PostgreSQL: a synthetic registry is registered, a demo operator
-//! declares a flood in the southern governorates with a signed command,
-//! eligibility expands, instructions flow to the built-in provider simulator
-//! (some payments fail and are retried), and a reconciliation table closes
-//! the run.
+//! Kafka and PostgreSQL: a synthetic registry is registered; a scenario is
+//! simulated; the crisis centre's CAP flood alert makes a trigger rule
+//! declare a crisis within its pre-approved budget; two operators scale it
+//! up under the four-eyes rule; eligibility expands, instructions flow to the
+//! built-in provider simulator (some payments fail and are retried), and a
+//! reconciliation table closes the run.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::PgPool;
+use sumud_alerts::config::AlertsConfig;
+use sumud_alerts::rules::RuleBook;
 use sumud_control::config::ControlConfig;
 use sumud_control::signing::Jwk;
 use sumud_disbursement::config::DisbursementConfig;
@@ -37,9 +40,29 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
         redact(&settings.database_url)
     );
     let shutdown = CancellationToken::new();
-    let (pool, services) = start_services(&settings, &shutdown)
+    let alerts_key = Jwk::generate(&format!("alerts-demo-{:x}", rand::random::<u32>()));
+    let (pool, services) = start_services(&settings, &shutdown, &alerts_key)
         .await
         .context("starting the services (is Kafka/PostgreSQL up? try scripts/services.sh start)")?;
+
+    // Operators: the alerts service's own key, a proposer and an approver.
+    let proposer = Jwk::generate(&format!("proposer-{:x}", rand::random::<u32>()));
+    let approver = Jwk::generate(&format!("approver-{:x}", rand::random::<u32>()));
+    for (key, principal, roles) in [
+        (
+            &alerts_key,
+            "early-warning",
+            vec!["declare".to_string(), "close".to_string()],
+        ),
+        (
+            &proposer,
+            "demo-proposer",
+            vec!["declare".to_string(), "close".to_string()],
+        ),
+        (&approver, "demo-approver", vec!["approve".to_string()]),
+    ] {
+        sumud_control::db::add_operator(&pool, &key.kid, principal, &key.x, &roles).await?;
+    }
 
     // 1. The social registry.
     let before = count(&pool, "SELECT count(*) FROM registry.households_v").await?;
@@ -55,43 +78,129 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     )
     .await?;
 
-    // 2. A demo operator declares a flood in the south with a signed command.
-    let operator = Jwk::generate(&format!("demo-{seed:x}"));
-    sumud_control::db::add_operator(
-        &pool,
-        &operator.kid,
-        "demo-operator",
-        &operator.x,
-        &["admin".into()],
-    )
-    .await?;
-    let crisis_id = format!("FLOOD-SOUTH-{}", Utc::now().format("%Y%m%d-%H%M%S"));
+    // 2. What if? The same eligibility code, in a rolled-back transaction.
     let today = Utc::now().date_naive();
-    let definition = CrisisDefinition {
-        title: "Flash floods in Ma'an and Aqaba".into(),
+    let scale_to = Money::parse_major("2500000", "JOD").map_err(anyhow::Error::msg)?;
+    let scenario = CrisisDefinition {
+        title: "What if the south floods?".into(),
         hazard: Hazard::Flood,
         severity: Severity::Severe,
-        areas: vec!["JO-MN".into(), "JO-AQ".into(), "JO-AT".into()],
+        areas: vec!["JO-MN".into(), "JO-AT".into(), "JO-AQ".into()],
         response: Response {
             playbook: "flood-standard".into(),
             overrides: ResponseOverrides::default(),
         },
-        budget: Money::parse_major("2500000", "JOD").map_err(anyhow::Error::msg)?,
+        budget: scale_to.clone(),
         starts_on: today,
         ends_on: today + chrono::Days::new(90),
     };
-    crisis_cmd::publish(
-        &settings,
-        &operator,
-        CommandKind::Declare,
-        &crisis_id,
-        Some(definition),
-        Some("demo".into()),
+    let sim = sumud_eligibility::simulate::simulate(&pool, &scenario).await?;
+    println!(
+        "\nScenario (sumud simulate, nothing published): a severe flood over JO-MN, JO-AT, JO-AQ would cover {} households \
+         for {} per tranche, {} over {} tranches; {} waitlisted.",
+        sim.entitled,
+        money(sim.per_tranche_minor),
+        money(sim.committed_minor),
+        sim.tranches,
+        sim.waitlisted
+    );
+
+    // 3. Early warning: the crisis centre issues a CAP alert; the trigger
+    //    rule declares a crisis by itself, signed with the alerts service's key.
+    let alert_id = format!("NCSC-DEMO-{seed:x}");
+    let sent = Utc::now();
+    let cap = DEMO_ALERT
+        .replace("{{ID}}", &alert_id)
+        .replace(
+            "{{SENT}}",
+            &sent.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        )
+        .replace(
+            "{{EXPIRES}}",
+            &(sent + chrono::Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        );
+    let file = std::env::temp_dir().join(format!("{alert_id}.xml"));
+    std::fs::write(&file, cap)?;
+    crate::alerts_cmd::send(&settings, &file).await?;
+    let _ = std::fs::remove_file(&file);
+    let (outcome, crisis, areas): (String, Option<String>, Vec<String>) = wait_for(
+        &pool,
+        "the alert",
+        &format!(
+            "SELECT outcome, crisis_id, areas FROM alerts.alerts WHERE identifier = '{alert_id}'"
+        ),
     )
     .await?;
-    println!("\nDeclared {crisis_id}: severe flood over JO-MN, JO-AQ, JO-AT (playbook flood-standard, budget 2,500,000.000 JOD).");
+    let crisis_id =
+        crisis.with_context(|| format!("the alert was recorded as {outcome}, not acted on"))?;
+    let (state, definition): (String, serde_json::Value) = wait_for(
+        &pool,
+        "the crisis",
+        &format!("SELECT state, definition FROM control.crises WHERE crisis_id = '{crisis_id}'"),
+    )
+    .await?;
+    println!(
+        "Early warning: CAP alert {alert_id} (Severe, Likely; Arabic and English) over {}.\n  \
+         Rule flood-severe-poor-areas {outcome} {crisis_id} ({state}) over {} with a pre-approved budget of {};\n  \
+         areas where fewer than 20% of households are poor were left out.",
+        areas.join(", "),
+        definition["areas"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+        definition["budget"]["minor"].as_i64().map(money).unwrap_or_default(),
+    );
+    let first = wait_stable(
+        &pool,
+        &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}' AND status = 'entitled'"),
+    )
+    .await?;
+    println!("Eligibility: {first} households entitled within the pre-approved budget; the rest waitlisted.");
 
-    // 3. Eligibility expands; 4. instructions flow and are paid.
+    // 4. Operators scale the response up; above the four-eyes threshold an
+    //    amendment waits for a second principal's approval.
+    let mut amended: CrisisDefinition = serde_json::from_value(definition)?;
+    amended.budget = scale_to.clone();
+    crisis_cmd::publish(
+        &settings,
+        &proposer,
+        CommandKind::Amend,
+        &crisis_id,
+        Some(amended),
+        Some("scale up after the alert".into()),
+    )
+    .await?;
+    wait_for::<(i64,)>(
+        &pool,
+        "the pending amendment",
+        &format!("SELECT 1::bigint FROM control.crises WHERE crisis_id = '{crisis_id}' AND pending IS NOT NULL"),
+    )
+    .await?;
+    println!(
+        "Amendment by demo-proposer: budget {} — above the four-eyes threshold, so it waits.",
+        money(scale_to.minor)
+    );
+    crisis_cmd::publish(
+        &settings,
+        &approver,
+        CommandKind::Approve,
+        &crisis_id,
+        None,
+        None,
+    )
+    .await?;
+    wait_for::<(i64,)>(
+        &pool,
+        "the approved amendment",
+        &format!("SELECT 1::bigint FROM control.crises WHERE crisis_id = '{crisis_id}' AND revision = 2 AND pending IS NULL"),
+    )
+    .await?;
+    println!("Approved by demo-approver: revision 2 in force; waitlisted households are promoted.");
+
+    // 5. Eligibility applies revision 2; instructions flow and are paid.
+    wait_for::<(i64,)>(
+        &pool,
+        "eligibility at revision 2",
+        &format!("SELECT 1::bigint FROM eligibility.crises WHERE crisis_id = '{crisis_id}' AND revision = 2"),
+    )
+    .await?;
     let decided = wait_stable(
         &pool,
         &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}'"),
@@ -145,14 +254,16 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
 async fn start_services(
     settings: &Settings,
     shutdown: &CancellationToken,
+    alerts_key: &Jwk,
 ) -> anyhow::Result<(PgPool, Vec<Service>)> {
     let registry = sumud_registry::App::build(settings.clone()).await?;
     let pool = registry.pool().clone();
-    let control = sumud_control::App::build(
+    let control = sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
+    let alerts = sumud_alerts::App::build(
         settings.clone(),
-        ControlConfig {
-            four_eyes_threshold_minor: i64::MAX / 4,
-            ..ControlConfig::default()
+        AlertsConfig {
+            key: alerts_key.clone(),
+            rules: RuleBook::default_book(),
         },
     )
     .await?;
@@ -177,12 +288,42 @@ async fn start_services(
         pool,
         vec![
             tokio::spawn(registry.run(s())),
+            tokio::spawn(alerts.run(s())),
             tokio::spawn(control.run(s())),
             tokio::spawn(eligibility.run(s())),
             tokio::spawn(disbursement.run(s())),
             tokio::spawn(provider.run(s())),
         ],
     ))
+}
+
+/// The demo's CAP alert (placeholders for id and times).
+const DEMO_ALERT: &str = include_str!("../data/demo-flood-alert.xml");
+
+fn money(minor: i64) -> String {
+    Money {
+        minor,
+        currency: "JOD".into(),
+    }
+    .display()
+}
+
+/// Polls `sql` until it returns a row (2 minutes at most).
+async fn wait_for<T>(pool: &PgPool, what: &str, sql: &str) -> anyhow::Result<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(row) = sqlx::query_as::<_, T>(sql).fetch_optional(pool).await? {
+            return Ok(row);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} did not appear in 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
