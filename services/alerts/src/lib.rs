@@ -12,6 +12,7 @@ pub mod db;
 pub mod footprint;
 pub mod handler;
 pub mod rules;
+pub mod untrusted;
 
 use std::sync::Arc;
 use std::time::Duration;
