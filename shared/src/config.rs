@@ -28,6 +28,7 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_BATCH_MAX",
     "SUMUD_BATCH_LINGER_MS",
     "SUMUD_MAX_MESSAGE_BYTES",
+    "SUMUD_HTTP_ADDR",
     "SUMUD_TOPIC_CONTROL",
     "SUMUD_TOPIC_ALERTS",
     "SUMUD_TOPIC_REGISTRY",
@@ -81,6 +82,9 @@ pub struct Settings {
     pub batch_linger: Duration,
     /// Limits applied to incoming messages (`SUMUD_MAX_MESSAGE_BYTES`).
     pub limits: DecodeLimits,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics`
+    /// (`SUMUD_HTTP_ADDR`, e.g. `0.0.0.0:9100`); unset serves nothing.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -96,6 +100,7 @@ impl Default for Settings {
             batch_max: 2000,
             batch_linger: Duration::from_millis(20),
             limits: DecodeLimits::default(),
+            http_addr: None,
         }
     }
 }
@@ -122,6 +127,7 @@ impl Settings {
                     s.batch_linger = Duration::from_millis(parse(&key, &value)?)
                 }
                 "SUMUD_MAX_MESSAGE_BYTES" => s.limits.max_bytes = parse(&key, &value)?,
+                "SUMUD_HTTP_ADDR" => s.http_addr = Some(parse(&key, &value)?),
                 "SUMUD_TOPIC_CONTROL" => s.topics.control = value,
                 "SUMUD_TOPIC_ALERTS" => s.topics.alerts = value,
                 "SUMUD_TOPIC_REGISTRY" => s.topics.registry = value,
@@ -182,6 +188,9 @@ impl Settings {
             ("SUMUD_TOPIC_STATUS".into(), t.status.clone()),
             ("SUMUD_TOPIC_DEADLETTER".into(), t.deadletter.clone()),
         ];
+        if let Some(addr) = self.http_addr {
+            v.push(("SUMUD_HTTP_ADDR".into(), addr.to_string()));
+        }
         for (k, val) in &self.kafka_properties {
             v.push((
                 format!("SUMUD_RDKAFKA_{}", k.replace('.', "_").to_ascii_uppercase()),

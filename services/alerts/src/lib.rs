@@ -68,6 +68,14 @@ impl App {
 
     /// Runs the consumer and the outbox relay until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
+        let _http = sumud_shared::http::spawn(
+            &self.settings,
+            SERVICE,
+            self.pool.clone(),
+            Some("alerts"),
+            shutdown.clone(),
+        )?;
         let wake = Arc::new(Notify::new());
         let relay = tokio::spawn(outbox::relay(
             self.pool.clone(),

@@ -67,6 +67,14 @@ impl App {
 
     /// Consumes, schedules and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
+        let _http = sumud_shared::http::spawn(
+            &self.settings,
+            SERVICE,
+            self.pool.clone(),
+            None,
+            shutdown.clone(),
+        )?;
         let due = Arc::new(scheduler::Due::default());
         let wake_publisher = Arc::new(Notify::new());
         let publisher = tokio::spawn(outbox::relay_table(

@@ -63,6 +63,14 @@ impl App {
 
     /// Consumes and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
+        let _http = sumud_shared::http::spawn(
+            &self.settings,
+            SERVICE,
+            self.pool.clone(),
+            None,
+            shutdown.clone(),
+        )?;
         let wake = Arc::new(Notify::new());
         let publisher = tokio::spawn(sumud_shared::outbox::relay_table(
             self.pool.clone(),

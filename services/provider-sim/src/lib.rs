@@ -170,6 +170,14 @@ impl App {
 
     /// Answers instructions until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
+        let _http = sumud_shared::http::spawn(
+            &self.settings,
+            SERVICE,
+            self.pool.clone(),
+            None,
+            shutdown.clone(),
+        )?;
         let sim = Sim {
             pool: self.pool.clone(),
             behaviour: self.behaviour.clone(),

@@ -80,6 +80,14 @@ impl App {
 
     /// Consumes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
+        let _http = sumud_shared::http::spawn(
+            &self.settings,
+            SERVICE,
+            self.pool.clone(),
+            None,
+            shutdown.clone(),
+        )?;
         let handler = RegistryHandler::new(self.pool.clone(), AreaCatalog::default_catalog());
         let config = LoopConfig {
             service: SERVICE.into(),

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::Message;
+use rdkafka::{Message, Offset};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,7 @@ use crate::deadletter::{DeadLetter, Reason};
 use crate::envelope::{decode, DecodeLimits, Envelope, Rejection};
 use crate::events::deadletter::DEADLETTER_RECORDED;
 use crate::kafka::producer::EventProducer;
+use crate::metrics::{Metrics, PartitionLabels, ServiceLabels};
 use crate::schema::SchemaRegistry;
 use crate::Result;
 
@@ -205,6 +206,8 @@ pub async fn run<H: Handler>(
         ready,
         stop.clone(),
     ));
+    let metrics = Metrics::global();
+    let mut last_lag = Instant::now();
     loop {
         let waiting = Instant::now();
         let prepared = tokio::select! {
@@ -225,10 +228,17 @@ pub async fn run<H: Handler>(
             waited_ms = waiting.elapsed().as_secs_f64() * 1e3,
             "Next batch ready for the handler."
         );
+        let handling = Instant::now();
         let Some(verdicts) = handle_with_retries(handler, &decoded, &shutdown).await else {
             // Shutting down mid-retry: store nothing, the batch comes again.
             break;
         };
+        metrics
+            .batch_seconds
+            .get_or_create(&ServiceLabels {
+                service: config.service.clone(),
+            })
+            .observe(handling.elapsed().as_secs_f64());
         let mut rejects: Vec<(Raw, Option<&Envelope<Value>>, Rejection)> = Vec::new();
         for (inc, verdict) in decoded.iter().zip(verdicts) {
             if let Verdict::Reject(rej) = verdict {
@@ -256,6 +266,13 @@ pub async fn run<H: Handler>(
             break;
         }
         store_offsets(&consumer, &positions);
+        count_batch(&config.service, &decoded, &rejects);
+        if last_lag.elapsed() >= LAG_EVERY {
+            // Watermarks are a broker round trip: off the loop.
+            let (c, service) = (consumer.clone(), config.service.clone());
+            tokio::task::spawn_blocking(move || report_lag(&c, &service));
+            last_lag = Instant::now();
+        }
         drop(rejects);
         // Freeing a large batch's JSON trees takes a while: do it off the
         // loop so the next batch is handled at once.
@@ -271,6 +288,60 @@ pub async fn run<H: Handler>(
         }
     }
     commit_and_stop(&consumer)
+}
+
+/// How often the loop reports consumer lag.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts a handled batch: consumed per topic (decoded messages and the
+/// undecodable ones), dead letters per topic and reason.
+fn count_batch(
+    service: &str,
+    decoded: &[Incoming],
+    rejects: &[(Raw, Option<&Envelope<Value>>, Rejection)],
+) {
+    let metrics = Metrics::global();
+    let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
+    for m in decoded {
+        *per_topic.entry(m.topic.as_str()).or_default() += 1;
+    }
+    for (raw, envelope, _) in rejects {
+        if envelope.is_none() {
+            *per_topic.entry(raw.topic.as_str()).or_default() += 1;
+        }
+    }
+    for (topic, n) in per_topic {
+        metrics.count_consumed(service, topic, n);
+    }
+    for (raw, _, rej) in rejects {
+        metrics.count_dead_letter(service, &raw.topic, rej.reason.code());
+    }
+}
+
+/// Sets the lag gauge of every assigned partition (blocking: asks the
+/// broker for each partition's high watermark).
+fn report_lag(consumer: &StreamConsumer, service: &str) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let metrics = Metrics::global();
+    for e in positions.elements() {
+        let Offset::Offset(position) = e.offset() else {
+            continue;
+        };
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
+        {
+            metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabels {
+                    service: service.to_owned(),
+                    topic: e.topic().to_owned(),
+                    partition: e.partition().to_string(),
+                })
+                .set((high - position).max(0));
+        }
+    }
 }
 
 /// What the background fetcher needs, owned.

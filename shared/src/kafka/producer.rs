@@ -93,6 +93,7 @@ impl EventProducer {
             .send(record, Duration::from_secs(60))
             .await
             .map_err(|(e, _)| e)?;
+        produced_counter(topic).inc();
         Ok(Delivered {
             partition: d.partition,
             offset: d.offset,
@@ -157,17 +158,33 @@ fn ack(r: Result<Delivered>) -> Result<()> {
     r.map(|_| ())
 }
 
-/// An enqueued message's pending acknowledgement.
-pub struct Ack(rdkafka::producer::DeliveryFuture);
+/// An enqueued message's pending acknowledgement (counted as produced once
+/// acknowledged).
+pub struct Ack(
+    rdkafka::producer::DeliveryFuture,
+    prometheus_client::metrics::counter::Counter,
+);
+
+fn produced_counter(topic: &str) -> prometheus_client::metrics::counter::Counter {
+    crate::metrics::Metrics::global()
+        .produced
+        .get_or_create(&crate::metrics::ProducedLabels {
+            topic: topic.to_owned(),
+        })
+        .clone()
+}
 
 impl Ack {
     /// Waits for the broker's acknowledgement.
     pub async fn await_ack(self) -> Result<Delivered> {
         match self.0.await {
-            Ok(Ok(d)) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(Ok(d)) => {
+                self.1.inc();
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
             Ok(Err((e, _))) => Err(e.into()),
             Err(_) => Err(crate::Error::Other(
                 "producer dropped before acknowledging".into(),
@@ -201,7 +218,7 @@ impl EventProducer {
                 .payload(payload)
                 .headers(headers);
             match self.inner.send_result(record) {
-                Ok(f) => return Ok(Ack(f)),
+                Ok(f) => return Ok(Ack(f, produced_counter(topic))),
                 Err((
                     rdkafka::error::KafkaError::MessageProduction(
                         rdkafka::types::RDKafkaErrorCode::QueueFull,

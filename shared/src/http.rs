@@ -1,0 +1,160 @@
+//! Every service's small HTTP surface, when `SUMUD_HTTP_ADDR` is set:
+//! `/healthz` (the process answers), `/readyz` (Kafka and PostgreSQL answer
+//! now; 503 with the reason otherwise) and `/metrics` (Prometheus text).
+//!
+//! Several services in one process (`sumud demo`, tests) share one metrics
+//! registry; the first to bind the address serves it and the others say so
+//! and go on without.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::metrics::{Metrics, PoolLabels, ServiceLabels};
+
+/// How long a readiness probe waits for each dependency.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Probe {
+    service: &'static str,
+    pool: PgPool,
+    kafka: Arc<BaseConsumer>,
+    outbox: Option<&'static str>,
+}
+
+/// Serves the endpoints until `shutdown`, if `settings.http_addr` is set.
+/// `outbox` names the service's `<schema>.outbox` table, if it has one, for
+/// the backlog gauge.
+pub fn spawn(
+    settings: &Settings,
+    service: &'static str,
+    pool: PgPool,
+    outbox: Option<&'static str>,
+    shutdown: CancellationToken,
+) -> crate::Result<Option<JoinHandle<()>>> {
+    let Some(addr) = settings.http_addr else {
+        return Ok(None);
+    };
+    let kafka: BaseConsumer = crate::kafka::client_config(settings)
+        .set(
+            "group.id",
+            format!("{}-{service}-probe", settings.group_prefix),
+        )
+        .create()?;
+    let probe = Arc::new(Probe {
+        service,
+        pool,
+        kafka: Arc::new(kafka),
+        outbox,
+    });
+    Ok(Some(tokio::spawn(serve(addr, probe, shutdown))))
+}
+
+async fn serve(addr: SocketAddr, probe: Arc<Probe>, shutdown: CancellationToken) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            info!(service = probe.service, %addr, "HTTP address already served in this process or by another; not serving.");
+            return;
+        }
+        Err(e) => {
+            warn!(service = probe.service, %addr, error = %e, "Cannot serve HTTP; running without /metrics and probes.");
+            return;
+        }
+    };
+    info!(service = probe.service, %addr, "Serving /healthz, /readyz and /metrics.");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(probe);
+    let stopped = shutdown.clone();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .await
+    {
+        warn!(error = %e, "HTTP server stopped.");
+    }
+}
+
+async fn ready(State(p): State<Arc<Probe>>) -> Response {
+    let db = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&p.pool),
+    )
+    .await;
+    let db = match db {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 s".to_string()),
+    };
+    let kafka = p.kafka.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        kafka
+            .fetch_metadata(None, PROBE_TIMEOUT)
+            .map(|m| m.brokers().len())
+    })
+    .await;
+    let kafka = match kafka {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(Ok(_)) => Err("no broker in the metadata".to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let status = if db.is_ok() && kafka.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "service": p.service,
+        "ready": status == StatusCode::OK,
+        "postgresql": db.err().unwrap_or_else(|| "ok".into()),
+        "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(p): State<Arc<Probe>>) -> Response {
+    let m = Metrics::global();
+    let size = i64::from(p.pool.size());
+    let idle = p.pool.num_idle() as i64;
+    for (state, n) in [("idle", idle), ("in_use", size - idle)] {
+        m.db_connections
+            .get_or_create(&PoolLabels {
+                service: p.service.to_owned(),
+                state: state.to_owned(),
+            })
+            .set(n);
+    }
+    if let Some(schema) = p.outbox {
+        if let Ok(n) = crate::outbox::backlog(&p.pool, schema).await {
+            m.outbox_backlog
+                .get_or_create(&ServiceLabels {
+                    service: p.service.to_owned(),
+                })
+                .set(n);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
