@@ -3,6 +3,7 @@
 
 pub mod alerts_cmd;
 pub mod crisis_cmd;
+pub mod deadletter_cmd;
 pub mod demo;
 pub mod payments_cmd;
 pub mod registry_cmd;

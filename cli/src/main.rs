@@ -44,6 +44,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect dead letters and replay the ones whose cause is fixed.
+    Deadletter {
+        #[command(subcommand)]
+        command: DeadletterCommand,
+    },
     /// Manage Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -202,6 +207,28 @@ enum CrisisCommand {
     Show {
         /// Crisis id.
         crisis_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadletterCommand {
+    /// Dead letters on the topic, oldest first.
+    List {
+        #[command(flatten)]
+        filter: sumud::deadletter_cmd::Filter,
+    },
+    /// One dead letter in full, with its original message.
+    Show {
+        /// Position on the dead-letter topic, `partition:offset` (from `list`).
+        at: String,
+    },
+    /// Put originals back on their source topics (after fixing the cause).
+    Replay {
+        #[command(flatten)]
+        filter: sumud::deadletter_cmd::Filter,
+        /// Say what would be replayed without publishing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -417,6 +444,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{n} credit transfers written to {}", out.display());
             Ok(())
         }
+        Command::Deadletter { command } => match command {
+            DeadletterCommand::List { filter } => {
+                sumud::deadletter_cmd::list(&settings, &filter)?;
+                Ok(())
+            }
+            DeadletterCommand::Show { at } => sumud::deadletter_cmd::show(&settings, &at),
+            DeadletterCommand::Replay { filter, dry_run } => {
+                sumud::deadletter_cmd::replay(&settings, &filter, dry_run).await?;
+                Ok(())
+            }
+        },
         Command::Alerts { command } => match command {
             AlertsCommand::Send { file } => {
                 let id = alerts_cmd::send(&settings, &file).await?;
