@@ -392,7 +392,7 @@ async fn phases(pool: &PgPool) -> anyhow::Result<Phases> {
 async fn messages(pool: &PgPool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let rows: Vec<InstructionRow> = sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, scheduled_at, change_seq \
+                currency, channel, provider, tranche, part, scheduled_at, change_seq \
          FROM disbursement.instructions WHERE crisis_id = $1 ORDER BY change_seq",
     )
     .bind(CRISIS)

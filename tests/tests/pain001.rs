@@ -28,6 +28,7 @@ fn rows() -> Vec<InstructionRow> {
             channel: "bank".into(),
             provider: "bank-a".into(),
             tranche: 1 + (i as i32 % 2),
+            part: 0,
             scheduled_at: DateTime::parse_from_rfc3339(if i % 2 == 0 {
                 "2026-12-01T08:00:00Z"
             } else {

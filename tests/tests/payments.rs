@@ -1,6 +1,7 @@
 //! Disbursement, provider status and reconciliation on the real broker and
 //! database: registry → control → eligibility → disbursement → provider.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sumud_disbursement::config::DisbursementConfig;
@@ -351,5 +352,98 @@ async fn replaying_the_instruction_and_status_topics_twice_changes_nothing() {
             .await,
         statuses_seen.len() as i64
     );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed() {
+    // Tranche 2 falls due 30 schedule days later: out of reach of this test.
+    let schedule = DisbursementConfig {
+        day_seconds: 3600.0,
+        ..fast_schedule()
+    };
+    let p = Pipeline::start_with_payments(1500, no_four_eyes(), schedule, honest_provider()).await;
+    let areas = ["JO-AM"];
+    let mut def = definition(&areas, "10000000");
+    def.response.overrides.tranches = Some(2);
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Declare, "PAY-UP", Some(def.clone())),
+    )
+    .await;
+    let n = expected(&p.households, &areas).len() as i64;
+    p.wait_count(
+        "tranche 1 paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND status = 'succeeded'",
+        n,
+    )
+    .await;
+    let before = p.entitlements("PAY-UP").await;
+
+    // The amendment raises the flat amount of the top-up (vertical) kind.
+    def.response.overrides.vertical_flat_minor = Some(90_000);
+    p.send(&p.alice, &claims(CommandKind::Amend, "PAY-UP", Some(def)))
+        .await;
+    p.wait_count(
+        "eligibility at revision 2",
+        "SELECT count(*) FROM eligibility.crises WHERE crisis_id = 'PAY-UP' AND revision = 2",
+        1,
+    )
+    .await;
+    let after = p.entitlements("PAY-UP").await;
+    let raised: Vec<(&String, i64)> = after
+        .iter()
+        .filter(|(h, (_, s, a))| s == "entitled" && *a > before[*h].2)
+        .map(|(h, (_, _, a))| (h, *a - before[h].2))
+        .collect();
+    assert!(
+        raised.len() > 10,
+        "the amendment raised amounts ({})",
+        raised.len()
+    );
+    p.wait_count(
+        "every top-up paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND part = 1 AND status = 'succeeded'",
+        raised.len() as i64,
+    )
+    .await;
+
+    // Each household's tranche 1 now sums to its amount at revision 2, in one
+    // or two parts; the top-up is exactly the difference.
+    let parts: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT household_id, part, amount_minor FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND tranche = 1",
+    )
+    .fetch_all(&p.env.pool)
+    .await
+    .unwrap();
+    let mut total: BTreeMap<String, i64> = BTreeMap::new();
+    for (h, part, amount) in &parts {
+        assert!(*part <= 1, "one top-up per raise, not more");
+        *total.entry(h.clone()).or_default() += amount;
+    }
+    for (h, (_, status, amount)) in &after {
+        if status == "entitled" {
+            assert_eq!(total[h], *amount, "household {h}");
+        }
+    }
+    for (h, diff) in &raised {
+        let top_up = parts
+            .iter()
+            .find(|(x, part, _)| x == *h && *part == 1)
+            .unwrap();
+        assert_eq!(top_up.2, *diff);
+    }
+    assert_eq!(
+        p.count("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND tranche = 2").await,
+        0
+    );
+    let (_, paid_twice, conflicts) = ledger(&p).await;
+    assert_eq!((paid_twice, conflicts), (0, 0));
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-UP")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reserved, live);
+    assert!(reserved <= budget);
     p.stop().await;
 }

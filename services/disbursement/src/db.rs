@@ -122,6 +122,7 @@ struct Due {
     household_id: String,
     kind: String,
     tranche: i32,
+    part: i32,
     amount_minor: i64,
     currency: String,
     crisis_revision: i32,
@@ -161,9 +162,9 @@ pub async fn create_due(
         .await?;
     sqlx::query(
         "DECLARE due NO SCROLL CURSOR FOR \
-         SELECT d.household_id, d.kind, d.tranche, d.amount_minor, d.currency, d.crisis_revision, d.scheduled_at, \
+         SELECT d.household_id, d.kind, d.tranche, d.part, d.amount_minor, d.currency, d.crisis_revision, d.scheduled_at, \
                 h.payment_channel, h.payment_provider, h.account_token \
-         FROM (SELECT e.household_id, e.kind, t AS tranche, e.amount_minor, e.currency, e.crisis_revision, \
+         FROM (SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amount_minor, e.currency, e.crisis_revision, \
                       c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) AS scheduled_at \
                FROM disbursement.entitlements e \
                JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
@@ -173,9 +174,24 @@ pub async fn create_due(
                  AND NOT EXISTS (SELECT 1 FROM disbursement.instructions i \
                                  WHERE i.crisis_id = e.crisis_id AND i.household_id = e.household_id \
                                    AND i.kind = e.kind AND i.tranche = t) \
+               UNION ALL \
+               /* Top-ups: tranches already instructed for less than the \
+                  entitlement's amount now (an amendment raised it), none of \
+                  whose parts failed or was reversed; due at once. */ \
+               SELECT e.household_id, e.kind, p.tranche, p.next_part, (e.amount_minor - p.instructed)::bigint, e.currency, \
+                      e.crisis_revision, now() \
+               FROM disbursement.entitlements e \
+               JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
+               JOIN (SELECT household_id, kind, tranche, sum(amount_minor)::bigint AS instructed, max(part) + 1 AS next_part, \
+                            bool_or(status IN ('failed', 'reversed')) AS broken \
+                     FROM disbursement.instructions WHERE crisis_id = $1 \
+                     GROUP BY household_id, kind, tranche) p \
+                 ON p.household_id = e.household_id AND p.kind = e.kind \
+               WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
+                 AND e.amount_minor > p.instructed AND NOT p.broken \
                OFFSET 0) d \
          JOIN registry.households_v h ON h.household_id = d.household_id \
-         ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche",
+         ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche, d.part",
     )
     .bind(crisis_id)
     .bind(day_seconds)
@@ -310,6 +326,7 @@ struct Chunk<'a> {
     households: Vec<String>,
     kinds: Vec<String>,
     tranches: Vec<i32>,
+    parts: Vec<i32>,
     amounts: Vec<i64>,
     currencies: Vec<String>,
     refs: Vec<String>,
@@ -328,16 +345,18 @@ impl<'a> Chunk<'a> {
             crisis_id,
             deadline_secs,
             ids: col(&|d| {
-                crate::instruction::instruction_id(
+                crate::instruction::part_id(
                     crisis_id,
                     &d.household_id,
                     &d.kind,
                     d.tranche as u32,
+                    d.part as u32,
                 )
             }),
             households: col(&|d| d.household_id.clone()),
             kinds: col(&|d| d.kind.clone()),
             tranches: due.iter().map(|d| d.tranche).collect(),
+            parts: due.iter().map(|d| d.part).collect(),
             amounts: due.iter().map(|d| d.amount_minor).collect(),
             currencies: col(&|d| d.currency.clone()),
             refs: col(&|d| crate::instruction::beneficiary_ref(secret, &d.household_id)),
@@ -363,6 +382,7 @@ impl<'a> Chunk<'a> {
         self.households.truncate(n);
         self.kinds.truncate(n);
         self.tranches.truncate(n);
+        self.parts.truncate(n);
         self.amounts.truncate(n);
         self.currencies.truncate(n);
         self.refs.truncate(n);
@@ -433,13 +453,13 @@ impl<'a> Chunk<'a> {
         sqlx::query_as(
             "WITH inserted AS ( \
                 INSERT INTO disbursement.instructions \
-                    (instruction_id, crisis_id, household_id, kind, tranche, amount_minor, currency, beneficiary_ref, \
+                    (instruction_id, crisis_id, household_id, kind, tranche, part, amount_minor, currency, beneficiary_ref, \
                      channel, provider, account_token, scheduled_at, crisis_revision, deadline_at) \
-                SELECT u.id, $1, u.household, u.kind, u.tranche, u.amount, u.currency, u.ref, u.channel, u.provider, \
+                SELECT u.id, $1, u.household, u.kind, u.tranche, u.part, u.amount, u.currency, u.ref, u.channel, u.provider, \
                        u.token, u.scheduled, u.revision, now() + make_interval(secs => $2::float8) \
                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::int8[], $8::text[], $9::text[], \
-                            $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::int4[]) \
-                     AS u(id, household, kind, tranche, amount, currency, ref, channel, provider, token, scheduled, revision) \
+                            $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::int4[], $15::int4[]) \
+                     AS u(id, household, kind, tranche, amount, currency, ref, channel, provider, token, scheduled, revision, part) \
                 ON CONFLICT DO NOTHING \
                 RETURNING amount_minor) \
              SELECT count(*), coalesce(sum(amount_minor), 0)::bigint FROM inserted",
@@ -458,6 +478,7 @@ impl<'a> Chunk<'a> {
         .bind(&self.tokens)
         .bind(&self.scheduled)
         .bind(&self.revisions)
+        .bind(&self.parts)
         .fetch_one(conn)
         .await
     }
@@ -513,6 +534,8 @@ pub struct InstructionRow {
     pub provider: String,
     /// Tranche.
     pub tranche: i32,
+    /// 0 for the tranche itself, n for its n-th top-up.
+    pub part: i32,
     /// Due time.
     pub scheduled_at: DateTime<Utc>,
     /// Change counter.
@@ -523,7 +546,7 @@ pub struct InstructionRow {
 pub async fn unpublished(conn: &mut PgConnection, limit: i64) -> Result<Vec<InstructionRow>> {
     Ok(sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, scheduled_at, change_seq \
+                currency, channel, provider, tranche, part, scheduled_at, change_seq \
          FROM disbursement.instructions \
          WHERE published_seq IS DISTINCT FROM change_seq AND status = 'instructed' \
          ORDER BY change_seq LIMIT $1",
@@ -542,7 +565,7 @@ pub async fn unpublished_after(
 ) -> Result<Vec<InstructionRow>> {
     Ok(sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, scheduled_at, change_seq \
+                currency, channel, provider, tranche, part, scheduled_at, change_seq \
          FROM disbursement.instructions \
          WHERE published_seq IS DISTINCT FROM change_seq AND status = 'instructed' AND change_seq > $1 \
          ORDER BY change_seq LIMIT $2",
@@ -760,7 +783,7 @@ pub async fn open_instructions(
 ) -> Result<Vec<InstructionRow>> {
     Ok(sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, scheduled_at, change_seq \
+                currency, channel, provider, tranche, part, scheduled_at, change_seq \
          FROM disbursement.instructions \
          WHERE crisis_id = $1 AND provider = $2 AND status IN ('instructed', 'received', 'pending') \
          ORDER BY scheduled_at, instruction_id",

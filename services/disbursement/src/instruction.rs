@@ -18,6 +18,20 @@ pub fn instruction_id(crisis: &str, household: &str, kind: &str, tranche: u32) -
     .to_string()
 }
 
+/// The id of a top-up part (`part` ≥ 1) of a tranche: as stable as the
+/// tranche's own id, and different for every part.
+pub fn part_id(crisis: &str, household: &str, kind: &str, tranche: u32, part: u32) -> String {
+    if part == 0 {
+        return instruction_id(crisis, household, kind, tranche);
+    }
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("{crisis}\u{1f}{household}\u{1f}{kind}\u{1f}{tranche}\u{1f}top-up\u{1f}{part}")
+            .as_bytes(),
+    )
+    .to_string()
+}
+
 /// A stable pseudonym for a household, keyed by a deployment secret, so
 /// providers can group payments to one beneficiary without learning who it is.
 pub fn beneficiary_ref(secret: &str, household: &str) -> String {

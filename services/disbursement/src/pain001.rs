@@ -208,6 +208,7 @@ mod tests {
                 channel: "bank".into(),
                 provider: "bank-a".into(),
                 tranche: 1,
+                part: 0,
                 scheduled_at: DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
                     .unwrap()
                     .with_timezone(&Utc),

@@ -36,7 +36,14 @@ pub fn instruction_event(row: &InstructionRow) -> Envelope<Instruction> {
         tranche: row.tranche as u32,
         scheduled_timestamp: row.scheduled_at,
         purpose: "crisis-cash-transfer".into(),
-        note: format!("{} tranche {}", row.crisis_id, row.tranche),
+        note: if row.part == 0 {
+            format!("{} tranche {}", row.crisis_id, row.tranche)
+        } else {
+            format!(
+                "{} tranche {} top-up {} (revision {})",
+                row.crisis_id, row.tranche, row.part, row.crisis_revision
+            )
+        },
     };
     let mut e = Envelope::new(
         "urn:sumud:disbursement",
