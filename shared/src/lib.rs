@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod playbook;
 pub mod schema;
 pub mod shutdown;
+pub mod startup;
 pub mod synthetic;
 pub mod telemetry;
 pub mod topics;

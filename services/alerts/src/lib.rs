@@ -15,13 +15,12 @@ pub mod rules;
 pub mod untrusted;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{kafka, outbox, Result};
+use sumud_shared::{outbox, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -43,16 +42,12 @@ impl App {
     /// Connects, migrates (its own schema and, so that it can start first,
     /// the registry's, whose view it reads), ensures topics.
     pub async fn build(settings: Settings, config: AlertsConfig) -> Result<Self> {
-        let pool = sumud_shared::db::connect(
-            &settings.database_url,
+        let (pool, producer) = sumud_shared::startup::prepare(
+            &settings,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            &[&sumud_registry::db::MIGRATOR, &db::MIGRATOR],
         )
         .await?;
-        sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
-        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
-        kafka::admin::ensure_topics(&settings).await?;
-        let producer = EventProducer::new(&settings)?;
         Ok(App {
             settings,
             config,

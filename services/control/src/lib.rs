@@ -10,13 +10,12 @@ pub mod lifecycle;
 pub mod signing;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{kafka, outbox, Result};
+use sumud_shared::{outbox, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -37,15 +36,12 @@ pub struct App {
 impl App {
     /// Connects, migrates, ensures topics.
     pub async fn build(settings: Settings, config: ControlConfig) -> Result<Self> {
-        let pool = sumud_shared::db::connect(
-            &settings.database_url,
+        let (pool, producer) = sumud_shared::startup::prepare(
+            &settings,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            &[&db::MIGRATOR],
         )
         .await?;
-        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
-        kafka::admin::ensure_topics(&settings).await?;
-        let producer = EventProducer::new(&settings)?;
         Ok(App {
             settings,
             config,

@@ -14,13 +14,12 @@ pub mod publisher;
 pub mod scheduler;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{kafka, outbox, Error, Result};
+use sumud_shared::{outbox, Error, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -42,16 +41,12 @@ impl App {
     /// Connects, migrates (the registry's schema too, whose view it reads),
     /// ensures topics.
     pub async fn build(settings: Settings, config: DisbursementConfig) -> Result<Self> {
-        let pool = sumud_shared::db::connect(
-            &settings.database_url,
+        let (pool, producer) = sumud_shared::startup::prepare(
+            &settings,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            &[&sumud_registry::db::MIGRATOR, &db::MIGRATOR],
         )
         .await?;
-        sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
-        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
-        kafka::admin::ensure_topics(&settings).await?;
-        let producer = EventProducer::new(&settings)?;
         Ok(App {
             settings,
             config,

@@ -12,14 +12,13 @@ pub mod publisher;
 pub mod simulate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::playbook::PlaybookBook;
-use sumud_shared::{kafka, Result};
+use sumud_shared::Result;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -39,16 +38,12 @@ impl App {
     /// Connects, migrates (its own schema and, so that it can start first,
     /// the registry's), ensures topics.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let pool = sumud_shared::db::connect(
-            &settings.database_url,
+        let (pool, producer) = sumud_shared::startup::prepare(
+            &settings,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            &[&sumud_registry::db::MIGRATOR, &db::MIGRATOR],
         )
         .await?;
-        sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
-        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
-        kafka::admin::ensure_topics(&settings).await?;
-        let producer = EventProducer::new(&settings)?;
         Ok(App {
             settings,
             pool,

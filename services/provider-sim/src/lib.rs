@@ -17,7 +17,7 @@ use sumud_shared::events::payment::{
 };
 use sumud_shared::kafka::consumer::{self, Handler, Incoming, LoopConfig, Verdict};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{kafka, Result};
+use sumud_shared::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::behaviour::{Behaviour, Outcome};
@@ -150,11 +150,7 @@ impl Handler for Sim {
 impl App {
     /// Connects, migrates its ledger, ensures topics.
     pub async fn build(settings: Settings, behaviour: Behaviour) -> Result<Self> {
-        let pool =
-            sumud_shared::db::connect(&settings.database_url, 4, Duration::from_secs(60)).await?;
-        sumud_shared::db::migrate(&pool, &MIGRATOR).await?;
-        kafka::admin::ensure_topics(&settings).await?;
-        let producer = EventProducer::new(&settings)?;
+        let (pool, producer) = sumud_shared::startup::prepare(&settings, 4, &[&MIGRATOR]).await?;
         Ok(App {
             settings,
             behaviour,

@@ -8,14 +8,12 @@ pub mod changes;
 pub mod db;
 pub mod handler;
 
-use std::time::Duration;
-
 use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
 use sumud_shared::config::Settings;
 use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{kafka, Result};
+use sumud_shared::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::RegistryHandler;
@@ -57,15 +55,12 @@ impl App {
     /// Connects to the database (waiting for it), applies migrations, makes
     /// sure the topics exist and creates the producer for dead letters.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let pool = sumud_shared::db::connect(
-            &settings.database_url,
+        let (pool, producer) = sumud_shared::startup::prepare(
+            &settings,
             settings.db_max_connections,
-            Duration::from_secs(60),
+            &[&db::MIGRATOR],
         )
         .await?;
-        sumud_shared::db::migrate(&pool, &db::MIGRATOR).await?;
-        kafka::admin::ensure_topics(&settings).await?;
-        let producer = EventProducer::new(&settings)?;
         Ok(App {
             settings,
             pool,
