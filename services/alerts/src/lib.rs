@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
-use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{outbox, Result};
+use sumud_shared::startup::Service;
+use sumud_shared::{outbox, startup, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -63,14 +63,6 @@ impl App {
 
     /// Runs the consumer and the outbox relay until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
-        let _http = sumud_shared::http::spawn(
-            &self.settings,
-            SERVICE,
-            self.pool.clone(),
-            Some("alerts"),
-            shutdown.clone(),
-        )?;
         let wake = Arc::new(Notify::new());
         let relay = tokio::spawn(outbox::relay(
             self.pool.clone(),
@@ -86,24 +78,14 @@ impl App {
             self.settings.topics.control.clone(),
             wake,
         );
-        let config = LoopConfig {
-            service: SERVICE.into(),
-            group_id: self.settings.group_id(SERVICE),
-            topics: vec![self.settings.topics.alerts.clone()],
-            foreign_topics: Vec::new(),
+        let service = Service {
+            name: SERVICE,
+            settings: &self.settings,
+            pool: &self.pool,
+            producer: &self.producer,
+            outbox: Some(SERVICE),
         };
-        let consumed = consumer::run(
-            &self.settings,
-            config,
-            &handler,
-            &self.producer,
-            shutdown.clone(),
-        )
-        .await;
-        shutdown.cancel();
-        let relayed = relay
-            .await
-            .map_err(|e| sumud_shared::Error::Other(e.to_string()))?;
-        consumed.and(relayed)
+        let topics = vec![self.settings.topics.alerts.clone()];
+        startup::run(service, topics, Vec::new(), &handler, vec![relay], shutdown).await
     }
 }

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
-use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
-use sumud_shared::{outbox, Error, Result};
+use sumud_shared::startup::Service;
+use sumud_shared::{outbox, startup, Result};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -62,14 +62,6 @@ impl App {
 
     /// Consumes, schedules and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
-        let _http = sumud_shared::http::spawn(
-            &self.settings,
-            SERVICE,
-            self.pool.clone(),
-            None,
-            shutdown.clone(),
-        )?;
         let due = Arc::new(scheduler::Due::default());
         let wake_publisher = Arc::new(Notify::new());
         let publisher = tokio::spawn(outbox::relay_table(
@@ -90,26 +82,16 @@ impl App {
         ));
         let handler = DisbursementHandler::new(self.pool.clone(), self.config.clone(), due);
         let t = &self.settings.topics;
-        let config = LoopConfig {
-            service: SERVICE.into(),
-            group_id: self.settings.group_id(SERVICE),
-            topics: vec![t.crisis.clone(), t.entitlements.clone(), t.status.clone()],
-            foreign_topics: vec![t.crisis.clone(), t.entitlements.clone()],
+        let topics = vec![t.crisis.clone(), t.entitlements.clone(), t.status.clone()];
+        let foreign = vec![t.crisis.clone(), t.entitlements.clone()];
+        let service = Service {
+            name: SERVICE,
+            settings: &self.settings,
+            pool: &self.pool,
+            producer: &self.producer,
+            outbox: None,
         };
-        let consumed = consumer::run(
-            &self.settings,
-            config,
-            &handler,
-            &self.producer,
-            shutdown.clone(),
-        )
-        .await;
-        shutdown.cancel();
-        let join = |r: std::result::Result<Result<()>, tokio::task::JoinError>| {
-            r.map_err(|e| Error::Other(e.to_string()))?
-        };
-        consumed
-            .and(join(publisher.await))
-            .and(join(scheduler.await))
+        let background = vec![publisher, scheduler];
+        startup::run(service, topics, foreign, &handler, background, shutdown).await
     }
 }

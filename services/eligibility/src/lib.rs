@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
-use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::playbook::PlaybookBook;
+use sumud_shared::startup;
+use sumud_shared::startup::Service;
 use sumud_shared::Result;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -58,14 +59,6 @@ impl App {
 
     /// Consumes and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
-        let _http = sumud_shared::http::spawn(
-            &self.settings,
-            SERVICE,
-            self.pool.clone(),
-            None,
-            shutdown.clone(),
-        )?;
         let wake = Arc::new(Notify::new());
         let publisher = tokio::spawn(sumud_shared::outbox::relay_table(
             self.pool.clone(),
@@ -78,27 +71,26 @@ impl App {
         ));
         let handler =
             EligibilityHandler::new(self.pool.clone(), PlaybookBook::default_book(), wake);
-        let config = LoopConfig {
-            service: SERVICE.into(),
-            group_id: self.settings.group_id(SERVICE),
-            topics: vec![
-                self.settings.topics.crisis.clone(),
-                self.settings.topics.registry.clone(),
-            ],
-            foreign_topics: vec![self.settings.topics.registry.clone()],
+        let t = &self.settings.topics;
+        let (topics, foreign) = (
+            vec![t.crisis.clone(), t.registry.clone()],
+            vec![t.registry.clone()],
+        );
+        let service = Service {
+            name: SERVICE,
+            settings: &self.settings,
+            pool: &self.pool,
+            producer: &self.producer,
+            outbox: None,
         };
-        let consumed = consumer::run(
-            &self.settings,
-            config,
+        startup::run(
+            service,
+            topics,
+            foreign,
             &handler,
-            &self.producer,
-            shutdown.clone(),
+            vec![publisher],
+            shutdown,
         )
-        .await;
-        shutdown.cancel();
-        let published = publisher
-            .await
-            .map_err(|e| sumud_shared::Error::Other(e.to_string()))?;
-        consumed.and(published)
+        .await
     }
 }

@@ -15,8 +15,10 @@ use sumud_shared::envelope::Envelope;
 use sumud_shared::events::payment::{
     Instruction, PaymentStatus, StatusReport, INSTRUCTION_ISSUED, PAYMENT_STATUS,
 };
-use sumud_shared::kafka::consumer::{self, Handler, Incoming, LoopConfig, Verdict};
+use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::startup;
+use sumud_shared::startup::Service;
 use sumud_shared::Result;
 use tokio_util::sync::CancellationToken;
 
@@ -166,27 +168,21 @@ impl App {
 
     /// Answers instructions until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
-        let _http = sumud_shared::http::spawn(
-            &self.settings,
-            SERVICE,
-            self.pool.clone(),
-            None,
-            shutdown.clone(),
-        )?;
         let sim = Sim {
             pool: self.pool.clone(),
             behaviour: self.behaviour.clone(),
             producer: self.producer.clone(),
             status_topic: self.settings.topics.status.clone(),
         };
-        let config = LoopConfig {
-            service: SERVICE.into(),
-            group_id: self.settings.group_id(SERVICE),
-            topics: vec![self.settings.topics.instructions.clone()],
-            foreign_topics: vec![self.settings.topics.instructions.clone()],
+        let service = Service {
+            name: SERVICE,
+            settings: &self.settings,
+            pool: &self.pool,
+            producer: &self.producer,
+            outbox: None,
         };
-        consumer::run(&self.settings, config, &sim, &self.producer, shutdown).await
+        let topics = vec![self.settings.topics.instructions.clone()];
+        startup::run(service, topics.clone(), topics, &sim, Vec::new(), shutdown).await
     }
 }
 

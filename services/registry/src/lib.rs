@@ -11,8 +11,9 @@ pub mod handler;
 use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
 use sumud_shared::config::Settings;
-use sumud_shared::kafka::consumer::{self, LoopConfig};
 use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::startup;
+use sumud_shared::startup::Service;
 use sumud_shared::Result;
 use tokio_util::sync::CancellationToken;
 
@@ -75,22 +76,16 @@ impl App {
 
     /// Consumes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        // /healthz, /readyz and /metrics, when SUMUD_HTTP_ADDR is set.
-        let _http = sumud_shared::http::spawn(
-            &self.settings,
-            SERVICE,
-            self.pool.clone(),
-            None,
-            shutdown.clone(),
-        )?;
         let handler = RegistryHandler::new(self.pool.clone(), AreaCatalog::default_catalog());
-        let config = LoopConfig {
-            service: SERVICE.into(),
-            group_id: self.settings.group_id(SERVICE),
-            topics: vec![self.settings.topics.registry.clone()],
-            foreign_topics: Vec::new(),
+        let service = Service {
+            name: SERVICE,
+            settings: &self.settings,
+            pool: &self.pool,
+            producer: &self.producer,
+            outbox: None,
         };
-        consumer::run(&self.settings, config, &handler, &self.producer, shutdown).await
+        let topics = vec![self.settings.topics.registry.clone()];
+        startup::run(service, topics, Vec::new(), &handler, Vec::new(), shutdown).await
     }
 }
 
