@@ -48,5 +48,11 @@ stop_services() {
 trap stop_services EXIT
 eval "$(scripts/services.sh start)"
 
+# Every test creates its own database (sumud_t_<id>) and leaves it behind for
+# inspection; those of earlier runs are dropped now, before they fill the disk.
+for db in $(psql "$DATABASE_URL" -XAtc "SELECT datname FROM pg_database WHERE datname LIKE 'sumud\_t\_%'"); do
+    psql "$DATABASE_URL" -Xqc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true
+done
+
 export RUST_LOG=${RUST_LOG:-warn}
 cargo test --workspace --no-fail-fast "$@"
