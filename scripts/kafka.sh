@@ -46,7 +46,8 @@ BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 
 POM="$ROOT/scripts/kafka/pom.xml"
 KAFKA_HOME="$SUMUD_LOCAL/kafka"
-LIBS="$KAFKA_HOME/libs"
+# The jars are shared by every instance (SUMUD_STATE_DIR), fetched once.
+LIBS="$SUMUD_ROOT/.local/kafka/libs"
 FETCH_MARKER="$LIBS/.fetched"
 CONFIG_DIR="$KAFKA_HOME/config"
 PROPS="$CONFIG_DIR/server.properties"
@@ -104,10 +105,10 @@ fetch() {
     fi
     ensure_java
     ensure_maven
-    local tmp="$KAFKA_HOME/libs.tmp" t0
+    local tmp="$LIBS.tmp.$$" t0
     t0=$(now)
     rm -rf "$tmp"
-    mkdir -p "$tmp"
+    mkdir -p "$tmp" "$KAFKA_HOME"
     klog "fetching Kafka jars with Maven into $LIBS ..."
     # Maven's output is kept in fetch.log and shown only if it fails.
     if ! mvn -B --no-transfer-progress -Dstyle.color=never -f "$POM" \

@@ -6,12 +6,16 @@
 #   - progress and errors go to stderr, so stdout stays clean for values a
 #     caller may capture (URLs, `export` lines);
 #   - all state lives under "$ROOT/.local/" (git-ignored), ROOT being the
-#     repository root found from the script's own location.
+#     repository root found from the script's own location, or under
+#     SUMUD_STATE_DIR when set.
 
 # Repository root, from the location of this file (scripts/lib.sh).
 SUMUD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Where the instances keep their state. SUMUD_STATE_DIR lets a test run a
+# second, private Kafka or PostgreSQL (with its own ports) that it may stop,
+# restart or reconfigure without disturbing the shared one.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SUMUD_LOCAL="$SUMUD_ROOT/.local"
+SUMUD_LOCAL="${SUMUD_STATE_DIR:-$SUMUD_ROOT/.local}"
 
 # log TAG MESSAGE...: one line on stderr.
 log() {
