@@ -3,7 +3,8 @@
 //! Every variable is documented in the README's configuration reference.
 //! Anything librdkafka understands can be passed through as
 //! `SUMUD_RDKAFKA_<PROPERTY>` (dots written as underscores), which is how TLS and
-//! SASL are configured without code changes.
+//! SASL are configured without code changes (docs/security.md). Secrets among
+//! them (passwords, private keys, JAAS strings) never appear in `Debug` output.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_TOPIC_STATUS",
     "SUMUD_TOPIC_DEADLETTER",
     "RUST_LOG",
+    // Trace export (read by `telemetry.rs`; the OpenTelemetry SDK also reads
+    // its other standard `OTEL_*` variables itself).
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
     // Service-specific settings, read by the services' own config modules.
     "SUMUD_ALERTS_KEY_FILE",
     "SUMUD_ALERTS_RULES_FILE",
@@ -60,7 +64,10 @@ pub const ENV_VARS: &[&str] = &[
 ];
 
 /// Everything a service needs to connect and behave.
-#[derive(Debug, Clone)]
+///
+/// `Debug` redacts secrets (see [`is_secret_property`] and the password in
+/// `database_url`), so settings may appear in logs and panics.
+#[derive(Clone)]
 pub struct Settings {
     /// Kafka bootstrap servers (`KAFKA_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
@@ -206,6 +213,78 @@ impl Settings {
     }
 }
 
+/// True for librdkafka properties whose values are secrets (`sasl.password`,
+/// `ssl.key.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`, …),
+/// so that nothing prints them.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password")
+        || key.contains("secret")
+        || key.ends_with(".jaas.config")
+        || key == "ssl.key.pem"
+        || key == "ssl.keystore.location"
+        || key.starts_with("sasl.oauthbearer.config")
+}
+
+/// A database URL with its password (user-info or `password=` parameter)
+/// replaced by `***`, for display.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://").map(|i| i + 3) {
+        let authority_end = out[scheme_end..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| scheme_end + i);
+        if let Some(at) = out[scheme_end..authority_end].rfind('@') {
+            let userinfo = &out[scheme_end..scheme_end + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(scheme_end + colon + 1..scheme_end + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
+    }
+    out
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kafka_properties: BTreeMap<&str, &str> = self
+            .kafka_properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Settings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("kafka_properties", &kafka_properties)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("topics", &self.topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("group_prefix", &self.group_prefix)
+            .field("batch_max", &self.batch_max)
+            .field("batch_linger", &self.batch_linger)
+            .field("limits", &self.limits)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
     value
         .parse()
@@ -232,6 +311,79 @@ mod tests {
         .unwrap();
         assert_eq!(s.kafka_properties["security.protocol"], "SASL_SSL");
         assert_eq!(s.kafka_properties["sasl.mechanisms"], "SCRAM-SHA-512");
+    }
+
+    #[test]
+    fn every_security_property_passes_through() {
+        let s = Settings::from_vars(vars(&[
+            ("SUMUD_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("SUMUD_RDKAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("SUMUD_RDKAFKA_SASL_USERNAME", "sumud-registry"),
+            ("SUMUD_RDKAFKA_SASL_PASSWORD", "pw"),
+            ("SUMUD_RDKAFKA_SSL_CA_LOCATION", "/etc/sumud/ca.pem"),
+            (
+                "SUMUD_RDKAFKA_SSL_CERTIFICATE_LOCATION",
+                "/etc/sumud/client.pem",
+            ),
+            ("SUMUD_RDKAFKA_SSL_KEY_LOCATION", "/etc/sumud/client.key"),
+            ("SUMUD_RDKAFKA_SSL_KEY_PASSWORD", "kpw"),
+        ]))
+        .unwrap();
+        let keys: Vec<&str> = s.kafka_properties.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "sasl.mechanism",
+                "sasl.password",
+                "sasl.username",
+                "security.protocol",
+                "ssl.ca.location",
+                "ssl.certificate.location",
+                "ssl.key.location",
+                "ssl.key.password",
+            ]
+        );
+        // librdkafka accepts every one of them as spelled.
+        for (k, v) in &s.kafka_properties {
+            rdkafka::ClientConfig::new()
+                .set(k, v)
+                .create_native_config()
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_passwords_and_keys() {
+        let s = Settings::from_vars(vars(&[
+            ("SUMUD_RDKAFKA_SASL_USERNAME", "sumud-registry"),
+            ("SUMUD_RDKAFKA_SASL_PASSWORD", "kafka-hunter2"),
+            ("SUMUD_RDKAFKA_SSL_KEY_PASSWORD", "key-hunter2"),
+            ("SUMUD_RDKAFKA_SSL_KEY_PEM", "-----BEGIN PRIVATE KEY-----"),
+            (
+                "DATABASE_URL",
+                "postgres://sumud:pg-hunter2@db:5432/sumud?sslmode=verify-full&password=q-hunter2",
+            ),
+        ]))
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(shown.contains("sumud-registry"), "{shown}");
+        assert!(
+            shown.contains("postgres://sumud:***@db:5432/sumud?sslmode=verify-full&password=***"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_password_are_shown_as_they_are() {
+        for url in [
+            "postgres://db/sumud",
+            "postgres://sumud@db/sumud?sslmode=require",
+            "postgres:///sumud?host=/run/postgresql",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
     }
 
     #[test]

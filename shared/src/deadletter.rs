@@ -127,4 +127,76 @@ pub struct DeadLetter {
     pub original_size: u64,
     /// Whether `original_base64` holds only a prefix of the original.
     pub original_truncated: bool,
+    /// Whether personal identifiers were taken out of the original before it
+    /// was kept (see [`withhold_personal`]); a replay then carries none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal_redacted: bool,
+}
+
+/// The field of a registry record that holds personal identifiers (name,
+/// national id, phone). Only the registry's own table may keep it.
+const PERSONAL: &str = "personal";
+
+/// What of a rejected message may be kept on the dead-letter topic, which
+/// operators read and replay from and which is retained like any topic:
+/// never personal identifiers. A CloudEvent whose `data` has `personal`
+/// keeps everything else; bytes that mention it but cannot be parsed (a
+/// truncated registry record, say) are not kept at all. Returns the bytes
+/// to keep and whether anything was withheld.
+pub fn withhold_personal(original: &[u8]) -> (std::borrow::Cow<'_, [u8]>, bool) {
+    let needle = PERSONAL.as_bytes();
+    if !original.windows(needle.len()).any(|w| w == needle) {
+        return (std::borrow::Cow::Borrowed(original), false);
+    }
+    match serde_json::from_slice::<serde_json::Value>(original) {
+        Ok(mut v) => {
+            let removed = v
+                .get_mut("data")
+                .and_then(serde_json::Value::as_object_mut)
+                .and_then(|d| d.remove(PERSONAL))
+                .is_some();
+            if !removed {
+                // "personal" appeared elsewhere (a title, a note): nothing
+                // to take out.
+                return (std::borrow::Cow::Borrowed(original), false);
+            }
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            (std::borrow::Cow::Owned(bytes), true)
+        }
+        Err(_) => (std::borrow::Cow::Owned(Vec::new()), true),
+    }
+}
+
+#[cfg(test)]
+mod personal_tests {
+    use super::withhold_personal;
+
+    #[test]
+    fn a_registry_record_is_kept_without_its_personal_identifiers() {
+        let original = br#"{"specversion":"1.0","id":"e1","data":{"household_id":"HH-1","personal":{"name":"Rania"}}}"#;
+        let (kept, withheld) = withhold_personal(original);
+        assert!(withheld);
+        let v: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(v["data"]["household_id"], "HH-1");
+        assert!(v["data"].get("personal").is_none());
+        assert!(!String::from_utf8_lossy(&kept).contains("Rania"));
+    }
+
+    #[test]
+    fn unparseable_bytes_that_mention_personal_are_not_kept() {
+        let (kept, withheld) = withhold_personal(br#"{"data":{"personal":{"name":"Ra"#);
+        assert!(withheld);
+        assert!(kept.is_empty());
+    }
+
+    #[test]
+    fn other_messages_are_kept_as_they_are() {
+        let original = br#"{"data":{"title":"personal hygiene kits"}}"#;
+        let (kept, withheld) = withhold_personal(original);
+        assert!(!withheld);
+        assert_eq!(&kept[..], &original[..]);
+        let (kept, withheld) = withhold_personal(b"not json");
+        assert!(!withheld);
+        assert_eq!(&kept[..], b"not json");
+    }
 }

@@ -129,6 +129,7 @@ async fn ready(State(p): State<Arc<Probe>>) -> Response {
 }
 
 async fn metrics(State(p): State<Arc<Probe>>) -> Response {
+    crate::metrics::refresh().await;
     let m = Metrics::global();
     let size = i64::from(p.pool.size());
     let idle = p.pool.num_idle() as i64;

@@ -1,10 +1,19 @@
 //! Prometheus metrics of a process: one registry, filled by the consumer
 //! loop and the producer (so every service reports the same families the
 //! same way) and read by `/metrics` (`http.rs`). Names follow Prometheus
-//! conventions (`_total`, `_seconds`, base units); labels never carry
-//! household or instruction ids.
+//! conventions (`_total`, `_seconds`, base units; money in
+//! `_minor_units` of the label's currency); labels never carry household
+//! or instruction ids — a crisis id is the finest grain.
+//!
+//! Figures that live in the database (crises, entitlements, instructions
+//! and amounts by crisis and status) are gauges refreshed when scraped: a
+//! service registers a refresher with [`on_scrape`], and `/metrics` runs
+//! every refresher of the process before rendering.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -67,6 +76,33 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+/// A crisis state alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `proposed`, `active` or `closed`.
+    pub state: String,
+}
+
+/// A crisis and a status of its entitlements or instructions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrisisStatusLabels {
+    /// Crisis id.
+    pub crisis: String,
+    /// Entitlement or instruction status.
+    pub status: String,
+}
+
+/// An amount of a crisis in one currency and state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrisisAmountLabels {
+    /// Crisis id.
+    pub crisis: String,
+    /// ISO 4217 currency of the minor units.
+    pub currency: String,
+    /// What the amount is (see the family's help).
+    pub status: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -91,6 +127,18 @@ pub struct Metrics {
     pub db_connections: Family<PoolLabels, Gauge>,
     /// Rows waiting in a service's outbox (set when scraped).
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
+    /// Crises by state (eligibility's projection; set when scraped).
+    pub crises: Family<StateLabels, Gauge>,
+    /// Entitlements by crisis and status (set when scraped).
+    pub entitlements: Family<CrisisStatusLabels, Gauge>,
+    /// Budget held by entitlements, by crisis, currency and status (set when
+    /// scraped; only `entitled` holds any).
+    pub entitlements_committed: Family<CrisisAmountLabels, Gauge>,
+    /// Instructions by crisis and status (set when scraped).
+    pub instructions: Family<CrisisStatusLabels, Gauge>,
+    /// Money per crisis and currency: `instructed` (every instruction),
+    /// `paid` (succeeded), `failed` (failed or reversed) (set when scraped).
+    pub payment_amounts: Family<CrisisAmountLabels, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -106,6 +154,11 @@ impl Metrics {
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
         let outbox_backlog = Family::<ServiceLabels, Gauge>::default();
+        let crises = Family::<StateLabels, Gauge>::default();
+        let entitlements = Family::<CrisisStatusLabels, Gauge>::default();
+        let entitlements_committed = Family::<CrisisAmountLabels, Gauge>::default();
+        let instructions = Family::<CrisisStatusLabels, Gauge>::default();
+        let payment_amounts = Family::<CrisisAmountLabels, Gauge>::default();
         registry.register(
             "messages_consumed",
             "Messages taken from a topic by a service's consumer loop",
@@ -141,6 +194,27 @@ impl Metrics {
             "Rows in a service's outbox not yet acknowledged by Kafka",
             outbox_backlog.clone(),
         );
+        registry.register("crises", "Crises by state", crises.clone());
+        registry.register(
+            "entitlements",
+            "Entitlements by crisis and status",
+            entitlements.clone(),
+        );
+        registry.register(
+            "entitlements_committed_minor_units",
+            "Crisis budget held by entitlements, in minor units of the currency",
+            entitlements_committed.clone(),
+        );
+        registry.register(
+            "instructions",
+            "Payment instructions by crisis and status",
+            instructions.clone(),
+        );
+        registry.register(
+            "payment_amount_minor_units",
+            "Money instructed, paid and failed per crisis, in minor units of the currency",
+            payment_amounts.clone(),
+        );
         Metrics {
             registry,
             consumed,
@@ -150,6 +224,11 @@ impl Metrics {
             consumer_lag,
             db_connections,
             outbox_backlog,
+            crises,
+            entitlements,
+            entitlements_committed,
+            instructions,
+            payment_amounts,
         }
     }
 
@@ -188,6 +267,81 @@ impl Metrics {
     }
 }
 
+/// Every family registered above, as (name without the `sumud_` prefix,
+/// OpenMetrics type): what dashboards and alert rules may query. A unit test
+/// keeps it equal to what the registry exposes.
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("messages_consumed", "counter"),
+    ("messages_dead_lettered", "counter"),
+    ("messages_produced", "counter"),
+    ("batch_processing_seconds", "histogram"),
+    ("consumer_lag_messages", "gauge"),
+    ("db_pool_connections", "gauge"),
+    ("outbox_backlog_rows", "gauge"),
+    ("crises", "gauge"),
+    ("entitlements", "gauge"),
+    ("entitlements_committed_minor_units", "gauge"),
+    ("instructions", "gauge"),
+    ("payment_amount_minor_units", "gauge"),
+];
+
+/// The sample names a query may use (`sumud_…_total` for counters,
+/// `_bucket`/`_sum`/`_count` for histograms, the name for gauges).
+pub fn sample_names() -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, kind) in FAMILIES {
+        match *kind {
+            "counter" => out.push(format!("sumud_{name}_total")),
+            "histogram" => {
+                for s in ["bucket", "sum", "count"] {
+                    out.push(format!("sumud_{name}_{s}"));
+                }
+            }
+            _ => out.push(format!("sumud_{name}")),
+        }
+    }
+    out
+}
+
+/// A refresher of database-backed gauges, run when `/metrics` is scraped.
+pub type Refresher = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The refreshers of the process, each until its service stops.
+static REFRESHERS: Mutex<Vec<(CancellationToken, Refresher)>> = Mutex::new(Vec::new());
+
+/// How long a scrape waits for the refreshers.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Registers `refresh` to run on every scrape until `until` is cancelled (the
+/// service's shutdown): several services in one process each keep theirs.
+pub fn on_scrape<F, Fut>(until: CancellationToken, refresh: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let boxed: Refresher = Box::new(move || Box::pin(refresh()));
+    REFRESHERS
+        .lock()
+        .expect("not poisoned")
+        .push((until, boxed));
+}
+
+/// Runs every live refresher (at most [`REFRESH_TIMEOUT`]); called by
+/// `/metrics` before rendering.
+pub async fn refresh() {
+    let pending: Vec<BoxFuture<'static, ()>> = {
+        let mut all = REFRESHERS.lock().expect("not poisoned");
+        all.retain(|(until, _)| !until.is_cancelled());
+        all.iter().map(|(_, f)| f()).collect()
+    };
+    if pending.is_empty() {
+        return;
+    }
+    let _ = tokio::time::timeout(REFRESH_TIMEOUT, futures::future::join_all(pending)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +365,66 @@ mod tests {
             r#"sumud_messages_dead_lettered_total{service="unit",topic="t.v1",reason="schema_invalid"} 1"#
         ));
         assert!(text.contains(r#"sumud_batch_processing_seconds_count{service="unit"} 1"#));
+    }
+
+    #[test]
+    fn the_list_of_families_is_what_the_registry_exposes() {
+        let m = Metrics::global();
+        let (crisis, status) = ("unit-crisis".to_owned(), "entitled".to_owned());
+        let amount = CrisisAmountLabels {
+            crisis: crisis.clone(),
+            currency: "JOD".into(),
+            status: status.clone(),
+        };
+        let by_status = CrisisStatusLabels { crisis, status };
+        let service = ServiceLabels {
+            service: "unit".into(),
+        };
+        m.count_consumed("unit", "t.v1", 1);
+        m.count_dead_letter("unit", "t.v1", "not_json");
+        m.produced
+            .get_or_create(&ProducedLabels {
+                topic: "t.v1".into(),
+            })
+            .inc();
+        m.batch_seconds.get_or_create(&service).observe(0.1);
+        m.consumer_lag
+            .get_or_create(&PartitionLabels {
+                service: "unit".into(),
+                topic: "t.v1".into(),
+                partition: "0".into(),
+            })
+            .set(0);
+        m.db_connections
+            .get_or_create(&PoolLabels {
+                service: "unit".into(),
+                state: "idle".into(),
+            })
+            .set(1);
+        m.outbox_backlog.get_or_create(&service).set(0);
+        m.crises
+            .get_or_create(&StateLabels {
+                state: "active".into(),
+            })
+            .set(1);
+        m.entitlements.get_or_create(&by_status).set(1);
+        m.entitlements_committed.get_or_create(&amount).set(1);
+        m.instructions.get_or_create(&by_status).set(1);
+        m.payment_amounts.get_or_create(&amount).set(1);
+        let exposed: std::collections::BTreeSet<(String, String)> = m
+            .render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE sumud_"))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                (name.to_owned(), kind.to_owned())
+            })
+            .collect();
+        let listed: std::collections::BTreeSet<(String, String)> = FAMILIES
+            .iter()
+            .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect();
+        assert_eq!(exposed, listed);
+        assert!(sample_names().contains(&"sumud_messages_consumed_total".to_owned()));
     }
 }

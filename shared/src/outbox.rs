@@ -125,6 +125,9 @@ pub async fn relay(
     Ok(())
 }
 
+/// An outbox row as the relay reads it: (seq, topic, key, payload, traceparent).
+type OutboxRow = (i64, String, String, Vec<u8>, Option<String>);
+
 fn lock_key(schema: &str) -> i64 {
     // A stable 63-bit key per schema (FNV-1a).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -157,7 +160,7 @@ async fn relay_while_leader(
         return Ok(());
     }
     let select = format!(
-        "SELECT seq, topic, key, payload FROM {schema}.outbox \
+        "SELECT seq, topic, key, payload, traceparent FROM {schema}.outbox \
          WHERE published_at IS NULL ORDER BY seq LIMIT $1"
     );
     let mark = format!("UPDATE {schema}.outbox SET published_at = now() WHERE seq = ANY($1)");
@@ -165,7 +168,7 @@ async fn relay_while_leader(
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        let rows: Vec<(i64, String, String, Vec<u8>)> = match sqlx::query_as(&select)
+        let rows: Vec<OutboxRow> = match sqlx::query_as(&select)
             .bind(BATCH)
             .fetch_all(&mut *conn)
             .await
@@ -182,14 +185,25 @@ async fn relay_while_leader(
             continue;
         }
         // Enqueue in sequence order (librdkafka keeps per-partition order with
-        // idempotence on), then wait for every acknowledgement.
+        // idempotence on), then wait for every acknowledgement; the `send`
+        // spans (one per topic and stored context) end with the last one.
+        let sends = SendSpans::of(
+            rows.iter()
+                .map(|(_, topic, _, _, tp)| (topic.as_str(), tp.as_deref())),
+        );
         let mut acks = Vec::with_capacity(rows.len());
-        for (_, topic, key, payload) in &rows {
-            acks.push(producer.enqueue(topic, key.as_bytes(), payload).await?);
+        for (_, topic, key, payload, tp) in &rows {
+            let header = sends.header(topic, tp.as_deref());
+            acks.push(
+                producer
+                    .enqueue_traced(topic, key.as_bytes(), payload, header)
+                    .await?,
+            );
         }
         for ack in acks {
             ack.await?;
         }
+        drop(sends);
         let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
         if let Err(e) = sqlx::query(&mark).bind(&seqs).execute(&mut *conn).await {
             break Err(e.into());
@@ -260,6 +274,19 @@ pub trait TableOutbox: Send + Sync {
 
     /// The message for a row: (topic, key, payload).
     fn message(&self, row: &Self::Row) -> (String, String, Vec<u8>);
+
+    /// The stored trace context (W3C `traceparent`) of each row, in order,
+    /// read once per batch; empty if the outbox keeps none. The relay's
+    /// `send` span for the row is its child, so the row's event continues
+    /// the trace that caused it.
+    fn traceparents(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[Self::Row],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<String>>>> + Send {
+        let _ = (conn, rows);
+        std::future::ready(Ok(Vec::new()))
+    }
 
     /// Marks rows published at the change they were read at.
     fn mark(
@@ -351,11 +378,9 @@ async fn lead_serial<O: TableOutbox>(
             }
             continue;
         }
-        let mut acks = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (topic, key, payload) = outbox.message(row);
-            acks.push(producer.enqueue(&topic, key.as_bytes(), &payload).await?);
-        }
+        let traces = outbox.traceparents(conn, &rows).await?;
+        // `_sends` lives until the acknowledgements are in.
+        let (_sends, (_, acks)) = enqueue_batch(outbox, producer, &rows, &traces).await?;
         for ack in acks {
             ack.await?;
         }
@@ -392,6 +417,8 @@ const QUIET: Duration = Duration::from_secs(1);
 struct InFlight {
     seqs: Vec<i64>,
     acks: Vec<Ack>,
+    /// Its `send` spans, ended once the acknowledgements are in.
+    _sends: SendSpans,
 }
 
 /// What the leader, the acknowledgement reader and the marker share.
@@ -462,15 +489,16 @@ async fn enqueue_batches<O: TableOutbox>(
     // The last change counter enqueued in this session; 0 reads by mark
     // from the start.
     let mut after = 0;
-    // The next batch, read ahead.
+    // The next batch, read ahead, with its rows' trace contexts.
     let mut rows = Vec::new();
+    let mut traces = Vec::new();
     while !shutdown.is_cancelled() {
         if shared.is_stopped() {
             return Err(stopped());
         }
         if rows.is_empty() {
             let started = std::time::Instant::now();
-            rows = outbox.fetch_after(conn, after, BATCH).await?;
+            (rows, traces) = fetch_traced(outbox, conn, after).await?;
             if rows.is_empty() {
                 // Caught up. Once everything enqueued is marked, read by
                 // mark from the start (before that, it would return rows in
@@ -499,14 +527,15 @@ async fn enqueue_batches<O: TableOutbox>(
             shared.marked.notified().await;
         }
         let batch = std::mem::take(&mut rows);
+        let batch_traces = std::mem::take(&mut traces);
         let last = batch.last().map_or(after, |r| outbox.change_seq(r));
         // Read the next batch while this one is serialised and enqueued.
         let started = std::time::Instant::now();
         let (next, sent) = tokio::join!(
-            outbox.fetch_after(conn, last, BATCH),
-            enqueue_batch(outbox, producer, &batch),
+            fetch_traced(outbox, conn, last),
+            enqueue_batch(outbox, producer, &batch, &batch_traces),
         );
-        let (seqs, acks) = sent?;
+        let (sends, (seqs, acks)) = sent?;
         debug!(
             enqueued = seqs.len(),
             ms = started.elapsed().as_millis() as u64,
@@ -515,28 +544,104 @@ async fn enqueue_batches<O: TableOutbox>(
         after = last;
         shared.unmarked.fetch_add(seqs.len(), Ordering::AcqRel);
         *shared.last_enqueued.lock().expect("not poisoned") = std::time::Instant::now();
-        if tx.send(InFlight { seqs, acks }).await.is_err() {
+        if tx
+            .send(InFlight {
+                seqs,
+                acks,
+                _sends: sends,
+            })
+            .await
+            .is_err()
+        {
             return Err(stopped());
         }
-        rows = next?;
+        (rows, traces) = next?;
     }
     Ok(())
 }
 
-/// Enqueues a batch in change order: (change counters, acknowledgements).
+/// Rows changed since published above `after`, with their trace contexts.
+async fn fetch_traced<O: TableOutbox>(
+    outbox: &O,
+    conn: &mut PgConnection,
+    after: i64,
+) -> Result<(Vec<O::Row>, Vec<Option<String>>)> {
+    let rows = outbox.fetch_after(conn, after, BATCH).await?;
+    if rows.is_empty() {
+        return Ok((rows, Vec::new()));
+    }
+    let traces = outbox.traceparents(conn, &rows).await?;
+    Ok((rows, traces))
+}
+
+/// Enqueues a batch in change order: its `send` spans, and (change
+/// counters, acknowledgements).
 async fn enqueue_batch<O: TableOutbox>(
     outbox: &O,
     producer: &EventProducer,
     rows: &[O::Row],
-) -> Result<(Vec<i64>, Vec<Ack>)> {
+    traces: &[Option<String>],
+) -> Result<(SendSpans, (Vec<i64>, Vec<Ack>))> {
+    let messages: Vec<(String, String, Vec<u8>)> = rows.iter().map(|r| outbox.message(r)).collect();
+    let trace = |i: usize| traces.get(i).and_then(Option::as_deref);
+    let sends = SendSpans::of(
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, (topic, _, _))| (topic.as_str(), trace(i))),
+    );
     let mut acks = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (topic, key, payload) = outbox.message(row);
-        acks.push(producer.enqueue(&topic, key.as_bytes(), &payload).await?);
+    for (i, (row, (topic, key, payload))) in rows.iter().zip(&messages).enumerate() {
+        let header = sends.header(topic, trace(i));
+        acks.push(
+            producer
+                .enqueue_traced(topic, key.as_bytes(), payload, header)
+                .await?,
+        );
         seqs.push(outbox.change_seq(row));
     }
-    Ok((seqs, acks))
+    Ok((sends, (seqs, acks)))
+}
+
+/// The `send` spans of a relayed batch: one per topic and stored trace
+/// context, child of that context, counting its messages. Empty (and free)
+/// when spans are not exported: the stored context then travels as is.
+struct SendSpans {
+    spans: std::collections::HashMap<(String, Option<String>), (tracing::Span, Option<String>)>,
+}
+
+impl SendSpans {
+    fn of<'a>(messages: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> SendSpans {
+        let mut spans = std::collections::HashMap::new();
+        if crate::telemetry::exporting() {
+            let mut counts: std::collections::HashMap<(&str, Option<&str>), usize> =
+                std::collections::HashMap::new();
+            for m in messages {
+                *counts.entry(m).or_default() += 1;
+            }
+            for ((topic, stored), n) in counts {
+                let span = crate::kafka::spans::send(topic, n, stored);
+                let header = crate::kafka::spans::header(&span, stored);
+                spans.insert(
+                    (topic.to_owned(), stored.map(str::to_owned)),
+                    (span, header),
+                );
+            }
+        }
+        SendSpans { spans }
+    }
+
+    /// The `traceparent` header of a message of the batch.
+    fn header<'a>(&'a self, topic: &str, stored: Option<&'a str>) -> Option<&'a str> {
+        if self.spans.is_empty() {
+            return stored;
+        }
+        self.spans
+            .get(&(topic.to_owned(), stored.map(str::to_owned)))
+            .and_then(|(_, h)| h.as_deref())
+            .or(stored)
+    }
 }
 
 /// Awaits each batch's acknowledgements, in order, and hands the batch to

@@ -41,10 +41,16 @@ impl TestEnv {
     /// Panics with instructions if Kafka or PostgreSQL is not reachable:
     /// integration tests must run through `scripts/test.sh`, never skip.
     pub async fn new() -> TestEnv {
-        let _ = sumud_shared::telemetry::init("tests");
         let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
             .unwrap_or_else(|_| DEFAULT_BOOTSTRAP.to_owned());
-        let admin = admin_url();
+        Self::on(bootstrap, admin_url()).await
+    }
+
+    /// The same on explicitly named servers (a test's private broker and
+    /// database, see `infra.rs`), without touching the process environment
+    /// that other tests of the binary read.
+    pub async fn on(bootstrap: String, admin: String) -> TestEnv {
+        let _ = sumud_shared::telemetry::init("tests");
         let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL is not reachable at {admin} ({e}); run the tests with scripts/test.sh"
@@ -152,6 +158,12 @@ impl Running {
             .await
             .expect("service task")
             .expect("service result");
+    }
+
+    /// Whether the service is still running (it has not returned or
+    /// panicked): fault tests check that services ride out outages.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
     }
 
     /// Hard stop, like a crash: the task is dropped wherever it is, nothing

@@ -127,3 +127,207 @@ fn compose_points_services_at_the_compose_kafka_and_postgres() {
         "Kafka runs in KRaft mode"
     );
 }
+
+/// The compose services that run a Sumud binary (`sumud-<name>`), with the
+/// port of their `SUMUD_HTTP_ADDR`.
+fn sumud_services(doc: &Value) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for (name, svc) in doc["services"].as_mapping().unwrap() {
+        let runs_ours = svc["command"]
+            .as_sequence()
+            .and_then(|c| c.first())
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.starts_with("sumud-"));
+        if !runs_ours {
+            continue;
+        }
+        let addr = svc["environment"]["SUMUD_HTTP_ADDR"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name:?} serves no /metrics (SUMUD_HTTP_ADDR unset)"));
+        let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        out.push((name.as_str().unwrap().to_owned(), port));
+    }
+    out
+}
+
+fn yaml_file(path: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(path))
+        .unwrap_or_else(|e| panic!("{path} is missing: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+}
+
+#[test]
+fn every_sumud_service_exports_traces_to_the_collector_and_is_scraped() {
+    let doc = compose();
+    let defined: BTreeSet<&str> = doc["services"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for s in ["otel-collector", "jaeger", "prometheus", "grafana"] {
+        assert!(defined.contains(s), "compose has no {s} service");
+    }
+    let prometheus = yaml_file("deploy/prometheus.yml");
+    let targets: BTreeSet<String> = prometheus["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| {
+            job["static_configs"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|c| c["targets"].as_sequence().cloned().unwrap_or_default())
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    let services = sumud_services(&doc);
+    assert!(services.len() >= 6, "{services:?}");
+    for (name, port) in &services {
+        assert!(
+            targets.contains(&format!("{name}:{port}")),
+            "Prometheus does not scrape {name}:{port}"
+        );
+        let endpoint = doc["services"][name.as_str()]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} exports no traces"));
+        assert_eq!(endpoint, "http://otel-collector:4318", "{name}");
+    }
+    let crates = service_crates();
+    for t in &targets {
+        let host = t.split(':').next().unwrap();
+        assert!(
+            defined.contains(host) || crates.iter().any(|c| c == host),
+            "Prometheus scrapes {t}, which is neither a compose service nor a service crate"
+        );
+    }
+    // The collector receives OTLP/HTTP on the port the services use and
+    // sends the traces to the trace viewer.
+    let collector = yaml_file("deploy/otel-collector.yaml");
+    let http = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        .as_str()
+        .unwrap();
+    assert!(http.ends_with(":4318"), "{http}");
+    let pipeline = &collector["service"]["pipelines"]["traces"];
+    for exporter in pipeline["exporters"].as_sequence().unwrap() {
+        let e = &collector["exporters"][exporter.as_str().unwrap()];
+        let host = e["endpoint"].as_str().unwrap().split(':').next().unwrap();
+        assert!(defined.contains(host), "the collector exports to {host}");
+    }
+    for p in pipeline["processors"].as_sequence().unwrap() {
+        assert!(
+            collector["processors"].get(p.as_str().unwrap()).is_some(),
+            "processor {p:?} is used but not configured"
+        );
+    }
+}
+
+#[test]
+fn every_file_compose_mounts_exists() {
+    let doc = compose();
+    for (name, svc) in doc["services"].as_mapping().unwrap() {
+        for v in svc["volumes"].as_sequence().cloned().unwrap_or_default() {
+            let v = v.as_str().unwrap();
+            let source = v.split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(
+                    root().join(source).exists(),
+                    "{name:?} mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+}
+
+/// The sample names every registered family can produce.
+fn registered_metric_names() -> BTreeSet<String> {
+    sumud_shared::metrics::sample_names().into_iter().collect()
+}
+
+/// `sumud_…` identifiers in a PromQL expression.
+fn metric_names_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("sumud_") {
+        let start = i + at;
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        if before_ok {
+            out.push(expr[start..end].to_owned());
+        }
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_parses_and_queries_only_metrics_the_code_registers() {
+    let registered = registered_metric_names();
+    assert!(
+        registered.contains("sumud_messages_consumed_total"),
+        "{registered:?}"
+    );
+    let datasources = yaml_file("deploy/grafana/provisioning/datasources/sumud.yml");
+    let uids: BTreeSet<&str> = datasources["datasources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|d| d["uid"].as_str().unwrap())
+        .collect();
+    let providers = yaml_file("deploy/grafana/provisioning/dashboards/sumud.yml");
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    let grafana = &compose()["services"]["grafana"];
+    assert!(
+        grafana["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str().unwrap().ends_with(&format!(":{path}:ro"))),
+        "the dashboards folder is mounted where the provider looks"
+    );
+    let text =
+        std::fs::read_to_string(root().join("deploy/grafana/dashboards/sumud.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut used = BTreeSet::new();
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let uid = t["datasource"]["uid"].as_str().unwrap();
+            assert!(
+                uids.contains(uid),
+                "panel {} uses data source {uid}",
+                p["title"]
+            );
+            let expr = t["expr"].as_str().unwrap();
+            let names = metric_names_in(expr);
+            assert!(!names.is_empty(), "{expr}");
+            for n in names {
+                assert!(
+                    registered.contains(&n),
+                    "{expr} uses {n}, which no code registers"
+                );
+                used.insert(n);
+            }
+        }
+    }
+    // The figures the dashboard service shows are all there.
+    for wanted in [
+        "sumud_crises",
+        "sumud_entitlements",
+        "sumud_instructions",
+        "sumud_payment_amount_minor_units",
+        "sumud_messages_dead_lettered_total",
+        "sumud_consumer_lag_messages",
+        "sumud_outbox_backlog_rows",
+    ] {
+        assert!(used.contains(wanted), "the dashboard shows no {wanted}");
+    }
+}

@@ -135,7 +135,11 @@ impl AlertsHandler {
         if let Some(d) = &decision.draft {
             command = Some(serde_json::to_value(d.claims()).expect("serialises"));
             if actual {
-                let row = d.sign(&self.key, &self.control_topic, m.traceparent.clone())?;
+                let row = d.sign(
+                    &self.key,
+                    &self.control_topic,
+                    sumud_shared::telemetry::continuing(m.traceparent.as_deref()),
+                )?;
                 outbox::enqueue(&mut tx, "alerts", vec![row]).await?;
             }
         }
@@ -450,7 +454,11 @@ impl AlertsHandler {
                 propose: rule.mode == Mode::Propose,
                 crisis_id,
             };
-            let row = draft.sign(&self.key, &self.control_topic, m.traceparent.clone())?;
+            let row = draft.sign(
+                &self.key,
+                &self.control_topic,
+                sumud_shared::telemetry::continuing(m.traceparent.as_deref()),
+            )?;
             outbox::enqueue(&mut tx, "alerts", vec![row]).await?;
             fired.push(draft.crisis_id);
         }

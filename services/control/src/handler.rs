@@ -160,7 +160,7 @@ impl ControlHandler {
                 data,
             );
             event.id = format!("{}:{}", claims.jti, event_type);
-            event.traceparent = m.traceparent.clone();
+            event.traceparent = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
             outbox::enqueue(
                 &mut tx,
                 "control",

@@ -178,9 +178,16 @@ impl Handler for DisbursementHandler {
                 match m.envelope.typed::<CrisisEvent>() {
                     Ok(e) => {
                         let mut conn = self.pool.acquire().await?;
-                        if db::save_crisis(&mut conn, &e, m.envelope.time).await?
-                            && e.definition.budget.minor < 0
-                        {
+                        let saved = db::save_crisis(&mut conn, &e, m.envelope.time).await?;
+                        if saved {
+                            // Instructions are created later by the scheduler:
+                            // they continue this event's trace through the crisis row.
+                            let trace =
+                                sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+                            db::set_crisis_traceparent(&mut conn, &e.crisis_id, trace.as_deref())
+                                .await?;
+                        }
+                        if saved && e.definition.budget.minor < 0 {
                             warn!(crisis = %e.crisis_id, "Budget cut below what is reserved.");
                         }
                         changed.insert(e.crisis_id);

@@ -6,9 +6,11 @@
 //! flags overdue instructions and reconciles.
 
 pub mod config;
+pub mod create;
 pub mod db;
 pub mod handler;
 pub mod instruction;
+pub mod metrics;
 pub mod pain001;
 pub mod publisher;
 pub mod scheduler;
@@ -62,6 +64,11 @@ impl App {
 
     /// Consumes, schedules and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let pool = self.pool.clone();
+        sumud_shared::metrics::on_scrape(shutdown.clone(), move || {
+            let pool = pool.clone();
+            async move { metrics::refresh(&pool).await }
+        });
         let due = Arc::new(scheduler::Due::default());
         let wake_publisher = Arc::new(Notify::new());
         let publisher = tokio::spawn(outbox::relay_table(

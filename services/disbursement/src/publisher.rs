@@ -93,6 +93,30 @@ impl TableOutbox for Instructions {
         )
     }
 
+    async fn traceparents(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[InstructionRow],
+    ) -> Result<Vec<Option<String>>> {
+        // The trace of the crisis event stored with the crisis (one lookup
+        // per batch, by distinct crisis).
+        let crises: Vec<String> = rows
+            .iter()
+            .map(|r| r.crisis_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let traces: std::collections::HashMap<String, String> =
+            db::crisis_traceparents(conn, &crises)
+                .await?
+                .into_iter()
+                .collect();
+        Ok(rows
+            .iter()
+            .map(|r| traces.get(&r.crisis_id).cloned())
+            .collect())
+    }
+
     async fn mark(&self, conn: &mut PgConnection, rows: &[InstructionRow]) -> Result<()> {
         let ids: Vec<String> = rows.iter().map(|r| r.instruction_id.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.change_seq).collect();

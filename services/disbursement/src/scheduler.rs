@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::DisbursementConfig;
-use crate::db;
+use crate::{create, db};
 
 /// One pass over all due work; returns instructions created or re-issued.
 /// `publish` is nudged after each commit that created instructions.
@@ -22,7 +22,7 @@ pub async fn tick(pool: &PgPool, config: &DisbursementConfig, publish: &Notify) 
     let mut changed = 0;
     for crisis in db::active_crises(pool).await? {
         let started = Instant::now();
-        let n = db::create_due(
+        let n = create::create_due(
             pool,
             &crisis,
             &config.pseudonym_secret,
@@ -93,7 +93,7 @@ async fn targeted(
 ) -> Result<u64> {
     let mut changed = 0;
     for crisis in crises {
-        changed += db::create_due(
+        changed += create::create_due(
             pool,
             crisis,
             &config.pseudonym_secret,

@@ -71,6 +71,10 @@ impl EligibilityHandler {
             }
         }
         db::save_crisis(&mut tx, &e, &resolved).await?;
+        // The decisions this event causes are published later, set-based:
+        // they continue the trace of the event through the crisis row.
+        let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+        db::set_crisis_traceparent(&mut tx, &e.crisis_id, trace.as_deref()).await?;
         let c = db::crisis(&mut tx, &e.crisis_id)
             .await?
             .ok_or_else(|| Error::Other("crisis vanished".into()))?;

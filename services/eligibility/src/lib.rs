@@ -8,6 +8,7 @@
 pub mod db;
 pub mod explain;
 pub mod handler;
+pub mod metrics;
 pub mod publisher;
 pub mod simulate;
 
@@ -59,6 +60,11 @@ impl App {
 
     /// Consumes and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let pool = self.pool.clone();
+        sumud_shared::metrics::on_scrape(shutdown.clone(), move || {
+            let pool = pool.clone();
+            async move { metrics::refresh(&pool).await }
+        });
         let wake = Arc::new(Notify::new());
         let publisher = tokio::spawn(sumud_shared::outbox::relay_table(
             self.pool.clone(),

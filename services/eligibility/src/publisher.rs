@@ -1,7 +1,8 @@
 //! Publishes decisions to `sumud.entitlements.v1`. The entitlements table is
 //! its own outbox (see `sumud_shared::outbox::TableOutbox`): every change
 //! bumps `change_seq`, and rows whose published mark lags are published in
-//! change order, marked only after the broker acknowledged.
+//! change order, marked only after the broker acknowledged. Each decision
+//! continues the trace of the crisis event stored with its crisis.
 
 use sqlx::PgConnection;
 use sumud_shared::envelope::Envelope;
@@ -74,6 +75,28 @@ impl TableOutbox for Decisions {
             row.household_id.clone(),
             decision(row).to_bytes(),
         )
+    }
+
+    async fn traceparents(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[EntitlementRow],
+    ) -> Result<Vec<Option<String>>> {
+        let crises: Vec<String> = rows
+            .iter()
+            .map(|r| r.crisis_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let traces: std::collections::HashMap<String, String> =
+            db::crisis_traceparents(conn, &crises)
+                .await?
+                .into_iter()
+                .collect();
+        Ok(rows
+            .iter()
+            .map(|r| traces.get(&r.crisis_id).cloned())
+            .collect())
     }
 
     async fn mark(&self, conn: &mut PgConnection, rows: &[EntitlementRow]) -> Result<()> {

@@ -45,7 +45,14 @@ struct Sim {
     status_topic: String,
 }
 
-fn report(i: &Instruction, status: PaymentStatus, outcome: Outcome) -> Envelope<StatusReport> {
+/// A status report on `i`, carrying `traceparent` (the trace of the
+/// instruction it answers).
+fn report(
+    i: &Instruction,
+    status: PaymentStatus,
+    outcome: Outcome,
+    traceparent: &Option<String>,
+) -> Envelope<StatusReport> {
     let data = StatusReport {
         reference_id: i.reference_id.clone(),
         attempt: i.attempt,
@@ -66,6 +73,7 @@ fn report(i: &Instruction, status: PaymentStatus, outcome: Outcome) -> Envelope<
         data,
     );
     e.id = format!("{}#{}:{}", i.reference_id, i.attempt, status.as_str());
+    e.traceparent = traceparent.clone();
     e
 }
 
@@ -122,26 +130,27 @@ impl Handler for Sim {
             if outcome == Outcome::Silence {
                 continue;
             }
-            self.send(&report(&i, PaymentStatus::Received, outcome))
+            let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+            self.send(&report(&i, PaymentStatus::Received, outcome, &trace))
                 .await?;
-            finals.push((i, outcome));
+            finals.push((i, outcome, trace));
         }
         if !finals.is_empty() {
             tokio::time::sleep(Duration::from_millis(self.behaviour.latency_ms)).await;
         }
-        for (i, outcome) in finals {
+        for (i, outcome, trace) in finals {
             let status = if outcome == Outcome::Pay {
                 PaymentStatus::Succeeded
             } else {
                 PaymentStatus::Rejected
             };
-            let e = report(&i, status, outcome);
+            let e = report(&i, status, outcome, &trace);
             self.send(&e).await?;
             if self.behaviour.duplicates(&i.reference_id, i.attempt) {
                 self.send(&e).await?;
             }
             if outcome == Outcome::Pay && self.behaviour.late_pending(&i.reference_id, i.attempt) {
-                self.send(&report(&i, PaymentStatus::Pending, outcome))
+                self.send(&report(&i, PaymentStatus::Pending, outcome, &trace))
                     .await?;
             }
         }

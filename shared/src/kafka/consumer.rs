@@ -35,7 +35,7 @@ use rdkafka::{Message, Offset};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::config::Settings;
 use crate::deadletter::{DeadLetter, Reason};
@@ -57,7 +57,8 @@ pub struct Incoming {
     pub offset: i64,
     /// Kafka key, if any.
     pub key: Option<Vec<u8>>,
-    /// W3C trace context from the `traceparent` header.
+    /// W3C trace context from the `traceparent` header (or, without one,
+    /// the event's `traceparent` extension): the message's creation context.
     pub traceparent: Option<String>,
     /// The validated event.
     pub envelope: Envelope<Value>,
@@ -228,8 +229,30 @@ pub async fn run<H: Handler>(
             waited_ms = waiting.elapsed().as_secs_f64() * 1e3,
             "Next batch ready for the handler."
         );
+        // One `process` span per batch (see `spans.rs`): the handler's work
+        // and the batch's dead letters happen inside it.
+        let span = super::spans::process(
+            &config.group_id,
+            decoded
+                .iter()
+                .map(|m| super::spans::Consumed {
+                    topic: &m.topic,
+                    partition: m.partition,
+                    offset: m.offset,
+                    traceparent: m.traceparent.as_deref(),
+                })
+                .chain(undecodable.iter().map(|(r, _)| super::spans::Consumed {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    traceparent: r.traceparent.as_deref(),
+                })),
+        );
         let handling = Instant::now();
-        let Some(verdicts) = handle_with_retries(handler, &decoded, &shutdown).await else {
+        let Some(verdicts) = handle_with_retries(handler, &decoded, &shutdown)
+            .instrument(span.clone())
+            .await
+        else {
             // Shutting down mid-retry: store nothing, the batch comes again.
             break;
         };
@@ -257,7 +280,11 @@ pub async fn run<H: Handler>(
         });
         let mut published = true;
         for (raw, envelope, rej) in &rejects {
-            if !deadletters.publish(raw, *envelope, rej, &shutdown).await {
+            if !deadletters
+                .publish(raw, *envelope, rej, &shutdown)
+                .instrument(span.clone())
+                .await
+            {
                 published = false;
                 break;
             }
@@ -470,7 +497,9 @@ fn decode_all(
                 partition: raw.partition,
                 offset: raw.offset,
                 key: raw.key,
-                traceparent: raw.traceparent,
+                // The header wins; the CloudEvents extension is the fallback
+                // for bridges that strip Kafka headers.
+                traceparent: raw.traceparent.or_else(|| envelope.traceparent.clone()),
                 envelope,
                 raw: raw.payload,
             }),
@@ -670,7 +699,8 @@ impl DeadLetterSink<'_> {
         let original_type = envelope
             .map(|e| e.event_type.clone())
             .or_else(|| peek(&raw.payload, "type"));
-        let kept = &raw.payload[..raw.payload.len().min(self.max_bytes / 2)];
+        let (shown, personal_redacted) = crate::deadletter::withhold_personal(&raw.payload);
+        let kept = &shown[..shown.len().min(self.max_bytes / 2)];
         let letter = DeadLetter {
             reason: rej.reason,
             detail: rej.detail.clone(),
@@ -686,7 +716,8 @@ impl DeadLetterSink<'_> {
             original_type,
             original_base64: base64::engine::general_purpose::STANDARD.encode(kept),
             original_size: raw.payload.len() as u64,
-            original_truncated: kept.len() < raw.payload.len(),
+            original_truncated: kept.len() < shown.len(),
+            personal_redacted,
         };
         warn!(
             reason = %rej.reason, topic = %raw.topic, partition = raw.partition, offset = raw.offset,

@@ -1,5 +1,8 @@
 //! THE producer: every event leaves through here, with its key, the
-//! CloudEvents content-type header and the W3C `traceparent` header.
+//! CloudEvents content-type header and the W3C `traceparent` header. When
+//! spans are exported each send has a `send {topic}` PRODUCER span (see
+//! `spans.rs`), child of the event's stored context, and the header carries
+//! that span's context, so the consumer's span is a child of the send.
 //!
 //! Idempotence is always on (`enable.idempotence=true`, `acks=all`), so a
 //! broker-side retry never writes a message twice. Sends await the broker's
@@ -11,6 +14,7 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::envelope::Envelope;
@@ -64,7 +68,8 @@ impl EventProducer {
         .await
     }
 
-    /// Publishes bytes as they are (used for dead letters and replays).
+    /// Publishes bytes as they are (used for dead letters and replays);
+    /// `traceparent` is the message's stored context, parent of the send.
     pub async fn send_raw(
         &self,
         topic: &str,
@@ -72,27 +77,24 @@ impl EventProducer {
         payload: &[u8],
         traceparent: Option<&str>,
     ) -> Result<Delivered> {
-        let mut headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(CLOUDEVENTS_JSON),
-        });
-        if let Some(tp) = traceparent {
-            headers = headers.insert(Header {
-                key: "traceparent",
-                value: Some(tp),
-            });
-        }
+        let span = super::spans::send(topic, 1, traceparent);
+        let header = super::spans::header(&span, traceparent);
         let mut record = FutureRecord::<[u8], [u8]>::to(topic)
             .payload(payload)
-            .headers(headers);
+            .headers(headers(header.as_deref()));
         if let Some(k) = key {
             record = record.key(k);
         }
         let d = self
             .inner
             .send(record, Duration::from_secs(60))
+            .instrument(span.clone())
             .await
             .map_err(|(e, _)| e)?;
+        span.record(
+            "messaging.destination.partition.id",
+            d.partition.to_string(),
+        );
         produced_counter(topic).inc();
         Ok(Delivered {
             partition: d.partition,
@@ -154,6 +156,21 @@ impl EventProducer {
     }
 }
 
+/// The headers of every message: content type and, if known, trace context.
+fn headers(traceparent: Option<&str>) -> OwnedHeaders {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "content-type",
+        value: Some(CLOUDEVENTS_JSON),
+    });
+    match traceparent {
+        Some(tp) => headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        }),
+        None => headers,
+    }
+}
+
 fn ack(r: Result<Delivered>) -> Result<()> {
     r.map(|_| ())
 }
@@ -208,15 +225,23 @@ impl EventProducer {
     /// partition) and returns its pending acknowledgement. Waits while the
     /// local queue is full.
     pub async fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<Ack> {
+        self.enqueue_traced(topic, key, payload, None).await
+    }
+
+    /// [`EventProducer::enqueue`] with a `traceparent` header (outbox
+    /// relays: the context of their `send` span, or the stored one).
+    pub async fn enqueue_traced(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<Ack> {
         loop {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "content-type",
-                value: Some(CLOUDEVENTS_JSON),
-            });
             let record = FutureRecord::<[u8], [u8]>::to(topic)
                 .key(key)
                 .payload(payload)
-                .headers(headers);
+                .headers(headers(traceparent));
             match self.inner.send_result(record) {
                 Ok(f) => return Ok(Ack(f, produced_counter(topic))),
                 Err((

@@ -32,7 +32,25 @@ async fn main() -> anyhow::Result<()> {
                 .run(stop)
                 .await?
         }
-        other => anyhow::bail!("unknown service {other:?}: registry, eligibility or disbursement"),
+        "control" => {
+            let config = sumud_control::config::ControlConfig::from_env()?;
+            sumud_control::App::build(settings, config)
+                .await?
+                .run(stop)
+                .await?
+        }
+        "provider-sim" => {
+            // The simulator's defaults: some rejections, duplicates and late
+            // statuses, no timeouts.
+            let behaviour = sumud_provider_sim::behaviour::Behaviour::default();
+            sumud_provider_sim::App::build(settings, behaviour)
+                .await?
+                .run(stop)
+                .await?
+        }
+        other => anyhow::bail!(
+            "unknown service {other:?}: registry, control, eligibility, disbursement or provider-sim"
+        ),
     }
     Ok(())
 }
