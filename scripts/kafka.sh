@@ -8,18 +8,24 @@
 #   config/          generated server.properties and log4j2 configs
 #   data/            the broker's log.dirs (KRaft metadata + topic data)
 #   cluster-id       the cluster id the storage was formatted with
+#   config/admin-client.properties
+#                    SASL mode only: the super user's client settings (0600),
+#                    for the CLI tools (`topics`, `acls`, `tool ... --command-config`)
 #   broker.pid       pid of the running broker
 #   broker.log       the broker's output (the previous run's is broker.log.1)
 #
-# Usage: scripts/kafka.sh start|stop|restart|status|fetch|reset|env|topics ARGS...|tool CLASS ARGS...
+# Usage: scripts/kafka.sh start|stop|restart|status|fetch|reset|env|topics ARGS...|acls ARGS...|tool CLASS ARGS...
 #   start    fetch if needed, format storage once, start the broker and wait
 #            until a real client can list topics; a no-op if already running
 #   stop     SIGTERM, then SIGKILL after SUMUD_KAFKA_STOP_TIMEOUT seconds
 #   status   prints running/stopped; exit 0 if running, 1 if not
 #   fetch    download the jars (skipped when libs/ matches the pom)
 #   reset    stop and delete data/ and cluster-id (keeps libs/)
-#   env      prints `export KAFKA_BOOTSTRAP_SERVERS=...`
+#   env      prints `export KAFKA_BOOTSTRAP_SERVERS=...` (SASL mode: also the
+#            SUMUD_RDKAFKA_* settings of the super user)
 #   topics   runs Kafka's TopicCommand against the broker, e.g. `topics --list`
+#   acls     runs Kafka's AclCommand against the broker as the super user,
+#            e.g. `acls --list` (what `kafka-acls.sh` does; docs/security.md)
 #   tool     runs any Kafka CLI class from libs/ with the tools' logging
 #
 # Environment:
@@ -29,6 +35,22 @@
 #   SUMUD_KAFKA_START_TIMEOUT     seconds to wait for readiness (default 90)
 #   SUMUD_KAFKA_STOP_TIMEOUT      seconds to wait after SIGTERM (default 45)
 #   JAVA_HOME                     Java 17+ to use (default: `java` on PATH)
+#
+# Opt-in secured broker (default: off, a PLAINTEXT listener as above):
+#   SUMUD_KAFKA_SASL=1                 the client listener is SASL_PLAINTEXT with
+#                                      SCRAM-SHA-512 instead of PLAINTEXT (the
+#                                      controller listener stays PLAINTEXT)
+#   SUMUD_KAFKA_SASL_ADMIN_USER        super user, also used between brokers
+#                                      and by this script's tools (default admin)
+#   SUMUD_KAFKA_SASL_ADMIN_PASSWORD    its password (default admin-secret)
+#   SUMUD_KAFKA_SASL_USERS             more SCRAM users, "name=password ..."
+#                                      (space-separated)
+#   SUMUD_KAFKA_AUTHORIZER=1           with SASL: enable the StandardAuthorizer;
+#                                      what no ACL allows (`acls --add ...`) is
+#                                      denied to everyone but the super user
+# SCRAM users are created when the storage is formatted (the first start, or
+# the first after `reset`); switching a formatted broker into or out of SASL
+# mode needs a `reset`. Names and passwords: letters, digits and . _ ~ - only.
 #
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -43,6 +65,11 @@ KAFKA_HEAP_OPTS=${SUMUD_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 START_TIMEOUT=${SUMUD_KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=${SUMUD_KAFKA_STOP_TIMEOUT:-45}
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+SASL=${SUMUD_KAFKA_SASL:-0}
+SASL_ADMIN_USER=${SUMUD_KAFKA_SASL_ADMIN_USER:-admin}
+SASL_ADMIN_PASSWORD=${SUMUD_KAFKA_SASL_ADMIN_PASSWORD:-admin-secret}
+SASL_USERS=${SUMUD_KAFKA_SASL_USERS:-}
+AUTHORIZER=${SUMUD_KAFKA_AUTHORIZER:-0}
 
 POM="$ROOT/scripts/kafka/pom.xml"
 KAFKA_HOME="$SUMUD_LOCAL/kafka"
@@ -53,6 +80,7 @@ CONFIG_DIR="$KAFKA_HOME/config"
 PROPS="$CONFIG_DIR/server.properties"
 BROKER_LOG4J="$CONFIG_DIR/log4j2.properties"
 TOOLS_LOG4J="$CONFIG_DIR/tools-log4j2.properties"
+ADMIN_CLIENT_PROPS="$CONFIG_DIR/admin-client.properties"
 DATA_DIR="$KAFKA_HOME/data"
 CLUSTER_ID_FILE="$KAFKA_HOME/cluster-id"
 PID_FILE="$KAFKA_HOME/broker.pid"
@@ -126,23 +154,103 @@ fetch() {
 
 # ---------------------------------------------------------------- config
 
-# The broker's configuration: the one place to change listeners (a
-# SASL_PLAINTEXT/SCRAM listener would be added here: listeners,
-# advertised.listeners, listener.security.protocol.map and the
-# listener.name.*.scram-sha-*.sasl.jaas.config entries).
+# sasl_on: true when SUMUD_KAFKA_SASL=1.
+sasl_on() {
+    [[ $SASL == 1 ]]
+}
+
+# Checks the SASL settings: names and passwords end up inside a JAAS string
+# and a `--add-scram` argument, so only characters that need no quoting in
+# either are accepted.
+check_sasl_settings() {
+    sasl_on || return 0
+    local pair name password
+    for pair in "$SASL_ADMIN_USER=$SASL_ADMIN_PASSWORD" $SASL_USERS; do
+        name=${pair%%=*}
+        password=${pair#*=}
+        [[ $pair == *=* && $name =~ ^[A-Za-z0-9._~-]+$ && $password =~ ^[A-Za-z0-9._~-]+$ ]] ||
+            kdie "SASL user '$name': expected name=password with letters, digits and . _ ~ - only"
+    done
+}
+
+# The listener lines of server.properties. Default: one PLAINTEXT listener.
+# SASL mode: the same port speaks SASL_PLAINTEXT with SCRAM-SHA-512, the
+# broker talks to itself there as the super user, and (with
+# SUMUD_KAFKA_AUTHORIZER=1) the StandardAuthorizer denies whatever no ACL
+# allows. The controller listener stays PLAINTEXT on loopback; the broker's
+# requests to the controller arrive there as User:ANONYMOUS, which must
+# therefore be a super user too (a production cluster secures that listener
+# as well; see docs/security.md).
+listener_properties() {
+    if ! sasl_on; then
+        cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+EOF
+        return 0
+    fi
+    cat <<EOF
+listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$SASL_ADMIN_USER" password="$SASL_ADMIN_PASSWORD";
+EOF
+    if [[ $AUTHORIZER == 1 ]]; then
+        cat <<EOF
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:$SASL_ADMIN_USER;User:ANONYMOUS
+EOF
+    fi
+}
+
+# SASL mode: the super user's client settings for the CLI tools (0600, as it
+# holds the password). Removed in default mode so no stale one lingers.
+write_admin_client_properties() {
+    if ! sasl_on; then
+        rm -f "$ADMIN_CLIENT_PROPS"
+        return 0
+    fi
+    # Through a temporary file: concurrent `acls` calls rewrite it while
+    # others' tools read it.
+    (
+        umask 077
+        cat >"$ADMIN_CLIENT_PROPS.tmp.$$" <<EOF
+# Generated by scripts/kafka.sh (SASL mode): the super user, for CLI tools.
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$SASL_ADMIN_USER" password="$SASL_ADMIN_PASSWORD";
+EOF
+    )
+    mv -f "$ADMIN_CLIENT_PROPS.tmp.$$" "$ADMIN_CLIENT_PROPS"
+}
+
+# command_config: the `--command-config FILE` arguments for Kafka's CLI tools
+# (none in default mode).
+command_config() {
+    if sasl_on; then
+        printf '%s\n' --command-config "$ADMIN_CLIENT_PROPS"
+    fi
+}
+
+# The broker's configuration: the one place to change listeners (see
+# listener_properties for the SASL_PLAINTEXT/SCRAM variant).
 # Regenerated on every start, so edits here apply on the next start.
 write_server_properties() {
+    check_sasl_settings
     mkdir -p "$CONFIG_DIR"
+    write_admin_client_properties
     cat >"$PROPS.tmp" <<EOF
 # Generated by scripts/kafka.sh on every start; edit the script, not this file.
 node.id=1
 process.roles=broker,controller
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$(listener_properties)
 
 log.dirs=$DATA_DIR
 
@@ -174,6 +282,8 @@ num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
 EOF
     mv "$PROPS.tmp" "$PROPS"
+    # SASL mode: the file holds the super user's password.
+    if sasl_on; then chmod 600 "$PROPS"; fi
 
     # Broker logging: everything to stdout, which start() sends to broker.log.
     cat >"$BROKER_LOG4J" <<'EOF'
@@ -225,8 +335,17 @@ format_storage() {
     klog "formatting storage in $DATA_DIR (cluster id $cid)"
     mkdir -p "$DATA_DIR"
     # The quorum is static (controller.quorum.voters), so no --standalone.
+    # SASL mode: SCRAM credentials are bootstrapped into the metadata log, so
+    # the broker can authenticate to itself on its first start.
+    local scram=() pair
+    if sasl_on; then
+        for pair in "$SASL_ADMIN_USER=$SASL_ADMIN_PASSWORD" $SASL_USERS; do
+            scram+=(--add-scram "SCRAM-SHA-512=[name=${pair%%=*},password=${pair#*=}]")
+        done
+        klog "creating SCRAM-SHA-512 users: $(for pair in "$SASL_ADMIN_USER=x" $SASL_USERS; do printf '%s ' "${pair%%=*}"; done)"
+    fi
     run_tool kafka.tools.StorageTool format --ignore-formatted \
-        --cluster-id "$cid" --config "$PROPS" >&2 ||
+        --cluster-id "$cid" --config "$PROPS" "${scram[@]}" >&2 ||
         kdie "storage format failed"
 }
 
@@ -265,12 +384,14 @@ broker_pid() {
     return 1
 }
 
-# True once a real client can talk to the broker.
+# True once a real client can talk to the broker (in SASL mode: log in as
+# the super user). Word splitting of command_config's output is wanted.
+# shellcheck disable=SC2046
 client_ready() {
     timeout 30 "$JAVA" -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$TOOLS_LOG4J" \
         -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand \
-        --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+        --bootstrap-server "$BOOTSTRAP" $(command_config) --list >/dev/null 2>&1
 }
 
 # wait_ready PID: waits until the broker answers, it dies, or the deadline.
@@ -407,12 +528,30 @@ main() {
         fetch
         ;;
     reset) reset ;;
-    env) echo "export KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP" ;;
+    env)
+        echo "export KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+        if sasl_on; then
+            echo "export SUMUD_RDKAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT"
+            echo "export SUMUD_RDKAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+            echo "export SUMUD_RDKAFKA_SASL_USERNAME=$SASL_ADMIN_USER"
+            echo "export SUMUD_RDKAFKA_SASL_PASSWORD=$SASL_ADMIN_PASSWORD"
+        fi
+        ;;
     topics)
         fetched || kdie "jars not fetched; run: $0 fetch"
         ensure_java
         [[ -f $TOOLS_LOG4J ]] || write_server_properties
-        run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
+        if sasl_on; then write_admin_client_properties; fi
+        # shellcheck disable=SC2046 # word splitting of command_config is wanted
+        run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" $(command_config) "$@"
+        ;;
+    acls)
+        fetched || kdie "jars not fetched; run: $0 fetch"
+        ensure_java
+        [[ -f $TOOLS_LOG4J ]] || write_server_properties
+        if sasl_on; then write_admin_client_properties; fi
+        # shellcheck disable=SC2046 # word splitting of command_config is wanted
+        run_tool org.apache.kafka.tools.AclCommand --bootstrap-server "$BOOTSTRAP" $(command_config) "$@"
         ;;
     tool)
         [[ $# -ge 1 ]] || kdie "usage: $0 tool CLASS [ARGS...]"
