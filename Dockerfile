@@ -9,6 +9,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/sumud /src/target/release/sumud-alerts /src/target/release/sumud-registry \
      /src/target/release/sumud-control /src/target/release/sumud-eligibility \
-     /src/target/release/sumud-disbursement /src/target/release/sumud-provider-sim /usr/local/bin/
+     /src/target/release/sumud-disbursement /src/target/release/sumud-provider-sim \
+     /src/target/release/sumud-dashboard /usr/local/bin/
 USER 65534
 ENTRYPOINT []

@@ -36,6 +36,9 @@ if [ ! -f "$xsd_dir/pain.001.001.09.xsd" ]; then
 fi
 export SUMUD_PAIN001_XSD="$xsd_dir/pain.001.001.09.xsd"
 
+# Headless Chromium for the dashboard's browser test (tests/tests/dashboard.rs).
+scripts/chromium.sh
+
 started=0
 if ! scripts/services.sh status >/dev/null 2>&1; then
     started=1

@@ -61,6 +61,8 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_SIM_DUPLICATE_RATE",
     "SUMUD_SIM_LATE_PENDING_RATE",
     "SUMUD_SIM_SEED",
+    "SUMUD_DASHBOARD_ADDR",
+    "SUMUD_DASHBOARD_REFRESH_MS",
 ];
 
 /// Everything a service needs to connect and behave.

@@ -3,6 +3,7 @@
 //! services started in-process with their own shutdown token, and helpers
 //! that wait on conditions with deadlines instead of sleeping.
 
+pub mod browser;
 pub mod pipeline;
 
 use std::future::Future;

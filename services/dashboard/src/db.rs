@@ -1,0 +1,452 @@
+//! All SQL of the dashboard. Every statement is a read: the dashboard owns no
+//! schema and runs no migration, it reads the tables the other services own
+//! (control's crises and audit, the registry's documented view, eligibility's
+//! entitlements, disbursement's instructions, status log and field tasks,
+//! alerts' alerts and triggers). A service that has never started has no
+//! tables yet; [`sources`] says which exist so that the callers skip the
+//! others instead of failing.
+//!
+//! Statements aggregate in the database (one row per crisis, area or
+//! provider), so the cost of a snapshot does not grow with the number of
+//! households on the wire.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool};
+
+use crate::error::Result;
+use crate::model::{AuditEntry, Sources};
+
+/// Window of the provider figures (latency, rejection rate), seconds.
+pub const PROVIDER_WINDOW_SECS: i64 = 3600;
+
+/// Which services' tables exist.
+pub async fn sources(pool: &PgPool) -> Result<Sources> {
+    let (control, registry, eligibility, disbursement, alerts): (bool, bool, bool, bool, bool) =
+        sqlx::query_as(
+            "SELECT to_regclass('control.crises') IS NOT NULL, \
+                    to_regclass('registry.households_v') IS NOT NULL, \
+                    to_regclass('eligibility.entitlements') IS NOT NULL, \
+                    to_regclass('disbursement.verification_tasks') IS NOT NULL, \
+                    to_regclass('alerts.triggers') IS NOT NULL",
+        )
+        .fetch_one(pool)
+        .await?;
+    Ok(Sources {
+        control,
+        registry,
+        eligibility,
+        disbursement,
+        alerts,
+    })
+}
+
+/// A crisis as control records it, with its definition unpacked.
+#[derive(Debug, Clone, FromRow)]
+pub struct CrisisRow {
+    /// Crisis id.
+    pub crisis_id: String,
+    /// Definition title.
+    pub title: String,
+    /// Definition hazard.
+    pub hazard: String,
+    /// Definition severity.
+    pub severity: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// Revision.
+    pub revision: i32,
+    /// Whether something awaits approval.
+    pub pending_approval: bool,
+    /// Definition areas.
+    pub areas: Vec<String>,
+    /// Budget currency.
+    pub currency: String,
+    /// Budget, minor units.
+    pub budget_minor: i64,
+    /// Declaring principal.
+    pub declared_by: String,
+    /// Declaration time.
+    pub declared_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every crisis (or just `only`), newest first.
+pub async fn crises(pool: &PgPool, only: Option<&str>) -> Result<Vec<CrisisRow>> {
+    Ok(sqlx::query_as(
+        "SELECT crisis_id, \
+                coalesce(definition->>'title', '') AS title, \
+                coalesce(definition->>'hazard', '') AS hazard, \
+                coalesce(definition->>'severity', '') AS severity, \
+                state, revision, pending IS NOT NULL AS pending_approval, \
+                ARRAY(SELECT jsonb_array_elements_text(coalesce(definition->'areas', '[]'::jsonb))) AS areas, \
+                coalesce(definition->'budget'->>'currency', '') AS currency, \
+                coalesce((definition->'budget'->>'minor')::bigint, 0) AS budget_minor, \
+                declared_by, created_at AS declared_at, updated_at \
+         FROM control.crises \
+         WHERE $1::text IS NULL OR crisis_id = $1 \
+         ORDER BY created_at DESC, crisis_id",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Eligibility's figures of one crisis.
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct EligibilityRow {
+    /// Crisis id.
+    pub crisis_id: String,
+    /// Committed against the budget (eligibility's running total).
+    pub committed_minor: i64,
+    /// Households entitled.
+    pub entitled_households: i64,
+    /// What they are entitled to over every tranche.
+    pub entitled_minor: i64,
+    /// Households waitlisted.
+    pub waitlisted_households: i64,
+    /// What they would need over every tranche.
+    pub waitlisted_minor: i64,
+}
+
+/// Eligibility's figures per crisis.
+pub async fn eligibility(pool: &PgPool, only: Option<&str>) -> Result<Vec<EligibilityRow>> {
+    Ok(sqlx::query_as(
+        "SELECT c.crisis_id, c.committed_minor, \
+                coalesce(e.entitled_households, 0) AS entitled_households, \
+                coalesce(e.entitled_minor, 0) AS entitled_minor, \
+                coalesce(e.waitlisted_households, 0) AS waitlisted_households, \
+                coalesce(e.waitlisted_minor, 0) AS waitlisted_minor \
+         FROM eligibility.crises c \
+         LEFT JOIN ( \
+             SELECT crisis_id, \
+                    count(DISTINCT household_id) FILTER (WHERE status = 'entitled') AS entitled_households, \
+                    coalesce(sum(committed_minor) FILTER (WHERE status = 'entitled'), 0)::bigint AS entitled_minor, \
+                    count(DISTINCT household_id) FILTER (WHERE status = 'waitlisted') AS waitlisted_households, \
+                    coalesce(sum(amount_minor * tranches) FILTER (WHERE status = 'waitlisted'), 0)::bigint AS waitlisted_minor \
+             FROM eligibility.entitlements \
+             WHERE $1::text IS NULL OR crisis_id = $1 \
+             GROUP BY crisis_id \
+         ) e USING (crisis_id) \
+         WHERE $1::text IS NULL OR c.crisis_id = $1",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Disbursement's figures of one crisis.
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct DisbursementRow {
+    /// Crisis id.
+    pub crisis_id: String,
+    /// Reserved for live instructions.
+    pub reserved_minor: i64,
+    /// Households with at least one instruction.
+    pub instructed_households: i64,
+    /// Instructions issued.
+    pub instructed: i64,
+    /// Their amount.
+    pub instructed_minor: i64,
+    /// Households with an instruction in flight.
+    pub in_flight_households: i64,
+    /// Instructions in flight.
+    pub in_flight: i64,
+    /// Their amount.
+    pub in_flight_minor: i64,
+    /// Households paid at least once.
+    pub paid_households: i64,
+    /// Instructions paid.
+    pub paid: i64,
+    /// Their amount.
+    pub paid_minor: i64,
+    /// Households with a failed or reversed instruction.
+    pub failed_households: i64,
+    /// Instructions failed or reversed.
+    pub failed: i64,
+    /// Their amount.
+    pub failed_minor: i64,
+    /// Open field-verification tasks.
+    pub field_tasks_open: i64,
+}
+
+/// Disbursement's figures per crisis.
+pub async fn disbursement(pool: &PgPool, only: Option<&str>) -> Result<Vec<DisbursementRow>> {
+    Ok(sqlx::query_as(
+        "WITH i AS ( \
+             SELECT crisis_id, \
+                    count(DISTINCT household_id) AS instructed_households, \
+                    count(*) AS instructed, \
+                    coalesce(sum(amount_minor), 0)::bigint AS instructed_minor, \
+                    count(DISTINCT household_id) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS in_flight_households, \
+                    count(*) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS in_flight, \
+                    coalesce(sum(amount_minor) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')), 0)::bigint AS in_flight_minor, \
+                    count(DISTINCT household_id) FILTER (WHERE status = 'succeeded') AS paid_households, \
+                    count(*) FILTER (WHERE status = 'succeeded') AS paid, \
+                    coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0)::bigint AS paid_minor, \
+                    count(DISTINCT household_id) FILTER (WHERE status IN ('failed', 'reversed')) AS failed_households, \
+                    count(*) FILTER (WHERE status IN ('failed', 'reversed')) AS failed, \
+                    coalesce(sum(amount_minor) FILTER (WHERE status IN ('failed', 'reversed')), 0)::bigint AS failed_minor \
+             FROM disbursement.instructions \
+             WHERE $1::text IS NULL OR crisis_id = $1 \
+             GROUP BY crisis_id \
+         ), t AS ( \
+             SELECT i.crisis_id, count(*) AS field_tasks_open \
+             FROM disbursement.verification_tasks v \
+             JOIN disbursement.instructions i USING (instruction_id) \
+             WHERE v.resolved_at IS NULL AND ($1::text IS NULL OR i.crisis_id = $1) \
+             GROUP BY i.crisis_id \
+         ) \
+         SELECT c.crisis_id, c.reserved_minor, \
+                coalesce(i.instructed_households, 0) AS instructed_households, \
+                coalesce(i.instructed, 0) AS instructed, \
+                coalesce(i.instructed_minor, 0) AS instructed_minor, \
+                coalesce(i.in_flight_households, 0) AS in_flight_households, \
+                coalesce(i.in_flight, 0) AS in_flight, \
+                coalesce(i.in_flight_minor, 0) AS in_flight_minor, \
+                coalesce(i.paid_households, 0) AS paid_households, \
+                coalesce(i.paid, 0) AS paid, \
+                coalesce(i.paid_minor, 0) AS paid_minor, \
+                coalesce(i.failed_households, 0) AS failed_households, \
+                coalesce(i.failed, 0) AS failed, \
+                coalesce(i.failed_minor, 0) AS failed_minor, \
+                coalesce(t.field_tasks_open, 0) AS field_tasks_open \
+         FROM disbursement.crises c \
+         LEFT JOIN i USING (crisis_id) \
+         LEFT JOIN t USING (crisis_id) \
+         WHERE $1::text IS NULL OR c.crisis_id = $1",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The first alert or indicator trigger that named a crisis.
+#[derive(Debug, Clone, FromRow)]
+pub struct TriggerRow {
+    /// Crisis id.
+    pub crisis_id: String,
+    /// `cap` or `indicator`.
+    pub kind: String,
+    /// CAP sender or rule id.
+    pub source: String,
+    /// CAP identifier or area.
+    pub reference: String,
+    /// When it was sent or fired.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// The triggering alert of every crisis that has one: the earliest actual
+/// CAP alert that caused a command for it, else the earliest indicator
+/// trigger. Dry runs (exercises, tests) never name a crisis.
+pub async fn triggers(pool: &PgPool) -> Result<Vec<TriggerRow>> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT ON (crisis_id) crisis_id, kind, source, reference, sent_at FROM ( \
+             SELECT crisis_id, 'cap' AS kind, sender AS source, identifier AS reference, sent AS sent_at, 0 AS rank \
+             FROM alerts.alerts WHERE crisis_id IS NOT NULL \
+             UNION ALL \
+             SELECT crisis_id, 'indicator', rule_id, area, created_at, 1 \
+             FROM alerts.triggers \
+         ) t \
+         ORDER BY crisis_id, rank, sent_at",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Live registered households per area code (for the affected count).
+pub async fn households_by_area(pool: &PgPool) -> Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT area_code, count(*) FROM registry.households_v GROUP BY area_code")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// One line of an area aggregate: a governorate (`district` null) or a
+/// district, in one currency.
+#[derive(Debug, Clone, FromRow)]
+pub struct AreaAggregate {
+    /// Governorate code.
+    pub governorate: String,
+    /// District code; null on the governorate's own line.
+    pub district: Option<String>,
+    /// Currency.
+    pub currency: String,
+    /// First count (households entitled, or instructions paid).
+    pub n1: i64,
+    /// First amount.
+    pub m1: i64,
+    /// Second count (0, or instructions failed).
+    pub n2: i64,
+    /// Second amount.
+    pub m2: i64,
+}
+
+/// Entitled households and their commitment by governorate and by district
+/// (grouping sets, so that a governorate counts each household once).
+pub async fn entitled_by_area(pool: &PgPool, only: Option<&str>) -> Result<Vec<AreaAggregate>> {
+    Ok(sqlx::query_as(
+        "SELECT governorate, CASE WHEN GROUPING(district) = 1 THEN NULL ELSE district END AS district, currency, \
+                count(DISTINCT household_id) AS n1, coalesce(sum(committed_minor), 0)::bigint AS m1, \
+                0::bigint AS n2, 0::bigint AS m2 \
+         FROM eligibility.entitlements \
+         WHERE status = 'entitled' AND ($1::text IS NULL OR crisis_id = $1) \
+         GROUP BY GROUPING SETS ((governorate, district, currency), (governorate, currency)) \
+         HAVING GROUPING(district) = 1 OR district IS NOT NULL",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Paid and failed instructions by governorate and district of the
+/// household as eligibility decided on it.
+pub async fn payments_by_area(pool: &PgPool, only: Option<&str>) -> Result<Vec<AreaAggregate>> {
+    Ok(sqlx::query_as(
+        "SELECT e.governorate, CASE WHEN GROUPING(e.district) = 1 THEN NULL ELSE e.district END AS district, i.currency, \
+                count(*) FILTER (WHERE i.status = 'succeeded') AS n1, \
+                coalesce(sum(i.amount_minor) FILTER (WHERE i.status = 'succeeded'), 0)::bigint AS m1, \
+                count(*) FILTER (WHERE i.status IN ('failed', 'reversed')) AS n2, \
+                coalesce(sum(i.amount_minor) FILTER (WHERE i.status IN ('failed', 'reversed')), 0)::bigint AS m2 \
+         FROM disbursement.instructions i \
+         JOIN eligibility.entitlements e \
+           ON e.crisis_id = i.crisis_id AND e.household_id = i.household_id AND e.kind = i.kind \
+         WHERE i.status IN ('succeeded', 'failed', 'reversed') AND ($1::text IS NULL OR i.crisis_id = $1) \
+         GROUP BY GROUPING SETS ((e.governorate, e.district, i.currency), (e.governorate, i.currency)) \
+         HAVING GROUPING(e.district) = 1 OR e.district IS NOT NULL",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Instruction counts of one provider.
+#[derive(Debug, Clone, FromRow)]
+pub struct ProviderCounts {
+    /// Provider.
+    pub provider: String,
+    /// Instructions ever sent.
+    pub instructions: i64,
+    /// Awaiting a final status.
+    pub open_instructions: i64,
+    /// Open and past the deadline.
+    pub overdue: i64,
+}
+
+/// Instruction counts per provider.
+pub async fn provider_counts(pool: &PgPool) -> Result<Vec<ProviderCounts>> {
+    Ok(sqlx::query_as(
+        "SELECT provider, count(*) AS instructions, \
+                count(*) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS open_instructions, \
+                count(*) FILTER (WHERE overdue AND status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS overdue \
+         FROM disbursement.instructions GROUP BY provider ORDER BY provider",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Acknowledgement latency of one provider.
+#[derive(Debug, Clone, FromRow)]
+pub struct ProviderLatency {
+    /// Provider.
+    pub provider: String,
+    /// First attempts whose first status arrived in the window.
+    pub acknowledged: i64,
+    /// Median seconds.
+    pub p50: Option<f64>,
+    /// 95th percentile seconds.
+    pub p95: Option<f64>,
+}
+
+/// Time from an instruction's creation to the first status report of its
+/// first attempt, for first reports within the window. Retries are left
+/// out: their dispatch time is not recorded, and the first attempt is what
+/// tells whether a provider answers promptly. The figure includes the
+/// outbox relay, which is what a household waits for too.
+pub async fn provider_latency(pool: &PgPool) -> Result<Vec<ProviderLatency>> {
+    Ok(sqlx::query_as(
+        "WITH first AS ( \
+             SELECT s.instruction_id, min(s.at) AS at \
+             FROM disbursement.status_log s \
+             WHERE s.attempt = 1 AND s.at > now() - make_interval(secs => $1) \
+             GROUP BY s.instruction_id \
+             HAVING NOT EXISTS ( \
+                 SELECT 1 FROM disbursement.status_log e \
+                 WHERE e.instruction_id = s.instruction_id AND e.attempt = 1 \
+                   AND e.at <= now() - make_interval(secs => $1)) \
+         ) \
+         SELECT i.provider, count(*) AS acknowledged, \
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM f.at - i.created_at), 0)::float8) AS p50, \
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM f.at - i.created_at), 0)::float8) AS p95 \
+         FROM first f JOIN disbursement.instructions i USING (instruction_id) \
+         GROUP BY i.provider",
+    )
+    .bind(PROVIDER_WINDOW_SECS as f64)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Final status reports of one provider, by status and reason.
+#[derive(Debug, Clone, FromRow)]
+pub struct ProviderReports {
+    /// Provider.
+    pub provider: String,
+    /// `succeeded` or `rejected`.
+    pub status: String,
+    /// Provider reason code of a rejection.
+    pub reason_code: Option<String>,
+    /// Reports.
+    pub count: i64,
+}
+
+/// Applied final reports in the window (duplicates and late reports the
+/// disbursement service ignored are left out).
+pub async fn provider_reports(pool: &PgPool) -> Result<Vec<ProviderReports>> {
+    Ok(sqlx::query_as(
+        "SELECT provider, status, reason_code, count(*) AS count \
+         FROM disbursement.status_log \
+         WHERE applied AND status IN ('succeeded', 'rejected') AND at > now() - make_interval(secs => $1) \
+         GROUP BY provider, status, reason_code",
+    )
+    .bind(PROVIDER_WINDOW_SECS as f64)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// An audit row as selected: at, kind, principal, revision, from, to, outcome.
+type AuditRow = (
+    DateTime<Utc>,
+    String,
+    String,
+    i32,
+    Option<String>,
+    String,
+    String,
+);
+
+/// The latest audit entries of a crisis, newest first.
+pub async fn audit(pool: &PgPool, crisis_id: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT at, kind, principal, revision, from_state, to_state, outcome \
+         FROM control.audit WHERE crisis_id = $1 ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(crisis_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(at, kind, principal, revision, from_state, to_state, outcome)| AuditEntry {
+                at,
+                kind,
+                principal,
+                revision,
+                from_state,
+                to_state,
+                outcome,
+            },
+        )
+        .collect())
+}

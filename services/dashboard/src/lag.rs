@@ -1,0 +1,178 @@
+//! Consumer lag of every service's consumer group, read from Kafka: for each
+//! group its committed offsets (one OffsetFetch per group, without joining
+//! the group, so the services' assignments are never disturbed) against
+//! the partitions' high watermarks.
+//!
+//! Each service reports its own lag on `/metrics` too, but only while it
+//! runs; read from the broker, the lag of a stopped service keeps growing on
+//! the dashboard, which is when staff need to see it. It is read every few
+//! seconds rather than per snapshot: one request per partition adds up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sumud_shared::config::Settings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{ConsumerLag, GroupLag};
+
+/// The services whose groups are watched, in the order data flows.
+pub const SERVICES: &[&str] = &[
+    "alerts",
+    "registry",
+    "control",
+    "eligibility",
+    "disbursement",
+    "provider-sim",
+];
+
+/// How long one broker request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The latest reading, shared with the HTTP side.
+#[derive(Debug)]
+pub struct LagBoard {
+    state: Mutex<ConsumerLag>,
+}
+
+impl LagBoard {
+    /// An empty board.
+    pub fn new() -> Arc<Self> {
+        Arc::new(LagBoard {
+            state: Mutex::new(ConsumerLag {
+                note: Some("consumer lag has not been read yet".into()),
+                ..ConsumerLag::default()
+            }),
+        })
+    }
+
+    /// The latest reading.
+    pub fn view(&self) -> ConsumerLag {
+        self.state.lock().expect("lag board lock").clone()
+    }
+
+    fn set(&self, lag: ConsumerLag) {
+        *self.state.lock().expect("lag board lock") = lag;
+    }
+}
+
+struct Reader {
+    topics: Vec<String>,
+    groups: Vec<(&'static str, String, BaseConsumer)>,
+}
+
+/// Reads lag every `every` until `shutdown`.
+pub fn spawn(
+    settings: &Settings,
+    board: Arc<LagBoard>,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> sumud_shared::Result<JoinHandle<()>> {
+    let mut groups = Vec::new();
+    for service in SERVICES {
+        let group = settings.group_id(service);
+        let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        groups.push((*service, group, consumer));
+    }
+    let reader = Arc::new(Reader {
+        topics: settings
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        groups,
+    });
+    Ok(tokio::spawn(async move {
+        loop {
+            let r = reader.clone();
+            match tokio::task::spawn_blocking(move || r.read()).await {
+                Ok(lag) => board.set(lag),
+                Err(e) => tracing::warn!(error = %e, "Consumer lag reader failed."),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }))
+}
+
+impl Reader {
+    fn read(&self) -> ConsumerLag {
+        match self.try_read() {
+            Ok(groups) => ConsumerLag {
+                available: true,
+                note: None,
+                read_at: Some(Utc::now()),
+                groups,
+            },
+            Err(e) => ConsumerLag {
+                available: false,
+                note: Some(format!("cannot read offsets from Kafka: {e}")),
+                read_at: Some(Utc::now()),
+                groups: Vec::new(),
+            },
+        }
+    }
+
+    fn try_read(&self) -> Result<Vec<GroupLag>, rdkafka::error::KafkaError> {
+        let Some((_, _, probe)) = self.groups.first() else {
+            return Ok(Vec::new());
+        };
+        let meta = probe.fetch_metadata(None, REQUEST_TIMEOUT)?;
+        let mut tpl = TopicPartitionList::new();
+        for t in meta.topics() {
+            if self.topics.iter().any(|n| n == t.name()) {
+                for p in t.partitions() {
+                    tpl.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut high: HashMap<(String, i32), i64> = HashMap::new();
+        let mut out = Vec::new();
+        for (service, group, consumer) in &self.groups {
+            let committed = consumer.committed_offsets(tpl.clone(), REQUEST_TIMEOUT)?;
+            let mut per_topic: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            for e in committed.elements() {
+                let Offset::Offset(at) = e.offset() else {
+                    continue; // this group never committed on this partition
+                };
+                let key = (e.topic().to_owned(), e.partition());
+                let hw = match high.get(&key) {
+                    Some(h) => *h,
+                    None => {
+                        let (_, h) =
+                            probe.fetch_watermarks(e.topic(), e.partition(), REQUEST_TIMEOUT)?;
+                        high.insert(key, h);
+                        h
+                    }
+                };
+                let t = per_topic.entry(e.topic().to_owned()).or_default();
+                t.0 += (hw - at).max(0);
+                t.1 += 1;
+            }
+            for (topic, (lag, partitions)) in per_topic {
+                out.push(GroupLag {
+                    service: (*service).to_owned(),
+                    group: group.clone(),
+                    topic,
+                    lag,
+                    partitions,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
