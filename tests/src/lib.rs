@@ -4,6 +4,7 @@
 //! that wait on conditions with deadlines instead of sleeping.
 
 pub mod browser;
+pub mod infra;
 pub mod pipeline;
 
 use std::future::Future;

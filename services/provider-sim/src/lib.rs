@@ -124,21 +124,24 @@ impl Handler for Sim {
                 continue;
             }
             let outcome = self.behaviour.outcome(&i.reference_id, i.attempt);
-            if !self.record(&i, outcome).await? {
-                continue; // a duplicate delivery: never act twice
-            }
+            // A redelivery is never paid again, but it is answered again with
+            // the same reports (same event ids), as a real provider answers a
+            // repeated request with its original result: the first answer
+            // may have been lost between the ledger's commit and the broker
+            // (this batch failed half-way and came again).
+            let first = self.record(&i, outcome).await?;
             if outcome == Outcome::Silence {
                 continue;
             }
             let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
             self.send(&report(&i, PaymentStatus::Received, outcome, &trace))
                 .await?;
-            finals.push((i, outcome, trace));
+            finals.push((i, outcome, trace, first));
         }
         if !finals.is_empty() {
             tokio::time::sleep(Duration::from_millis(self.behaviour.latency_ms)).await;
         }
-        for (i, outcome, trace) in finals {
+        for (i, outcome, trace, first) in finals {
             let status = if outcome == Outcome::Pay {
                 PaymentStatus::Succeeded
             } else {
@@ -146,6 +149,9 @@ impl Handler for Sim {
             };
             let e = report(&i, status, outcome, &trace);
             self.send(&e).await?;
+            if !first {
+                continue; // the simulated misbehaviour happened the first time
+            }
             if self.behaviour.duplicates(&i.reference_id, i.attempt) {
                 self.send(&e).await?;
             }
