@@ -6,6 +6,7 @@
 //! anything two services would otherwise write twice lives here.
 
 pub mod areas;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod deadletter;

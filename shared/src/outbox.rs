@@ -109,14 +109,17 @@ pub async fn relay(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let lock_key = lock_key(schema);
+    let mut backoff = relay_backoff();
     while !shutdown.is_cancelled() {
+        let started = std::time::Instant::now();
         match relay_while_leader(&pool, schema, lock_key, &producer, &wake, &shutdown).await {
-            Ok(()) => {}
+            Ok(()) => backoff.reset(),
             Err(e) => {
-                warn!(schema, error = %e, "Outbox relay failed; retrying.");
+                let wait = wait_after(&mut backoff, started);
+                warn!(schema, error = %e, wait_ms = wait.as_millis() as u64, "Outbox relay failed; retrying.");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -317,16 +320,38 @@ pub async fn relay_table<O: TableOutbox>(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let mut backoff = relay_backoff();
     while !shutdown.is_cancelled() {
-        if let Err(e) = lead_table(&pool, &outbox, &producer, &wake, &shutdown).await {
-            warn!(error = %e, "Table outbox relay failed; retrying.");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        let started = std::time::Instant::now();
+        match lead_table(&pool, &outbox, &producer, &wake, &shutdown).await {
+            Ok(()) => backoff.reset(),
+            Err(e) => {
+                let wait = wait_after(&mut backoff, started);
+                warn!(error = %e, wait_ms = wait.as_millis() as u64, "Table outbox relay failed; retrying.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }
     Ok(())
+}
+
+/// A relay that loses its database or broker retries from 250 ms, doubling
+/// to 10 s, jittered (so that every service's relays do not come back at
+/// the same instant).
+fn relay_backoff() -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(10))
+}
+
+/// The wait after a failed leadership; one that had worked for a while
+/// starts the backoff over.
+fn wait_after(backoff: &mut crate::backoff::Backoff, started: std::time::Instant) -> Duration {
+    if started.elapsed() > Duration::from_secs(30) {
+        backoff.reset();
+    }
+    backoff.next_wait()
 }
 
 async fn lead_table<O: TableOutbox>(

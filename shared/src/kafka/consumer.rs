@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset};
@@ -616,12 +615,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         match f().await {
             Err(e) if e.is_retryable() => {
-                let jitter = rand::rng().random_range(0.5..1.5);
-                let wait = delay.mul_f64(jitter);
+                let wait = backoff.next_wait();
                 if matches!(e, crate::Error::NotReady(_)) {
                     // Expected ordering waits (another service not caught up yet).
                     debug!(error = %e, wait_ms = wait.as_millis() as u64, "Not ready; will retry.");
@@ -632,7 +631,6 @@ where
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
             other => return Some(other),
         }
