@@ -349,22 +349,24 @@ mod tests {
     #[test]
     fn counted_messages_appear_in_the_exposition_with_their_labels() {
         let m = Metrics::global();
-        m.count_consumed("unit", "t.v1", 3);
-        m.count_dead_letter("unit", "t.v1", "schema_invalid");
+        m.count_consumed("metrics-test", "t.v1", 3);
+        m.count_dead_letter("metrics-test", "t.v1", "schema_invalid");
         m.batch_seconds
             .get_or_create(&ServiceLabels {
-                service: "unit".into(),
+                service: "metrics-test".into(),
             })
             .observe(0.004);
         let text = m.render();
         assert!(
-            text.contains(r#"sumud_messages_consumed_total{service="unit",topic="t.v1"} 3"#),
+            text.contains(
+                r#"sumud_messages_consumed_total{service="metrics-test",topic="t.v1"} 3"#
+            ),
             "{text}"
         );
         assert!(text.contains(
-            r#"sumud_messages_dead_lettered_total{service="unit",topic="t.v1",reason="schema_invalid"} 1"#
+            r#"sumud_messages_dead_lettered_total{service="metrics-test",topic="t.v1",reason="schema_invalid"} 1"#
         ));
-        assert!(text.contains(r#"sumud_batch_processing_seconds_count{service="unit"} 1"#));
+        assert!(text.contains(r#"sumud_batch_processing_seconds_count{service="metrics-test"} 1"#));
     }
 
     #[test]

@@ -1,42 +1,17 @@
 //! Creating the instructions now due: the one place where money is reserved
-//! against a crisis budget as instructions come into being.
-//!
-//! A pass reads what is due for one crisis through a cursor, in due order,
-//! and writes it in chunks. COPY with the table's indexes is the cost, and
-//! one connection runs it on one core, so [`WRITERS`] chunks are written at
-//! once on their own connections; but they commit strictly in order, and
-//! each reserves its own amount as its last statement before commit:
-//! - change counters rise with commit order (a chunk draws its block of
-//!   counters before the next one does), so the outbox relay, which reads
-//!   above the last counter it saw, is not handed rows behind its back;
-//! - what is created is always a prefix of the due order: a chunk commits
-//!   only after the one before it did, and one that cannot commit stops
-//!   every one after it;
-//! - the budget holds: the pass plans against the room it read at its
-//!   start, and the CHECK on the crisis row refuses a reservation that a
-//!   concurrent change made too large; that chunk and the rest roll back,
-//!   and the next pass starts from what was committed.
-//!
-//! Passes over the same crisis never overlap (a transaction-scoped advisory
-//! lock per crisis): two passes interleaving chunks of the same rows could
-//! otherwise wait on each other's uncommitted rows and on commit order at
-//! once, a deadlock PostgreSQL could not see.
-
-use std::collections::VecDeque;
+//! against a crisis budget as instructions come into being. What is due is
+//! read once per pass, in due order, through a cursor, and written in
+//! chunks, each in the transaction that locks the crisis row and reserves
+//! its amount.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use sumud_shared::Result;
-use tokio::sync::{oneshot, Notify};
 
-/// Instructions per chunk (one transaction): big enough that COPY's fixed
-/// costs vanish, small enough that the relay starts publishing early.
+/// Instructions created per transaction of a pass: each transaction locks
+/// the crisis row and reserves what it creates, and the relay can publish
+/// one while the next is written.
 const CHUNK: usize = 20_000;
-
-/// Chunks written at once, each on its own connection; two keep both cores
-/// of a small machine busy with index maintenance while Kafka and the relay
-/// take their share.
-const WRITERS: usize = 2;
 
 /// Instructions created in one pass past which the table is analysed at once.
 const ANALYZE_AFTER: u64 = 10_000;
@@ -57,38 +32,25 @@ struct Due {
     account_token: String,
 }
 
-/// Creates every instruction now due for one crisis (see the module
-/// documentation for how chunks, commit order and the budget interlock).
-/// `committed` is nudged after each commit. Returns how many were created.
+/// Creates every instruction now due for one crisis. Each is inserted in the
+/// transaction that reserves its amount against the budget: what is due is
+/// read once, in due order, and created in transactions of up to [`CHUNK`]
+/// that each lock the crisis row and stop at the remaining budget (a
+/// running total in due order); the CHECK on the crisis row is the last line
+/// of defence. A pass ends at the first transaction the budget cuts short,
+/// so what is created is always a prefix of the due order, as one statement
+/// would have it. `committed` is nudged after each commit. Returns how many
+/// were created.
 pub async fn create_due(
     pool: &PgPool,
     crisis_id: &str,
     secret: &str,
     day_seconds: f64,
     deadline_secs: i64,
-    committed: &Notify,
+    committed: &tokio::sync::Notify,
 ) -> Result<u64> {
-    // One snapshot for the whole pass, read through a cursor, after any
-    // other pass over this crisis has finished.
+    // One snapshot for the whole pass, read through a cursor.
     let mut read = pool.begin().await?;
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('sumud-disbursement-pass:' || $1, 0))",
-    )
-    .bind(crisis_id)
-    .execute(&mut *read)
-    .await?;
-    let room: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT budget_minor - reserved_minor, now() + make_interval(secs => $2::float8) \
-         FROM disbursement.crises WHERE crisis_id = $1 AND state = 'active'",
-    )
-    .bind(crisis_id)
-    .bind(deadline_secs as f64)
-    .fetch_optional(&mut *read)
-    .await?;
-    let Some((mut room, deadline_at)) = room else {
-        read.rollback().await?;
-        return Ok(0);
-    };
     // The query's row estimates (a generate_series per entitlement) are far
     // off: JIT-compiling it costs more than it saves, and sorting a large
     // crisis would spill to disk.
@@ -136,175 +98,57 @@ pub async fn create_due(
     .execute(&mut *read)
     .await?;
     let fetch = format!("FETCH {CHUNK} FROM due");
-    let mut writing: VecDeque<tokio::task::JoinHandle<Result<Option<u64>>>> = VecDeque::new();
-    let mut previous: Option<oneshot::Receiver<bool>> = None;
-    let mut created = 0u64;
-    let mut stopped = false;
-    while !stopped {
-        let due: Vec<Due> = sqlx::query_as(&fetch).fetch_all(&mut *read).await?;
-        if due.is_empty() {
-            break;
-        }
-        let full = due.len() == CHUNK;
-        let mut chunk = Chunk::new(crisis_id, secret, &due);
-        drop(due);
-        // The running total in due order stops at the room left.
-        let mut running = 0i64;
-        let fits = chunk
-            .amounts
-            .iter()
-            .take_while(|a| {
-                running = running.saturating_add(**a);
-                running <= room
-            })
-            .count();
-        if fits == 0 {
-            break;
-        }
-        stopped = fits < chunk.len() || !full;
-        chunk.truncate(fits);
-        room -= chunk.amounts.iter().sum::<i64>();
-        // Counters are drawn here, one chunk after the other, so that they
-        // rise with commit order.
-        let mut seqs: Vec<i64> = sqlx::query_scalar(
-            "SELECT nextval('disbursement.change_seq') FROM generate_series(1, $1)",
-        )
-        .bind(fits as i32)
-        .fetch_all(&mut *read)
-        .await?;
-        seqs.sort_unstable();
-        chunk.seqs = seqs;
-        let (done, now_done) = oneshot::channel();
-        let before = previous.replace(now_done);
-        writing.push_back(tokio::spawn(write(
-            pool.clone(),
-            chunk,
-            deadline_at,
-            before,
-            done,
-        )));
-        if writing.len() >= WRITERS {
-            let oldest = writing.pop_front().expect("non-empty");
-            match account(pool, oldest, &mut created, committed).await? {
-                true => {}
-                false => stopped = true,
+    let mut chunk = next_chunk(&mut read, &fetch, crisis_id, secret, deadline_secs).await?;
+    let mut created = 0;
+    while !chunk.is_empty() {
+        let full = chunk.len() == CHUNK;
+        // The next chunk is read (and prepared) while this one is written.
+        let (done, following) = tokio::join!(create_chunk(pool, chunk), async {
+            if full {
+                next_chunk(&mut read, &fetch, crisis_id, secret, deadline_secs)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
             }
+        });
+        let (n, complete) = done?;
+        let first = created == 0;
+        created += n;
+        let more = complete && full;
+        if n > 0 && (!first || !more) {
+            committed.notify_one();
         }
-    }
-    // Later chunks learn of an earlier failure through their predecessor's
-    // signal, so every one of them is waited for.
-    let mut result = Ok(());
-    while let Some(w) = writing.pop_front() {
-        if let Err(e) = account(pool, w, &mut created, committed).await {
-            result = result.and(Err(e));
+        if first && more {
+            // The relay reads these rows as they commit, through plans
+            // chosen on the table's statistics, which autovacuum would
+            // refresh only later: without them it reads every unpublished
+            // row for each batch.
+            analyze_instructions(pool).await?;
+            committed.notify_one();
+        }
+        match following? {
+            Some(c) if more => chunk = c,
+            _ => break,
         }
     }
     read.rollback().await?;
-    result?;
     if created >= ANALYZE_AFTER {
         analyze_instructions(pool).await?;
     }
     Ok(created)
 }
 
-/// Waits for a writer; counts what it committed and nudges the relay.
-/// Returns whether it committed.
-async fn account(
-    pool: &PgPool,
-    writer: tokio::task::JoinHandle<Result<Option<u64>>>,
-    created: &mut u64,
-    committed: &Notify,
-) -> Result<bool> {
-    let outcome = writer
-        .await
-        .map_err(|e| sumud_shared::Error::Other(format!("instruction writer panicked: {e}")))??;
-    let Some(n) = outcome else {
-        return Ok(false);
-    };
-    let first = *created == 0;
-    *created += n;
-    if first && n > 0 {
-        // The relay reads these rows as they commit, through plans chosen
-        // on the table's statistics, which autovacuum would refresh only
-        // later: without them it reads every unpublished row for each batch.
-        analyze_instructions(pool).await?;
-    }
-    if n > 0 {
-        committed.notify_one();
-    }
-    Ok(true)
-}
-
-/// Writes one chunk in its own transaction and commits it right after the
-/// chunk before it (`before`), reserving its amount last; tells the chunk
-/// after it (`done`) whether it committed. `None` when it did not: the
-/// chunk before did not, the crisis is no longer active, or the budget
-/// refused the reservation.
-async fn write(
-    pool: PgPool,
-    chunk: Chunk,
-    deadline_at: DateTime<Utc>,
-    before: Option<oneshot::Receiver<bool>>,
-    done: oneshot::Sender<bool>,
-) -> Result<Option<u64>> {
-    let outcome = write_chunk(&pool, &chunk, deadline_at, before).await;
-    // A dropped sender reads as "did not commit" too.
-    let _ = done.send(matches!(outcome, Ok(Some(_))));
-    outcome
-}
-
-async fn write_chunk(
-    pool: &PgPool,
-    chunk: &Chunk,
-    deadline_at: DateTime<Utc>,
-    before: Option<oneshot::Receiver<bool>>,
-) -> Result<Option<u64>> {
-    let mut tx = pool.begin().await?;
-    // The rows were read as not instructed yet, and passes over one crisis
-    // do not overlap; should a row exist anyway, the savepoint lets this
-    // transaction skip it. COPY is much cheaper than an INSERT, all the
-    // more one with ON CONFLICT's speculative insertion.
-    sqlx::query("SAVEPOINT chunk").execute(&mut *tx).await?;
-    let (count, amount) = match chunk.copy(&mut tx, deadline_at).await {
-        Ok(c) => c,
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            sqlx::query("ROLLBACK TO SAVEPOINT chunk")
-                .execute(&mut *tx)
-                .await?;
-            chunk.insert(&mut tx, deadline_at).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(before) = before {
-        if !before.await.unwrap_or(false) {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-    }
-    // The reservation comes last: the crisis row stays locked only from
-    // here to the commit, and the CHECK on it is the budget cap.
-    let reserved = sqlx::query(
-        "UPDATE disbursement.crises SET reserved_minor = reserved_minor + $2 \
-         WHERE crisis_id = $1 AND state = 'active'",
-    )
-    .bind(&chunk.crisis_id)
-    .bind(amount)
-    .execute(&mut *tx)
-    .await;
-    match reserved {
-        Ok(r) if r.rows_affected() == 1 => {}
-        Ok(_) => {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    tx.commit().await?;
-    Ok(Some(count as u64))
+/// The next chunk of the pass's cursor.
+async fn next_chunk<'a>(
+    read: &mut PgConnection,
+    fetch: &str,
+    crisis_id: &'a str,
+    secret: &str,
+    deadline_secs: i64,
+) -> Result<Chunk<'a>> {
+    let due: Vec<Due> = sqlx::query_as(fetch).fetch_all(read).await?;
+    Ok(Chunk::new(crisis_id, secret, deadline_secs, &due))
 }
 
 async fn analyze_instructions(pool: &PgPool) -> Result<()> {
@@ -314,9 +158,70 @@ async fn analyze_instructions(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// Creates the instructions of a chunk (in due order) in one transaction
+/// that reserves their amounts, up to the remaining budget; returns how many
+/// were created and whether all of them fitted (and the crisis is still
+/// active).
+async fn create_chunk(pool: &PgPool, mut rows: Chunk<'_>) -> Result<(u64, bool)> {
+    let crisis_id = rows.crisis_id;
+    let mut tx = pool.begin().await?;
+    let locked: Option<(i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT budget_minor, reserved_minor, now() + make_interval(secs => $2::float8) \
+         FROM disbursement.crises WHERE crisis_id = $1 AND state = 'active' FOR UPDATE",
+    )
+    .bind(crisis_id)
+    .bind(rows.deadline_secs as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((budget, reserved, deadline_at)) = locked else {
+        return Ok((0, false));
+    };
+    // The running total in due order stops at the remaining budget.
+    let mut running = 0i64;
+    let fits = rows
+        .amounts
+        .iter()
+        .take_while(|a| {
+            running = running.saturating_add(**a);
+            running <= budget - reserved
+        })
+        .count();
+    if fits == 0 {
+        return Ok((0, false));
+    }
+    let complete = fits == rows.len();
+    rows.truncate(fits);
+    // The rows were read as not instructed yet, and the crisis row lock
+    // keeps a concurrent pass from inserting them since, unless it read
+    // before this one did: then the savepoint lets this transaction skip
+    // what the other created. COPY is much cheaper than an INSERT, all the
+    // more one with ON CONFLICT's speculative insertion.
+    sqlx::query("SAVEPOINT chunk").execute(&mut *tx).await?;
+    let inserted = match rows.copy(&mut tx, deadline_at).await {
+        Ok(c) => c,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            sqlx::query("ROLLBACK TO SAVEPOINT chunk")
+                .execute(&mut *tx)
+                .await?;
+            rows.insert(&mut tx).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if inserted.0 > 0 {
+        sqlx::query("UPDATE disbursement.crises SET reserved_minor = reserved_minor + $2 WHERE crisis_id = $1")
+            .bind(crisis_id)
+            .bind(inserted.1)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((inserted.0 as u64, complete))
+}
+
 /// The columns of a chunk of instructions, written in one statement.
-struct Chunk {
-    crisis_id: String,
+struct Chunk<'a> {
+    crisis_id: &'a str,
+    deadline_secs: i64,
     ids: Vec<String>,
     households: Vec<String>,
     kinds: Vec<String>,
@@ -330,16 +235,15 @@ struct Chunk {
     tokens: Vec<String>,
     scheduled: Vec<DateTime<Utc>>,
     revisions: Vec<i32>,
-    /// Change counters, drawn once the chunk is cut to the budget.
-    seqs: Vec<i64>,
 }
 
-impl Chunk {
+impl<'a> Chunk<'a> {
     /// Ids and pseudonyms by the rules of `src/instruction.rs`.
-    fn new(crisis_id: &str, secret: &str, due: &[Due]) -> Self {
+    fn new(crisis_id: &'a str, secret: &str, deadline_secs: i64, due: &[Due]) -> Self {
         let col = |f: &dyn Fn(&Due) -> String| due.iter().map(f).collect::<Vec<String>>();
         Chunk {
-            crisis_id: crisis_id.to_owned(),
+            crisis_id,
+            deadline_secs,
             ids: col(&|d| {
                 crate::instruction::part_id(
                     crisis_id,
@@ -361,12 +265,15 @@ impl Chunk {
             tokens: col(&|d| d.account_token.clone()),
             scheduled: due.iter().map(|d| d.scheduled_at).collect(),
             revisions: due.iter().map(|d| d.crisis_revision).collect(),
-            seqs: Vec::new(),
         }
     }
 
     fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
     }
 
     /// Keeps the first `n` instructions.
@@ -384,7 +291,6 @@ impl Chunk {
         self.tokens.truncate(n);
         self.scheduled.truncate(n);
         self.revisions.truncate(n);
-        self.seqs.truncate(n);
     }
 
     /// Copies the chunk in, in due order (hence change order): (count,
@@ -411,11 +317,10 @@ impl Chunk {
         let mut text = String::with_capacity(self.ids.len() * 320);
         for i in 0..self.ids.len() {
             field(&mut text, &self.ids[i]);
-            field(&mut text, &self.crisis_id);
+            field(&mut text, self.crisis_id);
             field(&mut text, &self.households[i]);
             field(&mut text, &self.kinds[i]);
             field(&mut text, &self.tranches[i].to_string());
-            field(&mut text, &self.parts[i].to_string());
             field(&mut text, &self.amounts[i].to_string());
             field(&mut text, &self.currencies[i]);
             field(&mut text, &self.refs[i]);
@@ -424,15 +329,14 @@ impl Chunk {
             field(&mut text, &self.tokens[i]);
             field(&mut text, &time(&self.scheduled[i]));
             field(&mut text, &self.revisions[i].to_string());
-            field(&mut text, &self.seqs[i].to_string());
             text.push_str(&deadline);
             text.push('\n');
         }
         let mut copy = conn
             .copy_in_raw(
-                "COPY disbursement.instructions (instruction_id, crisis_id, household_id, kind, tranche, part, \
+                "COPY disbursement.instructions (instruction_id, crisis_id, household_id, kind, tranche, \
                  amount_minor, currency, beneficiary_ref, channel, provider, account_token, scheduled_at, \
-                 crisis_revision, change_seq, deadline_at) FROM STDIN",
+                 crisis_revision, deadline_at) FROM STDIN",
             )
             .await?;
         copy.send(text.into_bytes()).await?;
@@ -445,24 +349,23 @@ impl Chunk {
     async fn insert(
         &self,
         conn: &mut PgConnection,
-        deadline_at: DateTime<Utc>,
     ) -> std::result::Result<(i64, i64), sqlx::Error> {
         sqlx::query_as(
             "WITH inserted AS ( \
                 INSERT INTO disbursement.instructions \
                     (instruction_id, crisis_id, household_id, kind, tranche, part, amount_minor, currency, beneficiary_ref, \
-                     channel, provider, account_token, scheduled_at, crisis_revision, change_seq, deadline_at) \
+                     channel, provider, account_token, scheduled_at, crisis_revision, deadline_at) \
                 SELECT u.id, $1, u.household, u.kind, u.tranche, u.part, u.amount, u.currency, u.ref, u.channel, u.provider, \
-                       u.token, u.scheduled, u.revision, u.seq, $2 \
+                       u.token, u.scheduled, u.revision, now() + make_interval(secs => $2::float8) \
                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::int8[], $8::text[], $9::text[], \
-                            $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::int4[], $15::int4[], $16::int8[]) \
-                     AS u(id, household, kind, tranche, amount, currency, ref, channel, provider, token, scheduled, revision, part, seq) \
+                            $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::int4[], $15::int4[]) \
+                     AS u(id, household, kind, tranche, amount, currency, ref, channel, provider, token, scheduled, revision, part) \
                 ON CONFLICT DO NOTHING \
                 RETURNING amount_minor) \
              SELECT count(*), coalesce(sum(amount_minor), 0)::bigint FROM inserted",
         )
-        .bind(&self.crisis_id)
-        .bind(deadline_at)
+        .bind(self.crisis_id)
+        .bind(self.deadline_secs as f64)
         .bind(&self.ids)
         .bind(&self.households)
         .bind(&self.kinds)
@@ -476,7 +379,6 @@ impl Chunk {
         .bind(&self.scheduled)
         .bind(&self.revisions)
         .bind(&self.parts)
-        .bind(&self.seqs)
         .fetch_one(conn)
         .await
     }
