@@ -746,3 +746,51 @@ async fn mark_acked<O: TableOutbox>(pool: &PgPool, outbox: &O, shared: &Pipeline
     }
     result
 }
+
+/// Remembers, with the crisis in `{schema}.crises`, the trace context of the
+/// crisis event being applied: rows a service writes set-based for the
+/// crisis later (decisions, instructions) are published under it, so they
+/// continue the crisis's trace.
+pub async fn set_crisis_traceparent(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    crisis_id: &str,
+    traceparent: Option<&str>,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "UPDATE {schema}.crises SET traceparent = $2 WHERE crisis_id = $1"
+    ))
+    .bind(crisis_id)
+    .bind(traceparent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The trace context stored with the crisis of each row (`crisis_of`), in
+/// row order: one lookup per batch, by distinct crisis.
+pub async fn crisis_traceparents<R>(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    rows: &[R],
+    crisis_of: impl Fn(&R) -> &str,
+) -> Result<Vec<Option<String>>> {
+    let crises: Vec<&str> = rows
+        .iter()
+        .map(&crisis_of)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let found: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT crisis_id, traceparent FROM {schema}.crises \
+         WHERE crisis_id = ANY($1) AND traceparent IS NOT NULL"
+    ))
+    .bind(&crises)
+    .fetch_all(conn)
+    .await?;
+    let traces: std::collections::HashMap<String, String> = found.into_iter().collect();
+    Ok(rows
+        .iter()
+        .map(|r| traces.get(crisis_of(r)).cloned())
+        .collect())
+}

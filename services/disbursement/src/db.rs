@@ -418,35 +418,6 @@ pub async fn open_instructions(
     .await?)
 }
 
-/// Remembers the trace context of the crisis event being applied, so that
-/// the instructions created for the crisis later continue its trace.
-pub async fn set_crisis_traceparent(
-    conn: &mut PgConnection,
-    crisis_id: &str,
-    traceparent: Option<&str>,
-) -> Result<()> {
-    sqlx::query("UPDATE disbursement.crises SET traceparent = $2 WHERE crisis_id = $1")
-        .bind(crisis_id)
-        .bind(traceparent)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// The stored trace context of each of `crisis_ids` that has one.
-pub async fn crisis_traceparents(
-    conn: &mut PgConnection,
-    crisis_ids: &[String],
-) -> Result<Vec<(String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT crisis_id, traceparent FROM disbursement.crises \
-         WHERE crisis_id = ANY($1) AND traceparent IS NOT NULL",
-    )
-    .bind(crisis_ids)
-    .fetch_all(conn)
-    .await?)
-}
-
 /// Instructions (count and amount) by crisis, currency and status, for the
 /// Prometheus gauges.
 pub async fn gauges(pool: &PgPool) -> Result<Vec<(String, String, String, i64, i64)>> {

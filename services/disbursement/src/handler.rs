@@ -184,8 +184,13 @@ impl Handler for DisbursementHandler {
                             // they continue this event's trace through the crisis row.
                             let trace =
                                 sumud_shared::telemetry::continuing(m.traceparent.as_deref());
-                            db::set_crisis_traceparent(&mut conn, &e.crisis_id, trace.as_deref())
-                                .await?;
+                            sumud_shared::outbox::set_crisis_traceparent(
+                                &mut conn,
+                                "disbursement",
+                                &e.crisis_id,
+                                trace.as_deref(),
+                            )
+                            .await?;
                         }
                         if saved && e.definition.budget.minor < 0 {
                             warn!(crisis = %e.crisis_id, "Budget cut below what is reserved.");

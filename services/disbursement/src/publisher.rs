@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::household::Channel;
 use sumud_shared::events::payment::{Instruction, INSTRUCTION_ISSUED};
-use sumud_shared::outbox::TableOutbox;
+use sumud_shared::outbox::{self, TableOutbox};
 use sumud_shared::Result;
 
 use crate::db::{self, InstructionRow};
@@ -98,23 +98,8 @@ impl TableOutbox for Instructions {
         conn: &mut PgConnection,
         rows: &[InstructionRow],
     ) -> Result<Vec<Option<String>>> {
-        // The trace of the crisis event stored with the crisis (one lookup
-        // per batch, by distinct crisis).
-        let crises: Vec<String> = rows
-            .iter()
-            .map(|r| r.crisis_id.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let traces: std::collections::HashMap<String, String> =
-            db::crisis_traceparents(conn, &crises)
-                .await?
-                .into_iter()
-                .collect();
-        Ok(rows
-            .iter()
-            .map(|r| traces.get(&r.crisis_id).cloned())
-            .collect())
+        // The trace of the crisis event stored with the crisis.
+        outbox::crisis_traceparents(conn, "disbursement", rows, |r| r.crisis_id.as_str()).await
     }
 
     async fn mark(&self, conn: &mut PgConnection, rows: &[InstructionRow]) -> Result<()> {

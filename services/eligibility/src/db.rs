@@ -626,35 +626,6 @@ pub async fn caseload(
         .collect())
 }
 
-/// Remembers the trace context of the crisis event being applied, so that
-/// the decisions published for the crisis continue its trace.
-pub async fn set_crisis_traceparent(
-    conn: &mut PgConnection,
-    crisis_id: &str,
-    traceparent: Option<&str>,
-) -> Result<()> {
-    sqlx::query("UPDATE eligibility.crises SET traceparent = $2 WHERE crisis_id = $1")
-        .bind(crisis_id)
-        .bind(traceparent)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// The stored trace context of each of `crisis_ids` that has one.
-pub async fn crisis_traceparents(
-    conn: &mut PgConnection,
-    crisis_ids: &[String],
-) -> Result<Vec<(String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT crisis_id, traceparent FROM eligibility.crises \
-         WHERE crisis_id = ANY($1) AND traceparent IS NOT NULL",
-    )
-    .bind(crisis_ids)
-    .fetch_all(conn)
-    .await?)
-}
-
 /// Crises by state, and entitlements (count and committed amount) by crisis
 /// and status, for the Prometheus gauges.
 pub async fn gauges(pool: &PgPool) -> Result<crate::metrics::Figures> {

@@ -74,7 +74,13 @@ impl EligibilityHandler {
         // The decisions this event causes are published later, set-based:
         // they continue the trace of the event through the crisis row.
         let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
-        db::set_crisis_traceparent(&mut tx, &e.crisis_id, trace.as_deref()).await?;
+        sumud_shared::outbox::set_crisis_traceparent(
+            &mut tx,
+            "eligibility",
+            &e.crisis_id,
+            trace.as_deref(),
+        )
+        .await?;
         let c = db::crisis(&mut tx, &e.crisis_id)
             .await?
             .ok_or_else(|| Error::Other("crisis vanished".into()))?;

@@ -10,7 +10,7 @@ use sumud_shared::events::entitlement::{
     EntitlementDecision, EntitlementStatus, ExpansionKind, ENTITLEMENT_DECIDED,
 };
 use sumud_shared::money::Money;
-use sumud_shared::outbox::TableOutbox;
+use sumud_shared::outbox::{self, TableOutbox};
 use sumud_shared::Result;
 
 use crate::db::{self, EntitlementRow};
@@ -82,21 +82,8 @@ impl TableOutbox for Decisions {
         conn: &mut PgConnection,
         rows: &[EntitlementRow],
     ) -> Result<Vec<Option<String>>> {
-        let crises: Vec<String> = rows
-            .iter()
-            .map(|r| r.crisis_id.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let traces: std::collections::HashMap<String, String> =
-            db::crisis_traceparents(conn, &crises)
-                .await?
-                .into_iter()
-                .collect();
-        Ok(rows
-            .iter()
-            .map(|r| traces.get(&r.crisis_id).cloned())
-            .collect())
+        // The trace of the crisis event stored with the crisis.
+        outbox::crisis_traceparents(conn, "eligibility", rows, |r| r.crisis_id.as_str()).await
     }
 
     async fn mark(&self, conn: &mut PgConnection, rows: &[EntitlementRow]) -> Result<()> {
