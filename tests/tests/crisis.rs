@@ -543,3 +543,84 @@ async fn a_crash_mid_expansion_leaves_no_duplicates_and_nothing_missing() {
     restarted.stop().await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_command_is_acknowledged_but_a_copy_elsewhere_is_a_replay() {
+    use std::sync::Arc;
+    use sumud_control::handler::ControlHandler;
+    use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
+
+    // Arrange: a declaration applied through the running pipeline.
+    let p = Pipeline::start(200, no_four_eyes()).await;
+    let jws = signing::sign(
+        &claims(
+            CommandKind::Declare,
+            "RD-1",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+        &p.alice,
+    )
+    .unwrap();
+    p.send_jws("RD-1", jws.clone()).await;
+    wait_for("the declaration", DEADLINE, || async {
+        p.state("RD-1").await.map(|_| ())
+    })
+    .await;
+    let (topic, partition, offset): (String, i32, i64) = sqlx::query_as(
+        "SELECT source_topic, source_partition, source_offset FROM control.commands",
+    )
+    .fetch_one(&p.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(topic, p.env.settings.topics.control);
+    // A handler whose clock has moved past the command's validity, as after a
+    // long broker outage.
+    let handler = |config| {
+        ControlHandler::new(
+            p.env.pool.clone(),
+            config,
+            p.env.settings.topics.crisis.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+    };
+    let late = handler(ControlConfig {
+        max_command_age_secs: -1,
+        ..no_four_eyes()
+    });
+    let message = |offset: i64| Incoming {
+        topic: topic.clone(),
+        partition,
+        offset,
+        key: Some(b"RD-1".to_vec()),
+        traceparent: None,
+        envelope: Envelope::new(
+            "urn:test",
+            sumud_shared::events::control::CONTROL_COMMAND,
+            Some("RD-1".into()),
+            serde_json::json!({ "jws": jws }),
+        ),
+        raw: Arc::from(&b"{}"[..]),
+    };
+
+    // Act: the same message again (the group re-reading after a restart),
+    // and the same command copied to a later offset.
+    let redelivered = late.handle(&[message(offset)]).await.unwrap();
+    let copied = handler(no_four_eyes())
+        .handle(&[message(offset + 1)])
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(redelivered, vec![Verdict::Done]);
+    match &copied[0] {
+        Verdict::Reject(r) => assert_eq!(r.reason, Reason::Replayed, "{r:?}"),
+        v => panic!("a copy at another offset is a replay, got {v:?}"),
+    }
+    assert_eq!(p.count("SELECT count(*) FROM control.audit").await, 1);
+    assert_eq!(
+        p.count("SELECT revision::bigint FROM control.crises WHERE crisis_id = 'RD-1'")
+            .await,
+        1
+    );
+    p.stop().await;
+}

@@ -79,14 +79,51 @@ pub async fn revoke_operator(pool: &PgPool, key_id: &str) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
-/// Whether a command id has already taken effect.
-pub async fn command_seen(conn: &mut PgConnection, command_id: &str) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM control.commands WHERE command_id = $1)")
-            .bind(command_id)
-            .fetch_one(conn)
-            .await?,
+/// Where a message was read from: topic, partition and offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Kafka topic.
+    pub topic: String,
+    /// Partition within the topic.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// Whether a command was already applied from exactly this position, i.e.
+/// the message is a redelivery (at-least-once) rather than a replay.
+pub async fn applied_from(pool: &PgPool, at: &SourcePosition) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM control.commands \
+         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3)",
     )
+    .bind(&at.topic)
+    .bind(at.partition)
+    .bind(at.offset)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Where a command id took effect from, if it has (`None` position for
+/// commands recorded before positions were kept).
+pub async fn command_seen(
+    conn: &mut PgConnection,
+    command_id: &str,
+) -> Result<Option<Option<SourcePosition>>> {
+    let row: Option<(Option<String>, Option<i32>, Option<i64>)> = sqlx::query_as(
+        "SELECT source_topic, source_partition, source_offset FROM control.commands WHERE command_id = $1",
+    )
+    .bind(command_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(t, p, o)| match (t, p, o) {
+        (Some(topic), Some(partition), Some(offset)) => Some(SourcePosition {
+            topic,
+            partition,
+            offset,
+        }),
+        _ => None,
+    }))
 }
 
 fn def_from(v: serde_json::Value) -> Result<CrisisDefinition> {
@@ -194,9 +231,11 @@ pub async fn record(
     conn: &mut PgConnection,
     e: &AuditEntry<'_>,
     issued_at: DateTime<Utc>,
+    from: &SourcePosition,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO control.commands (command_id, kind, crisis_id, principal, key_id, issued_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO control.commands (command_id, kind, crisis_id, principal, key_id, issued_at, source_topic, source_partition, source_offset) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(e.command_id)
     .bind(e.kind)
@@ -204,6 +243,9 @@ pub async fn record(
     .bind(e.principal)
     .bind(e.key_id)
     .bind(issued_at)
+    .bind(&from.topic)
+    .bind(from.partition)
+    .bind(from.offset)
     .execute(&mut *conn)
     .await?;
     sqlx::query(

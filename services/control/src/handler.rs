@@ -48,6 +48,14 @@ impl ControlHandler {
     }
 
     async fn one(&self, m: &Incoming, now: DateTime<Utc>) -> Result<Verdict> {
+        // A redelivery of a message already applied (the group re-reads after
+        // a crash or a broker restart) is acknowledged before any check that
+        // time can change (expiry, revocation) could turn it into a dead letter.
+        let at = position(m);
+        if db::applied_from(&self.pool, &at).await? {
+            info!(topic = %at.topic, partition = at.partition, offset = at.offset, "Command redelivered; already applied.");
+            return Ok(Verdict::Done);
+        }
         let signed: SignedCommand = match m.envelope.typed() {
             Ok(s) => s,
             Err(r) => return Ok(Verdict::Reject(r)),
@@ -102,11 +110,20 @@ impl ControlHandler {
         _now: DateTime<Utc>,
     ) -> Result<Verdict> {
         let mut tx = self.pool.begin().await?;
-        if db::command_seen(&mut tx, &claims.jti).await? {
-            return Ok(reject(
-                Reason::Replayed,
-                format!("command {} was already applied", claims.jti),
-            ));
+        let at = position(m);
+        match db::command_seen(&mut tx, &claims.jti).await? {
+            Some(Some(from)) if from == at => return Ok(Verdict::Done),
+            Some(from) => {
+                let from = from.map_or_else(
+                    || "an earlier message".to_owned(),
+                    |f| format!("{}/{}/{}", f.topic, f.partition, f.offset),
+                );
+                return Ok(reject(
+                    Reason::Replayed,
+                    format!("command {} was already applied from {from}", claims.jti),
+                ));
+            }
+            None => {}
         }
         let current = db::crisis_for_update(&mut tx, &claims.crisis_id).await?;
         let policy = Policy {
@@ -140,6 +157,7 @@ impl ControlHandler {
                 note: claims.note.as_deref(),
             },
             issued_at,
+            &at,
         )
         .await?;
         if let Some(event_type) = t.event_type {
@@ -175,6 +193,14 @@ impl ControlHandler {
     }
 }
 
+fn position(m: &Incoming) -> db::SourcePosition {
+    db::SourcePosition {
+        topic: m.topic.clone(),
+        partition: m.partition,
+        offset: m.offset,
+    }
+}
+
 fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
 }
@@ -190,8 +216,13 @@ impl Handler for ControlHandler {
         for m in batch {
             out.push(match self.one(m, now).await {
                 Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                    // Two deliveries of the same command raced; the other one won.
-                    reject(Reason::Replayed, "command was applied concurrently")
+                    // Two deliveries of the same command raced; the other one
+                    // won. The same message (a rebalance overlap) is no replay.
+                    if db::applied_from(&self.pool, &position(m)).await? {
+                        Verdict::Done
+                    } else {
+                        reject(Reason::Replayed, "command was applied concurrently")
+                    }
                 }
                 other => other?,
             });
