@@ -66,7 +66,12 @@ fn show(out: &Output) -> String {
 
 /// The private SASL broker; stopped and its state deleted on drop, even when
 /// the test fails.
-struct SaslBroker {
+struct SaslBroker(SaslHandle);
+
+/// What the scenario needs to know about the broker: where its state lives
+/// and the credentials of its users.
+#[derive(Clone)]
+struct SaslHandle {
     state_dir: PathBuf,
     admin_password: String,
     passwords: BTreeMap<&'static str, String>,
@@ -76,7 +81,7 @@ impl SaslBroker {
     /// Starts a fresh broker (a leftover of an interrupted run in the same
     /// state directory is stopped and wiped first) with `USERS` created.
     fn start() -> SaslBroker {
-        let broker = SaslBroker {
+        let broker = SaslHandle {
             state_dir: repo_root().join(".local/secure-transport"),
             admin_password: secret(),
             passwords: USERS.iter().map(|u| (*u, secret())).collect(),
@@ -89,9 +94,16 @@ impl SaslBroker {
             "the SASL broker did not start:\n{}",
             show(&out)
         );
-        broker
+        SaslBroker(broker)
     }
 
+    /// The broker's address and credentials, for the scenario task.
+    fn clone_handle(&self) -> SaslHandle {
+        self.0.clone()
+    }
+}
+
+impl SaslHandle {
     /// `scripts/kafka.sh ARGS` against this broker.
     fn script(&self, args: &[&str]) -> Command {
         let users: Vec<String> = self
@@ -167,9 +179,9 @@ impl SaslBroker {
 
 impl Drop for SaslBroker {
     fn drop(&mut self) {
-        match self.script(&["stop"]).output() {
+        match self.0.script(&["stop"]).output() {
             Ok(out) if out.status.success() => {
-                let _ = std::fs::remove_dir_all(&self.state_dir);
+                let _ = std::fs::remove_dir_all(&self.0.state_dir);
             }
             Ok(out) => eprintln!("stopping the SASL broker failed:\n{}", show(&out)),
             Err(e) => eprintln!("stopping the SASL broker failed: {e}"),
@@ -227,27 +239,58 @@ async fn fresh_database() -> String {
     format!("{}/{db}", &admin[..i])
 }
 
-// Opt-in until a flake is understood: it passed in three standalone runs,
-// then once, in a full clean-clone run of scripts/test.sh, failed about 9 s
-// after the broker started (before the services ran) and hung in cleanup
-// instead of reporting. Run it with `scripts/test.sh --test secure_transport
-// -- --ignored` or `cargo test -p sumud-tests --test secure_transport --
-// --ignored`.
-#[ignore = "flaked once in a full run and then hung; run with --ignored"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
-    // Arrange: the secured broker, the documented ACLs, topics made by the admin.
+/// How long the whole scenario may take before it is reported as stuck.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(420);
+
+/// Runs the scenario on a runtime of its own, so that whatever happens the
+/// test ends with a report: the scenario is bounded by `SCENARIO_LIMIT`, its
+/// tasks get a bounded shutdown (a client stuck closing against a broker
+/// cannot hold the test), and only then is the broker stopped, after every
+/// client is gone.
+#[test]
+fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
     let _ = sumud_shared::telemetry::init("tests");
     let broker = SaslBroker::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = runtime.block_on(async {
+        let scenario = tokio::spawn(sasl_scenario(broker.clone_handle()));
+        tokio::time::timeout(SCENARIO_LIMIT, scenario).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(15));
+    drop(broker);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => panic!("the scenario task failed: {e}"),
+        Err(_) => panic!(
+            "the SASL scenario was still running after {SCENARIO_LIMIT:?}; the last phase printed above is where it stopped"
+        ),
+    }
+}
+
+/// Marks a phase of the scenario, so a failure or a stall says where it was.
+fn phase(started: std::time::Instant, what: &str) {
+    eprintln!("[sasl {:>5.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+async fn sasl_scenario(broker: SaslHandle) {
+    let started = std::time::Instant::now();
+    phase(started, "applying the documented ACLs");
     let applied = broker.apply_documented_acls();
     let database_url = fresh_database().await;
     let admin = broker.settings("admin", &broker.admin_password, &database_url);
+    phase(started, "creating topics as the admin");
     sumud_shared::kafka::admin::ensure_topics(&admin)
         .await
         .expect("the admin creates the topics");
     let topics = admin.topics.clone();
 
     // A wrong password is refused, and says so without echoing it.
+    phase(started, "checking that a wrong password is refused");
     let wrong = broker.settings("sumud-registry", "not-the-password", &database_url);
     let refused: BaseProducer<ErrorLog> = sumud_shared::kafka::client_config(&wrong)
         .create_with_context(ErrorLog::default())
@@ -273,6 +316,7 @@ async fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
     drop(refused);
 
     // Least privilege: the registry may not even see the payment instructions.
+    phase(started, "checking out-of-role access");
     let registry_settings = broker.user("sumud-registry", &database_url);
     let nosy: BaseConsumer = sumud_shared::kafka::client_config(&registry_settings)
         .set("group.id", "sumud-registry")
@@ -303,6 +347,7 @@ async fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
 
     // Act: a registry published and a crisis declared by the operator, each
     // service running as its own principal.
+    phase(started, "publishing the registry and starting the services");
     let n = 400;
     let households: Vec<Household> = (0..n)
         .map(|i| synthetic::household(AreaCatalog::default_catalog(), SEED, i))
@@ -367,6 +412,7 @@ async fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
                 .unwrap()
         }
     };
+    phase(started, "waiting for the registry");
     wait_for("the registry", DEADLINE, || async {
         (count("SELECT count(*) FROM registry.households").await == n as i64).then_some(())
     })
@@ -396,6 +442,7 @@ async fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
         .expect("the operator sends a signed command");
 
     // Assert: every entitled household paid, tranche by tranche.
+    phase(started, "declared; waiting for every tranche to be paid");
     let paid = (want.len() * 3) as i64;
     wait_for("every tranche paid", DEADLINE * 2, || async {
         (count("SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'").await
@@ -428,11 +475,12 @@ async fn the_pipeline_runs_on_sasl_scram_with_only_the_documented_acls() {
         want.len()
     );
     // Every client goes before the broker does, so none logs its departure.
+    phase(started, "stopping the services");
     while let Some(s) = services.pop() {
         s.stop().await;
     }
     drop((reader, provider));
-    drop(broker);
+    phase(started, "done");
 }
 
 /// sqlx was built with TLS: asking for `sslmode=require` reaches the TLS
