@@ -329,6 +329,7 @@ impl<'a> Chunk<'a> {
             field(&mut text, &self.tokens[i]);
             field(&mut text, &time(&self.scheduled[i]));
             field(&mut text, &self.revisions[i].to_string());
+            field(&mut text, &self.parts[i].to_string());
             text.push_str(&deadline);
             text.push('\n');
         }
@@ -336,7 +337,7 @@ impl<'a> Chunk<'a> {
             .copy_in_raw(
                 "COPY disbursement.instructions (instruction_id, crisis_id, household_id, kind, tranche, \
                  amount_minor, currency, beneficiary_ref, channel, provider, account_token, scheduled_at, \
-                 crisis_revision, deadline_at) FROM STDIN",
+                 crisis_revision, part, deadline_at) FROM STDIN",
             )
             .await?;
         copy.send(text.into_bytes()).await?;
