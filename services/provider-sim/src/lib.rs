@@ -78,11 +78,16 @@ fn report(
 }
 
 impl Sim {
-    async fn send(&self, e: &Envelope<StatusReport>) -> Result<()> {
-        self.producer
-            .send(&self.status_topic, &e.data.reference_id, e)
-            .await
-            .map(|_| ())
+    /// Sends reports with all of them in flight at once (one round trip per
+    /// batch, not per report), in the given order: each send enqueues on
+    /// its first poll, and the futures are first polled in order.
+    async fn send_all(&self, reports: &[Envelope<StatusReport>]) -> Result<()> {
+        futures::future::try_join_all(reports.iter().map(|e| {
+            self.producer
+                .send(&self.status_topic, &e.data.reference_id, e)
+        }))
+        .await
+        .map(|_| ())
     }
 
     /// Records the attempt; returns true only the first time it is seen.
@@ -115,6 +120,7 @@ impl Handler for Sim {
     }
 
     async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
+        let mut received = Vec::new();
         let mut finals = Vec::new();
         for m in batch {
             let Ok(i) = m.envelope.typed::<Instruction>() else {
@@ -134,13 +140,14 @@ impl Handler for Sim {
                 continue;
             }
             let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
-            self.send(&report(&i, PaymentStatus::Received, outcome, &trace))
-                .await?;
+            received.push(report(&i, PaymentStatus::Received, outcome, &trace));
             finals.push((i, outcome, trace, first));
         }
+        self.send_all(&received).await?;
         if !finals.is_empty() {
             tokio::time::sleep(Duration::from_millis(self.behaviour.latency_ms)).await;
         }
+        let mut answers = Vec::new();
         for (i, outcome, trace, first) in finals {
             let status = if outcome == Outcome::Pay {
                 PaymentStatus::Succeeded
@@ -148,18 +155,19 @@ impl Handler for Sim {
                 PaymentStatus::Rejected
             };
             let e = report(&i, status, outcome, &trace);
-            self.send(&e).await?;
-            if !first {
-                continue; // the simulated misbehaviour happened the first time
+            if first && self.behaviour.duplicates(&i.reference_id, i.attempt) {
+                // The simulated misbehaviour happens the first time only.
+                answers.push(e.clone());
             }
-            if self.behaviour.duplicates(&i.reference_id, i.attempt) {
-                self.send(&e).await?;
-            }
-            if outcome == Outcome::Pay && self.behaviour.late_pending(&i.reference_id, i.attempt) {
-                self.send(&report(&i, PaymentStatus::Pending, outcome, &trace))
-                    .await?;
+            answers.push(e);
+            if first
+                && outcome == Outcome::Pay
+                && self.behaviour.late_pending(&i.reference_id, i.attempt)
+            {
+                answers.push(report(&i, PaymentStatus::Pending, outcome, &trace));
             }
         }
+        self.send_all(&answers).await?;
         Ok(vec![Verdict::Done; batch.len()])
     }
 }
