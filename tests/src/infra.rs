@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sumud_control::config::ControlConfig;
-use sumud_control::signing::Jwk;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::areas::AreaCatalog;
@@ -444,17 +443,7 @@ pub async fn start_payments(
     let sim = sumud_provider_sim::App::build(settings_of("provider-sim"), behaviour)
         .await
         .expect("provider simulator builds");
-    let alice = Jwk::generate("alice-1");
-    let bob = Jwk::generate("bob-1");
-    for (kid, principal, key, roles) in [
-        ("alice-1", "alice", &alice, ["declare", "close"]),
-        ("bob-1", "bob", &bob, ["approve", "declare"]),
-    ] {
-        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        sumud_control::db::add_operator(&env.pool, kid, principal, &key.x, &roles)
-            .await
-            .expect("register an operator");
-    }
+    let (alice, bob) = crate::pipeline::register_operators(&env.pool).await;
     let services = vec![
         Running::spawn(|t| registry.run(t)),
         Running::spawn(|t| control_app.run(t)),

@@ -80,27 +80,7 @@ impl Pipeline {
         let eligibility = sumud_eligibility::App::build(env.settings.clone())
             .await
             .unwrap();
-        let alice = Jwk::generate("alice-1");
-        let bob = Jwk::generate("bob-1");
-        let pool = control.pool().clone();
-        sumud_control::db::add_operator(
-            &pool,
-            "alice-1",
-            "alice",
-            &alice.x,
-            &["declare".into(), "close".into()],
-        )
-        .await
-        .unwrap();
-        sumud_control::db::add_operator(
-            &pool,
-            "bob-1",
-            "bob",
-            &bob.x,
-            &["approve".into(), "declare".into()],
-        )
-        .await
-        .unwrap();
+        let (alice, bob) = register_operators(control.pool()).await;
         let mut services = vec![
             Running::spawn(|t| registry.run(t)),
             Running::spawn(|t| control.run(t)),
@@ -244,6 +224,24 @@ impl Pipeline {
             .map(|(h, k, s, a)| (h, (k, s, a)))
             .collect()
     }
+}
+
+/// The scenarios' two operators, registered with control: alice
+/// (declare, close) and bob (approve, declare), so four-eyes approvals have
+/// a second principal.
+pub async fn register_operators(pool: &sqlx::PgPool) -> (Jwk, Jwk) {
+    let alice = Jwk::generate("alice-1");
+    let bob = Jwk::generate("bob-1");
+    for (kid, principal, key, roles) in [
+        ("alice-1", "alice", &alice, ["declare", "close"]),
+        ("bob-1", "bob", &bob, ["approve", "declare"]),
+    ] {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        sumud_control::db::add_operator(pool, kid, principal, &key.x, &roles)
+            .await
+            .expect("register an operator");
+    }
+    (alice, bob)
 }
 
 /// Budgets in these scenarios are large; four eyes has its own test.

@@ -36,17 +36,6 @@ fn spaced_schedule() -> DisbursementConfig {
     }
 }
 
-fn honest_provider() -> Behaviour {
-    Behaviour {
-        latency_ms: 10,
-        retryable_reject_rate: 0.0,
-        permanent_reject_rate: 0.0,
-        duplicate_rate: 0.0,
-        late_pending_rate: 0.0,
-        ..Behaviour::default()
-    }
-}
-
 /// What the crisis row and funnel card of the page show for `CRISIS`, or
 /// null while the page has no such row.
 const READ_CRISIS: &str = r#"(() => {
@@ -133,7 +122,7 @@ fn with_commas(n: i64) -> String {
 async fn the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed() {
     // Arrange: the pipeline, the dashboard, and the page open before anything happens.
     let p =
-        Pipeline::start_with_payments(1500, no_four_eyes(), spaced_schedule(), honest_provider())
+        Pipeline::start_with_payments(1500, no_four_eyes(), spaced_schedule(), Behaviour::honest())
             .await;
     let config = DashboardConfig {
         addr: "127.0.0.1:0".parse().unwrap(),

@@ -53,18 +53,6 @@ fn schedule() -> DisbursementConfig {
     }
 }
 
-/// A provider that pays everything, so every instruction ends `succeeded`.
-fn honest_provider() -> Behaviour {
-    Behaviour {
-        latency_ms: 10,
-        retryable_reject_rate: 0.0,
-        permanent_reject_rate: 0.0,
-        duplicate_rate: 0.0,
-        late_pending_rate: 0.0,
-        ..Behaviour::default()
-    }
-}
-
 /// A count that may fail while the database is away.
 async fn try_count(pool: &PgPool, sql: &str) -> Option<i64> {
     sqlx::query_scalar(sql).fetch_one(pool).await.ok()
@@ -285,7 +273,7 @@ async fn broker_restart(infra: &PrivateInfra) {
         HOUSEHOLDS,
         no_four_eyes(),
         schedule(),
-        honest_provider(),
+        Behaviour::honest(),
         &BTreeMap::new(),
     )
     .await;
@@ -335,7 +323,7 @@ async fn database_restart(infra: &PrivateInfra) {
         HOUSEHOLDS,
         no_four_eyes(),
         schedule(),
-        honest_provider(),
+        Behaviour::honest(),
         &BTreeMap::new(),
     )
     .await;
@@ -395,7 +383,7 @@ async fn database_stall(infra: &PrivateInfra) {
         HOUSEHOLDS,
         no_four_eyes(),
         schedule(),
-        honest_provider(),
+        Behaviour::honest(),
         &BTreeMap::from([("disbursement", via_proxy)]),
     )
     .await;

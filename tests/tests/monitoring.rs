@@ -3,7 +3,6 @@
 //! (Prometheus text, counting what the consumer loop did, and the crisis
 //! figures eligibility and disbursement read from their tables on scrape).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use sumud_disbursement::config::DisbursementConfig;
@@ -13,30 +12,9 @@ use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::household::HOUSEHOLD_UPSERTED;
 use sumud_shared::synthetic;
+use sumud_tests::infra::{free_addr, http_get};
 use sumud_tests::pipeline::{claims, definition, expected, no_four_eyes, Pipeline, DEADLINE};
 use sumud_tests::{wait_for, Running, TestEnv};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A loopback address nobody listens on right now.
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// A plain HTTP/1.1 GET: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_reports_health_readiness_and_what_it_consumed() {
@@ -60,11 +38,11 @@ async fn a_service_reports_health_readiness_and_what_it_consumed() {
     env.publish(&topic, "poison", b"not json at all").await;
 
     let (status, body) = wait_for("/healthz", Duration::from_secs(30), || {
-        get(addr, "/healthz")
+        http_get(addr, "/healthz")
     })
     .await;
     assert_eq!((status, body.trim()), (200, "ok"));
-    let (status, body) = get(addr, "/readyz").await.unwrap();
+    let (status, body) = http_get(addr, "/readyz").await.unwrap();
     assert_eq!(status, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["kafka"], "ok");
@@ -76,7 +54,7 @@ async fn a_service_reports_health_readiness_and_what_it_consumed() {
         r#"sumud_messages_dead_lettered_total{{service="registry",topic="{topic}",reason="not_json"}} 1"#
     );
     let text = wait_for("the batch counted", Duration::from_secs(60), || async {
-        let (_, text) = get(addr, "/metrics").await?;
+        let (_, text) = http_get(addr, "/metrics").await?;
         (text.contains(&consumed) && text.contains(&dead)).then_some(text)
     })
     .await;
@@ -110,14 +88,16 @@ async fn readiness_fails_with_the_reason_when_kafka_does_not_answer() {
     )
     .unwrap()
     .expect("an address is set");
-    let (status, body) =
-        wait_for("/readyz", Duration::from_secs(30), || get(addr, "/readyz")).await;
+    let (status, body) = wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(addr, "/readyz")
+    })
+    .await;
     assert_eq!(status, 503, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["postgresql"], "ok");
     assert_ne!(ready["kafka"], "ok");
     assert_eq!(
-        get(addr, "/healthz").await.unwrap().0,
+        http_get(addr, "/healthz").await.unwrap().0,
         200,
         "alive while not ready"
     );
@@ -201,7 +181,7 @@ async fn crisis_figures_are_exposed_by_status_and_follow_the_payments() {
         )
     };
     let text = wait_for("the crisis figures on /metrics", DEADLINE, || async {
-        let (_, text) = get(addr, "/metrics").await?;
+        let (_, text) = http_get(addr, "/metrics").await?;
         (sample(&text, &amount("paid")) == Some(paid)
             && sample(&text, &amount("failed")) == Some(failed))
         .then_some(text)

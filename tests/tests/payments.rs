@@ -20,17 +20,6 @@ fn fast_schedule() -> DisbursementConfig {
     }
 }
 
-fn honest_provider() -> Behaviour {
-    Behaviour {
-        latency_ms: 10,
-        retryable_reject_rate: 0.0,
-        permanent_reject_rate: 0.0,
-        duplicate_rate: 0.0,
-        late_pending_rate: 0.0,
-        ..Behaviour::default()
-    }
-}
-
 async fn ledger(p: &Pipeline) -> (i64, i64, i64) {
     sumud_provider_sim::ledger_audit(&p.env.pool).await.unwrap()
 }
@@ -53,8 +42,9 @@ async fn statuses(p: &Pipeline) -> Vec<(String, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
-    let p = Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), honest_provider())
-        .await;
+    let p =
+        Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
+            .await;
     let areas = ["JO-MN", "JO-KA", "JO-AQ"];
     let want = expected(&p.households, &areas);
     p.send(
@@ -152,7 +142,7 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
     let provider = Behaviour {
         retryable_reject_rate: 0.3,
         permanent_reject_rate: 0.05,
-        ..honest_provider()
+        ..Behaviour::honest()
     };
     let schedule = DisbursementConfig {
         max_attempts: 4,
@@ -207,7 +197,7 @@ async fn late_and_duplicate_statuses_change_nothing() {
     let provider = Behaviour {
         duplicate_rate: 1.0,
         late_pending_rate: 1.0,
-        ..honest_provider()
+        ..Behaviour::honest()
     };
     let p = Pipeline::start_with_payments(1000, no_four_eyes(), fast_schedule(), provider).await;
     let areas = ["JO-AM"];
@@ -244,8 +234,9 @@ async fn late_and_duplicate_statuses_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_holds_under_concurrent_amendments() {
-    let p = Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), honest_provider())
-        .await;
+    let p =
+        Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
+            .await;
     let areas = ["JO-AM", "JO-AZ"];
     p.send(
         &p.alice,
@@ -304,8 +295,9 @@ async fn the_budget_holds_under_concurrent_amendments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_instruction_and_status_topics_twice_changes_nothing() {
-    let p = Pipeline::start_with_payments(1500, no_four_eyes(), fast_schedule(), honest_provider())
-        .await;
+    let p =
+        Pipeline::start_with_payments(1500, no_four_eyes(), fast_schedule(), Behaviour::honest())
+            .await;
     let areas = ["JO-MA", "JO-BA"];
     let want = expected(&p.households, &areas);
     p.send(
@@ -362,7 +354,8 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed() {
         day_seconds: 3600.0,
         ..fast_schedule()
     };
-    let p = Pipeline::start_with_payments(1500, no_four_eyes(), schedule, honest_provider()).await;
+    let p =
+        Pipeline::start_with_payments(1500, no_four_eyes(), schedule, Behaviour::honest()).await;
     let areas = ["JO-AM"];
     let mut def = definition(&areas, "10000000");
     def.response.overrides.tranches = Some(2);

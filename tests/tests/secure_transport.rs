@@ -379,18 +379,12 @@ async fn sasl_scenario(broker: SaslHandle) {
         sumud_disbursement::App::build(broker.user("sumud-disbursement", &database_url), schedule)
             .await
             .unwrap();
-    let honest = Behaviour {
-        latency_ms: 10,
-        retryable_reject_rate: 0.0,
-        permanent_reject_rate: 0.0,
-        duplicate_rate: 0.0,
-        late_pending_rate: 0.0,
-        ..Behaviour::default()
-    };
-    let sim =
-        sumud_provider_sim::App::build(broker.user("sumud-provider-sim", &database_url), honest)
-            .await
-            .unwrap();
+    let sim = sumud_provider_sim::App::build(
+        broker.user("sumud-provider-sim", &database_url),
+        Behaviour::honest(),
+    )
+    .await
+    .unwrap();
     let pool = control.pool().clone();
     let alice = Jwk::generate("alice-1");
     sumud_control::db::add_operator(&pool, "alice-1", "alice", &alice.x, &["declare".into()])

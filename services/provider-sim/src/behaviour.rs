@@ -78,6 +78,21 @@ pub fn uniform(seed: u64, text: &str, salt: u64) -> f64 {
 }
 
 impl Behaviour {
+    /// A provider that pays every attempt after 10 ms and never misbehaves:
+    /// scenarios that check where money ends up (every instruction
+    /// `succeeded`) rather than how failures are handled.
+    pub fn honest() -> Self {
+        Behaviour {
+            latency_ms: 10,
+            retryable_reject_rate: 0.0,
+            permanent_reject_rate: 0.0,
+            timeout_rate: 0.0,
+            duplicate_rate: 0.0,
+            late_pending_rate: 0.0,
+            ..Behaviour::default()
+        }
+    }
+
     /// Whether this simulator answers for `provider`.
     pub fn serves(&self, provider: &str) -> bool {
         self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
