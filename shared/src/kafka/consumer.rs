@@ -208,6 +208,7 @@ pub async fn run<H: Handler>(
     ));
     let metrics = Metrics::global();
     let mut last_lag = Instant::now();
+    let mut lag_report: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let waiting = Instant::now();
         let prepared = tokio::select! {
@@ -293,10 +294,13 @@ pub async fn run<H: Handler>(
         }
         store_offsets(&consumer, &positions);
         count_batch(&config.service, &decoded, &rejects);
-        if last_lag.elapsed() >= LAG_EVERY {
+        let reporting = lag_report.as_ref().is_some_and(|r| !r.is_finished());
+        if last_lag.elapsed() >= LAG_EVERY && !reporting {
             // Watermarks are a broker round trip: off the loop.
             let (c, service) = (consumer.clone(), config.service.clone());
-            tokio::task::spawn_blocking(move || report_lag(&c, &service));
+            lag_report = Some(tokio::task::spawn_blocking(move || {
+                report_lag(&c, &service)
+            }));
             last_lag = Instant::now();
         }
         drop(rejects);
@@ -308,6 +312,11 @@ pub async fn run<H: Handler>(
     }
     stop.cancel();
     drop(batches);
+    // The report holds the consumer: the loop is over only when nothing
+    // uses it any more (an embedded broker may stop right after).
+    if let Some(report) = lag_report {
+        let _ = report.await;
+    }
     if let Err(e) = fetcher.await {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
