@@ -86,6 +86,21 @@ apt_install() {
         apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$@" >&2
 }
 
+# ensure_build_deps: the Debian packages the workspace's native crates build
+# with (librdkafka with OpenSSL, sqlx, tansu's compression codecs); installs
+# what is missing.
+ensure_build_deps() {
+    local need=()
+    command -v cc >/dev/null 2>&1 || need+=(build-essential)
+    command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+    dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+    command -v cmake >/dev/null 2>&1 || need+=(cmake)
+    if [ ${#need[@]} -gt 0 ]; then
+        log setup "installing build dependencies: ${need[*]}"
+        apt_install "${need[@]}"
+    fi
+}
+
 # with_lock FILE: take an exclusive lock on FILE on fd 9 for the rest of the
 # script (serialises concurrent start/stop calls). Children that must outlive
 # the script have to be started with `9>&-` so they do not inherit it.

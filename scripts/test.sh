@@ -11,15 +11,14 @@ cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-# Native build dependencies of rdkafka (librdkafka with OpenSSL) and sqlx.
+ensure_build_deps
+# Test tools: xmllint validates the pain.001 export; kcat is the outside Kafka
+# client that reads from the embedded broker (tests/tests/embedded.rs).
 need=()
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
 if [ ${#need[@]} -gt 0 ]; then
-    log test "installing build dependencies: ${need[*]}"
+    log test "installing test tools: ${need[*]}"
     apt_install "${need[@]}"
 fi
 

@@ -14,8 +14,8 @@ use chrono::Utc;
 use sqlx::PgPool;
 use sumud_alerts::config::AlertsConfig;
 use sumud_alerts::rules::RuleBook;
-use sumud_control::config::ControlConfig;
 use sumud_control::signing::Jwk;
+use sumud_dashboard::config::DashboardConfig;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::config::Settings;
@@ -24,44 +24,55 @@ use sumud_shared::events::crisis::{
     CrisisDefinition, Hazard, Response, ResponseOverrides, Severity,
 };
 use sumud_shared::money::Money;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::up::{self, Pipeline, Tuning};
 use crate::{crisis_cmd, payments_cmd, registry_cmd};
-
-type Service = JoinHandle<sumud_shared::Result<()>>;
 
 /// Runs the demo with `households` synthetic households.
 pub async fn run(settings: Settings, households: u64, keep_running: bool) -> anyhow::Result<()> {
     let started = Instant::now();
+    let started_at = Utc::now();
     println!(
         "Sumud demo — Kafka at {}, database at {}",
         settings.bootstrap_servers,
         redact(&settings.database_url)
     );
-    let shutdown = CancellationToken::new();
     let alerts_key = Jwk::generate(&format!("alerts-demo-{:x}", rand::random::<u32>()));
-    let (pool, services) = start_services(&settings, &shutdown, &alerts_key)
+    let alerts = AlertsConfig {
+        key: alerts_key.clone(),
+        rules: RuleBook::default_book(),
+    };
+    // A compressed calendar: a 30-day tranche interval passes in 6 seconds.
+    let tuning = Tuning {
+        disbursement: DisbursementConfig {
+            day_seconds: 0.2,
+            retry_base_secs: 2,
+            ..DisbursementConfig::from_env()?
+        },
+        provider: Some(Behaviour {
+            latency_ms: 20,
+            ..Behaviour::default()
+        }),
+        dashboard: DashboardConfig::from_env()?,
+    };
+    let pipeline = Pipeline::start(&settings, alerts, tuning)
         .await
-        .context("starting the services (is Kafka/PostgreSQL up? try scripts/services.sh start)")?;
+        .context("starting the services (is PostgreSQL up? try scripts/postgres.sh start)")?;
+    let pool = pipeline.pool.clone();
+    println!(
+        "Dashboard (live, Arabic and English): http://{}/",
+        pipeline.dashboard
+    );
 
     // Operators: the alerts service's own key, a proposer and an approver.
     let proposer = Jwk::generate(&format!("proposer-{:x}", rand::random::<u32>()));
     let approver = Jwk::generate(&format!("approver-{:x}", rand::random::<u32>()));
     for (key, principal, roles) in [
-        (
-            &alerts_key,
-            "early-warning",
-            vec!["declare".to_string(), "close".to_string()],
-        ),
-        (
-            &proposer,
-            "demo-proposer",
-            vec!["declare".to_string(), "close".to_string()],
-        ),
-        (&approver, "demo-approver", vec!["approve".to_string()]),
+        (&alerts_key, "early-warning", &["declare", "close"][..]),
+        (&proposer, "demo-proposer", &["declare", "close"][..]),
+        (&approver, "demo-approver", &["approve"][..]),
     ] {
-        sumud_control::db::add_operator(&pool, &key.kid, principal, &key.x, &roles).await?;
+        up::register(&pool, key, principal, roles).await?;
     }
 
     // 1. The social registry.
@@ -227,6 +238,18 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     )
     .await?;
     println!("{retried} payments needed a retry; {tasks} field-verification tasks raised for permanent failures.");
+    let (from_start, from_alert): (f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch FROM min(created_at) - $2)::float8, extract(epoch FROM min(created_at) - $3)::float8 \
+         FROM disbursement.instructions WHERE crisis_id = $1",
+    )
+    .bind(&crisis_id)
+    .bind(started_at)
+    .bind(sent)
+    .fetch_one(&pool)
+    .await?;
+    println!(
+        "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
+    );
     println!(
         "Explain any decision: cargo run -p sumud -- explain --crisis {crisis_id} --household <id>"
     );
@@ -244,57 +267,7 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
         println!("Services keep running; press Ctrl-C to stop.");
         sumud_shared::shutdown::on_signals().cancelled().await;
     }
-    shutdown.cancel();
-    for s in services {
-        s.await??;
-    }
-    Ok(())
-}
-
-async fn start_services(
-    settings: &Settings,
-    shutdown: &CancellationToken,
-    alerts_key: &Jwk,
-) -> anyhow::Result<(PgPool, Vec<Service>)> {
-    let registry = sumud_registry::App::build(settings.clone()).await?;
-    let pool = registry.pool().clone();
-    let control = sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
-    let alerts = sumud_alerts::App::build(
-        settings.clone(),
-        AlertsConfig {
-            key: alerts_key.clone(),
-            rules: RuleBook::default_book(),
-        },
-    )
-    .await?;
-    let eligibility = sumud_eligibility::App::build(settings.clone()).await?;
-    // A compressed calendar: a 30-day tranche interval passes in 6 seconds.
-    let schedule = DisbursementConfig {
-        day_seconds: 0.2,
-        retry_base_secs: 2,
-        ..DisbursementConfig::from_env()?
-    };
-    let disbursement = sumud_disbursement::App::build(settings.clone(), schedule).await?;
-    let provider = sumud_provider_sim::App::build(
-        settings.clone(),
-        Behaviour {
-            latency_ms: 20,
-            ..Behaviour::default()
-        },
-    )
-    .await?;
-    let s = || shutdown.clone();
-    Ok((
-        pool,
-        vec![
-            tokio::spawn(registry.run(s())),
-            tokio::spawn(alerts.run(s())),
-            tokio::spawn(control.run(s())),
-            tokio::spawn(eligibility.run(s())),
-            tokio::spawn(disbursement.run(s())),
-            tokio::spawn(provider.run(s())),
-        ],
-    ))
+    pipeline.stop().await
 }
 
 /// The demo's CAP alert (placeholders for id and times).

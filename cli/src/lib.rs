@@ -5,7 +5,10 @@ pub mod alerts_cmd;
 pub mod crisis_cmd;
 pub mod deadletter_cmd;
 pub mod demo;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
 pub mod payments_cmd;
 pub mod registry_cmd;
 pub mod registry_csv;
 pub mod topics_cmd;
+pub mod up;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use sumud::alerts_cmd::{self, FootprintArgs};
 use sumud::crisis_cmd::{self, DefinitionArgs};
-use sumud::{demo, registry_cmd, topics_cmd};
+use sumud::{demo, registry_cmd, topics_cmd, up};
 use sumud_shared::config::Settings;
 use sumud_shared::events::control::CommandKind;
 
@@ -19,14 +19,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the live end-to-end demo.
+    /// Run the live end-to-end demo on the pipeline of `sumud up`, then keep
+    /// it running (dashboard included) until Ctrl-C.
     Demo {
         /// Synthetic households to register.
         #[arg(long, default_value_t = 100_000)]
         households: u64,
-        /// Keep the services running after the demo until Ctrl-C.
+        /// Stop the services and exit after the reconciliation instead of
+        /// running on until Ctrl-C.
         #[arg(long)]
-        keep_running: bool,
+        exit: bool,
+        #[command(flatten)]
+        broker: up::BrokerArgs,
+    },
+    /// Run every service of the pipeline in this process until Ctrl-C, on the
+    /// embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set.
+    Up {
+        #[command(flatten)]
+        broker: up::BrokerArgs,
+        /// Run without the built-in payment provider simulator (real
+        /// providers consume the instructions topic).
+        #[arg(long)]
+        without_provider_sim: bool,
     },
     /// Publish CAP alerts as an alerting authority would; list what became of them.
     Alerts {
@@ -281,17 +295,39 @@ enum RegistryCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut broker = None;
+    let result = runtime.block_on(dispatch(cli, &mut broker));
+    // An embedded broker outlives the runtime: dropping the runtime waits for
+    // blocking tasks (a consumer's last lag report, say) that still talk to it.
+    drop(runtime);
+    drop(broker);
+    result
+}
+
+async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     match cli.command {
         Command::Demo {
             households,
-            keep_running,
+            exit,
+            broker: args,
         } => {
             let _t = sumud_shared::telemetry::init("sumud");
-            demo::run(settings, households, keep_running).await
+            let mut settings = settings;
+            *broker = Some(up::broker(&mut settings, &args).await?);
+            demo::run(settings, households, !exit).await
+        }
+        Command::Up {
+            broker: args,
+            without_provider_sim,
+        } => {
+            let _t = sumud_shared::telemetry::init("sumud");
+            let mut settings = settings;
+            *broker = Some(up::broker(&mut settings, &args).await?);
+            up::run(settings, args, !without_provider_sim).await
         }
         Command::Topics {
             command: TopicsCommand::Ensure { partitions },

@@ -1,5 +1,5 @@
 //! Telemetry of a process: logs (human-readable on a terminal, JSON lines
-//! otherwise, level from `RUST_LOG`, default `info`) and, when
+//! otherwise, level from `RUST_LOG`, default `info`, tansu at `warn`) and, when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, OpenTelemetry traces exported over
 //! OTLP/HTTP (protobuf) with `service.name` set to the service.
 //!
@@ -28,6 +28,11 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+/// The log filter without `RUST_LOG`: `info`, except the embedded broker
+/// (tansu), which logs every metadata read at `info` — tens of thousands of
+/// lines in one demo.
+const DEFAULT_FILTER: &str = "info,tansu_storage=warn,tansu_broker=warn,tansu_service=warn";
 
 /// The standard variable that turns trace export on (e.g.
 /// `http://otel-collector:4318`; `/v1/traces` is appended).
@@ -61,7 +66,8 @@ impl Drop for TelemetryGuard {
 /// are no-ops returning an empty guard), which keeps tests that start several
 /// services simple; only the first guard owns the exporter.
 pub fn init(service: &str) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let logs = if std::io::stderr().is_terminal() {
         fmt::layer().with_writer(std::io::stderr).boxed()
     } else {

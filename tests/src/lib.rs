@@ -28,8 +28,9 @@ pub struct TestEnv {
     pub producer: EventProducer,
 }
 
-/// The admin URL of the PostgreSQL server the tests use.
-fn admin_url() -> String {
+/// The admin URL of the PostgreSQL server the tests use (a test that brings
+/// its own broker still uses the suite's database server).
+pub fn admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
 }
 

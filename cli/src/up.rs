@@ -1,0 +1,225 @@
+//! `sumud up`: every service of the pipeline in this one process — alerts,
+//! control, registry, eligibility, disbursement, the provider simulator and
+//! the dashboard — on the embedded default broker unless
+//! `KAFKA_BOOTSTRAP_SERVERS` names a cluster. The separate service binaries
+//! stay the way to scale out; this is the way to see the whole thing run.
+//! `sumud demo` starts the same pipeline and plays a scenario on it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sumud_alerts::config::AlertsConfig;
+use sumud_alerts::rules::RuleBook;
+use sumud_control::config::ControlConfig;
+use sumud_control::signing::Jwk;
+use sumud_dashboard::config::DashboardConfig;
+use sumud_disbursement::config::DisbursementConfig;
+use sumud_provider_sim::behaviour::Behaviour;
+use sumud_shared::config::Settings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "embedded-broker")]
+use crate::embedded::EmbeddedBroker;
+
+type Service = JoinHandle<sumud_shared::Result<()>>;
+
+/// How `up` and `demo` reach Kafka: the embedded default, or the cluster
+/// that `KAFKA_BOOTSTRAP_SERVERS` names.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// Where the embedded broker listens and advertises itself (used only
+    /// when KAFKA_BOOTSTRAP_SERVERS is not set). Outside clients such as
+    /// kcat connect here.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub broker_listen: SocketAddr,
+    /// Where the embedded default keeps its files (the alerts service's
+    /// generated key).
+    #[arg(long, default_value = ".sumud")]
+    pub data_dir: PathBuf,
+}
+
+/// The broker in use; an embedded one stops when this is dropped.
+pub struct BrokerInUse {
+    #[cfg(feature = "embedded-broker")]
+    _embedded: Option<EmbeddedBroker>,
+}
+
+/// Points `settings` at the configured cluster, or starts the embedded
+/// broker when `KAFKA_BOOTSTRAP_SERVERS` is unset and points it there.
+pub async fn broker(settings: &mut Settings, args: &BrokerArgs) -> anyhow::Result<BrokerInUse> {
+    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+        return Ok(BrokerInUse {
+            #[cfg(feature = "embedded-broker")]
+            _embedded: None,
+        });
+    }
+    #[cfg(feature = "embedded-broker")]
+    {
+        let embedded = EmbeddedBroker::start(args.broker_listen).await?;
+        settings.bootstrap_servers = embedded.bootstrap_servers();
+        println!(
+            "Embedded Kafka-protocol broker on {} (any Kafka client can connect, e.g. kcat -b {} -L)",
+            settings.bootstrap_servers, settings.bootstrap_servers
+        );
+        Ok(BrokerInUse {
+            _embedded: Some(embedded),
+        })
+    }
+    #[cfg(not(feature = "embedded-broker"))]
+    {
+        let _ = (settings, args);
+        anyhow::bail!(
+            "KAFKA_BOOTSTRAP_SERVERS is not set and this sumud was built without the embedded \
+             broker (cargo feature `embedded-broker`): set KAFKA_BOOTSTRAP_SERVERS, or rebuild \
+             with the default features"
+        )
+    }
+}
+
+/// What differs between the services of `up` (the environment's settings)
+/// and those of `demo` (a compressed calendar, a fast simulator).
+pub struct Tuning {
+    /// The disbursement schedule and retry policy.
+    pub disbursement: DisbursementConfig,
+    /// The built-in provider simulator's behaviour; `None` runs none (real
+    /// providers consume the instructions topic).
+    pub provider: Option<Behaviour>,
+    /// Where the dashboard listens.
+    pub dashboard: DashboardConfig,
+}
+
+/// Every service, running in this process until [`Pipeline::stop`].
+pub struct Pipeline {
+    /// A pool on the pipeline's database.
+    pub pool: PgPool,
+    /// Where the dashboard serves its page.
+    pub dashboard: SocketAddr,
+    shutdown: CancellationToken,
+    services: Vec<Service>,
+}
+
+impl Pipeline {
+    /// Builds (connects, migrates, creates topics) and starts every service.
+    pub async fn start(
+        settings: &Settings,
+        alerts: AlertsConfig,
+        tuning: Tuning,
+    ) -> anyhow::Result<Self> {
+        let registry = sumud_registry::App::build(settings.clone()).await?;
+        let pool = registry.pool().clone();
+        let control =
+            sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
+        let alerts = sumud_alerts::App::build(settings.clone(), alerts).await?;
+        let eligibility = sumud_eligibility::App::build(settings.clone()).await?;
+        let disbursement =
+            sumud_disbursement::App::build(settings.clone(), tuning.disbursement).await?;
+        let dashboard = match sumud_dashboard::App::build(settings.clone(), tuning.dashboard).await
+        {
+            Ok(d) => d,
+            // A busy port must not stop the pipeline: any free port will do.
+            Err(e) => {
+                tracing::warn!(error = %e, "Dashboard address busy; using a free port.");
+                let config = DashboardConfig {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    ..tuning.dashboard
+                };
+                sumud_dashboard::App::build(settings.clone(), config).await?
+            }
+        };
+        let dashboard_addr = dashboard.local_addr();
+        let shutdown = CancellationToken::new();
+        let s = || shutdown.clone();
+        let mut services = vec![
+            tokio::spawn(registry.run(s())),
+            tokio::spawn(alerts.run(s())),
+            tokio::spawn(control.run(s())),
+            tokio::spawn(eligibility.run(s())),
+            tokio::spawn(disbursement.run(s())),
+            tokio::spawn(dashboard.run(s())),
+        ];
+        if let Some(behaviour) = tuning.provider {
+            let provider = sumud_provider_sim::App::build(settings.clone(), behaviour).await?;
+            services.push(tokio::spawn(provider.run(s())));
+        }
+        Ok(Pipeline {
+            pool,
+            dashboard: dashboard_addr,
+            shutdown,
+            services,
+        })
+    }
+
+    /// Stops every service and waits for each to finish its current batch.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for s in self.services {
+            s.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Registers `key` as an operator with `roles` (idempotent).
+pub async fn register(
+    pool: &PgPool,
+    key: &Jwk,
+    principal: &str,
+    roles: &[&str],
+) -> anyhow::Result<()> {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    sumud_control::db::add_operator(pool, &key.kid, principal, &key.x, &roles).await?;
+    Ok(())
+}
+
+/// Runs `sumud up` until SIGINT/SIGTERM, on the broker `settings` point at
+/// (see [`broker`]).
+pub async fn run(settings: Settings, args: BrokerArgs, with_provider: bool) -> anyhow::Result<()> {
+    // The alerts service signs the commands its trigger rules send: with
+    // SUMUD_ALERTS_KEY_FILE that key (registered by the operators), otherwise
+    // a key of the embedded default's own, kept in the data directory and
+    // registered here so the rules can act.
+    let (alerts, own_key) = match std::env::var_os("SUMUD_ALERTS_KEY_FILE") {
+        Some(_) => (AlertsConfig::from_env()?, None),
+        None => {
+            let key = data_dir_key(&args.data_dir)?;
+            let config = AlertsConfig {
+                key: key.clone(),
+                rules: RuleBook::default_book(),
+            };
+            (config, Some(key))
+        }
+    };
+    let tuning = Tuning {
+        disbursement: DisbursementConfig::from_env()?,
+        provider: with_provider.then(Behaviour::default),
+        dashboard: DashboardConfig::from_env()?,
+    };
+    let pipeline = Pipeline::start(&settings, alerts, tuning)
+        .await
+        .context("starting the services (is PostgreSQL up? try scripts/postgres.sh start)")?;
+    if let Some(key) = own_key {
+        register(&pipeline.pool, &key, "early-warning", &["declare", "close"]).await?;
+    }
+    println!(
+        "Sumud is up: Kafka at {}, dashboard at http://{}/ — press Ctrl-C to stop.",
+        settings.bootstrap_servers, pipeline.dashboard
+    );
+    sumud_shared::shutdown::on_signals().cancelled().await;
+    pipeline.stop().await
+}
+
+/// The embedded default's alerts key: read from the data directory, or
+/// generated there on first start.
+fn data_dir_key(dir: &Path) -> anyhow::Result<Jwk> {
+    let path = dir.join("alerts-key.jwk");
+    if path.exists() {
+        return Ok(sumud_alerts::config::read_key(&path)?);
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    crate::crisis_cmd::generate_key(&format!("alerts-{:x}", rand::random::<u32>()), &path)?;
+    Ok(sumud_alerts::config::read_key(&path)?)
+}
