@@ -545,7 +545,8 @@ async fn a_crash_mid_expansion_leaves_no_duplicates_and_nothing_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redelivered_command_is_acknowledged_but_a_copy_elsewhere_is_a_replay() {
+async fn a_redelivered_command_is_acknowledged_a_copy_elsewhere_is_a_replay_and_another_command_at_a_reused_offset_applies(
+) {
     use std::sync::Arc;
     use sumud_control::handler::ControlHandler;
     use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
@@ -622,5 +623,30 @@ async fn a_redelivered_command_is_acknowledged_but_a_copy_elsewhere_is_a_replay(
             .await,
         1
     );
+
+    // Act: a different command at RD-1's very position, as after the topic
+    // was recreated (or the embedded broker, whose topics live in memory,
+    // restarted) and numbered its messages from 0 again.
+    let other = signing::sign(
+        &claims(
+            CommandKind::Declare,
+            "RD-2",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+        &p.alice,
+    )
+    .unwrap();
+    let mut reused = message(offset);
+    reused.envelope = Envelope::new(
+        "urn:test",
+        sumud_shared::events::control::CONTROL_COMMAND,
+        Some("RD-2".into()),
+        serde_json::json!({ "jws": other }),
+    );
+    let applied = handler(no_four_eyes()).handle(&[reused]).await.unwrap();
+
+    // Assert: it is a new command, applied — not taken for a redelivery.
+    assert_eq!(applied, vec![Verdict::Done]);
+    assert_eq!(p.state("RD-2").await.as_deref(), Some("active"));
     p.stop().await;
 }

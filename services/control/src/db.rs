@@ -90,16 +90,19 @@ pub struct SourcePosition {
     pub offset: i64,
 }
 
-/// Whether a command was already applied from exactly this position, i.e.
-/// the message is a redelivery (at-least-once) rather than a replay.
-pub async fn applied_from(pool: &PgPool, at: &SourcePosition) -> Result<bool> {
+/// Whether this command was already applied from exactly this position,
+/// i.e. the message is a redelivery (at-least-once) rather than a replay. The
+/// command id is part of the test: after a topic is recreated, another
+/// command can arrive at a position an earlier one was applied from.
+pub async fn applied_from(pool: &PgPool, at: &SourcePosition, command_id: &str) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM control.commands \
-         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3)",
+         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3 AND command_id = $4)",
     )
     .bind(&at.topic)
     .bind(at.partition)
     .bind(at.offset)
+    .bind(command_id)
     .fetch_one(pool)
     .await?)
 }

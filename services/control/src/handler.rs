@@ -47,19 +47,27 @@ impl ControlHandler {
         }
     }
 
+    /// Whether `m` carries the command already applied from its very
+    /// position (its id read from the JWS, see `signing::claimed_command_id`).
+    async fn is_redelivery(&self, m: &Incoming, jws: &str) -> Result<bool> {
+        match signing::claimed_command_id(jws) {
+            Some(id) => db::applied_from(&self.pool, &position(m), &id).await,
+            None => Ok(false),
+        }
+    }
+
     async fn one(&self, m: &Incoming, now: DateTime<Utc>) -> Result<Verdict> {
         // A redelivery of a message already applied (the group re-reads after
         // a crash or a broker restart) is acknowledged before any check that
         // time can change (expiry, revocation) could turn it into a dead letter.
-        let at = position(m);
-        if db::applied_from(&self.pool, &at).await? {
-            info!(topic = %at.topic, partition = at.partition, offset = at.offset, "Command redelivered; already applied.");
-            return Ok(Verdict::Done);
-        }
         let signed: SignedCommand = match m.envelope.typed() {
             Ok(s) => s,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
+        if self.is_redelivery(m, &signed.jws).await? {
+            info!(topic = %m.topic, partition = m.partition, offset = m.offset, "Command redelivered; already applied.");
+            return Ok(Verdict::Done);
+        }
         let kid = match signing::key_id(&signed.jws) {
             Ok(k) => k,
             Err(r) => return Ok(Verdict::Reject(r)),
@@ -218,7 +226,8 @@ impl Handler for ControlHandler {
                 Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                     // Two deliveries of the same command raced; the other one
                     // won. The same message (a rebalance overlap) is no replay.
-                    if db::applied_from(&self.pool, &position(m)).await? {
+                    let jws = m.envelope.typed::<SignedCommand>().map(|s| s.jws);
+                    if self.is_redelivery(m, &jws.unwrap_or_default()).await? {
                         Verdict::Done
                     } else {
                         reject(Reason::Replayed, "command was applied concurrently")

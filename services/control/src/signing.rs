@@ -100,6 +100,17 @@ pub fn key_id(jws: &str) -> Result<String, Rejection> {
         .ok_or_else(|| Rejection::new(Reason::UnknownKey, "the JWS header names no kid"))
 }
 
+/// The command id (`jti`) a JWS claims, read **without** verifying it. Used
+/// only to recognise a redelivery: a message at a position that already
+/// holds this very command is acknowledged without effect. Offsets alone do
+/// not identify a message — a recreated topic (or the embedded broker, whose
+/// topics live in memory, after a restart) numbers new messages from 0
+/// again — and nothing is ever applied on this unverified reading.
+pub fn claimed_command_id(jws: &str) -> Option<String> {
+    let token = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(jws).ok()?;
+    token.claims.get("jti")?.as_str().map(str::to_owned)
+}
+
 /// Verifies the signature with the operator's public key (base64url `x`) and
 /// returns the claims. Issued-at is checked by the caller, which knows the
 /// clock and the allowed age.

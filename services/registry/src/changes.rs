@@ -3,8 +3,11 @@
 //! harmless redeliveries and which are stale.
 //!
 //! Rules (per household):
-//! - a message at or before the stored source offset of the same partition
-//!   was already applied or superseded: a redelivery, accepted silently;
+//! - a message at or before the stored source offset of the same partition,
+//!   and not newer than the stored version, was already applied or
+//!   superseded: a redelivery, accepted silently (a newer version at such an
+//!   offset is new data on a topic that numbers from 0 again — recreated, or
+//!   the embedded broker's in-memory topics after a restart — and applies);
 //! - otherwise a higher version applies (upsert or tombstone);
 //! - an equal version from the same event is a replay; anything else older
 //!   or equal is stale. Both go to the dead-letter topic.
@@ -103,7 +106,11 @@ pub fn decide(batch: &[Versioned], stored: &HashMap<String, Stored>) -> Decision
             })
         });
         let verdict = match current {
-            Some(s) if s.partition == c.partition && c.offset <= s.offset => Verdict::Done,
+            Some(s)
+                if s.partition == c.partition && c.offset <= s.offset && c.version <= s.version =>
+            {
+                Verdict::Done
+            }
             Some(s) if c.version <= s.version => {
                 let reason = if c.version == s.version && c.event_id == s.event_id {
                     Reason::Replayed
@@ -205,6 +212,16 @@ mod tests {
         let d = decide(&[change("a", 1, 10), change("a", 2, 11)], &stored_map);
         assert_eq!(reasons(&d.verdicts), vec![None, None]);
         assert!(d.winners.is_empty());
+    }
+
+    #[test]
+    fn a_newer_version_at_a_reused_offset_applies() {
+        // v2 was applied from offset 11; the topic was recreated and numbers
+        // from 0 again, so v3 arrives at offset 5.
+        let stored_map = HashMap::from([("a".to_string(), stored(2, 11, "a"))]);
+        let d = decide(&[change("a", 3, 5)], &stored_map);
+        assert_eq!(reasons(&d.verdicts), vec![None]);
+        assert_eq!(d.winners, vec![0]);
     }
 
     #[test]
