@@ -12,11 +12,9 @@ cd "$ROOT"
 . "$ROOT/scripts/lib.sh"
 
 ensure_build_deps
-# Test tools: xmllint validates the pain.001 export; kcat is the outside Kafka
-# client that reads from the embedded broker (tests/tests/embedded.rs).
+# Test tools: xmllint validates the pain.001 export.
 need=()
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
-command -v kcat >/dev/null 2>&1 || need+=(kcat)
 if [ ${#need[@]} -gt 0 ]; then
     log test "installing test tools: ${need[*]}"
     apt_install "${need[@]}"

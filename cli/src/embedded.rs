@@ -1,7 +1,7 @@
 //! The embedded default broker: a Kafka-protocol broker (tansu) running
 //! inside the `sumud` process on loopback, so a newcomer sees the pipeline
 //! work without installing Kafka or Java — and so that outside Kafka clients
-//! (a payment provider, kcat, an operator's tooling) connect to it exactly as
+//! (a payment provider, Kafka's console tools, an operator's tooling) connect to it exactly as
 //! to a real cluster. With `KAFKA_BOOTSTRAP_SERVERS` set, none of this runs.
 //!
 //! Its topics live in memory (tansu's `dynostore` engine). Its SQLite-file

@@ -32,7 +32,7 @@ type Service = JoinHandle<sumud_shared::Result<()>>;
 pub struct BrokerArgs {
     /// Where the embedded broker listens and advertises itself (used only
     /// when KAFKA_BOOTSTRAP_SERVERS is not set). Outside clients such as
-    /// kcat connect here.
+    /// Kafka's console tools connect here.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker_listen: SocketAddr,
     /// Where the embedded default keeps its files (the alerts service's
@@ -61,8 +61,8 @@ pub async fn broker(settings: &mut Settings, args: &BrokerArgs) -> anyhow::Resul
         let embedded = EmbeddedBroker::start(args.broker_listen).await?;
         settings.bootstrap_servers = embedded.bootstrap_servers();
         println!(
-            "Embedded Kafka-protocol broker on {} (any Kafka client can connect, e.g. kcat -b {} -L)",
-            settings.bootstrap_servers, settings.bootstrap_servers
+            "Embedded Kafka-protocol broker on {} (Kafka clients connect as to a cluster)",
+            settings.bootstrap_servers
         );
         Ok(BrokerInUse {
             _embedded: Some(embedded),

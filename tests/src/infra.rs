@@ -62,8 +62,8 @@ pub struct PrivateInfra {
     pg_port: u16,
 }
 
-/// The repository root (scripts, `.local/`).
-fn repo_root() -> PathBuf {
+/// The repository root (scripts, `.local/`), for tests that run a script.
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
