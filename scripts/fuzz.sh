@@ -35,17 +35,8 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     log fuzz "installing cargo-fuzz"
     cargo install cargo-fuzz --locked
 fi
-# Native build dependencies of rdkafka (librdkafka with OpenSSL), as in
-# scripts/test.sh: the targets link the services.
-need=()
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
-if [ ${#need[@]} -gt 0 ]; then
-    log fuzz "installing build dependencies: ${need[*]}"
-    apt_install "${need[@]}"
-fi
+# The targets link the services: the same native build dependencies.
+ensure_build_deps
 
 target_dir=${SUMUD_FUZZ_TARGET_DIR:-$ROOT/.local/fuzz-target}
 logs=$ROOT/.local/fuzz-logs
