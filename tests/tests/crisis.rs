@@ -588,16 +588,16 @@ async fn a_redelivered_command_is_acknowledged_a_copy_elsewhere_is_a_replay_and_
         max_command_age_secs: -1,
         ..no_four_eyes()
     });
-    let message = |offset: i64| Incoming {
+    let message = |offset: i64, crisis: &str, jws: &str| Incoming {
         topic: topic.clone(),
         partition,
         offset,
-        key: Some(b"RD-1".to_vec()),
+        key: Some(crisis.as_bytes().to_vec()),
         traceparent: None,
         envelope: Envelope::new(
             "urn:test",
             sumud_shared::events::control::CONTROL_COMMAND,
-            Some("RD-1".into()),
+            Some(crisis.into()),
             serde_json::json!({ "jws": jws }),
         ),
         raw: Arc::from(&b"{}"[..]),
@@ -605,9 +605,9 @@ async fn a_redelivered_command_is_acknowledged_a_copy_elsewhere_is_a_replay_and_
 
     // Act: the same message again (the group re-reading after a restart),
     // and the same command copied to a later offset.
-    let redelivered = late.handle(&[message(offset)]).await.unwrap();
+    let redelivered = late.handle(&[message(offset, "RD-1", &jws)]).await.unwrap();
     let copied = handler(no_four_eyes())
-        .handle(&[message(offset + 1)])
+        .handle(&[message(offset + 1, "RD-1", &jws)])
         .await
         .unwrap();
 
@@ -636,14 +636,10 @@ async fn a_redelivered_command_is_acknowledged_a_copy_elsewhere_is_a_replay_and_
         &p.alice,
     )
     .unwrap();
-    let mut reused = message(offset);
-    reused.envelope = Envelope::new(
-        "urn:test",
-        sumud_shared::events::control::CONTROL_COMMAND,
-        Some("RD-2".into()),
-        serde_json::json!({ "jws": other }),
-    );
-    let applied = handler(no_four_eyes()).handle(&[reused]).await.unwrap();
+    let applied = handler(no_four_eyes())
+        .handle(&[message(offset, "RD-2", &other)])
+        .await
+        .unwrap();
 
     // Assert: it is a new command, applied — not taken for a redelivery.
     assert_eq!(applied, vec![Verdict::Done]);
