@@ -200,8 +200,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     // sizes) produced by a fresh producer with the service's settings to a
     // topic created the same way, everything enqueued at once.
     let messages = messages(&pool).await?;
-    let bytes: usize = messages.iter().map(|(k, p)| k.len() + p.len()).sum();
-    let avg = messages.iter().map(|(_, p)| p.len()).sum::<usize>() as f64 / messages.len() as f64;
+    let bytes: usize = messages.iter().map(|m| m.key.len() + m.payload.len()).sum();
+    let avg =
+        messages.iter().map(|m| m.payload.len()).sum::<usize>() as f64 / messages.len() as f64;
     let baseline_topic = format!("{topic}.baseline");
     sumud_shared::kafka::admin::ensure(
         &env.settings,
@@ -213,10 +214,28 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     for _ in 0..o.baseline_runs.max(1) {
         baseline_runs.push(baseline(&env.settings, &baseline_topic, &messages).await?);
     }
-    drop(messages);
     let mut sorted = baseline_runs.clone();
     sorted.sort_by(f64::total_cmp);
     let baseline_s = sorted[sorted.len() / 2];
+    // The floor of any design that records an instruction in PostgreSQL
+    // before publishing it: the same messages, COPYed into a table of
+    // (id, payload) in 20,000-row transactions, each chunk produced as soon
+    // as it has committed; one and two writers.
+    let floor_topic = format!("{topic}.floor");
+    sumud_shared::kafka::admin::ensure(
+        &env.settings,
+        &[floor_topic.as_str()],
+        env.settings.topic_partitions,
+    )
+    .await?;
+    let mut floors = Vec::new();
+    for writers in [1, 2] {
+        floors.push((
+            writers,
+            floor(&env.settings, &pool, &floor_topic, &messages, writers).await?,
+        ));
+    }
+    drop(messages);
 
     println!(
         "  instructions:               {count} (all published, {} reserved)",
@@ -252,6 +271,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "  ratio service / baseline:   {:.2} (target <= 2.5)",
         service_s / baseline_s
     );
+    for (writers, floor_s) in &floors {
+        println!(
+            "  floor, {writers} writer(s): COPY (id, payload) per 20,000, produce after commit: \
+             {floor_s:.2} s = {:.2} x baseline",
+            floor_s / baseline_s
+        );
+    }
     println!(
         "  peak RSS of sumud-disbursement: {:.0} MB (target < 300 MB)",
         peak as f64 / 1e6
@@ -271,6 +297,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             .map(|t| t.to_string())
             .collect();
         topics.push(baseline_topic);
+        topics.push(floor_topic);
         delete_topics(&env.settings, &topics).await;
         pool.close().await;
         drop_database(env).await?;
@@ -388,8 +415,9 @@ async fn phases(pool: &PgPool) -> anyhow::Result<Phases> {
     Ok(Phases { created_s: created })
 }
 
-/// The crisis's instruction messages as the relay built them: (key, payload).
-async fn messages(pool: &PgPool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// The crisis's instruction messages as the relay built them: (instruction
+/// id, key, payload).
+async fn messages(pool: &PgPool) -> anyhow::Result<Vec<Message>> {
     let rows: Vec<InstructionRow> = sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
                 currency, channel, provider, tranche, part, scheduled_at, change_seq \
@@ -400,17 +428,17 @@ async fn messages(pool: &PgPool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     .await?;
     Ok(rows
         .iter()
-        .map(|r| (r.beneficiary_ref.clone(), instruction_event(r).to_bytes()))
+        .map(|r| Message {
+            id: r.instruction_id.clone(),
+            key: r.beneficiary_ref.clone(),
+            payload: instruction_event(r).to_bytes(),
+        })
         .collect())
 }
 
 /// Produces every message once with a fresh producer (service settings),
 /// all enqueued at once; returns seconds until the last acknowledgement.
-async fn baseline(
-    settings: &Settings,
-    topic: &str,
-    messages: &[(String, Vec<u8>)],
-) -> anyhow::Result<f64> {
+async fn baseline(settings: &Settings, topic: &str, messages: &[Message]) -> anyhow::Result<f64> {
     let producer = EventProducer::new(settings)?;
     // Connected, with the topic's metadata, before the clock starts.
     producer
@@ -420,11 +448,127 @@ async fn baseline(
         .await?;
     let started = Instant::now();
     let mut acks = Vec::with_capacity(messages.len());
-    for (key, payload) in messages {
-        acks.push(producer.enqueue(topic, key.as_bytes(), payload).await?);
+    for m in messages {
+        acks.push(
+            producer
+                .enqueue(topic, m.key.as_bytes(), &m.payload)
+                .await?,
+        );
     }
     for ack in acks {
         ack.await?;
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// One instruction message: its id, its Kafka key and its payload.
+struct Message {
+    id: String,
+    key: String,
+    payload: Vec<u8>,
+}
+
+/// Rows per transaction in the floor measurement (the scheduler's chunk).
+const FLOOR_CHUNK: usize = 20_000;
+
+/// The least work a design can do and still have PostgreSQL record every
+/// instruction before Kafka sees it: `writers` connections COPY the
+/// messages, 20,000 to a transaction, into a table of (id primary key,
+/// payload), and each chunk is produced the moment its transaction has
+/// committed. No reservation, no computing, no marks. Seconds from the
+/// first COPY to the last acknowledgement.
+async fn floor(
+    settings: &Settings,
+    pool: &PgPool,
+    topic: &str,
+    messages: &[Message],
+    writers: usize,
+) -> anyhow::Result<f64> {
+    sqlx::query("DROP TABLE IF EXISTS public.bench_floor")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE public.bench_floor (instruction_id text PRIMARY KEY, payload text NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let producer = EventProducer::new(settings)?;
+    producer
+        .enqueue(topic, b"warm-up", b"{}")
+        .await?
+        .await_ack()
+        .await?;
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    let chunks: Vec<&[Message]> = messages.chunks(FLOOR_CHUNK).collect();
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let copies = async {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let writer = || async {
+            let mut conn = pool.acquire().await?;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(chunk) = chunks.get(i) else {
+                    return anyhow::Ok(());
+                };
+                let mut csv = Vec::with_capacity(chunk.len() * 900);
+                for m in chunk.iter() {
+                    csv.extend_from_slice(m.id.as_bytes());
+                    csv.extend_from_slice(b",\"");
+                    for &b in &m.payload {
+                        if b == b'"' {
+                            csv.push(b'"');
+                        }
+                        csv.push(b);
+                    }
+                    csv.extend_from_slice(b"\"\n");
+                }
+                let mut t = sqlx::Acquire::begin(&mut *conn).await?;
+                let mut copy = t
+                    .copy_in_raw(
+                        "COPY public.bench_floor (instruction_id, payload) FROM STDIN (FORMAT csv)",
+                    )
+                    .await?;
+                copy.send(csv).await?;
+                copy.finish().await?;
+                t.commit().await?;
+                let _ = tx.send(i);
+            }
+        };
+        let mut all = Vec::new();
+        for _ in 0..writers {
+            all.push(writer());
+        }
+        futures::future::try_join_all(all).await?;
+        drop(tx);
+        anyhow::Ok(())
+    };
+    let produce = async {
+        let mut acks = Vec::with_capacity(messages.len());
+        while let Some(i) = rx.recv().await {
+            for m in chunks[i] {
+                acks.push(
+                    producer
+                        .enqueue(topic, m.key.as_bytes(), &m.payload)
+                        .await?,
+                );
+            }
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        anyhow::Ok(())
+    };
+    let (copied, produced) = tokio::join!(copies, produce);
+    copied?;
+    produced?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.bench_floor")
+        .fetch_one(pool)
+        .await?;
+    anyhow::ensure!(rows as usize == messages.len(), "floor wrote {rows} rows");
+    sqlx::query("DROP TABLE public.bench_floor")
+        .execute(pool)
+        .await?;
+    Ok(elapsed)
 }
