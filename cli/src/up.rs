@@ -109,9 +109,10 @@ impl Pipeline {
         tuning: Tuning,
     ) -> anyhow::Result<Self> {
         let registry = sumud_registry::App::build(settings.clone()).await?;
-        let pool = registry.pool().clone();
         let control =
             sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
+        // Control runs on PostgreSQL only so far, so its pool is the pipeline's.
+        let pool = control.pool().clone();
         let alerts = sumud_alerts::App::build(settings.clone(), alerts).await?;
         let eligibility = sumud_eligibility::App::build(settings.clone()).await?;
         let disbursement =

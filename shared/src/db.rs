@@ -1,6 +1,12 @@
-//! Database pool and migrations. Each service owns a PostgreSQL schema and
-//! its own migrations; they share one `_sqlx_migrations` table, so each
-//! migrator ignores the versions that belong to other services.
+//! Database pool and migrations. Each service owns a schema and its own
+//! migrations; they share one `_sqlx_migrations` table, so each migrator
+//! ignores the versions that belong to other services. [`Store`] is the pool
+//! on either backend (PostgreSQL, or the embedded default's SQLite file).
+
+pub mod sqlite;
+mod store;
+
+pub use store::{Backend, Migrations, Store};
 
 use std::time::{Duration, Instant};
 

@@ -72,14 +72,26 @@ fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
+            // SQLite's extended codes carry the primary code in the low
+            // byte: SQLITE_BUSY (5: another connection holds the lock past
+            // the busy timeout, or a stale snapshot) and SQLITE_LOCKED (6).
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            matches!(primary, Some(5 | 6))
+        }
         sqlx::Error::Database(db) => {
             // 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available,
             // 57P01 admin_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions,
-            // 53300 too_many_connections; SQLite's BUSY/LOCKED (5, 6).
+            // 53300 too_many_connections.
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             matches!(
                 code.as_str(),
-                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300" | "5" | "6"
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
             ) || code.starts_with("08")
         }
         _ => false,
@@ -95,5 +107,41 @@ mod tests {
         assert!(Error::Database(sqlx::Error::PoolTimedOut).is_retryable());
         assert!(!Error::rejected(Reason::SchemaInvalid, "x").is_retryable());
         assert!(!Error::Config("x".into()).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_busy_sqlite_file_is_retryable_but_a_constraint_is_not() {
+        use sqlx::sqlite::SqliteConnectOptions;
+        use sqlx::ConnectOptions;
+        let dir = std::env::temp_dir().join(format!("sumud-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut a = options.connect().await.unwrap();
+        let mut b = options.connect().await.unwrap();
+        sqlx::query("CREATE TABLE IF NOT EXISTS t (x integer CHECK (x > 0))")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        // b has no busy timeout: the lock a holds fails it at once.
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut b)
+            .await
+            .unwrap_err();
+        assert!(Error::Database(busy).is_retryable());
+        sqlx::query("ROLLBACK").execute(&mut a).await.unwrap();
+        let check = sqlx::query("INSERT INTO t VALUES (0)")
+            .execute(&mut b)
+            .await
+            .unwrap_err();
+        assert!(!Error::Database(check).is_retryable());
+        drop((a, b));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

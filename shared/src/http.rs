@@ -1,5 +1,5 @@
 //! Every service's small HTTP surface, when `SUMUD_HTTP_ADDR` is set:
-//! `/healthz` (the process answers), `/readyz` (Kafka and PostgreSQL answer
+//! `/healthz` (the process answers), `/readyz` (Kafka and the database answer
 //! now; 503 with the reason otherwise) and `/metrics` (Prometheus text).
 //!
 //! Several services in one process (`sumud demo`, tests) share one metrics
@@ -17,12 +17,12 @@ use axum::routing::get;
 use axum::Router;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
-use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::db::Store;
 use crate::metrics::{Metrics, PoolLabels, ServiceLabels};
 
 /// How long a readiness probe waits for each dependency.
@@ -30,7 +30,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Probe {
     service: &'static str,
-    pool: PgPool,
+    store: Store,
     kafka: Arc<BaseConsumer>,
     outbox: Option<&'static str>,
 }
@@ -41,7 +41,7 @@ struct Probe {
 pub fn spawn(
     settings: &Settings,
     service: &'static str,
-    pool: PgPool,
+    store: Store,
     outbox: Option<&'static str>,
     shutdown: CancellationToken,
 ) -> crate::Result<Option<JoinHandle<()>>> {
@@ -56,7 +56,7 @@ pub fn spawn(
         .create()?;
     let probe = Arc::new(Probe {
         service,
-        pool,
+        store,
         kafka: Arc::new(kafka),
         outbox,
     });
@@ -91,11 +91,7 @@ async fn serve(addr: SocketAddr, probe: Arc<Probe>, shutdown: CancellationToken)
 }
 
 async fn ready(State(p): State<Arc<Probe>>) -> Response {
-    let db = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&p.pool),
-    )
-    .await;
+    let db = tokio::time::timeout(PROBE_TIMEOUT, p.store.ping()).await;
     let db = match db {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -119,10 +115,15 @@ async fn ready(State(p): State<Arc<Probe>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // The database answers under its backend's name ("postgresql" or "sqlite").
+    let backend = match p.store.backend() {
+        crate::db::Backend::Postgres => "postgresql",
+        crate::db::Backend::Sqlite => "sqlite",
+    };
     let body = json!({
         "service": p.service,
         "ready": status == StatusCode::OK,
-        "postgresql": db.err().unwrap_or_else(|| "ok".into()),
+        backend: db.err().unwrap_or_else(|| "ok".into()),
         "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
     });
     (status, axum::Json(body)).into_response()
@@ -131,8 +132,8 @@ async fn ready(State(p): State<Arc<Probe>>) -> Response {
 async fn metrics(State(p): State<Arc<Probe>>) -> Response {
     crate::metrics::refresh().await;
     let m = Metrics::global();
-    let size = i64::from(p.pool.size());
-    let idle = p.pool.num_idle() as i64;
+    let (size, idle) = p.store.connections();
+    let (size, idle) = (i64::from(size), idle as i64);
     for (state, n) in [("idle", idle), ("in_use", size - idle)] {
         m.db_connections
             .get_or_create(&PoolLabels {
@@ -141,8 +142,8 @@ async fn metrics(State(p): State<Arc<Probe>>) -> Response {
             })
             .set(n);
     }
-    if let Some(schema) = p.outbox {
-        if let Ok(n) = crate::outbox::backlog(&p.pool, schema).await {
+    if let (Some(schema), Store::Postgres(pool)) = (p.outbox, &p.store) {
+        if let Ok(n) = crate::outbox::backlog(pool, schema).await {
             m.outbox_backlog
                 .get_or_create(&ServiceLabels {
                     service: p.service.to_owned(),

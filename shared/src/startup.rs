@@ -7,13 +7,11 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
-use sqlx::PgPool;
-
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::db::{Migrations, Store};
 use crate::kafka::consumer::{self, Handler, LoopConfig};
 use crate::kafka::producer::EventProducer;
 use crate::{Error, Result};
@@ -21,21 +19,21 @@ use crate::{Error, Result};
 /// How long a starting service waits for the database.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Connects with a pool of `max_connections`, runs `migrators` in order,
-/// ensures the topics and opens the producer.
+/// Connects with a pool of `max_connections` on the backend `DATABASE_URL`
+/// names, runs `migrations` in order, ensures the topics and opens the
+/// producer.
 pub async fn prepare(
     settings: &Settings,
     max_connections: u32,
-    migrators: &[&Migrator],
-) -> Result<(PgPool, EventProducer)> {
-    let pool =
-        crate::db::connect(&settings.database_url, max_connections, CONNECT_PATIENCE).await?;
-    for m in migrators {
-        crate::db::migrate(&pool, m).await?;
+    migrations: &[&Migrations],
+) -> Result<(Store, EventProducer)> {
+    let store = Store::connect(&settings.database_url, max_connections, CONNECT_PATIENCE).await?;
+    for m in migrations {
+        store.migrate(m).await?;
     }
     crate::kafka::admin::ensure_topics(settings).await?;
     let producer = EventProducer::new(settings)?;
-    Ok((pool, producer))
+    Ok((store, producer))
 }
 
 /// A built service's shared parts, for [`run`].
@@ -44,8 +42,8 @@ pub struct Service<'a> {
     pub name: &'static str,
     /// Its settings.
     pub settings: &'a Settings,
-    /// Its database pool (readiness, metrics).
-    pub pool: &'a PgPool,
+    /// Its database (readiness, metrics).
+    pub store: &'a Store,
     /// Its producer (dead letters).
     pub producer: &'a EventProducer,
     /// Its `<schema>.outbox` table, if it has one (backlog gauge).
@@ -68,7 +66,7 @@ pub async fn run<H: Handler>(
     let _http = crate::http::spawn(
         s.settings,
         s.name,
-        s.pool.clone(),
+        s.store.clone(),
         s.outbox,
         shutdown.clone(),
     )?;

@@ -14,6 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::{Connection, PgConnection, PgPool};
 use sumud_shared::config::{Settings, DEFAULT_BOOTSTRAP, DEFAULT_DATABASE_URL};
+pub use sumud_shared::db::Backend;
+use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +24,13 @@ use tokio_util::sync::CancellationToken;
 pub struct TestEnv {
     /// Settings pointing at the private database and topics.
     pub settings: Settings,
-    /// A pool on the private database.
+    /// A pool on the private PostgreSQL database. On the SQLite backend
+    /// (see [`TestEnv::with`]) nothing writes there: read through `store`.
     pub pool: PgPool,
+    /// The database the services of the test use, on the test's backend.
+    pub store: Store,
+    /// The SQLite test's data directory, removed when the test ends.
+    sqlite_dir: Option<std::path::PathBuf>,
     /// A producer for publishing test input.
     pub producer: EventProducer,
 }
@@ -86,9 +93,36 @@ impl TestEnv {
         let producer = EventProducer::new(&settings).expect("producer");
         TestEnv {
             settings,
+            store: Store::Postgres(pool.clone()),
             pool,
             producer,
+            sqlite_dir: None,
         }
+    }
+
+    /// A fresh world on `backend`: on SQLite, the services get a fresh
+    /// database file in a private directory (`DATABASE_URL=sqlite://…`).
+    pub async fn with(backend: Backend) -> TestEnv {
+        let mut env = Self::new().await;
+        if backend == Backend::Sqlite {
+            let dir = std::env::temp_dir().join(format!("sumud-t-{}", short_id()));
+            env.settings.database_url = format!("sqlite://{}/sumud.db", dir.display());
+            env.store = Store::connect(&env.settings.database_url, 4, Duration::from_secs(10))
+                .await
+                .expect("open the test's SQLite file");
+            env.sqlite_dir = Some(dir);
+        }
+        env
+    }
+
+    /// A count (or any one `bigint`) read from the test's database; `sql`
+    /// must read the same on both backends.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match &self.store {
+            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Publishes raw bytes with a key and waits for the acknowledgement.
@@ -134,6 +168,40 @@ impl TestEnv {
         }
         out
     }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Runs scenarios written once on both backends: for each
+/// `async fn name(backend: Backend)` of the test file,
+/// `on_both_backends!(name)` makes the tests `postgres::name` and
+/// `sqlite::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )+
+        }
+    };
 }
 
 /// A service running in this process.

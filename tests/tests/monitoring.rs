@@ -82,7 +82,7 @@ async fn readiness_fails_with_the_reason_when_kafka_does_not_answer() {
     let server = sumud_shared::http::spawn(
         &settings,
         "probe-test",
-        env.pool.clone(),
+        env.pool.clone().into(),
         None,
         shutdown.clone(),
     )
@@ -137,7 +137,7 @@ async fn crisis_figures_are_exposed_by_status_and_follow_the_payments() {
     let server = sumud_shared::http::spawn(
         &settings,
         "monitoring-test",
-        p.env.pool.clone(),
+        p.env.pool.clone().into(),
         None,
         shutdown.clone(),
     )

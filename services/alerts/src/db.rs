@@ -12,6 +12,13 @@ use sumud_shared::Result;
 /// The alerts service's migrations (schema `alerts`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The service's migrations: PostgreSQL only so far.
+pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
+    service: crate::SERVICE,
+    postgres: &MIGRATOR,
+    sqlite: None,
+};
+
 /// One received alert and what was done about it.
 #[derive(Debug, Clone)]
 pub struct AlertRecord<'a> {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup::Service;
 use sumud_shared::{outbox, startup, Result};
@@ -34,6 +35,7 @@ pub const SERVICE: &str = "alerts";
 pub struct App {
     settings: Settings,
     config: AlertsConfig,
+    store: Store,
     pool: PgPool,
     producer: EventProducer,
 }
@@ -42,15 +44,17 @@ impl App {
     /// Connects, migrates (its own schema and, so that it can start first,
     /// the registry's, whose view it reads), ensures topics.
     pub async fn build(settings: Settings, config: AlertsConfig) -> Result<Self> {
-        let (pool, producer) = sumud_shared::startup::prepare(
+        let (store, producer) = sumud_shared::startup::prepare(
             &settings,
             settings.db_max_connections,
-            &[&sumud_registry::db::MIGRATOR, &db::MIGRATOR],
+            &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
+        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             config,
+            store,
             pool,
             producer,
         })
@@ -81,7 +85,7 @@ impl App {
         let service = Service {
             name: SERVICE,
             settings: &self.settings,
-            pool: &self.pool,
+            store: &self.store,
             producer: &self.producer,
             outbox: Some(SERVICE),
         };

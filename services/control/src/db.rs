@@ -10,6 +10,13 @@ use crate::lifecycle::{Crisis, Role};
 /// The control service's migrations (schema `control`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The service's migrations: PostgreSQL only so far.
+pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
+    service: crate::SERVICE,
+    postgres: &MIGRATOR,
+    sqlite: None,
+};
+
 /// A registered operator key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperatorKey {

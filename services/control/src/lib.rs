@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup::Service;
 use sumud_shared::{outbox, startup, Result};
@@ -29,6 +30,7 @@ pub const SERVICE: &str = "control";
 pub struct App {
     settings: Settings,
     config: ControlConfig,
+    store: Store,
     pool: PgPool,
     producer: EventProducer,
 }
@@ -36,15 +38,17 @@ pub struct App {
 impl App {
     /// Connects, migrates, ensures topics.
     pub async fn build(settings: Settings, config: ControlConfig) -> Result<Self> {
-        let (pool, producer) = sumud_shared::startup::prepare(
+        let (store, producer) = sumud_shared::startup::prepare(
             &settings,
             settings.db_max_connections,
-            &[&db::MIGRATOR],
+            &[&db::MIGRATIONS],
         )
         .await?;
+        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             config,
+            store,
             pool,
             producer,
         })
@@ -74,7 +78,7 @@ impl App {
         let service = Service {
             name: SERVICE,
             settings: &self.settings,
-            pool: &self.pool,
+            store: &self.store,
             producer: &self.producer,
             outbox: Some(SERVICE),
         };

@@ -93,7 +93,7 @@ impl App {
         let probes = sumud_shared::http::spawn(
             &self.settings,
             SERVICE,
-            self.pool.clone(),
+            self.pool.clone().into(),
             None,
             shutdown.clone(),
         )?;

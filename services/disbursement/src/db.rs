@@ -9,6 +9,13 @@ use sumud_shared::Result;
 /// The disbursement service's migrations (schema `disbursement`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The service's migrations: PostgreSQL only so far.
+pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
+    service: crate::SERVICE,
+    postgres: &MIGRATOR,
+    sqlite: None,
+};
+
 /// Stores the crisis projection; a budget cut below what is already reserved
 /// keeps the reserved amount as the cap (money already instructed cannot be
 /// un-instructed) and is reported by the caller.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup::Service;
 use sumud_shared::{outbox, startup, Result};
@@ -35,6 +36,7 @@ pub const SERVICE: &str = "disbursement";
 pub struct App {
     settings: Settings,
     config: DisbursementConfig,
+    store: Store,
     pool: PgPool,
     producer: EventProducer,
 }
@@ -43,15 +45,17 @@ impl App {
     /// Connects, migrates (the registry's schema too, whose view it reads),
     /// ensures topics.
     pub async fn build(settings: Settings, config: DisbursementConfig) -> Result<Self> {
-        let (pool, producer) = sumud_shared::startup::prepare(
+        let (store, producer) = sumud_shared::startup::prepare(
             &settings,
             settings.db_max_connections,
-            &[&sumud_registry::db::MIGRATOR, &db::MIGRATOR],
+            &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
+        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             config,
+            store,
             pool,
             producer,
         })
@@ -94,7 +98,7 @@ impl App {
         let service = Service {
             name: SERVICE,
             settings: &self.settings,
-            pool: &self.pool,
+            store: &self.store,
             producer: &self.producer,
             outbox: None,
         };

@@ -11,6 +11,13 @@ use sumud_shared::{Error, Result};
 /// The eligibility service's migrations (schema `eligibility`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The service's migrations: PostgreSQL only so far.
+pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
+    service: crate::SERVICE,
+    postgres: &MIGRATOR,
+    sqlite: None,
+};
+
 /// The priority order when the budget does not reach everyone: more priority
 /// flags first, then the poorer (lower welfare score), then household id, so
 /// that the same inputs always cover the same households.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::playbook::PlaybookBook;
 use sumud_shared::startup;
@@ -32,6 +33,7 @@ pub const SERVICE: &str = "eligibility";
 /// A built eligibility service.
 pub struct App {
     settings: Settings,
+    store: Store,
     pool: PgPool,
     producer: EventProducer,
 }
@@ -40,14 +42,16 @@ impl App {
     /// Connects, migrates (its own schema and, so that it can start first,
     /// the registry's), ensures topics.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let (pool, producer) = sumud_shared::startup::prepare(
+        let (store, producer) = sumud_shared::startup::prepare(
             &settings,
             settings.db_max_connections,
-            &[&sumud_registry::db::MIGRATOR, &db::MIGRATOR],
+            &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
+        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
+            store,
             pool,
             producer,
         })
@@ -85,7 +89,7 @@ impl App {
         let service = Service {
             name: SERVICE,
             settings: &self.settings,
-            pool: &self.pool,
+            store: &self.store,
             producer: &self.producer,
             outbox: None,
         };

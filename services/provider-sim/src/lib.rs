@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::PgPool;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::payment::{
     Instruction, PaymentStatus, StatusReport, INSTRUCTION_ISSUED, PAYMENT_STATUS,
@@ -30,10 +31,18 @@ pub const SERVICE: &str = "provider-sim";
 /// The simulator's migrations (schema `provider_sim`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The ledger's migrations: PostgreSQL only so far.
+pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
+    service: SERVICE,
+    postgres: &MIGRATOR,
+    sqlite: None,
+};
+
 /// A built simulator.
 pub struct App {
     settings: Settings,
     behaviour: Behaviour,
+    store: Store,
     pool: PgPool,
     producer: EventProducer,
 }
@@ -175,10 +184,13 @@ impl Handler for Sim {
 impl App {
     /// Connects, migrates its ledger, ensures topics.
     pub async fn build(settings: Settings, behaviour: Behaviour) -> Result<Self> {
-        let (pool, producer) = sumud_shared::startup::prepare(&settings, 4, &[&MIGRATOR]).await?;
+        let (store, producer) =
+            sumud_shared::startup::prepare(&settings, 4, &[&MIGRATIONS]).await?;
+        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             behaviour,
+            store,
             pool,
             producer,
         })
@@ -200,7 +212,7 @@ impl App {
         let service = Service {
             name: SERVICE,
             settings: &self.settings,
-            pool: &self.pool,
+            store: &self.store,
             producer: &self.producer,
             outbox: None,
         };

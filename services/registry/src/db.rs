@@ -16,18 +16,31 @@
 //!   version never overwrites a newer one, even against a racing writer.
 //!
 //! The `COPY` paths are PostgreSQL-specific. The decision itself is pure
-//! ([`crate::changes`]), so another backend (SQLite) needs only [`stored`]
-//! and an upsert with the same guard.
+//! ([`crate::changes`]), so the SQLite backend ([`sqlite`]) needs only its
+//! own lookup of what is stored and an upsert with the same guard.
+
+pub mod sqlite;
 
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgPool};
+use sumud_shared::db::{Migrations, Store};
 use sumud_shared::Result;
 
 use crate::changes::{decide, Change, Decision, Stored, Versioned};
 
 /// The registry's migrations (schema `registry`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The same schema on the embedded default's SQLite file.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
+
+/// The registry's migrations on both backends.
+pub static MIGRATIONS: Migrations = Migrations {
+    service: crate::SERVICE,
+    postgres: &MIGRATOR,
+    sqlite: Some(&SQLITE_MIGRATOR),
+};
 
 /// The columns every `COPY` of this module fills, in [`encode_rows`] order.
 /// `updated_at` is left to the database (`now()`, the transaction time).
@@ -86,9 +99,17 @@ pub async fn stored(conn: &mut PgConnection, ids: &[&str]) -> Result<HashMap<Str
         .collect())
 }
 
-/// Decides and writes a batch (in partition order). With `try_fresh` the
-/// fresh path is tried first; it falls back to the merge path by itself.
-pub async fn write(pool: &PgPool, batch: &[Versioned], try_fresh: bool) -> Result<Written> {
+/// Decides and writes a batch (in partition order). On PostgreSQL, with
+/// `try_fresh` the fresh path is tried first; it falls back to the merge
+/// path by itself. On SQLite there is one path.
+pub async fn write(store: &Store, batch: &[Versioned], try_fresh: bool) -> Result<Written> {
+    match store {
+        Store::Postgres(pool) => write_postgres(pool, batch, try_fresh).await,
+        Store::Sqlite(pool) => sqlite::write(pool, batch).await,
+    }
+}
+
+async fn write_postgres(pool: &PgPool, batch: &[Versioned], try_fresh: bool) -> Result<Written> {
     if batch.is_empty() {
         return Ok(Written {
             decision: Decision {

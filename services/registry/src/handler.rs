@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
+use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::household::{
@@ -21,7 +21,7 @@ use crate::db::{self, Path};
 
 /// Applies registry events to `registry.households`.
 pub struct RegistryHandler {
-    pool: PgPool,
+    store: Store,
     areas: &'static AreaCatalog,
     /// Whether the next batch should first try the fresh path (one `COPY`,
     /// no read of stored versions): true until a batch meets stored
@@ -30,10 +30,10 @@ pub struct RegistryHandler {
 }
 
 impl RegistryHandler {
-    /// A handler writing to `pool`, checking codes against `areas`.
-    pub fn new(pool: PgPool, areas: &'static AreaCatalog) -> Self {
+    /// A handler writing to `store`, checking codes against `areas`.
+    pub fn new(store: Store, areas: &'static AreaCatalog) -> Self {
         RegistryHandler {
-            pool,
+            store,
             areas,
             try_fresh: AtomicBool::new(true),
         }
@@ -114,7 +114,7 @@ impl Handler for RegistryHandler {
         }
         let parse_ms = started.elapsed().as_secs_f64() * 1e3;
         let try_fresh = self.try_fresh.load(Ordering::Relaxed);
-        let written = db::write(&self.pool, &parsed, try_fresh).await?;
+        let written = db::write(&self.store, &parsed, try_fresh).await?;
         let fresh_next = match written.path {
             Path::Fresh => true,
             Path::Merge { stored } => stored == 0,

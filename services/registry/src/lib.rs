@@ -8,9 +8,9 @@ pub mod changes;
 pub mod db;
 pub mod handler;
 
-use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup;
 use sumud_shared::startup::Service;
@@ -48,7 +48,7 @@ pub fn settings_from_vars(vars: impl IntoIterator<Item = (String, String)>) -> R
 /// A built registry service, connected and migrated, ready to run.
 pub struct App {
     settings: Settings,
-    pool: PgPool,
+    store: Store,
     producer: EventProducer,
 }
 
@@ -56,31 +56,31 @@ impl App {
     /// Connects to the database (waiting for it), applies migrations, makes
     /// sure the topics exist and creates the producer for dead letters.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let (pool, producer) = sumud_shared::startup::prepare(
+        let (store, producer) = sumud_shared::startup::prepare(
             &settings,
             settings.db_max_connections,
-            &[&db::MIGRATOR],
+            &[&db::MIGRATIONS],
         )
         .await?;
         Ok(App {
             settings,
-            pool,
+            store,
             producer,
         })
     }
 
-    /// The database pool (tests and the CLI read through it).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The store (tests and the CLI read through it).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Consumes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let handler = RegistryHandler::new(self.pool.clone(), AreaCatalog::default_catalog());
+        let handler = RegistryHandler::new(self.store.clone(), AreaCatalog::default_catalog());
         let service = Service {
             name: SERVICE,
             settings: &self.settings,
-            pool: &self.pool,
+            store: &self.store,
             producer: &self.producer,
             outbox: None,
         };

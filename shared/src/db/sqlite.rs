@@ -1,0 +1,135 @@
+//! The embedded backend: an SQLite file under the data directory, with one
+//! attached database file per service schema, so that `registry.households`
+//! names the same table here as on PostgreSQL and each service's writes
+//! lock only its own file.
+//!
+//! `DATABASE_URL=sqlite://.sumud/sumud.db` keeps sqlx's migration table in
+//! `.sumud/sumud.db` and the registry in `.sumud/sumud.registry.db`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Executor;
+
+use crate::{Error, Result};
+
+/// Every service schema; each is attached on every connection, so that a
+/// service reading another's view (eligibility reads `registry.households_v`)
+/// finds it under the same name as on PostgreSQL.
+pub const SCHEMAS: &[&str] = &[
+    "alerts",
+    "control",
+    "registry",
+    "eligibility",
+    "disbursement",
+    "provider_sim",
+];
+
+/// How long a statement waits for another connection's write lock before it
+/// fails with `SQLITE_BUSY` (which the consumer loop retries).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `url` selects the embedded backend.
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+/// The main database file of a `sqlite://path` or `sqlite:path` URL (query
+/// parameters are not supported: the backend sets its own pragmas).
+pub fn main_path(url: &str) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| Error::Config(format!("{url} is not an sqlite: URL")))?;
+    if rest.is_empty() || rest.contains('?') || rest.starts_with(":memory:") {
+        return Err(Error::Config(format!(
+            "DATABASE_URL {url} must name a file, as in sqlite://.sumud/sumud.db \
+             (no :memory:, no query parameters)"
+        )));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+/// The file holding `schema`, beside the main file: `<stem>.<schema>.db`.
+pub fn schema_path(main: &Path, schema: &str) -> PathBuf {
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sumud".into());
+    main.with_file_name(format!("{stem}.{schema}.db"))
+}
+
+/// Opens a pool on the main file (created if missing, with its directory)
+/// and attaches every schema's file to each connection. Every file runs in
+/// WAL mode with `synchronous = FULL`: a committed transaction survives a
+/// crash of the process and of the machine, as on PostgreSQL.
+pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
+    let main = main_path(url)?;
+    if let Some(dir) = main.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Config(format!(
+                "cannot create the data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let attach: Vec<String> = SCHEMAS
+        .iter()
+        .map(|schema| {
+            let path = schema_path(&main, schema)
+                .to_string_lossy()
+                .replace('\'', "''");
+            format!(
+                "ATTACH DATABASE '{path}' AS {schema}; \
+                 PRAGMA {schema}.journal_mode = WAL; \
+                 PRAGMA {schema}.synchronous = FULL;"
+            )
+        })
+        .collect();
+    let attach = attach.concat();
+    let options = SqliteConnectOptions::new()
+        .filename(&main)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            let attach = attach.clone();
+            Box::pin(async move {
+                conn.execute(attach.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_main_file_and_schema_files_beside_it() {
+        let main = main_path("sqlite://.sumud/sumud.db").unwrap();
+        assert_eq!(main, PathBuf::from(".sumud/sumud.db"));
+        assert_eq!(
+            main_path("sqlite:/tmp/x.db").unwrap(),
+            PathBuf::from("/tmp/x.db")
+        );
+        assert_eq!(
+            schema_path(&main, "registry"),
+            PathBuf::from(".sumud/sumud.registry.db")
+        );
+        assert!(main_path("sqlite::memory:").is_err());
+        assert!(main_path("sqlite://x.db?mode=rwc").is_err());
+        assert!(main_path("postgres://h/db").is_err());
+        assert!(is_sqlite_url("sqlite://a.db") && !is_sqlite_url("postgres://h/db"));
+    }
+}

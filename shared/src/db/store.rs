@@ -1,0 +1,137 @@
+//! The record of truth, on either backend: PostgreSQL for deployments, or
+//! the SQLite file of the embedded default (`sumud up`). `DATABASE_URL`'s
+//! scheme chooses. A service writes its SQL for each backend it supports in
+//! its own `db.rs`; what every service needs of the store (connect, migrate,
+//! readiness, pool figures) is here.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::{PgPool, SqlitePool};
+
+use crate::{Error, Result};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: deployments, and every fast path (COPY, UNNEST).
+    Postgres,
+    /// An SQLite file under the data directory: the embedded default.
+    Sqlite,
+}
+
+/// A connection pool on either backend; cloning shares the pool.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A PostgreSQL pool.
+    Postgres(PgPool),
+    /// An SQLite pool with every schema's file attached.
+    Sqlite(SqlitePool),
+}
+
+/// A service's migrations for each backend it supports. A service without
+/// SQLite migrations refuses to start on SQLite, saying so, instead of
+/// failing later on its first query.
+pub struct Migrations {
+    /// The service's name, for that refusal.
+    pub service: &'static str,
+    /// PostgreSQL migrations (`migrations/`).
+    pub postgres: &'static Migrator,
+    /// SQLite migrations (`migrations-sqlite/`), if the service runs there.
+    pub sqlite: Option<&'static Migrator>,
+}
+
+impl From<PgPool> for Store {
+    fn from(pool: PgPool) -> Self {
+        Store::Postgres(pool)
+    }
+}
+
+impl From<SqlitePool> for Store {
+    fn from(pool: SqlitePool) -> Self {
+        Store::Sqlite(pool)
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite://path`), waiting up to
+    /// `patience` for a PostgreSQL server that is still starting.
+    pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<Store> {
+        if super::sqlite::is_sqlite_url(url) {
+            Ok(Store::Sqlite(
+                super::sqlite::connect(url, max_connections).await?,
+            ))
+        } else {
+            Ok(Store::Postgres(
+                super::connect(url, max_connections, patience).await?,
+            ))
+        }
+    }
+
+    /// The backend this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies a service's migrations for this backend.
+    pub async fn migrate(&self, m: &Migrations) -> Result<()> {
+        match self {
+            Store::Postgres(pool) => super::migrate(pool, m.postgres).await,
+            Store::Sqlite(pool) => {
+                let Some(migrator) = m.sqlite else {
+                    return Err(unsupported(m.service));
+                };
+                let mut migrator = Migrator {
+                    migrations: migrator.migrations.clone(),
+                    ..Migrator::DEFAULT
+                };
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The PostgreSQL pool of a service that has no SQLite path yet.
+    pub fn postgres(&self, service: &str) -> Result<&PgPool> {
+        match self {
+            Store::Postgres(pool) => Ok(pool),
+            Store::Sqlite(_) => Err(unsupported(service)),
+        }
+    }
+
+    /// One round trip, for readiness probes.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    /// Connections open and idle, for the pool gauges.
+    pub fn connections(&self) -> (u32, usize) {
+        match self {
+            Store::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Store::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+fn unsupported(service: &str) -> Error {
+    Error::Config(format!(
+        "the {service} service keeps its records only in PostgreSQL so far; \
+         set DATABASE_URL to a postgres:// URL"
+    ))
+}
