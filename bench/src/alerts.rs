@@ -71,7 +71,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let key_file = dir.join("alerts.jwk");
     std::fs::write(&key_file, serde_json::to_vec(&key)?)?;
     sumud_control::db::add_operator(
-        &env.pool,
+        &env.store,
         &key.kid,
         "early-warning",
         &key.x,

@@ -123,7 +123,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     // The services, as the release binaries, with an operator key.
     let alice = Jwk::generate("bench-alice-1");
     sumud_control::db::add_operator(
-        &pool,
+        &pool.clone().into(),
         "bench-alice-1",
         "bench-alice",
         &alice.x,

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use chrono::{NaiveDate, Utc};
-use sqlx::PgPool;
 use sumud_control::signing::{self, Jwk};
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
 use sumud_shared::events::crisis::{
@@ -38,16 +38,16 @@ pub fn read_key(path: &Path) -> anyhow::Result<Jwk> {
         .with_context(|| format!("{} is not a JWK key file", path.display()))
 }
 
-/// Opens the control schema (migrating it if needed).
-pub async fn control_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = sumud_shared::db::connect(
+/// Opens the control schema on either backend (migrating it if needed).
+pub async fn control_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
     )
     .await?;
-    sumud_shared::db::migrate(&pool, &sumud_control::db::MIGRATOR).await?;
-    Ok(pool)
+    store.migrate(&sumud_control::db::MIGRATIONS).await?;
+    Ok(store)
 }
 
 /// Signs and publishes a command; returns its id.
@@ -195,12 +195,12 @@ impl DefinitionArgs {
 
 /// Prints every crisis.
 pub async fn list(settings: &Settings) -> anyhow::Result<()> {
-    let pool = control_pool(settings).await?;
+    let store = control_store(settings).await?;
     println!(
         "{:<20} {:<9} {:>3} {:<12} {:>20}  title",
         "crisis", "state", "rev", "hazard", "budget"
     );
-    for c in sumud_control::db::crises(&pool).await? {
+    for c in sumud_control::db::crises(&store).await? {
         println!(
             "{:<20} {:<9} {:>3} {:<12} {:>20}  {}{}",
             c.id,
@@ -221,8 +221,8 @@ pub async fn list(settings: &Settings) -> anyhow::Result<()> {
 
 /// Prints one crisis with its audit trail.
 pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
-    let pool = control_pool(settings).await?;
-    let Some(c) = sumud_control::db::crisis(&pool, crisis_id).await? else {
+    let store = control_store(settings).await?;
+    let Some(c) = sumud_control::db::crisis(&store, crisis_id).await? else {
         bail!("crisis {crisis_id} does not exist (sumud crisis list shows the known ones)");
     };
     println!(
@@ -235,7 +235,7 @@ pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
     );
     println!("\naudit trail:");
     for (at, kind, principal, revision, state, outcome) in
-        sumud_control::db::audit_trail(&pool, crisis_id).await?
+        sumud_control::db::audit_trail(&store, crisis_id).await?
     {
         println!(
             "  {} {kind:<15} by {principal:<16} rev {revision:<3} → {state:<9} {outcome}",

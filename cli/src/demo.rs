@@ -72,7 +72,7 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
         (&proposer, "demo-proposer", &["declare", "close"][..]),
         (&approver, "demo-approver", &["approve"][..]),
     ] {
-        up::register(&pool, key, principal, roles).await?;
+        up::register(&pipeline.store, key, principal, roles).await?;
     }
 
     // 1. The social registry.

@@ -365,7 +365,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Operators { command } => {
-            let pool = crisis_cmd::control_pool(&settings).await?;
+            let store = crisis_cmd::control_store(&settings).await?;
             match command {
                 OperatorsCommand::Add {
                     kid,
@@ -379,7 +379,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                         (None, Some(f)) => crisis_cmd::read_key(&f)?.x,
                         (None, None) => anyhow::bail!("give --public-key or --key-file"),
                     };
-                    sumud_control::db::add_operator(&pool, &kid, &principal, &public, &roles)
+                    sumud_control::db::add_operator(&store, &kid, &principal, &public, &roles)
                         .await?;
                     println!(
                         "operator key {kid} of {principal} registered with roles {}",
@@ -387,7 +387,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                     );
                 }
                 OperatorsCommand::Revoke { kid } => {
-                    if !sumud_control::db::revoke_operator(&pool, &kid).await? {
+                    if !sumud_control::db::revoke_operator(&store, &kid).await? {
                         anyhow::bail!("no active key {kid}");
                     }
                     println!("operator key {kid} revoked");
@@ -421,8 +421,8 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 note,
                 definition,
             } => {
-                let pool = crisis_cmd::control_pool(&settings).await?;
-                let Some(current) = sumud_control::db::crisis(&pool, &crisis_id).await? else {
+                let store = crisis_cmd::control_store(&settings).await?;
+                let Some(current) = sumud_control::db::crisis(&store, &crisis_id).await? else {
                     anyhow::bail!("crisis {crisis_id} does not exist");
                 };
                 let def = definition.build(Some(current.definition))?;

@@ -18,6 +18,7 @@ use sumud_dashboard::config::DashboardConfig;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -93,8 +94,11 @@ pub struct Tuning {
 
 /// Every service, running in this process until [`Pipeline::stop`].
 pub struct Pipeline {
-    /// A pool on the pipeline's database.
+    /// A pool on the pipeline's database (PostgreSQL: the demo's reports
+    /// read it directly).
     pub pool: PgPool,
+    /// The pipeline's database on its backend.
+    pub store: Store,
     /// Where the dashboard serves its page.
     pub dashboard: SocketAddr,
     shutdown: CancellationToken,
@@ -111,10 +115,11 @@ impl Pipeline {
         let registry = sumud_registry::App::build(settings.clone()).await?;
         let control =
             sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
-        // Control runs on PostgreSQL only so far, so its pool is the pipeline's.
-        let pool = control.pool().clone();
         let alerts = sumud_alerts::App::build(settings.clone(), alerts).await?;
         let eligibility = sumud_eligibility::App::build(settings.clone()).await?;
+        // Eligibility runs on PostgreSQL only so far, so its pool is the pipeline's.
+        let pool = eligibility.pool().clone();
+        let store = control.store().clone();
         let disbursement =
             sumud_disbursement::App::build(settings.clone(), tuning.disbursement).await?;
         let dashboard = match sumud_dashboard::App::build(settings.clone(), tuning.dashboard).await
@@ -147,6 +152,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             pool,
+            store,
             dashboard: dashboard_addr,
             shutdown,
             services,
@@ -165,13 +171,13 @@ impl Pipeline {
 
 /// Registers `key` as an operator with `roles` (idempotent).
 pub async fn register(
-    pool: &PgPool,
+    store: &Store,
     key: &Jwk,
     principal: &str,
     roles: &[&str],
 ) -> anyhow::Result<()> {
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-    sumud_control::db::add_operator(pool, &key.kid, principal, &key.x, &roles).await?;
+    sumud_control::db::add_operator(store, &key.kid, principal, &key.x, &roles).await?;
     Ok(())
 }
 
@@ -202,7 +208,13 @@ pub async fn run(settings: Settings, args: BrokerArgs, with_provider: bool) -> a
         .await
         .context("starting the services (is PostgreSQL up? try scripts/postgres.sh start)")?;
     if let Some(key) = own_key {
-        register(&pipeline.pool, &key, "early-warning", &["declare", "close"]).await?;
+        register(
+            &pipeline.store,
+            &key,
+            "early-warning",
+            &["declare", "close"],
+        )
+        .await?;
     }
     println!(
         "Sumud is up: Kafka at {}, dashboard at http://{}/ — press Ctrl-C to stop.",

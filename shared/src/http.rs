@@ -142,8 +142,8 @@ async fn metrics(State(p): State<Arc<Probe>>) -> Response {
             })
             .set(n);
     }
-    if let (Some(schema), Store::Postgres(pool)) = (p.outbox, &p.store) {
-        if let Ok(n) = crate::outbox::backlog(pool, schema).await {
+    if let Some(schema) = p.outbox {
+        if let Ok(n) = crate::outbox::backlog(&p.store, schema).await {
             m.outbox_backlog
                 .get_or_create(&ServiceLabels {
                     service: p.service.to_owned(),

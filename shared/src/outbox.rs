@@ -4,8 +4,9 @@
 //! publish therefore delays an event; it never loses one.
 //!
 //! The relay:
-//! - holds a PostgreSQL advisory lock for its schema, so exactly one relay
-//!   publishes at a time and per-key order (which is sequence order) holds;
+//! - holds a PostgreSQL advisory lock for its schema (on SQLite, an exclusive
+//!   lock on a file beside the database), so exactly one relay publishes at
+//!   a time and per-key order (which is sequence order) holds;
 //! - reads every row not yet marked published, in sequence order — not "rows
 //!   after the last sequence seen", which would skip a row whose transaction
 //!   committed after a later sequence number's;
@@ -16,18 +17,20 @@
 //!
 //! Each owning service creates the table in its migrations:
 //! `(seq bigserial primary key, topic text, key text, payload bytea,
-//!   traceparent text, created_at timestamptz, published_at timestamptz)`.
+//!   traceparent text, created_at timestamptz, published_at timestamptz)`
+//! (on SQLite: `seq integer primary key autoincrement`, blob, text).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, SqlitePool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::db::{Store, Tx};
 use crate::envelope::Envelope;
 use crate::kafka::producer::{Ack, EventProducer};
 use crate::Result;
@@ -59,8 +62,32 @@ impl Pending {
     }
 }
 
-/// Appends rows to `<schema>.outbox` inside the caller's transaction, in one
-/// statement.
+/// Appends rows to `<schema>.outbox` inside the caller's transaction, on
+/// either backend (PostgreSQL: one statement; SQLite: one prepared insert
+/// per row, in order).
+pub async fn enqueue_tx(tx: &mut Tx, schema: &str, rows: Vec<Pending>) -> Result<()> {
+    match tx {
+        Tx::Postgres(tx) => enqueue(tx, schema, rows).await,
+        Tx::Sqlite(tx) => {
+            let insert = format!(
+                "INSERT INTO {schema}.outbox (topic, key, payload, traceparent) VALUES (?1, ?2, ?3, ?4)"
+            );
+            for r in rows {
+                sqlx::query(&insert)
+                    .bind(r.topic)
+                    .bind(r.key)
+                    .bind(r.payload)
+                    .bind(r.traceparent)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Appends rows to `<schema>.outbox` inside the caller's PostgreSQL
+/// transaction, in one statement.
 pub async fn enqueue(conn: &mut PgConnection, schema: &str, rows: Vec<Pending>) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -91,18 +118,15 @@ pub async fn enqueue(conn: &mut PgConnection, schema: &str, rows: Vec<Pending>) 
 }
 
 /// Rows not yet published.
-pub async fn backlog(pool: &PgPool, schema: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
-    ))
-    .fetch_one(pool)
-    .await?)
+pub async fn backlog(store: &Store, schema: &str) -> Result<i64> {
+    let sql = format!("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL");
+    Ok(crate::on_store!(store, pool => sqlx::query_scalar(&sql).fetch_one(pool).await)?)
 }
 
 /// Publishes the outbox of `schema` until `shutdown`. `wake` lets the writer
 /// nudge the relay right after a commit; without a nudge it polls.
 pub async fn relay(
-    pool: PgPool,
+    store: Store,
     schema: &'static str,
     producer: EventProducer,
     wake: Arc<Notify>,
@@ -112,7 +136,15 @@ pub async fn relay(
     let mut backoff = relay_backoff();
     while !shutdown.is_cancelled() {
         let started = std::time::Instant::now();
-        match relay_while_leader(&pool, schema, lock_key, &producer, &wake, &shutdown).await {
+        let led = match &store {
+            Store::Postgres(pool) => {
+                relay_while_leader(pool, schema, lock_key, &producer, &wake, &shutdown).await
+            }
+            Store::Sqlite(pool) => {
+                relay_sqlite_while_leader(pool, schema, &producer, &wake, &shutdown).await
+            }
+        };
+        match led {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 let wait = wait_after(&mut backoff, started);
@@ -162,22 +194,55 @@ async fn relay_while_leader(
         }
         return Ok(());
     }
+    let result = publish_rounds(
+        Rounds::Postgres(&mut conn),
+        schema,
+        producer,
+        wake,
+        shutdown,
+    )
+    .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(lock_key)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+/// Where a leading relay reads and marks its outbox.
+enum Rounds<'a> {
+    /// On the connection that holds the advisory lock.
+    Postgres(&'a mut PgConnection),
+    /// On the pool (the lock is a file lock).
+    Sqlite(&'a SqlitePool),
+}
+
+/// The leader's work: read every unpublished row in sequence order, enqueue
+/// them all, await every acknowledgement, then mark them; until shutdown or
+/// an error (the caller retries with backoff).
+async fn publish_rounds(
+    mut on: Rounds<'_>,
+    schema: &str,
+    producer: &EventProducer,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let select = format!(
         "SELECT seq, topic, key, payload, traceparent FROM {schema}.outbox \
          WHERE published_at IS NULL ORDER BY seq LIMIT $1"
     );
-    let mark = format!("UPDATE {schema}.outbox SET published_at = now() WHERE seq = ANY($1)");
-    let result = loop {
+    loop {
         if shutdown.is_cancelled() {
-            break Ok(());
+            return Ok(());
         }
-        let rows: Vec<OutboxRow> = match sqlx::query_as(&select)
-            .bind(BATCH)
-            .fetch_all(&mut *conn)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => break Err(e.into()),
+        let rows: Vec<OutboxRow> = match &mut on {
+            Rounds::Postgres(conn) => {
+                sqlx::query_as(&select)
+                    .bind(BATCH)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+            Rounds::Sqlite(pool) => sqlx::query_as(&select).bind(BATCH).fetch_all(*pool).await?,
         };
         if rows.is_empty() {
             tokio::select! {
@@ -208,16 +273,50 @@ async fn relay_while_leader(
         }
         drop(sends);
         let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        if let Err(e) = sqlx::query(&mark).bind(&seqs).execute(&mut *conn).await {
-            break Err(e.into());
+        match &mut on {
+            Rounds::Postgres(conn) => {
+                sqlx::query(&format!(
+                    "UPDATE {schema}.outbox SET published_at = now() WHERE seq = ANY($1)"
+                ))
+                .bind(&seqs)
+                .execute(&mut **conn)
+                .await?;
+            }
+            Rounds::Sqlite(pool) => {
+                // Every sequence number is an integer: the JSON cannot fail.
+                let list = serde_json::to_string(&seqs).unwrap_or_default();
+                sqlx::query(&format!(
+                    "UPDATE {schema}.outbox SET published_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+                     WHERE seq IN (SELECT value FROM json_each(?1))"
+                ))
+                .bind(list)
+                .execute(*pool)
+                .await?;
+            }
         }
         debug!(schema, published = seqs.len(), "Outbox rows published.");
+    }
+}
+
+/// The SQLite leader: whoever holds the exclusive lock on the schema's
+/// relay lock file (released by the operating system if the process dies,
+/// like a PostgreSQL session's advisory lock).
+async fn relay_sqlite_while_leader(
+    pool: &SqlitePool,
+    schema: &str,
+    producer: &EventProducer,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let Some(_lock) = crate::db::sqlite::try_lock(pool, &format!("{schema}.relay"))? else {
+        debug!(schema, "Another relay holds the outbox; standing by.");
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        return Ok(());
     };
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key)
-        .execute(&mut *conn)
-        .await;
-    result
+    publish_rounds(Rounds::Sqlite(pool), schema, producer, wake, shutdown).await
 }
 
 /// An entity table that is its own outbox: rows carry a change counter and

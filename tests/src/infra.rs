@@ -443,7 +443,7 @@ pub async fn start_payments(
     let sim = sumud_provider_sim::App::build(settings_of("provider-sim"), behaviour)
         .await
         .expect("provider simulator builds");
-    let (alice, bob) = crate::pipeline::register_operators(&env.pool).await;
+    let (alice, bob) = crate::pipeline::register_operators(&env.store).await;
     let services = vec![
         Running::spawn(|t| registry.run(t)),
         Running::spawn(|t| control_app.run(t)),

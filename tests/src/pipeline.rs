@@ -80,7 +80,7 @@ impl Pipeline {
         let eligibility = sumud_eligibility::App::build(env.settings.clone())
             .await
             .unwrap();
-        let (alice, bob) = register_operators(control.pool()).await;
+        let (alice, bob) = register_operators(control.store()).await;
         let mut services = vec![
             Running::spawn(|t| registry.run(t)),
             Running::spawn(|t| control.run(t)),
@@ -117,7 +117,7 @@ impl Pipeline {
     pub async fn start_alerts(&mut self, rules: sumud_alerts::rules::RuleBook) -> Jwk {
         let key = Jwk::generate("alerts-1");
         sumud_control::db::add_operator(
-            &self.env.pool,
+            &self.env.store,
             "alerts-1",
             "early-warning",
             &key.x,
@@ -168,38 +168,17 @@ impl Pipeline {
 
     /// See the scenario tests.
     pub async fn send(&self, key: &Jwk, claims: &CommandClaims) {
-        let jws = signing::sign(claims, key).unwrap();
-        self.send_jws(&claims.crisis_id, jws).await;
+        send(&self.env, key, claims).await;
     }
 
     /// See the scenario tests.
     pub async fn send_jws(&self, crisis_id: &str, jws: String) {
-        let e = Envelope::new(
-            "urn:test",
-            CONTROL_COMMAND,
-            Some(crisis_id.into()),
-            SignedCommand { jws },
-        );
-        self.env
-            .publish(&self.env.settings.topics.control, crisis_id, &e.to_bytes())
-            .await;
+        send_jws(&self.env, crisis_id, jws).await;
     }
 
     /// See the scenario tests.
     pub fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
-        self.env
-            .read_topic(
-                &self.env.settings.topics.deadletter,
-                expected,
-                Duration::from_secs(30),
-            )
-            .into_iter()
-            .map(|(_, b)| {
-                serde_json::from_slice::<Envelope<DeadLetter>>(&b)
-                    .unwrap()
-                    .data
-            })
-            .collect()
+        dead_letters(&self.env, expected)
     }
 
     /// See the scenario tests.
@@ -229,7 +208,7 @@ impl Pipeline {
 /// The scenarios' two operators, registered with control: alice
 /// (declare, close) and bob (approve, declare), so four-eyes approvals have
 /// a second principal.
-pub async fn register_operators(pool: &sqlx::PgPool) -> (Jwk, Jwk) {
+pub async fn register_operators(store: &sumud_shared::db::Store) -> (Jwk, Jwk) {
     let alice = Jwk::generate("alice-1");
     let bob = Jwk::generate("bob-1");
     for (kid, principal, key, roles) in [
@@ -237,11 +216,46 @@ pub async fn register_operators(pool: &sqlx::PgPool) -> (Jwk, Jwk) {
         ("bob-1", "bob", &bob, ["approve", "declare"]),
     ] {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        sumud_control::db::add_operator(pool, kid, principal, &key.x, &roles)
+        sumud_control::db::add_operator(store, kid, principal, &key.x, &roles)
             .await
             .expect("register an operator");
     }
     (alice, bob)
+}
+
+/// Signs `claims` with `key` and publishes the command on the control topic.
+pub async fn send(env: &TestEnv, key: &Jwk, claims: &CommandClaims) {
+    let jws = signing::sign(claims, key).unwrap();
+    send_jws(env, &claims.crisis_id, jws).await;
+}
+
+/// Publishes a command as given (forged, replayed or unsigned ones too).
+pub async fn send_jws(env: &TestEnv, crisis_id: &str, jws: String) {
+    let e = Envelope::new(
+        "urn:test",
+        CONTROL_COMMAND,
+        Some(crisis_id.into()),
+        SignedCommand { jws },
+    );
+    env.publish(&env.settings.topics.control, crisis_id, &e.to_bytes())
+        .await;
+}
+
+/// The dead letters so far: reads until `expected` arrived or 30 s passed,
+/// so asking for one more than expected proves there are no others.
+pub fn dead_letters(env: &TestEnv, expected: usize) -> Vec<DeadLetter> {
+    env.read_topic(
+        &env.settings.topics.deadletter,
+        expected,
+        Duration::from_secs(30),
+    )
+    .into_iter()
+    .map(|(_, b)| {
+        serde_json::from_slice::<Envelope<DeadLetter>>(&b)
+            .unwrap()
+            .data
+    })
+    .collect()
 }
 
 /// Budgets in these scenarios are large; four eyes has its own test.

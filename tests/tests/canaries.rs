@@ -301,7 +301,7 @@ async fn personal_data_never_leaves_the_registry_table() {
     let alice = Jwk::generate("alice-1");
     wait_for("control's operator table", DEADLINE, || async {
         sumud_control::db::add_operator(
-            &env.pool,
+            &env.store,
             "alice-1",
             "alice",
             &alice.x,

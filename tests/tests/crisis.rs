@@ -113,7 +113,7 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
 
     let carol = Jwk::generate("carol-1");
     sumud_control::db::add_operator(
-        &p.env.pool,
+        &p.env.store,
         "carol-1",
         "carol",
         &carol.x,
@@ -134,7 +134,7 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
         want,
     )
     .await;
-    let trail = sumud_control::db::audit_trail(&p.env.pool, "FL-2")
+    let trail = sumud_control::db::audit_trail(&p.env.store, "FL-2")
         .await
         .unwrap();
     assert_eq!(
@@ -164,10 +164,10 @@ async fn every_forged_or_stale_command_is_dead_lettered_with_its_reason_and_has_
     .await;
     // Revoked key.
     let dave = Jwk::generate("dave-1");
-    sumud_control::db::add_operator(&p.env.pool, "dave-1", "dave", &dave.x, &["admin".into()])
+    sumud_control::db::add_operator(&p.env.store, "dave-1", "dave", &dave.x, &["admin".into()])
         .await
         .unwrap();
-    sumud_control::db::revoke_operator(&p.env.pool, "dave-1")
+    sumud_control::db::revoke_operator(&p.env.store, "dave-1")
         .await
         .unwrap();
     p.send(&dave, &claims(CommandKind::Declare, "X4", def()))
@@ -578,7 +578,7 @@ async fn a_redelivered_command_is_acknowledged_a_copy_elsewhere_is_a_replay_and_
     // long broker outage.
     let handler = |config| {
         ControlHandler::new(
-            p.env.pool.clone(),
+            p.env.store.clone(),
             config,
             p.env.settings.topics.crisis.clone(),
             Arc::new(tokio::sync::Notify::new()),

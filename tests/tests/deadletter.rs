@@ -41,7 +41,7 @@ async fn a_command_rejected_for_a_late_key_is_applied_once_when_replayed() {
     assert_eq!(p.state("DL-1").await, None, "a dry run publishes nothing");
 
     sumud_control::db::add_operator(
-        &p.env.pool,
+        &p.env.store,
         "carol-1",
         "carol",
         &carol.x,

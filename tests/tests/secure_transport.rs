@@ -385,9 +385,10 @@ async fn sasl_scenario(broker: SaslHandle) {
     )
     .await
     .unwrap();
-    let pool = control.pool().clone();
+    let store = control.store().clone();
+    let pool = store.postgres("the secured pipeline").unwrap().clone();
     let alice = Jwk::generate("alice-1");
-    sumud_control::db::add_operator(&pool, "alice-1", "alice", &alice.x, &["declare".into()])
+    sumud_control::db::add_operator(&store, "alice-1", "alice", &alice.x, &["declare".into()])
         .await
         .unwrap();
     let mut services = vec![

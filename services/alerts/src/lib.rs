@@ -69,7 +69,7 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let wake = Arc::new(Notify::new());
         let relay = tokio::spawn(outbox::relay(
-            self.pool.clone(),
+            self.store.clone(),
             SERVICE,
             self.producer.clone(),
             wake.clone(),

@@ -1,20 +1,28 @@
-//! All SQL of the control service.
+//! All SQL of the control service, on PostgreSQL and on SQLite. Statements
+//! that read the same on both are written once ([`on_store!`],
+//! [`on_tx!`]); where the backends differ (arrays and jsonb on PostgreSQL,
+//! JSON text on SQLite; `FOR UPDATE`, which SQLite's write-locking
+//! transactions make unnecessary) each has its own.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::Row;
+use sumud_shared::db::{Migrations, Store, Tx};
 use sumud_shared::events::crisis::{CrisisDefinition, CrisisState};
-use sumud_shared::{Error, Result};
+use sumud_shared::{on_store, on_tx, Error, Result};
 
 use crate::lifecycle::{Crisis, Role};
 
 /// The control service's migrations (schema `control`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The service's migrations: PostgreSQL only so far.
-pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
+/// The same schema on the embedded default's SQLite file.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
+
+/// The service's migrations on both backends.
+pub static MIGRATIONS: Migrations = Migrations {
     service: crate::SERVICE,
     postgres: &MIGRATOR,
-    sqlite: None,
+    sqlite: Some(&SQLITE_MIGRATOR),
 };
 
 /// A registered operator key.
@@ -34,56 +42,107 @@ pub struct OperatorKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A list column as SQLite stores it (a JSON array).
+fn json_list(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| Error::Other(format!("stored list is unreadable: {e}")))
+}
+
+/// A list as SQLite stores it.
+fn to_json_list(items: &[String]) -> String {
+    // A list of strings always serialises.
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
 /// Looks up a key by id.
-pub async fn operator_key(pool: &PgPool, key_id: &str) -> Result<Option<OperatorKey>> {
-    let row = sqlx::query(
-        "SELECT key_id, principal, public_key, roles, revoked_at FROM control.operator_keys WHERE key_id = $1",
-    )
-    .bind(key_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| {
-        let role_names: Vec<String> = r.get("roles");
-        OperatorKey {
-            key_id: r.get("key_id"),
-            principal: r.get("principal"),
-            public_key: r.get("public_key"),
+pub async fn operator_key(store: &Store, key_id: &str) -> Result<Option<OperatorKey>> {
+    const SQL: &str = "SELECT key_id, principal, public_key, roles, revoked_at \
+                       FROM control.operator_keys WHERE key_id = $1";
+    let found = match store {
+        Store::Postgres(pool) => sqlx::query(SQL)
+            .bind(key_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| {
+                let roles: Vec<String> = r.get("roles");
+                (
+                    r.get("key_id"),
+                    r.get("principal"),
+                    r.get("public_key"),
+                    roles,
+                    r.get("revoked_at"),
+                )
+            }),
+        Store::Sqlite(pool) => match sqlx::query(SQL).bind(key_id).fetch_optional(pool).await? {
+            Some(r) => Some((
+                r.get("key_id"),
+                r.get("principal"),
+                r.get("public_key"),
+                json_list(r.get("roles"))?,
+                r.get("revoked_at"),
+            )),
+            None => None,
+        },
+    };
+    Ok(found.map(
+        |(key_id, principal, public_key, role_names, revoked_at): (
+            String,
+            String,
+            String,
+            Vec<String>,
+            Option<DateTime<Utc>>,
+        )| OperatorKey {
+            key_id,
+            principal,
+            public_key,
             roles: role_names.iter().filter_map(|n| Role::parse(n)).collect(),
             role_names,
-            revoked_at: r.get("revoked_at"),
-        }
-    }))
+            revoked_at,
+        },
+    ))
 }
 
 /// Registers (or re-registers, un-revoking) an operator key.
 pub async fn add_operator(
-    pool: &PgPool,
+    store: &Store,
     key_id: &str,
     principal: &str,
     public_key: &str,
     roles: &[String],
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO control.operator_keys (key_id, principal, public_key, roles) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (key_id) DO UPDATE SET principal = EXCLUDED.principal, public_key = EXCLUDED.public_key, \
-         roles = EXCLUDED.roles, revoked_at = NULL",
-    )
-    .bind(key_id)
-    .bind(principal)
-    .bind(public_key)
-    .bind(roles)
-    .execute(pool)
-    .await?;
+    const SQL: &str = "INSERT INTO control.operator_keys (key_id, principal, public_key, roles) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (key_id) DO UPDATE SET principal = EXCLUDED.principal, \
+         public_key = EXCLUDED.public_key, roles = EXCLUDED.roles, revoked_at = NULL";
+    match store {
+        Store::Postgres(pool) => {
+            sqlx::query(SQL)
+                .bind(key_id)
+                .bind(principal)
+                .bind(public_key)
+                .bind(roles)
+                .execute(pool)
+                .await?;
+        }
+        Store::Sqlite(pool) => {
+            sqlx::query(SQL)
+                .bind(key_id)
+                .bind(principal)
+                .bind(public_key)
+                .bind(to_json_list(roles))
+                .execute(pool)
+                .await?;
+        }
+    }
     Ok(())
 }
 
 /// Revokes a key; returns whether it existed.
-pub async fn revoke_operator(pool: &PgPool, key_id: &str) -> Result<bool> {
-    let r = sqlx::query("UPDATE control.operator_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL")
-        .bind(key_id)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn revoke_operator(store: &Store, key_id: &str) -> Result<bool> {
+    const SQL: &str = "UPDATE control.operator_keys SET revoked_at = $2 \
+                       WHERE key_id = $1 AND revoked_at IS NULL";
+    let now = Utc::now();
+    let rows = on_store!(store, pool => sqlx::query(SQL).bind(key_id).bind(now).execute(pool).await?.rows_affected());
+    Ok(rows == 1)
 }
 
 /// Where a message was read from: topic, partition and offset.
@@ -101,31 +160,25 @@ pub struct SourcePosition {
 /// i.e. the message is a redelivery (at-least-once) rather than a replay. The
 /// command id is part of the test: after a topic is recreated, another
 /// command can arrive at a position an earlier one was applied from.
-pub async fn applied_from(pool: &PgPool, at: &SourcePosition, command_id: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM control.commands \
-         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3 AND command_id = $4)",
-    )
-    .bind(&at.topic)
-    .bind(at.partition)
-    .bind(at.offset)
-    .bind(command_id)
-    .fetch_one(pool)
-    .await?)
+pub async fn applied_from(store: &Store, at: &SourcePosition, command_id: &str) -> Result<bool> {
+    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM control.commands \
+         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3 AND command_id = $4)";
+    Ok(on_store!(store, pool => sqlx::query_scalar(SQL)
+        .bind(&at.topic)
+        .bind(at.partition)
+        .bind(at.offset)
+        .bind(command_id)
+        .fetch_one(pool)
+        .await?))
 }
 
 /// Where a command id took effect from, if it has (`None` position for
 /// commands recorded before positions were kept).
-pub async fn command_seen(
-    conn: &mut PgConnection,
-    command_id: &str,
-) -> Result<Option<Option<SourcePosition>>> {
-    let row: Option<(Option<String>, Option<i32>, Option<i64>)> = sqlx::query_as(
-        "SELECT source_topic, source_partition, source_offset FROM control.commands WHERE command_id = $1",
-    )
-    .bind(command_id)
-    .fetch_optional(conn)
-    .await?;
+pub async fn command_seen(tx: &mut Tx, command_id: &str) -> Result<Option<Option<SourcePosition>>> {
+    const SQL: &str = "SELECT source_topic, source_partition, source_offset \
+                       FROM control.commands WHERE command_id = $1";
+    let row: Option<(Option<String>, Option<i32>, Option<i64>)> =
+        on_tx!(tx, conn => sqlx::query_as(SQL).bind(command_id).fetch_optional(conn).await?);
     Ok(row.map(|(t, p, o)| match (t, p, o) {
         (Some(topic), Some(partition), Some(offset)) => Some(SourcePosition {
             topic,
@@ -141,74 +194,183 @@ fn def_from(v: serde_json::Value) -> Result<CrisisDefinition> {
         .map_err(|e| Error::Other(format!("stored crisis definition is unreadable: {e}")))
 }
 
-fn crisis_from(r: &sqlx::postgres::PgRow) -> Result<Crisis> {
-    let state: String = r.get("state");
-    Ok(Crisis {
-        id: r.get("crisis_id"),
-        state: CrisisState::parse(&state)
-            .ok_or_else(|| Error::Other(format!("unknown stored state {state}")))?,
-        revision: r.get("revision"),
-        definition: def_from(r.get("definition"))?,
-        pending: r
-            .get::<Option<serde_json::Value>, _>("pending")
-            .map(def_from)
-            .transpose()?,
-        pending_by: r.get("pending_by"),
-        approvals: r.get("approvals"),
-        declared_by: r.get("declared_by"),
-    })
+fn json_from(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Other(format!("stored crisis definition is unreadable: {e}")))
 }
 
-/// Reads a crisis, locking its row for the rest of the transaction.
-pub async fn crisis_for_update(conn: &mut PgConnection, crisis_id: &str) -> Result<Option<Crisis>> {
-    let row = sqlx::query("SELECT * FROM control.crises WHERE crisis_id = $1 FOR UPDATE")
-        .bind(crisis_id)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(crisis_from).transpose()
+/// A crisis row's columns, read from either backend.
+struct CrisisColumns {
+    id: String,
+    state: String,
+    revision: i32,
+    definition: serde_json::Value,
+    pending: Option<serde_json::Value>,
+    pending_by: Option<String>,
+    approvals: Vec<String>,
+    declared_by: String,
+}
+
+impl CrisisColumns {
+    fn postgres(r: &sqlx::postgres::PgRow) -> Result<Self> {
+        Ok(CrisisColumns {
+            id: r.get("crisis_id"),
+            state: r.get("state"),
+            revision: r.get("revision"),
+            definition: r.get("definition"),
+            pending: r.get("pending"),
+            pending_by: r.get("pending_by"),
+            approvals: r.get("approvals"),
+            declared_by: r.get("declared_by"),
+        })
+    }
+
+    fn sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<Self> {
+        Ok(CrisisColumns {
+            id: r.get("crisis_id"),
+            state: r.get("state"),
+            revision: r.get("revision"),
+            definition: json_from(r.get("definition"))?,
+            pending: r
+                .get::<Option<String>, _>("pending")
+                .as_deref()
+                .map(json_from)
+                .transpose()?,
+            pending_by: r.get("pending_by"),
+            approvals: json_list(r.get("approvals"))?,
+            declared_by: r.get("declared_by"),
+        })
+    }
+
+    fn crisis(self) -> Result<Crisis> {
+        let state = self.state;
+        Ok(Crisis {
+            id: self.id,
+            state: CrisisState::parse(&state)
+                .ok_or_else(|| Error::Other(format!("unknown stored state {state}")))?,
+            revision: self.revision,
+            definition: def_from(self.definition)?,
+            pending: self.pending.map(def_from).transpose()?,
+            pending_by: self.pending_by,
+            approvals: self.approvals,
+            declared_by: self.declared_by,
+        })
+    }
+}
+
+/// Reads a crisis inside a transaction that will write it: locked for the
+/// rest of the transaction (PostgreSQL: `FOR UPDATE`; SQLite: the
+/// transaction already holds the file's write lock).
+pub async fn crisis_for_update(tx: &mut Tx, crisis_id: &str) -> Result<Option<Crisis>> {
+    let columns = match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query("SELECT * FROM control.crises WHERE crisis_id = $1 FOR UPDATE")
+                .bind(crisis_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .as_ref()
+                .map(CrisisColumns::postgres)
+        }
+        Tx::Sqlite(tx) => sqlx::query("SELECT * FROM control.crises WHERE crisis_id = $1")
+            .bind(crisis_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .as_ref()
+            .map(CrisisColumns::sqlite),
+    };
+    columns.transpose()?.map(CrisisColumns::crisis).transpose()
 }
 
 /// Reads a crisis.
-pub async fn crisis(pool: &PgPool, crisis_id: &str) -> Result<Option<Crisis>> {
-    let row = sqlx::query("SELECT * FROM control.crises WHERE crisis_id = $1")
-        .bind(crisis_id)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(crisis_from).transpose()
+pub async fn crisis(store: &Store, crisis_id: &str) -> Result<Option<Crisis>> {
+    const SQL: &str = "SELECT * FROM control.crises WHERE crisis_id = $1";
+    let columns = match store {
+        Store::Postgres(pool) => sqlx::query(SQL)
+            .bind(crisis_id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(CrisisColumns::postgres),
+        Store::Sqlite(pool) => sqlx::query(SQL)
+            .bind(crisis_id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(CrisisColumns::sqlite),
+    };
+    columns.transpose()?.map(CrisisColumns::crisis).transpose()
 }
 
 /// Every crisis, newest first.
-pub async fn crises(pool: &PgPool) -> Result<Vec<Crisis>> {
-    let rows = sqlx::query("SELECT * FROM control.crises ORDER BY created_at DESC")
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(crisis_from).collect()
+pub async fn crises(store: &Store) -> Result<Vec<Crisis>> {
+    const SQL: &str = "SELECT * FROM control.crises ORDER BY created_at DESC, crisis_id";
+    let columns: Vec<Result<CrisisColumns>> = match store {
+        Store::Postgres(pool) => sqlx::query(SQL)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(CrisisColumns::postgres)
+            .collect(),
+        Store::Sqlite(pool) => sqlx::query(SQL)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(CrisisColumns::sqlite)
+            .collect(),
+    };
+    columns.into_iter().map(|c| c?.crisis()).collect()
 }
 
 /// Writes the crisis after a transition.
 pub async fn save_crisis(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     c: &Crisis,
     trigger: Option<&serde_json::Value>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO control.crises (crisis_id, state, revision, definition, pending, pending_by, approvals, declared_by, trigger) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    const SQL: &str = "INSERT INTO control.crises (crisis_id, state, revision, definition, pending, \
+             pending_by, approvals, declared_by, trigger, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (crisis_id) DO UPDATE SET state = EXCLUDED.state, revision = EXCLUDED.revision, \
          definition = EXCLUDED.definition, pending = EXCLUDED.pending, pending_by = EXCLUDED.pending_by, \
-         approvals = EXCLUDED.approvals, updated_at = now()",
-    )
-    .bind(&c.id)
-    .bind(c.state.as_str())
-    .bind(c.revision)
-    .bind(serde_json::to_value(&c.definition).expect("definition serialises"))
-    .bind(c.pending.as_ref().map(|p| serde_json::to_value(p).expect("definition serialises")))
-    .bind(&c.pending_by)
-    .bind(&c.approvals)
-    .bind(&c.declared_by)
-    .bind(trigger)
-    .execute(conn)
-    .await?;
+         approvals = EXCLUDED.approvals, updated_at = EXCLUDED.updated_at";
+    let definition = serde_json::to_value(&c.definition).expect("definition serialises");
+    let pending = c
+        .pending
+        .as_ref()
+        .map(|p| serde_json::to_value(p).expect("definition serialises"));
+    let now = Utc::now();
+    match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(SQL)
+                .bind(&c.id)
+                .bind(c.state.as_str())
+                .bind(c.revision)
+                .bind(definition)
+                .bind(pending)
+                .bind(&c.pending_by)
+                .bind(&c.approvals)
+                .bind(&c.declared_by)
+                .bind(trigger)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Tx::Sqlite(tx) => {
+            sqlx::query(SQL)
+                .bind(&c.id)
+                .bind(c.state.as_str())
+                .bind(c.revision)
+                .bind(definition.to_string())
+                .bind(pending.map(|p| p.to_string()))
+                .bind(&c.pending_by)
+                .bind(to_json_list(&c.approvals))
+                .bind(&c.declared_by)
+                .bind(trigger.map(|t| t.to_string()))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -238,54 +400,55 @@ pub struct AuditEntry<'a> {
 
 /// Records the command as applied (the replay guard) and appends the audit entry.
 pub async fn record(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     e: &AuditEntry<'_>,
     issued_at: DateTime<Utc>,
     from: &SourcePosition,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO control.commands (command_id, kind, crisis_id, principal, key_id, issued_at, source_topic, source_partition, source_offset) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(e.command_id)
-    .bind(e.kind)
-    .bind(e.crisis_id)
-    .bind(e.principal)
-    .bind(e.key_id)
-    .bind(issued_at)
-    .bind(&from.topic)
-    .bind(from.partition)
-    .bind(from.offset)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO control.audit (crisis_id, command_id, kind, principal, key_id, revision, from_state, to_state, outcome, note) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(e.crisis_id)
-    .bind(e.command_id)
-    .bind(e.kind)
-    .bind(e.principal)
-    .bind(e.key_id)
-    .bind(e.revision)
-    .bind(e.from_state)
-    .bind(e.to_state)
-    .bind(e.outcome)
-    .bind(e.note)
-    .execute(conn)
-    .await?;
+    const COMMAND: &str =
+        "INSERT INTO control.commands (command_id, kind, crisis_id, principal, key_id, \
+             issued_at, source_topic, source_partition, source_offset) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    const AUDIT: &str =
+        "INSERT INTO control.audit (crisis_id, command_id, kind, principal, key_id, \
+             revision, from_state, to_state, outcome, note) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    on_tx!(tx, conn => {
+        sqlx::query(COMMAND)
+            .bind(e.command_id)
+            .bind(e.kind)
+            .bind(e.crisis_id)
+            .bind(e.principal)
+            .bind(e.key_id)
+            .bind(issued_at)
+            .bind(&from.topic)
+            .bind(from.partition)
+            .bind(from.offset)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(AUDIT)
+            .bind(e.crisis_id)
+            .bind(e.command_id)
+            .bind(e.kind)
+            .bind(e.principal)
+            .bind(e.key_id)
+            .bind(e.revision)
+            .bind(e.from_state)
+            .bind(e.to_state)
+            .bind(e.outcome)
+            .bind(e.note)
+            .execute(conn)
+            .await?;
+    });
     Ok(())
 }
 
 /// The audit trail of a crisis, oldest first: (at, kind, principal, revision, to_state, outcome).
 pub async fn audit_trail(
-    pool: &PgPool,
+    store: &Store,
     crisis_id: &str,
 ) -> Result<Vec<(DateTime<Utc>, String, String, i32, String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT at, kind, principal, revision, to_state, outcome FROM control.audit WHERE crisis_id = $1 ORDER BY seq",
-    )
-    .bind(crisis_id)
-    .fetch_all(pool)
-    .await?)
+    const SQL: &str = "SELECT at, kind, principal, revision, to_state, outcome \
+                       FROM control.audit WHERE crisis_id = $1 ORDER BY seq";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await?))
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
+use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::{Envelope, Rejection};
 use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
@@ -25,22 +25,22 @@ use crate::signing;
 
 /// Applies signed commands.
 pub struct ControlHandler {
-    pool: PgPool,
+    store: Store,
     config: ControlConfig,
     crisis_topic: String,
     wake: Arc<Notify>,
 }
 
 impl ControlHandler {
-    /// A handler writing to `pool` and publishing to `crisis_topic` through the outbox.
+    /// A handler writing to `store` and publishing to `crisis_topic` through the outbox.
     pub fn new(
-        pool: PgPool,
+        store: Store,
         config: ControlConfig,
         crisis_topic: String,
         wake: Arc<Notify>,
     ) -> Self {
         ControlHandler {
-            pool,
+            store,
             config,
             crisis_topic,
             wake,
@@ -51,7 +51,7 @@ impl ControlHandler {
     /// position (its id read from the JWS, see `signing::claimed_command_id`).
     async fn is_redelivery(&self, m: &Incoming, jws: &str) -> Result<bool> {
         match signing::claimed_command_id(jws) {
-            Some(id) => db::applied_from(&self.pool, &position(m), &id).await,
+            Some(id) => db::applied_from(&self.store, &position(m), &id).await,
             None => Ok(false),
         }
     }
@@ -72,7 +72,7 @@ impl ControlHandler {
             Ok(k) => k,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
-        let Some(key) = db::operator_key(&self.pool, &kid).await? else {
+        let Some(key) = db::operator_key(&self.store, &kid).await? else {
             return Ok(reject(
                 Reason::UnknownKey,
                 format!("key {kid:?} is not registered"),
@@ -117,7 +117,7 @@ impl ControlHandler {
         key: &db::OperatorKey,
         _now: DateTime<Utc>,
     ) -> Result<Verdict> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         let at = position(m);
         match db::command_seen(&mut tx, &claims.jti).await? {
             Some(Some(from)) if from == at => return Ok(Verdict::Done),
@@ -187,7 +187,7 @@ impl ControlHandler {
             );
             event.id = format!("{}:{}", claims.jti, event_type);
             event.traceparent = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
-            outbox::enqueue(
+            outbox::enqueue_tx(
                 &mut tx,
                 "control",
                 vec![Pending::event(&self.crisis_topic, &t.crisis.id, &event)],

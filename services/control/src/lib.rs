@@ -11,7 +11,6 @@ pub mod signing;
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
@@ -31,7 +30,6 @@ pub struct App {
     settings: Settings,
     config: ControlConfig,
     store: Store,
-    pool: PgPool,
     producer: EventProducer,
 }
 
@@ -44,33 +42,31 @@ impl App {
             &[&db::MIGRATIONS],
         )
         .await?;
-        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             config,
             store,
-            pool,
             producer,
         })
     }
 
-    /// The database pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The store (tests and the CLI register operators through it).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Runs the consumer and the outbox relay until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let wake = Arc::new(Notify::new());
         let relay = tokio::spawn(outbox::relay(
-            self.pool.clone(),
+            self.store.clone(),
             SERVICE,
             self.producer.clone(),
             wake.clone(),
             shutdown.clone(),
         ));
         let handler = ControlHandler::new(
-            self.pool.clone(),
+            self.store.clone(),
             self.config,
             self.settings.topics.crisis.clone(),
             wake,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Executor;
+use sqlx::{Connection, Executor};
 
 use crate::{Error, Result};
 
@@ -99,6 +99,12 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // A connection that comes back still inside a transaction is closed
+        // (which rolls it back) instead of pooled: sqlx cannot roll back a
+        // `BEGIN IMMEDIATE` whose task was cancelled after the database
+        // began it but before the `Transaction` existed, and that
+        // connection would hold the file's write lock for good.
+        .after_release(|conn, _meta| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
         .after_connect(move |conn, _meta| {
             let attach = attach.clone();
             Box::pin(async move {
@@ -109,6 +115,28 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// An exclusive lock named `name`, on the file `<stem>.<name>.lock` beside
+/// the database, held until the returned file is dropped; `None` if
+/// another holder has it. The operating system releases it if the process
+/// dies, as PostgreSQL releases a session's advisory lock.
+pub fn try_lock(pool: &SqlitePool, name: &str) -> Result<Option<std::fs::File>> {
+    let main = pool.connect_options().get_filename().to_path_buf();
+    let path = schema_path(&main, name).with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Other(format!("cannot open the lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::Other(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::{Error, Result};
 
@@ -120,6 +120,17 @@ impl Store {
         }
     }
 
+    /// Begins a transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a transaction that reads and then writes never
+    /// fails halfway on a snapshot another writer made stale, and it stands
+    /// in for PostgreSQL's `SELECT … FOR UPDATE` (one writer per file).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         match self {
@@ -134,4 +145,59 @@ fn unsupported(service: &str) -> Error {
         "the {service} service keeps its records only in PostgreSQL so far; \
          set DATABASE_URL to a postgres:// URL"
     ))
+}
+
+/// A transaction on either backend; dropped without [`Tx::commit`], it
+/// rolls back.
+#[derive(Debug)]
+pub enum Tx {
+    /// A PostgreSQL transaction.
+    Postgres(Transaction<'static, Postgres>),
+    /// An SQLite transaction (holding the file's write lock).
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Sqlite(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Runs the same code on whichever backend a [`Store`] holds, with `$pool`
+/// bound to its pool: for statements that read the same on both (`$1`
+/// placeholders, no arrays, no `now()`), written once.
+///
+/// `on_store!(store, pool => sqlx::query("…").bind(id).execute(pool).await)`
+#[macro_export]
+macro_rules! on_store {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::db::Store::Postgres($pool) => $body,
+            $crate::db::Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// [`on_store!`] for a [`Tx`], with `$conn` bound to its connection.
+///
+/// `on_tx!(tx, conn => sqlx::query("…").execute(conn).await)`
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
 }
