@@ -13,6 +13,7 @@ use sumud_alerts::footprint::{self, AreaIndex};
 use sumud_eligibility::simulate::{self, Simulation};
 use sumud_shared::areas::AreaCatalog;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::alert::{CapAlertJson, ALERT_CAP, CAP_XML};
 use sumud_shared::events::crisis::CrisisDefinition;
@@ -52,41 +53,31 @@ pub async fn send(settings: &Settings, file: &Path) -> anyhow::Result<String> {
 }
 
 /// sent, sender, identifier, status/type, outcome, areas, crisis.
-type AlertLine = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Vec<String>,
-    Option<String>,
-);
-
 /// Prints the most recent alerts and what was done about each.
 pub async fn list(settings: &Settings, limit: i64) -> anyhow::Result<()> {
-    let pool = sumud_shared::db::connect(
+    let store = Store::connect(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
     )
     .await?;
-    let rows: Vec<AlertLine> = sqlx::query_as(
-        "SELECT to_char(sent, 'YYYY-MM-DD HH24:MI'), sender, identifier, status || '/' || msg_type, outcome, areas, crisis_id \
-         FROM alerts.alerts ORDER BY received_at DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&pool)
-    .await
-    .context("cannot read alerts.alerts; has the alerts service run against this database?")?;
+    let alerts = sumud_alerts::db::recent(&store, limit)
+        .await
+        .context("cannot read alerts.alerts; has the alerts service run against this database?")?;
     println!(
         "{:<16} {:<20} {:<22} {:<16} {:<18} {:<16} areas",
         "sent (UTC)", "sender", "identifier", "status/type", "outcome", "crisis"
     );
-    for (sent, sender, id, kind, outcome, areas, crisis) in rows {
+    for a in alerts {
         println!(
-            "{sent:<16} {sender:<20} {id:<22} {kind:<16} {outcome:<18} {:<16} {}",
-            crisis.unwrap_or_else(|| "-".into()),
-            areas.join(",")
+            "{:<16} {:<20} {:<22} {:<16} {:<18} {:<16} {}",
+            a.sent.format("%Y-%m-%d %H:%M"),
+            a.sender,
+            a.identifier,
+            a.kind,
+            a.outcome,
+            a.crisis_id.unwrap_or_else(|| "-".into()),
+            a.areas.join(",")
         );
     }
     Ok(())

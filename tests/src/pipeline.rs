@@ -22,7 +22,17 @@ use sumud_shared::events::household::Household;
 use sumud_shared::money::Money;
 use sumud_shared::synthetic;
 
-use crate::{wait_for, Running, TestEnv};
+use crate::{wait_for, Backend, Running, TestEnv};
+
+/// How far down the pipeline a test runs.
+enum Stages {
+    /// Registry and control.
+    Control,
+    /// And eligibility.
+    Eligibility,
+    /// And disbursement and the provider simulator.
+    Payments(DisbursementConfig, Behaviour),
+}
 
 /// How long scenario steps may take.
 pub const DEADLINE: Duration = Duration::from_secs(90);
@@ -46,7 +56,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// Registry, control and eligibility on a fresh registry of `n` households.
     pub async fn start(n: u64, config: ControlConfig) -> Pipeline {
-        Self::start_full(n, config, None).await
+        Self::start_full(Backend::Postgres, n, config, Stages::Eligibility).await
+    }
+
+    /// Registry and control only, on `backend`: the services an early
+    /// warning reaches before eligibility (start the alerts service with
+    /// [`Pipeline::start_alerts`]).
+    pub async fn start_early_warning(backend: Backend, n: u64, config: ControlConfig) -> Pipeline {
+        Self::start_full(backend, n, config, Stages::Control).await
     }
 
     /// The same plus disbursement and the provider simulator.
@@ -56,15 +73,22 @@ impl Pipeline {
         disbursement: DisbursementConfig,
         behaviour: Behaviour,
     ) -> Pipeline {
-        Self::start_full(n, config, Some((disbursement, behaviour))).await
+        Self::start_full(
+            Backend::Postgres,
+            n,
+            config,
+            Stages::Payments(disbursement, behaviour),
+        )
+        .await
     }
 
     async fn start_full(
+        backend: Backend,
         n: u64,
         config: ControlConfig,
-        payments: Option<(DisbursementConfig, Behaviour)>,
+        stages: Stages,
     ) -> Pipeline {
-        let env = TestEnv::new().await;
+        let env = TestEnv::with(backend).await;
         let households: Vec<Household> = (0..n)
             .map(|i| synthetic::household(AreaCatalog::default_catalog(), SEED, i))
             .collect();
@@ -77,16 +101,18 @@ impl Pipeline {
         let control = sumud_control::App::build(env.settings.clone(), config)
             .await
             .unwrap();
-        let eligibility = sumud_eligibility::App::build(env.settings.clone())
-            .await
-            .unwrap();
         let (alice, bob) = register_operators(control.store()).await;
         let mut services = vec![
             Running::spawn(|t| registry.run(t)),
             Running::spawn(|t| control.run(t)),
-            Running::spawn(|t| eligibility.run(t)),
         ];
-        if let Some((disbursement, behaviour)) = payments {
+        if !matches!(stages, Stages::Control) {
+            let eligibility = sumud_eligibility::App::build(env.settings.clone())
+                .await
+                .unwrap();
+            services.push(Running::spawn(|t| eligibility.run(t)));
+        }
+        if let Stages::Payments(disbursement, behaviour) = stages {
             let d = sumud_disbursement::App::build(env.settings.clone(), disbursement)
                 .await
                 .unwrap();
@@ -152,10 +178,7 @@ impl Pipeline {
 
     /// See the scenario tests.
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.env.pool)
-            .await
-            .unwrap()
+        self.env.count(sql).await
     }
 
     /// See the scenario tests.
@@ -183,11 +206,10 @@ impl Pipeline {
 
     /// See the scenario tests.
     pub async fn state(&self, crisis: &str) -> Option<String> {
-        sqlx::query_scalar("SELECT state FROM control.crises WHERE crisis_id = $1")
-            .bind(crisis)
-            .fetch_optional(&self.env.pool)
+        sumud_control::db::crisis(&self.env.store, crisis)
             .await
             .unwrap()
+            .map(|c| c.state.as_str().to_owned())
     }
 
     /// See the scenario tests.

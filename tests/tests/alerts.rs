@@ -15,9 +15,11 @@ use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::alert::{IndicatorReading, ALERT_CAP, CAP_XML, INDICATOR_READING};
 use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::crisis::{CrisisState, Hazard, Severity};
 use sumud_shared::events::household::Household;
+use sumud_shared::on_store;
 use sumud_tests::pipeline::*;
-use sumud_tests::wait_for;
+use sumud_tests::{on_both_backends, wait_for, Backend};
 
 fn template(name: &str) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cap/");
@@ -86,11 +88,12 @@ async fn alert_outcome(p: &Pipeline, identifier: &str) -> (String, Option<String
         &format!("alert {identifier} recorded"),
         DEADLINE,
         || async {
-            sqlx::query_as("SELECT outcome, crisis_id FROM alerts.alerts WHERE identifier = $1")
+            let sql = "SELECT outcome, crisis_id FROM alerts.alerts WHERE identifier = $1";
+            on_store!(&p.env.store, pool => sqlx::query_as(sql)
                 .bind(identifier)
-                .fetch_optional(&p.env.pool)
-                .await
-                .unwrap()
+                .fetch_optional(pool)
+                .await)
+            .unwrap()
         },
     )
     .await
@@ -313,9 +316,10 @@ async fn proposals_wait_for_an_operator_and_exercises_only_rehearse() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded() {
-    let mut p = Pipeline::start(500, no_four_eyes()).await;
+async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded(
+    backend: Backend,
+) {
+    let mut p = Pipeline::start_early_warning(backend, 500, no_four_eyes()).await;
     p.start_alerts(RuleBook::default_book()).await;
     let (good, _) = document("jordan-flood-alert.xml", "NCSC-OK", &[]);
     let past =
@@ -413,11 +417,9 @@ async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorde
     for (what, e, reason) in &cases {
         assert_eq!(got.get(&e.id), Some(reason), "{what}");
     }
+    let sql = "SELECT outcome, msg_type FROM alerts.alerts WHERE sender NOT LIKE '%.jo' ORDER BY msg_type";
     let foreign: Vec<(String, String)> =
-        sqlx::query_as("SELECT outcome, msg_type FROM alerts.alerts WHERE sender NOT LIKE '%.jo' ORDER BY msg_type")
-            .fetch_all(&p.env.pool)
-            .await
-            .unwrap();
+        on_store!(&p.env.store, pool => sqlx::query_as(sql).fetch_all(pool).await).unwrap();
     assert_eq!(
         foreign,
         vec![
@@ -489,3 +491,165 @@ async fn a_simulation_and_the_live_response_to_the_same_inputs_agree() {
     assert_eq!(committed, sim.committed_minor);
     p.stop().await;
 }
+
+/// The crisis as control holds it, once it reaches `state` at `revision`.
+async fn wait_control(
+    p: &Pipeline,
+    crisis: &str,
+    state: CrisisState,
+    revision: i32,
+) -> sumud_control::lifecycle::Crisis {
+    wait_for(
+        &format!("{crisis} {} r{revision}", state.as_str()),
+        DEADLINE,
+        || async {
+            sumud_control::db::crisis(&p.env.store, crisis)
+                .await
+                .unwrap()
+                .filter(|c| c.state == state && c.revision == revision)
+        },
+    )
+    .await
+}
+
+async fn an_alert_update_and_cancel_declare_amend_and_close_one_crisis(backend: Backend) {
+    let mut p = Pipeline::start_early_warning(backend, 3000, no_four_eyes()).await;
+    assert!(poor_share(&p.households, "JO-MA-01") > 0.2);
+    assert!(poor_share(&p.households, "JO-AM-01") <= 0.2);
+    p.start_alerts(RuleBook::default_book()).await;
+
+    // Delivered twice, acted on once.
+    let (alert, sent) = document("jordan-flood-alert.xml", "NCSC-FL-1", &[]);
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert.clone()))
+        .await;
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert)).await;
+    let (outcome, crisis) = alert_outcome(&p, "NCSC-FL-1").await;
+    assert_eq!(outcome, "declared");
+    let crisis = crisis.expect("the alert caused a crisis");
+    let c = wait_control(&p, &crisis, CrisisState::Active, 1).await;
+    assert_eq!(c.definition.areas, vec!["JO-MA-01".to_string()]);
+    assert_eq!(c.definition.hazard, Hazard::Flood);
+    assert_eq!(c.definition.severity, Severity::Severe);
+
+    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
+    let (update, update_sent) = document(
+        "jordan-flood-update.xml",
+        "NCSC-FL-2",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(update)).await;
+    assert_eq!(alert_outcome(&p, "NCSC-FL-2").await.0, "amended");
+    let c = wait_control(&p, &crisis, CrisisState::Active, 2).await;
+    assert_eq!(c.definition.areas, vec!["JO-MA-01", "JO-MA-02"]);
+    assert_eq!(c.definition.severity, Severity::Extreme);
+
+    let refs = format!("{refs} ncsc.gov.jo,NCSC-FL-2,{update_sent}");
+    let (cancel, _) = document(
+        "jordan-flood-cancel.xml",
+        "NCSC-FL-3",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(cancel)).await;
+    assert_eq!(alert_outcome(&p, "NCSC-FL-3").await.0, "cancelled");
+    wait_control(&p, &crisis, CrisisState::Closed, 2).await;
+
+    assert_eq!(
+        p.count("SELECT count(*) FROM control.crises").await,
+        1,
+        "one crisis for the whole chain"
+    );
+    let recent = sumud_alerts::db::recent(&p.env.store, 10).await.unwrap();
+    let listed: Vec<(&str, &str, Option<&str>)> = recent
+        .iter()
+        .map(|a| {
+            (
+                a.identifier.as_str(),
+                a.outcome.as_str(),
+                a.crisis_id.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("NCSC-FL-3", "cancelled", Some(crisis.as_str())),
+            ("NCSC-FL-2", "amended", Some(crisis.as_str())),
+            ("NCSC-FL-1", "declared", Some(crisis.as_str())),
+        ],
+        "every alert recorded once, newest first"
+    );
+    assert_eq!(recent[1].areas, vec!["JO-MA-01", "JO-MA-02"]);
+    assert_eq!(recent[0].kind, "Actual/Cancel");
+    let audit = sumud_control::db::audit_trail(&p.env.store, &crisis)
+        .await
+        .unwrap();
+    let steps: Vec<(&str, &str)> = audit.iter().map(|a| (a.1.as_str(), a.2.as_str())).collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("crisis.declare", "early-warning"),
+            ("crisis.amend", "early-warning"),
+            ("crisis.close", "early-warning"),
+        ]
+    );
+    p.stop().await;
+}
+
+async fn a_price_rise_over_the_window_proposes_one_top_up(backend: Backend) {
+    let mut p = Pipeline::start_early_warning(backend, 500, no_four_eyes()).await;
+    p.start_alerts(RuleBook::default_book()).await;
+    let reading = |day: &str, value: f64| {
+        Envelope::new(
+            "urn:dos:cpi",
+            INDICATOR_READING,
+            Some("JO-IR".into()),
+            IndicatorReading {
+                source: "dos.gov.jo".into(),
+                indicator: "food_price_index".into(),
+                area: "JO-IR".into(),
+                period_end: day.parse().unwrap(),
+                value,
+                unit: Some("index".into()),
+            },
+        )
+    };
+    // A 20% rise over 30 days, then the next day inside the same rise, then
+    // a redelivery of the same point.
+    for (day, value) in [
+        ("2026-10-01", 100.0),
+        ("2026-10-31", 120.0),
+        ("2026-11-01", 125.0),
+        ("2026-10-31", 120.0),
+    ] {
+        p.publish_alert("JO-IR", &reading(day, value)).await;
+    }
+    p.wait_count("readings stored", "SELECT count(*) FROM alerts.readings", 3)
+        .await;
+    let proposed = wait_for("price-shock proposal", DEADLINE, || async {
+        let crises = sumud_control::db::crises(&p.env.store).await.unwrap();
+        let shocks: Vec<_> = crises
+            .into_iter()
+            .filter(|c| c.definition.hazard == Hazard::PriceShock)
+            .collect();
+        (!shocks.is_empty()).then_some(shocks)
+    })
+    .await;
+    assert_eq!(proposed.len(), 1);
+    assert_eq!(proposed[0].state, CrisisState::Proposed);
+    assert_eq!(proposed[0].definition.areas, vec!["JO-IR".to_string()]);
+    assert_eq!(
+        p.count("SELECT count(*) FROM alerts.triggers").await,
+        1,
+        "the next day's reading is inside the same rise"
+    );
+    // Nothing else was proposed, and the redelivered point was no conflict.
+    assert_eq!(p.count("SELECT count(*) FROM control.crises").await, 1);
+    assert!(p.dead_letters(1).is_empty());
+    p.stop().await;
+}
+
+on_both_backends!(
+    bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded,
+    an_alert_update_and_cancel_declare_amend_and_close_one_crisis,
+    a_price_rise_over_the_window_proposes_one_top_up,
+);

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, Utc};
 use oasiscap::v1dot2::{Alert, MessageType, Status};
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
 use sumud_control::signing::Jwk;
 use sumud_shared::areas::AreaCatalog;
+use sumud_shared::db::{Store, Tx};
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::alert::{IndicatorReading, ALERT_CAP, INDICATOR_READING};
@@ -31,7 +31,7 @@ use crate::rules::{self, CapCondition, Condition, Mode, Rule, RuleBook};
 
 /// Turns alerts and readings into commands.
 pub struct AlertsHandler {
-    pool: PgPool,
+    store: Store,
     rules: RuleBook,
     key: Jwk,
     index: AreaIndex,
@@ -68,14 +68,14 @@ impl AlertsHandler {
     /// A handler acting by `rules`, signing with `key`, queueing commands for
     /// `control_topic` in the `alerts` outbox.
     pub fn new(
-        pool: PgPool,
+        store: Store,
         rules: RuleBook,
         key: Jwk,
         control_topic: String,
         wake: Arc<Notify>,
     ) -> Self {
         AlertsHandler {
-            pool,
+            store,
             rules,
             key,
             index: AreaIndex::new(AreaCatalog::default_catalog()),
@@ -115,7 +115,7 @@ impl AlertsHandler {
                 ),
             ));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         match db::alert_sent(&mut tx, &a.sender, &a.identifier).await? {
             Some(sent) if sent == utc(a.sent) => return Ok(Verdict::Done),
             Some(_) => {
@@ -140,7 +140,7 @@ impl AlertsHandler {
                     &self.control_topic,
                     sumud_shared::telemetry::continuing(m.traceparent.as_deref()),
                 )?;
-                outbox::enqueue(&mut tx, "alerts", vec![row]).await?;
+                outbox::enqueue_tx(&mut tx, "alerts", vec![row]).await?;
             }
         }
         let outcome = if actual || decision.draft.is_none() {
@@ -194,7 +194,7 @@ impl AlertsHandler {
     /// amends the crisis its reference caused; a cancel closes it.
     async fn decide(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Tx,
         a: &Alert,
         footprints: &[BTreeSet<String>],
         ours: &BTreeSet<String>,
@@ -301,7 +301,7 @@ impl AlertsHandler {
     /// highest matching severity.
     async fn evaluate(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Tx,
         rule: &Rule,
         a: &Alert,
         footprints: &[BTreeSet<String>],
@@ -382,7 +382,7 @@ impl AlertsHandler {
                 "value is not a finite number",
             ));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         match db::insert_reading(&mut tx, &r).await? {
             Stored::New => {}
             Stored::Same => return Ok(Verdict::Done),
@@ -459,7 +459,7 @@ impl AlertsHandler {
                 &self.control_topic,
                 sumud_shared::telemetry::continuing(m.traceparent.as_deref()),
             )?;
-            outbox::enqueue(&mut tx, "alerts", vec![row]).await?;
+            outbox::enqueue_tx(&mut tx, "alerts", vec![row]).await?;
             fired.push(draft.crisis_id);
         }
         tx.commit().await?;

@@ -16,7 +16,6 @@ pub mod untrusted;
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
@@ -36,7 +35,6 @@ pub struct App {
     settings: Settings,
     config: AlertsConfig,
     store: Store,
-    pool: PgPool,
     producer: EventProducer,
 }
 
@@ -50,19 +48,17 @@ impl App {
             &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
-        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             config,
             store,
-            pool,
             producer,
         })
     }
 
-    /// The database pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The store (tests and the CLI read through it).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Runs the consumer and the outbox relay until `shutdown`.
@@ -76,7 +72,7 @@ impl App {
             shutdown.clone(),
         ));
         let handler = AlertsHandler::new(
-            self.pool.clone(),
+            self.store.clone(),
             self.config.rules,
             self.config.key,
             self.settings.topics.control.clone(),
