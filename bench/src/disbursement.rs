@@ -229,10 +229,23 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     )
     .await?;
     let mut floors = Vec::new();
-    for writers in [1, 2] {
+    for (writers, record) in [
+        (1, Record::Payload),
+        (2, Record::Payload),
+        (2, Record::Narrow),
+    ] {
         floors.push((
             writers,
-            floor(&env.settings, &pool, &floor_topic, &messages, writers).await?,
+            record,
+            floor(
+                &env.settings,
+                &pool,
+                &floor_topic,
+                &messages,
+                writers,
+                record,
+            )
+            .await?,
         ));
     }
     drop(messages);
@@ -271,9 +284,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "  ratio service / baseline:   {:.2} (target <= 2.5)",
         service_s / baseline_s
     );
-    for (writers, floor_s) in &floors {
+    for (writers, record, floor_s) in &floors {
+        let columns = match record {
+            Record::Payload => "(id text, payload)",
+            Record::Narrow => "(id uuid, key)",
+        };
         println!(
-            "  floor, {writers} writer(s): COPY (id, payload) per 20,000, produce after commit: \
+            "  floor, {writers} writer(s): COPY {columns} per 20,000, produce after commit: \
              {floor_s:.2} s = {:.2} x baseline",
             floor_s / baseline_s
         );
@@ -468,14 +485,24 @@ struct Message {
     payload: Vec<u8>,
 }
 
+/// What the floor measurement records per instruction.
+#[derive(Debug, Clone, Copy)]
+enum Record {
+    /// The instruction as published: its id (text) and the whole payload.
+    Payload,
+    /// Only its id (a `uuid`) and its key: less than any record of an
+    /// instruction can hold, so a floor below every real design.
+    Narrow,
+}
+
 /// Rows per transaction in the floor measurement (the scheduler's chunk).
 const FLOOR_CHUNK: usize = 20_000;
 
 /// The least work a design can do and still have PostgreSQL record every
 /// instruction before Kafka sees it: `writers` connections COPY the
 /// messages, 20,000 to a transaction, into a table of (id primary key,
-/// payload), and each chunk is produced the moment its transaction has
-/// committed. No reservation, no computing, no marks. Seconds from the
+/// payload) — or, narrower than any real record, (uuid primary key, key) —
+/// and each chunk is produced the moment its transaction has committed. No reservation, no computing, no marks. Seconds from the
 /// first COPY to the last acknowledgement.
 async fn floor(
     settings: &Settings,
@@ -483,15 +510,22 @@ async fn floor(
     topic: &str,
     messages: &[Message],
     writers: usize,
+    record: Record,
 ) -> anyhow::Result<f64> {
     sqlx::query("DROP TABLE IF EXISTS public.bench_floor")
         .execute(pool)
         .await?;
-    sqlx::query(
-        "CREATE TABLE public.bench_floor (instruction_id text PRIMARY KEY, payload text NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
+    let (table, copy_sql) = match record {
+        Record::Payload => (
+            "CREATE TABLE public.bench_floor (instruction_id text PRIMARY KEY, payload text NOT NULL)",
+            "COPY public.bench_floor (instruction_id, payload) FROM STDIN (FORMAT csv)",
+        ),
+        Record::Narrow => (
+            "CREATE TABLE public.bench_floor (instruction_id uuid PRIMARY KEY, key text NOT NULL)",
+            "COPY public.bench_floor (instruction_id, key) FROM STDIN (FORMAT csv)",
+        ),
+    };
+    sqlx::query(table).execute(pool).await?;
     let producer = EventProducer::new(settings)?;
     producer
         .enqueue(topic, b"warm-up", b"{}")
@@ -513,9 +547,13 @@ async fn floor(
                 };
                 let mut csv = Vec::with_capacity(chunk.len() * 900);
                 for m in chunk.iter() {
+                    let field = match record {
+                        Record::Payload => m.payload.as_slice(),
+                        Record::Narrow => m.key.as_bytes(),
+                    };
                     csv.extend_from_slice(m.id.as_bytes());
                     csv.extend_from_slice(b",\"");
-                    for &b in &m.payload {
+                    for &b in field {
                         if b == b'"' {
                             csv.push(b'"');
                         }
@@ -524,11 +562,7 @@ async fn floor(
                     csv.extend_from_slice(b"\"\n");
                 }
                 let mut t = sqlx::Acquire::begin(&mut *conn).await?;
-                let mut copy = t
-                    .copy_in_raw(
-                        "COPY public.bench_floor (instruction_id, payload) FROM STDIN (FORMAT csv)",
-                    )
-                    .await?;
+                let mut copy = t.copy_in_raw(copy_sql).await?;
                 copy.send(csv).await?;
                 copy.finish().await?;
                 t.commit().await?;
