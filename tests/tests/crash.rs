@@ -114,7 +114,9 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends() 
         total
     );
     // The provider's ledger agrees: nothing paid twice, no id with two contents.
-    let (_, paid_twice, conflicts) = sumud_provider_sim::ledger_audit(&p.env.pool).await.unwrap();
+    let (_, paid_twice, conflicts) = sumud_provider_sim::ledger_audit(&p.env.store)
+        .await
+        .unwrap();
     assert_eq!((paid_twice, conflicts), (0, 0));
     let paid_by_provider = p
         .count("SELECT count(DISTINCT reference_id) FROM provider_sim.ledger WHERE paid")

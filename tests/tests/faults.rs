@@ -121,7 +121,7 @@ async fn assert_healed(p: Pipeline, probes: &Probes, crisis: &str, entitled: i64
             .fetch_all(&p.env.pool)
             .await
             .unwrap_or_default();
-            let ledger = sumud_provider_sim::ledger_audit(&p.env.pool).await.ok();
+            let ledger = sumud_provider_sim::ledger_audit(&p.env.store).await.ok();
             panic!(
                 "[{label}] not every instruction paid after {SETTLE:?}: {paid:?} of {total}; \
                  (tranche, status, count) {statuses:?}; ledger {ledger:?}"
@@ -225,8 +225,9 @@ async fn assert_healed(p: Pipeline, probes: &Probes, crisis: &str, entitled: i64
 
     // The provider's ledger: asked once per instruction, paid each once,
     // never the same id with two contents.
-    let (attempts, paid_twice, conflicts) =
-        sumud_provider_sim::ledger_audit(&p.env.pool).await.unwrap();
+    let (attempts, paid_twice, conflicts) = sumud_provider_sim::ledger_audit(&p.env.store)
+        .await
+        .unwrap();
     assert_eq!(
         (attempts, paid_twice, conflicts),
         (total, 0, 0),

@@ -21,7 +21,9 @@ fn fast_schedule() -> DisbursementConfig {
 }
 
 async fn ledger(p: &Pipeline) -> (i64, i64, i64) {
-    sumud_provider_sim::ledger_audit(&p.env.pool).await.unwrap()
+    sumud_provider_sim::ledger_audit(&p.env.store)
+        .await
+        .unwrap()
 }
 
 async fn snapshot(p: &Pipeline) -> Vec<(String, i32, String, i64)> {

@@ -9,7 +9,6 @@ pub mod behaviour;
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
@@ -20,7 +19,7 @@ use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup;
 use sumud_shared::startup::Service;
-use sumud_shared::Result;
+use sumud_shared::{on_store, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::behaviour::{Behaviour, Outcome};
@@ -31,11 +30,14 @@ pub const SERVICE: &str = "provider-sim";
 /// The simulator's migrations (schema `provider_sim`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The ledger's migrations: PostgreSQL only so far.
+/// The same ledger on the embedded default's SQLite file.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
+
+/// The ledger's migrations on both backends.
 pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
     service: SERVICE,
     postgres: &MIGRATOR,
-    sqlite: None,
+    sqlite: Some(&SQLITE_MIGRATOR),
 };
 
 /// A built simulator.
@@ -43,12 +45,11 @@ pub struct App {
     settings: Settings,
     behaviour: Behaviour,
     store: Store,
-    pool: PgPool,
     producer: EventProducer,
 }
 
 struct Sim {
-    pool: PgPool,
+    store: Store,
     behaviour: Behaviour,
     producer: EventProducer,
     status_topic: String,
@@ -103,22 +104,24 @@ impl Sim {
     async fn record(&self, i: &Instruction, outcome: Outcome) -> Result<bool> {
         let content = serde_json::to_string(i).expect("serialises");
         let hash = format!("{:016x}", behaviour::uniform(0, &content, 0).to_bits());
-        let first: bool = sqlx::query_scalar(
-            "INSERT INTO provider_sim.ledger (reference_id, attempt, provider, amount_minor, content_hash, outcome, paid) \
+        // The same statement on both backends: a fresh row has been seen
+        // once, an existing one more often after the update.
+        const RECORD: &str = "INSERT INTO provider_sim.ledger AS l \
+                 (reference_id, attempt, provider, amount_minor, content_hash, outcome, paid) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (reference_id, attempt) DO UPDATE SET times_seen = provider_sim.ledger.times_seen + 1, \
-                 content_conflict = provider_sim.ledger.content_conflict OR provider_sim.ledger.content_hash <> EXCLUDED.content_hash \
-             RETURNING (xmax = 0)",
-        )
-        .bind(&i.reference_id)
-        .bind(i.attempt as i32)
-        .bind(&i.provider)
-        .bind(i.amount)
-        .bind(hash)
-        .bind(outcome.as_str())
-        .bind(outcome == Outcome::Pay)
-        .fetch_one(&self.pool)
-        .await?;
+             ON CONFLICT (reference_id, attempt) DO UPDATE SET times_seen = l.times_seen + 1, \
+                 content_conflict = l.content_conflict OR l.content_hash <> EXCLUDED.content_hash \
+             RETURNING times_seen = 1";
+        let first: bool = on_store!(&self.store, pool => sqlx::query_scalar(RECORD)
+            .bind(&i.reference_id)
+            .bind(i.attempt as i32)
+            .bind(&i.provider)
+            .bind(i.amount)
+            .bind(&hash)
+            .bind(outcome.as_str())
+            .bind(outcome == Outcome::Pay)
+            .fetch_one(pool)
+            .await?);
         Ok(first)
     }
 }
@@ -186,25 +189,23 @@ impl App {
     pub async fn build(settings: Settings, behaviour: Behaviour) -> Result<Self> {
         let (store, producer) =
             sumud_shared::startup::prepare(&settings, 4, &[&MIGRATIONS]).await?;
-        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             behaviour,
             store,
-            pool,
             producer,
         })
     }
 
-    /// The ledger's pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The ledger's store.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Answers instructions until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let sim = Sim {
-            pool: self.pool.clone(),
+            store: self.store.clone(),
             behaviour: self.behaviour.clone(),
             producer: self.producer.clone(),
             status_topic: self.settings.topics.status.clone(),
@@ -223,12 +224,10 @@ impl App {
 
 /// Ledger checks for tests and release soaks: (attempts seen, instructions
 /// paid more than once, attempts that arrived with different content).
-pub async fn ledger_audit(pool: &PgPool) -> Result<(i64, i64, i64)> {
-    Ok(sqlx::query_as(
-        "SELECT (SELECT count(*) FROM provider_sim.ledger), \
-                (SELECT count(*) FROM (SELECT reference_id FROM provider_sim.ledger WHERE paid GROUP BY reference_id HAVING count(*) > 1) d), \
-                (SELECT count(*) FROM provider_sim.ledger WHERE content_conflict)",
-    )
-    .fetch_one(pool)
-    .await?)
+pub async fn ledger_audit(store: &Store) -> Result<(i64, i64, i64)> {
+    const AUDIT: &str = "SELECT (SELECT count(*) FROM provider_sim.ledger), \
+            (SELECT count(*) FROM (SELECT reference_id FROM provider_sim.ledger WHERE paid \
+                                   GROUP BY reference_id HAVING count(*) > 1) d), \
+            (SELECT count(*) FROM provider_sim.ledger WHERE content_conflict)";
+    Ok(on_store!(store, pool => sqlx::query_as(AUDIT).fetch_one(pool).await?))
 }
