@@ -40,11 +40,17 @@ pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Res
 
 /// Applies a service's migrations.
 pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<()> {
+    lenient(migrator).run(pool).await?;
+    Ok(())
+}
+
+/// `migrator` ignoring the applied versions it does not know: the other
+/// services' migrations, recorded in the same `_sqlx_migrations` table.
+fn lenient(migrator: &Migrator) -> Migrator {
     let mut m = Migrator {
         migrations: migrator.migrations.clone(),
         ..Migrator::DEFAULT
     };
     m.set_ignore_missing(true);
-    m.run(pool).await?;
-    Ok(())
+    m
 }

@@ -12,6 +12,7 @@ use sumud_shared::envelope::Envelope;
 use sumud_shared::events::household::{
     Household, HouseholdRemoved, HOUSEHOLD_REMOVED, HOUSEHOLD_UPSERTED,
 };
+use sumud_shared::on_store;
 use sumud_shared::synthetic;
 use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
 
@@ -78,14 +79,25 @@ struct StoredRow {
 }
 
 async fn stored_rows(env: &TestEnv) -> Vec<StoredRow> {
-    const COLUMNS: &str = "household_id, area_code, governorate, district, members, \
-        welfare_score, payment_channel, account_token, removed";
-    match &env.store {
-        Store::Postgres(pool) => sqlx::query(&format!(
-            "SELECT {COLUMNS}, flags, programmes, \
-                    ARRAY(SELECT jsonb_object_keys(personal)) AS personal_keys \
+    // Lists come back as JSON text from both backends, so one decoding serves.
+    let sql = match env.store.backend() {
+        Backend::Postgres => {
+            "SELECT household_id, area_code, governorate, district, members, welfare_score, \
+                    payment_channel, account_token, removed, \
+                    to_json(flags)::text AS flags, to_json(programmes)::text AS programmes, \
+                    coalesce((SELECT json_agg(k) FROM jsonb_object_keys(personal) k), '[]')::text \
+                        AS personal_keys \
              FROM registry.households"
-        ))
+        }
+        Backend::Sqlite => {
+            "SELECT household_id, area_code, governorate, district, members, welfare_score, \
+                    payment_channel, account_token, removed, flags, programmes, \
+                    (SELECT json_group_array(key) FROM json_each(personal)) AS personal_keys \
+             FROM registry.households"
+        }
+    };
+    let list = |text: String| serde_json::from_str::<Vec<String>>(&text).unwrap();
+    on_store!(&env.store, pool => sqlx::query(sql)
         .fetch_all(pool)
         .await
         .unwrap()
@@ -97,42 +109,14 @@ async fn stored_rows(env: &TestEnv) -> Vec<StoredRow> {
             district: r.get("district"),
             members: r.get("members"),
             welfare_score: r.get("welfare_score"),
-            flags: r.get("flags"),
-            programmes: r.get("programmes"),
+            flags: list(r.get("flags")),
+            programmes: list(r.get("programmes")),
             payment_channel: r.get("payment_channel"),
             account_token: r.get("account_token"),
             removed: r.get("removed"),
-            personal_keys: r.get("personal_keys"),
+            personal_keys: list(r.get("personal_keys")),
         })
-        .collect(),
-        Store::Sqlite(pool) => {
-            let list = |text: String| serde_json::from_str::<Vec<String>>(&text).unwrap();
-            sqlx::query(&format!(
-                "SELECT {COLUMNS}, flags, programmes, \
-                        (SELECT json_group_array(key) FROM json_each(personal)) AS personal_keys \
-                 FROM registry.households"
-            ))
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| StoredRow {
-                household_id: r.get("household_id"),
-                area_code: r.get("area_code"),
-                governorate: r.get("governorate"),
-                district: r.get("district"),
-                members: r.get("members"),
-                welfare_score: r.get("welfare_score"),
-                flags: list(r.get("flags")),
-                programmes: list(r.get("programmes")),
-                payment_channel: r.get("payment_channel"),
-                account_token: r.get("account_token"),
-                removed: r.get("removed"),
-                personal_keys: list(r.get("personal_keys")),
-            })
-            .collect()
-        }
-    }
+        .collect())
 }
 
 /// The columns of the view other services read.

@@ -19,6 +19,25 @@
 //! ([`crate::changes`]), so the SQLite backend ([`sqlite`]) needs only its
 //! own lookup of what is stored and an upsert with the same guard.
 
+/// How both backends' upserts end: a stored household is replaced only by
+/// a newer version, so a write is idempotent under redelivery and safe
+/// against a racing writer. The target table is aliased `h`.
+macro_rules! newer_version_wins {
+    () => {
+        " ON CONFLICT (household_id) DO UPDATE SET
+            version = EXCLUDED.version, removed = EXCLUDED.removed,
+            area_code = EXCLUDED.area_code, governorate = EXCLUDED.governorate,
+            district = EXCLUDED.district, members = EXCLUDED.members,
+            welfare_score = EXCLUDED.welfare_score, flags = EXCLUDED.flags,
+            programmes = EXCLUDED.programmes, payment_channel = EXCLUDED.payment_channel,
+            payment_provider = EXCLUDED.payment_provider, account_token = EXCLUDED.account_token,
+            personal = EXCLUDED.personal, event_id = EXCLUDED.event_id,
+            src_partition = EXCLUDED.src_partition, src_offset = EXCLUDED.src_offset,
+            updated_at = EXCLUDED.updated_at
+        WHERE h.version < EXCLUDED.version"
+    };
+}
+
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -199,27 +218,17 @@ END $$";
 
 /// Moves the staged winners into the table. The `version <` guard makes the
 /// write idempotent and safe against a racing writer.
-const UPSERT_STAGED: &str = r#"
-    INSERT INTO registry.households AS h
+const UPSERT_STAGED: &str = concat!(
+    "INSERT INTO registry.households AS h
         (household_id, version, removed, area_code, governorate, district, members,
          welfare_score, flags, programmes, payment_channel, payment_provider, account_token,
          personal, event_id, src_partition, src_offset, updated_at)
     SELECT household_id, version, removed, area_code, governorate, district, members,
            welfare_score, flags, programmes, payment_channel, payment_provider, account_token,
            personal, event_id, src_partition, src_offset, now()
-    FROM pg_temp.registry_stage
-    ON CONFLICT (household_id) DO UPDATE SET
-        version = EXCLUDED.version, removed = EXCLUDED.removed,
-        area_code = EXCLUDED.area_code, governorate = EXCLUDED.governorate,
-        district = EXCLUDED.district, members = EXCLUDED.members,
-        welfare_score = EXCLUDED.welfare_score, flags = EXCLUDED.flags,
-        programmes = EXCLUDED.programmes, payment_channel = EXCLUDED.payment_channel,
-        payment_provider = EXCLUDED.payment_provider, account_token = EXCLUDED.account_token,
-        personal = EXCLUDED.personal, event_id = EXCLUDED.event_id,
-        src_partition = EXCLUDED.src_partition, src_offset = EXCLUDED.src_offset,
-        updated_at = EXCLUDED.updated_at
-    WHERE h.version < EXCLUDED.version
-"#;
+    FROM pg_temp.registry_stage",
+    newer_version_wins!()
+);
 
 /// The merge path, in one transaction.
 async fn write_merge(pool: &PgPool, batch: &[Versioned]) -> Result<Written> {

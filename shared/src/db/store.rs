@@ -84,12 +84,7 @@ impl Store {
                 let Some(migrator) = m.sqlite else {
                     return Err(unsupported(m.service));
                 };
-                let mut migrator = Migrator {
-                    migrations: migrator.migrations.clone(),
-                    ..Migrator::DEFAULT
-                };
-                migrator.set_ignore_missing(true);
-                migrator.run(pool).await?;
+                super::lenient(migrator).run(pool).await?;
                 Ok(())
             }
         }

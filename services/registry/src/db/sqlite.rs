@@ -49,24 +49,15 @@ pub async fn stored(conn: &mut SqliteConnection, ids: &[&str]) -> Result<HashMap
 
 /// The winners go in only over an older version: idempotent under
 /// redelivery, as on PostgreSQL.
-const UPSERT: &str = "
-    INSERT INTO registry.households AS h
+const UPSERT: &str = concat!(
+    "INSERT INTO registry.households AS h
         (household_id, version, removed, area_code, governorate, district, members,
          welfare_score, flags, programmes, payment_channel, payment_provider, account_token,
          personal, event_id, src_partition, src_offset, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    ON CONFLICT (household_id) DO UPDATE SET
-        version = excluded.version, removed = excluded.removed,
-        area_code = excluded.area_code, governorate = excluded.governorate,
-        district = excluded.district, members = excluded.members,
-        welfare_score = excluded.welfare_score, flags = excluded.flags,
-        programmes = excluded.programmes, payment_channel = excluded.payment_channel,
-        payment_provider = excluded.payment_provider, account_token = excluded.account_token,
-        personal = excluded.personal, event_id = excluded.event_id,
-        src_partition = excluded.src_partition, src_offset = excluded.src_offset,
-        updated_at = excluded.updated_at
-    WHERE h.version < excluded.version";
+            strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+    newer_version_wins!()
+);
 
 /// Decides and writes a batch in one transaction. `BEGIN IMMEDIATE` takes
 /// the file's write lock before reading, so no other writer can slip in
