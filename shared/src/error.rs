@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database refused or dropped a statement.
-    #[error("database error: {0} (check that PostgreSQL is reachable at DATABASE_URL)")]
+    #[error("database error: {0} ({hint})", hint = database_hint(.0))]
     Database(#[from] sqlx::Error),
     /// A migration could not be applied.
     #[error("migration failed: {0}")]
@@ -59,6 +59,20 @@ impl Error {
             reason,
             detail: detail.into(),
         }
+    }
+}
+
+/// What to check, by backend: a PostgreSQL server may be down; an SQLite
+/// file may be locked by another writer or not writable.
+fn database_hint(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
+            "check that the SQLite files under DATABASE_URL are writable and that no other \
+             process holds their write lock"
+        }
+        _ => "check that the database at DATABASE_URL is reachable",
     }
 }
 
@@ -130,11 +144,14 @@ mod tests {
             .await
             .unwrap();
         // b has no busy timeout: the lock a holds fails it at once.
-        let busy = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut b)
-            .await
-            .unwrap_err();
-        assert!(Error::Database(busy).is_retryable());
+        let busy = Error::Database(
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut b)
+                .await
+                .unwrap_err(),
+        );
+        assert!(busy.is_retryable());
+        assert!(busy.to_string().contains("write lock"), "{busy}");
         sqlx::query("ROLLBACK").execute(&mut a).await.unwrap();
         let check = sqlx::query("INSERT INTO t VALUES (0)")
             .execute(&mut b)

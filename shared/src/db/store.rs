@@ -196,3 +196,39 @@ macro_rules! on_tx {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static NONE: Migrator = Migrator::DEFAULT;
+
+    #[tokio::test]
+    async fn a_service_without_sqlite_migrations_refuses_an_sqlite_url_by_name() {
+        let dir = std::env::temp_dir().join(format!("sumud-store-{}", std::process::id()));
+        let url = format!("sqlite://{}/sumud.db", dir.display());
+        let store = Store::connect(&url, 1, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        let postgres_only = Migrations {
+            service: "ledger",
+            postgres: &NONE,
+            sqlite: None,
+        };
+        let refused = store.migrate(&postgres_only).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("the ledger service keeps its records only in PostgreSQL")
+                && refused.contains("postgres://"),
+            "{refused}"
+        );
+        assert!(store.postgres("ledger").is_err());
+        // Every schema's file is attached under the schema's name.
+        store.ping().await.unwrap();
+        assert!(
+            dir.join("sumud.registry.db").exists() && dir.join("sumud.provider_sim.db").exists()
+        );
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
