@@ -141,16 +141,13 @@ impl Pipeline {
     /// Starts the alerts service with its own key registered (declare and
     /// close roles) under the principal `early-warning`, acting by `rules`.
     pub async fn start_alerts(&mut self, rules: sumud_alerts::rules::RuleBook) -> Jwk {
-        let key = Jwk::generate("alerts-1");
-        sumud_control::db::add_operator(
+        let key = operator(
             &self.env.store,
             "alerts-1",
             "early-warning",
-            &key.x,
-            &["declare".into(), "close".into()],
+            &["declare", "close"],
         )
-        .await
-        .unwrap();
+        .await;
         let config = sumud_alerts::config::AlertsConfig {
             key: key.clone(),
             rules,
@@ -231,18 +228,24 @@ impl Pipeline {
 /// (declare, close) and bob (approve, declare), so four-eyes approvals have
 /// a second principal.
 pub async fn register_operators(store: &sumud_shared::db::Store) -> (Jwk, Jwk) {
-    let alice = Jwk::generate("alice-1");
-    let bob = Jwk::generate("bob-1");
-    for (kid, principal, key, roles) in [
-        ("alice-1", "alice", &alice, ["declare", "close"]),
-        ("bob-1", "bob", &bob, ["approve", "declare"]),
-    ] {
-        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        sumud_control::db::add_operator(store, kid, principal, &key.x, &roles)
-            .await
-            .expect("register an operator");
-    }
+    let alice = operator(store, "alice-1", "alice", &["declare", "close"]).await;
+    let bob = operator(store, "bob-1", "bob", &["approve", "declare"]).await;
     (alice, bob)
+}
+
+/// A fresh key `kid` for `principal`, registered with control with `roles`.
+pub async fn operator(
+    store: &sumud_shared::db::Store,
+    kid: &str,
+    principal: &str,
+    roles: &[&str],
+) -> Jwk {
+    let key = Jwk::generate(kid);
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    sumud_control::db::add_operator(store, kid, principal, &key.x, &roles)
+        .await
+        .expect("register an operator");
+    key
 }
 
 /// Signs `claims` with `key` and publishes the command on the control topic.

@@ -58,30 +58,68 @@ fn poor_share(households: &[Household], area: &str) -> f64 {
     inside.iter().filter(|h| h.welfare_score < 30.0).count() as f64 / inside.len().max(1) as f64
 }
 
-async fn crisis_row(p: &Pipeline, crisis: &str) -> Option<(String, i32, Value, Option<Value>)> {
-    sqlx::query_as(
-        "SELECT state, revision, definition, trigger FROM control.crises WHERE crisis_id = $1",
-    )
-    .bind(crisis)
-    .fetch_optional(&p.env.pool)
-    .await
-    .unwrap()
-}
-
-async fn wait_crisis(p: &Pipeline, crisis: &str, state: &str, revision: i32) -> (Value, Value) {
+/// The crisis as control holds it, once it reaches `state` at `revision`.
+async fn wait_control(
+    p: &Pipeline,
+    crisis: &str,
+    state: CrisisState,
+    revision: i32,
+) -> sumud_control::lifecycle::Crisis {
     wait_for(
-        &format!("{crisis} {state} r{revision}"),
+        &format!("{crisis} {} r{revision}", state.as_str()),
         DEADLINE,
         || async {
-            match crisis_row(p, crisis).await {
-                Some((s, r, def, trigger)) if s == state && r == revision => {
-                    Some((def, trigger.unwrap_or(Value::Null)))
-                }
-                _ => None,
-            }
+            sumud_control::db::crisis(&p.env.store, crisis)
+                .await
+                .unwrap()
+                .filter(|c| c.state == state && c.revision == revision)
         },
     )
     .await
+}
+
+/// The flood alert of the template (delivered twice, acted on once)
+/// declares one crisis over the poor district its polygon covers; returns
+/// the crisis and the alert's `sent`.
+async fn declare_by_flood_alert(p: &Pipeline) -> (String, String) {
+    let (alert, sent) = document("jordan-flood-alert.xml", "NCSC-FL-1", &[]);
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert.clone()))
+        .await;
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert)).await;
+    let (outcome, crisis) = alert_outcome(p, "NCSC-FL-1").await;
+    assert_eq!(outcome, "declared");
+    let crisis = crisis.expect("the alert caused a crisis");
+    let c = wait_control(p, &crisis, CrisisState::Active, 1).await;
+    assert_eq!(c.definition.areas, vec!["JO-MA-01".to_string()]);
+    assert_eq!(c.definition.hazard, Hazard::Flood);
+    assert_eq!(c.definition.severity, Severity::Severe);
+    (crisis, sent)
+}
+
+/// The Update referring to that alert widens the footprint (the crisis is
+/// amended, not duplicated); the Cancel referring to both closes it.
+async fn update_then_cancel(p: &Pipeline, crisis: &str, sent: &str) {
+    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
+    let (update, update_sent) = document(
+        "jordan-flood-update.xml",
+        "NCSC-FL-2",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(update)).await;
+    assert_eq!(alert_outcome(p, "NCSC-FL-2").await.0, "amended");
+    let c = wait_control(p, crisis, CrisisState::Active, 2).await;
+    assert_eq!(c.definition.areas, vec!["JO-MA-01", "JO-MA-02"]);
+    assert_eq!(c.definition.severity, Severity::Extreme);
+
+    let refs = format!("{refs} ncsc.gov.jo,NCSC-FL-2,{update_sent}");
+    let (cancel, _) = document(
+        "jordan-flood-cancel.xml",
+        "NCSC-FL-3",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(cancel)).await;
+    assert_eq!(alert_outcome(p, "NCSC-FL-3").await.0, "cancelled");
+    wait_control(p, crisis, CrisisState::Closed, 2).await;
 }
 
 async fn alert_outcome(p: &Pipeline, identifier: &str) -> (String, Option<String>) {
@@ -137,10 +175,6 @@ async fn trigger_of(p: &Pipeline, crisis: &str) -> Value {
     .unwrap_or(Value::Null)
 }
 
-fn areas_of(def: &Value) -> Vec<String> {
-    serde_json::from_value(def["areas"].clone()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_alert_chain_declares_pays_amends_and_cancels_exactly_once() {
     let schedule = DisbursementConfig {
@@ -164,18 +198,8 @@ async fn a_flood_alert_chain_declares_pays_amends_and_cancels_exactly_once() {
     assert!(poor_share(&p.households, "JO-MA-02") > 0.2);
     p.start_alerts(RuleBook::default_book()).await;
 
-    // Alert: delivered twice, acted on once.
-    let (alert, sent) = document("jordan-flood-alert.xml", "NCSC-FL-1", &[]);
-    p.publish_alert("ncsc.gov.jo", &cap_event(alert.clone()))
-        .await;
-    p.publish_alert("ncsc.gov.jo", &cap_event(alert)).await;
-    let (outcome, crisis) = alert_outcome(&p, "NCSC-FL-1").await;
-    assert_eq!(outcome, "declared");
-    let crisis = crisis.expect("the alert caused a crisis");
-    let (def, trigger) = wait_crisis(&p, &crisis, "active", 1).await;
-    assert_eq!(areas_of(&def), vec!["JO-MA-01"]);
-    assert_eq!(def["hazard"], "flood");
-    assert_eq!(def["severity"], "severe");
+    let (crisis, sent) = declare_by_flood_alert(&p).await;
+    let trigger = trigger_of(&p, &crisis).await;
     assert_eq!(trigger["rule"]["id"], "flood-severe-poor-areas");
     assert_eq!(trigger["rule"]["version"], 3);
     assert_eq!(trigger["alert"]["identifier"], "NCSC-FL-1");
@@ -200,29 +224,9 @@ async fn a_flood_alert_chain_declares_pays_amends_and_cancels_exactly_once() {
     .await;
     assert!(first > 0);
 
-    // Update: the footprint widens; the crisis is amended, not duplicated.
-    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
-    let (update, update_sent) = document(
-        "jordan-flood-update.xml",
-        "NCSC-FL-2",
-        &[("{{REFERENCES}}", &refs)],
-    );
-    p.publish_alert("ncsc.gov.jo", &cap_event(update)).await;
-    assert_eq!(alert_outcome(&p, "NCSC-FL-2").await.0, "amended");
-    let (def, _) = wait_crisis(&p, &crisis, "active", 2).await;
-    assert_eq!(areas_of(&def), vec!["JO-MA-01", "JO-MA-02"]);
-    assert_eq!(def["severity"], "extreme");
-
-    // Cancel after payments started: the crisis closes, no new tranche.
-    let refs = format!("{refs} ncsc.gov.jo,NCSC-FL-2,{update_sent}");
-    let (cancel, _) = document(
-        "jordan-flood-cancel.xml",
-        "NCSC-FL-3",
-        &[("{{REFERENCES}}", &refs)],
-    );
-    p.publish_alert("ncsc.gov.jo", &cap_event(cancel)).await;
-    assert_eq!(alert_outcome(&p, "NCSC-FL-3").await.0, "cancelled");
-    wait_crisis(&p, &crisis, "closed", 2).await;
+    // Update, then Cancel after payments started: the crisis is amended,
+    // then closes; no new tranche.
+    update_then_cancel(&p, &crisis, &sent).await;
 
     let crises = p
         .count("SELECT count(*) FROM control.crises WHERE crisis_id LIKE 'EW-%'")
@@ -280,11 +284,14 @@ async fn proposals_wait_for_an_operator_and_exercises_only_rehearse() {
     let (outcome, crisis) = alert_outcome(&p, "JMD-SN-1").await;
     assert_eq!(outcome, "proposed");
     let crisis = crisis.unwrap();
-    let (def, _) = wait_crisis(&p, &crisis, "proposed", 1).await;
-    assert_eq!(def["hazard"], "cold_wave");
+    let def = wait_control(&p, &crisis, CrisisState::Proposed, 1)
+        .await
+        .definition;
+    assert_eq!(def.hazard, Hazard::ColdWave);
     assert!(
-        areas_of(&def).iter().all(|a| a.starts_with("JO-AJ")),
-        "{def}"
+        def.areas.iter().all(|a| a.starts_with("JO-AJ")),
+        "{:?}",
+        def.areas
     );
     assert_eq!(
         p.count("SELECT count(*) FROM eligibility.entitlements")
@@ -294,7 +301,7 @@ async fn proposals_wait_for_an_operator_and_exercises_only_rehearse() {
     );
     p.send(&p.bob, &claims(CommandKind::Approve, &crisis, None))
         .await;
-    wait_crisis(&p, &crisis, "active", 1).await;
+    wait_control(&p, &crisis, CrisisState::Active, 1).await;
     wait_for("entitlements after approval", DEADLINE, || async {
         (p.count("SELECT count(*) FROM eligibility.entitlements")
             .await
@@ -482,66 +489,14 @@ async fn a_simulation_and_the_live_response_to_the_same_inputs_agree() {
     p.stop().await;
 }
 
-/// The crisis as control holds it, once it reaches `state` at `revision`.
-async fn wait_control(
-    p: &Pipeline,
-    crisis: &str,
-    state: CrisisState,
-    revision: i32,
-) -> sumud_control::lifecycle::Crisis {
-    wait_for(
-        &format!("{crisis} {} r{revision}", state.as_str()),
-        DEADLINE,
-        || async {
-            sumud_control::db::crisis(&p.env.store, crisis)
-                .await
-                .unwrap()
-                .filter(|c| c.state == state && c.revision == revision)
-        },
-    )
-    .await
-}
-
 async fn an_alert_update_and_cancel_declare_amend_and_close_one_crisis(backend: Backend) {
     let mut p = Pipeline::start_early_warning(backend, 3000, no_four_eyes()).await;
     assert!(poor_share(&p.households, "JO-MA-01") > 0.2);
     assert!(poor_share(&p.households, "JO-AM-01") <= 0.2);
     p.start_alerts(RuleBook::default_book()).await;
 
-    // Delivered twice, acted on once.
-    let (alert, sent) = document("jordan-flood-alert.xml", "NCSC-FL-1", &[]);
-    p.publish_alert("ncsc.gov.jo", &cap_event(alert.clone()))
-        .await;
-    p.publish_alert("ncsc.gov.jo", &cap_event(alert)).await;
-    let (outcome, crisis) = alert_outcome(&p, "NCSC-FL-1").await;
-    assert_eq!(outcome, "declared");
-    let crisis = crisis.expect("the alert caused a crisis");
-    let c = wait_control(&p, &crisis, CrisisState::Active, 1).await;
-    assert_eq!(c.definition.areas, vec!["JO-MA-01".to_string()]);
-    assert_eq!(c.definition.hazard, Hazard::Flood);
-    assert_eq!(c.definition.severity, Severity::Severe);
-
-    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
-    let (update, update_sent) = document(
-        "jordan-flood-update.xml",
-        "NCSC-FL-2",
-        &[("{{REFERENCES}}", &refs)],
-    );
-    p.publish_alert("ncsc.gov.jo", &cap_event(update)).await;
-    assert_eq!(alert_outcome(&p, "NCSC-FL-2").await.0, "amended");
-    let c = wait_control(&p, &crisis, CrisisState::Active, 2).await;
-    assert_eq!(c.definition.areas, vec!["JO-MA-01", "JO-MA-02"]);
-    assert_eq!(c.definition.severity, Severity::Extreme);
-
-    let refs = format!("{refs} ncsc.gov.jo,NCSC-FL-2,{update_sent}");
-    let (cancel, _) = document(
-        "jordan-flood-cancel.xml",
-        "NCSC-FL-3",
-        &[("{{REFERENCES}}", &refs)],
-    );
-    p.publish_alert("ncsc.gov.jo", &cap_event(cancel)).await;
-    assert_eq!(alert_outcome(&p, "NCSC-FL-3").await.0, "cancelled");
-    wait_control(&p, &crisis, CrisisState::Closed, 2).await;
+    let (crisis, sent) = declare_by_flood_alert(&p).await;
+    update_then_cancel(&p, &crisis, &sent).await;
 
     assert_eq!(
         p.count("SELECT count(*) FROM control.crises").await,

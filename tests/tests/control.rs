@@ -15,7 +15,8 @@ use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_CLOSED, CRISIS_PROPOSED,
 };
 use sumud_tests::pipeline::{
-    claims, dead_letters, definition, no_four_eyes, register_operators, send, send_jws, DEADLINE,
+    claims, dead_letters, definition, no_four_eyes, operator, register_operators, send, send_jws,
+    DEADLINE,
 };
 use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
 
@@ -131,16 +132,7 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves(bac
     assert_eq!(reasons, vec![Reason::FourEyesViolation, Reason::WrongRole]);
     assert_eq!(c.state("FL-2").await, Some(CrisisState::Proposed));
 
-    let carol = Jwk::generate("carol-1");
-    sumud_control::db::add_operator(
-        &c.env.store,
-        "carol-1",
-        "carol",
-        &carol.x,
-        &["approve".into()],
-    )
-    .await
-    .unwrap();
+    let carol = operator(&c.env.store, "carol-1", "carol", &["approve"]).await;
     send(&c.env, &carol, &claims(CommandKind::Approve, "FL-2", None)).await;
     c.wait_state("FL-2", CrisisState::Active).await;
     let types: Vec<String> = c
@@ -174,10 +166,7 @@ async fn forged_revoked_and_stale_commands_are_dead_lettered_and_change_nothing(
     .await;
     let mallory = Jwk::generate("mallory-1");
     send(&c.env, &mallory, &claims(CommandKind::Declare, "X3", def())).await;
-    let dave = Jwk::generate("dave-1");
-    sumud_control::db::add_operator(&c.env.store, "dave-1", "dave", &dave.x, &["admin".into()])
-        .await
-        .unwrap();
+    let dave = operator(&c.env.store, "dave-1", "dave", &["admin"]).await;
     assert!(sumud_control::db::revoke_operator(&c.env.store, "dave-1")
         .await
         .unwrap());

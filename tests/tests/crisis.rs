@@ -111,16 +111,7 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
         0
     );
 
-    let carol = Jwk::generate("carol-1");
-    sumud_control::db::add_operator(
-        &p.env.store,
-        "carol-1",
-        "carol",
-        &carol.x,
-        &["approve".into()],
-    )
-    .await
-    .unwrap();
+    let carol = operator(&p.env.store, "carol-1", "carol", &["approve"]).await;
     p.send(&carol, &claims(CommandKind::Approve, "FL-2", None))
         .await;
     wait_for("activation", DEADLINE, || async {
@@ -163,10 +154,7 @@ async fn every_forged_or_stale_command_is_dead_lettered_with_its_reason_and_has_
     )
     .await;
     // Revoked key.
-    let dave = Jwk::generate("dave-1");
-    sumud_control::db::add_operator(&p.env.store, "dave-1", "dave", &dave.x, &["admin".into()])
-        .await
-        .unwrap();
+    let dave = operator(&p.env.store, "dave-1", "dave", &["admin"]).await;
     sumud_control::db::revoke_operator(&p.env.store, "dave-1")
         .await
         .unwrap();
