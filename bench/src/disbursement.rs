@@ -456,15 +456,35 @@ async fn messages(pool: &PgPool) -> anyhow::Result<Vec<Message>> {
 /// Produces every message once with a fresh producer (service settings),
 /// all enqueued at once; returns seconds until the last acknowledgement.
 async fn baseline(settings: &Settings, topic: &str, messages: &[Message]) -> anyhow::Result<f64> {
+    let producer = warm_producer(settings, topic).await?;
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(messages.len());
+    enqueue_all(&producer, topic, messages, &mut acks).await?;
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A producer with the service's settings, connected and holding the
+/// topic's metadata, so that the clock starts on a warm client.
+async fn warm_producer(settings: &Settings, topic: &str) -> anyhow::Result<EventProducer> {
     let producer = EventProducer::new(settings)?;
-    // Connected, with the topic's metadata, before the clock starts.
     producer
         .enqueue(topic, b"warm-up", b"{}")
         .await?
         .await_ack()
         .await?;
-    let started = Instant::now();
-    let mut acks = Vec::with_capacity(messages.len());
+    Ok(producer)
+}
+
+/// Enqueues `messages` in order, collecting their acknowledgements.
+async fn enqueue_all(
+    producer: &EventProducer,
+    topic: &str,
+    messages: &[Message],
+    acks: &mut Vec<sumud_shared::kafka::producer::Ack>,
+) -> anyhow::Result<()> {
     for m in messages {
         acks.push(
             producer
@@ -472,10 +492,7 @@ async fn baseline(settings: &Settings, topic: &str, messages: &[Message]) -> any
                 .await?,
         );
     }
-    for ack in acks {
-        ack.await?;
-    }
-    Ok(started.elapsed().as_secs_f64())
+    Ok(())
 }
 
 /// One instruction message: its id, its Kafka key and its payload.
@@ -526,12 +543,7 @@ async fn floor(
         ),
     };
     sqlx::query(table).execute(pool).await?;
-    let producer = EventProducer::new(settings)?;
-    producer
-        .enqueue(topic, b"warm-up", b"{}")
-        .await?
-        .await_ack()
-        .await?;
+    let producer = warm_producer(settings, topic).await?;
     sqlx::query("CHECKPOINT").execute(pool).await?;
     let chunks: Vec<&[Message]> = messages.chunks(FLOOR_CHUNK).collect();
     let started = Instant::now();
@@ -580,13 +592,7 @@ async fn floor(
     let produce = async {
         let mut acks = Vec::with_capacity(messages.len());
         while let Some(i) = rx.recv().await {
-            for m in chunks[i] {
-                acks.push(
-                    producer
-                        .enqueue(topic, m.key.as_bytes(), &m.payload)
-                        .await?,
-                );
-            }
+            enqueue_all(&producer, topic, chunks[i], &mut acks).await?;
         }
         for ack in acks {
             ack.await?;
