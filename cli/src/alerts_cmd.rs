@@ -188,15 +188,15 @@ pub async fn simulate(
     def: &CrisisDefinition,
     json: bool,
 ) -> anyhow::Result<Simulation> {
-    let pool = sumud_shared::db::connect(
+    let store = sumud_shared::db::Store::connect(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
     )
     .await?;
-    sumud_shared::db::migrate(&pool, &sumud_registry::db::MIGRATOR).await?;
-    sumud_shared::db::migrate(&pool, &sumud_eligibility::db::MIGRATOR).await?;
-    let s = simulate::simulate(&pool, def).await?;
+    store.migrate(&sumud_registry::db::MIGRATIONS).await?;
+    store.migrate(&sumud_eligibility::db::MIGRATIONS).await?;
+    let s = simulate::simulate(&store, def).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

@@ -105,7 +105,7 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
         starts_on: today,
         ends_on: today + chrono::Days::new(90),
     };
-    let sim = sumud_eligibility::simulate::simulate(&pool, &scenario).await?;
+    let sim = sumud_eligibility::simulate::simulate(&pipeline.store, &scenario).await?;
     println!(
         "\nScenario (sumud simulate, nothing published): a severe flood over JO-MN, JO-AT, JO-AQ would cover {} households \
          for {} per tranche, {} over {} tranches; {} waitlisted.",

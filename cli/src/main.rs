@@ -516,13 +516,13 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Explain { crisis, household } => {
-            let pool = sumud_shared::db::connect(
+            let store = sumud_shared::db::Store::connect(
                 &settings.database_url,
                 2,
                 std::time::Duration::from_secs(10),
             )
             .await?;
-            for line in sumud_eligibility::explain::explain(&pool, &crisis, &household).await? {
+            for line in sumud_eligibility::explain::explain(&store, &crisis, &household).await? {
                 println!("{line}");
             }
             Ok(())

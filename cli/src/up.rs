@@ -117,11 +117,11 @@ impl Pipeline {
             sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
         let alerts = sumud_alerts::App::build(settings.clone(), alerts).await?;
         let eligibility = sumud_eligibility::App::build(settings.clone()).await?;
-        // Eligibility runs on PostgreSQL only so far, so its pool is the pipeline's.
-        let pool = eligibility.pool().clone();
         let store = control.store().clone();
         let disbursement =
             sumud_disbursement::App::build(settings.clone(), tuning.disbursement).await?;
+        // Disbursement runs on PostgreSQL only so far, so its pool is the pipeline's.
+        let pool = disbursement.pool().clone();
         let dashboard = match sumud_dashboard::App::build(settings.clone(), tuning.dashboard).await
         {
             Ok(d) => d,

@@ -6,7 +6,7 @@
 pub mod sqlite;
 mod store;
 
-pub use store::{Backend, Migrations, Store, Tx};
+pub use store::{Backend, Conn, Migrations, Store, Tx};
 
 use std::time::{Duration, Instant};
 

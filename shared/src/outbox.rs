@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::db::{Store, Tx};
+use crate::db::{Conn, Store, Tx};
 use crate::envelope::Envelope;
 use crate::kafka::producer::{Ack, EventProducer};
 use crate::Result;
@@ -333,13 +333,14 @@ pub trait TableOutbox: Send + Sync {
     /// [`TableOutbox::mark_seqs`].
     const PIPELINED: bool = false;
 
-    /// Advisory-lock key: one relay per table at a time.
+    /// Advisory-lock key: one relay per table at a time (on SQLite it
+    /// names the lock file).
     fn lock_key(&self) -> i64;
 
     /// Rows changed since published, in change order.
     fn fetch(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         limit: i64,
     ) -> impl std::future::Future<Output = Result<Vec<Self::Row>>> + Send;
 
@@ -352,7 +353,7 @@ pub trait TableOutbox: Send + Sync {
     /// in change order (pipelined outboxes).
     fn fetch_after(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         after: i64,
         limit: i64,
     ) -> impl std::future::Future<Output = Result<Vec<Self::Row>>> + Send {
@@ -365,7 +366,7 @@ pub trait TableOutbox: Send + Sync {
     /// stays unpublished.
     fn mark_seqs(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         seqs: &[i64],
     ) -> impl std::future::Future<Output = Result<()>> + Send {
         let _ = (conn, seqs);
@@ -383,7 +384,7 @@ pub trait TableOutbox: Send + Sync {
     /// the trace that caused it.
     fn traceparents(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         rows: &[Self::Row],
     ) -> impl std::future::Future<Output = Result<Vec<Option<String>>>> + Send {
         let _ = (conn, rows);
@@ -393,7 +394,7 @@ pub trait TableOutbox: Send + Sync {
     /// Marks rows published at the change they were read at.
     fn mark(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         rows: &[Self::Row],
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 }
@@ -413,7 +414,7 @@ pub trait TableOutbox: Send + Sync {
 /// mark from the start again, so a row committed out of sequence order is
 /// published then, never skipped.
 pub async fn relay_table<O: TableOutbox>(
-    pool: PgPool,
+    store: Store,
     outbox: O,
     producer: EventProducer,
     wake: Arc<Notify>,
@@ -422,7 +423,7 @@ pub async fn relay_table<O: TableOutbox>(
     let mut backoff = relay_backoff();
     while !shutdown.is_cancelled() {
         let started = std::time::Instant::now();
-        match lead_table(&pool, &outbox, &producer, &wake, &shutdown).await {
+        match lead_table(&store, &outbox, &producer, &wake, &shutdown).await {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 let wait = wait_after(&mut backoff, started);
@@ -453,18 +454,34 @@ fn wait_after(backoff: &mut crate::backoff::Backoff, started: std::time::Instant
     backoff.next_wait()
 }
 
+/// Leads while this relay holds the table's lock: a PostgreSQL advisory
+/// lock on the connection it reads with, or on SQLite an exclusive lock on
+/// a file beside the database.
 async fn lead_table<O: TableOutbox>(
-    pool: &PgPool,
+    store: &Store,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(outbox.lock_key())
-        .fetch_one(&mut *conn)
-        .await?;
+    let mut conn = store.acquire().await?;
+    let mut _file_lock = None;
+    let leader = match (&mut conn, store) {
+        (Conn::Postgres(c), _) => {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(outbox.lock_key())
+                .fetch_one(&mut **c)
+                .await?
+        }
+        (Conn::Sqlite(_), Store::Sqlite(pool)) => {
+            let name = format!("table-relay-{:x}", outbox.lock_key());
+            _file_lock = crate::db::sqlite::try_lock(pool, &name)?;
+            _file_lock.is_some()
+        }
+        (Conn::Sqlite(_), Store::Postgres(_)) => {
+            unreachable!("a store's connections share its backend")
+        }
+    };
     if !leader {
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -473,20 +490,22 @@ async fn lead_table<O: TableOutbox>(
         return Ok(());
     }
     let result = if O::PIPELINED {
-        lead_pipelined(pool, &mut conn, outbox, producer, wake, shutdown).await
+        lead_pipelined(store, &mut conn, outbox, producer, wake, shutdown).await
     } else {
         lead_serial(&mut conn, outbox, producer, wake, shutdown).await
     };
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(outbox.lock_key())
-        .execute(&mut *conn)
-        .await;
+    if let Conn::Postgres(c) = &mut conn {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(outbox.lock_key())
+            .execute(&mut **c)
+            .await;
+    }
     result
 }
 
 /// One batch at a time: read, enqueue, await every acknowledgement, mark.
 async fn lead_serial<O: TableOutbox>(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
@@ -574,8 +593,8 @@ impl Pipeline {
 }
 
 async fn lead_pipelined<O: TableOutbox>(
-    pool: &PgPool,
-    conn: &mut PgConnection,
+    store: &Store,
+    conn: &mut Conn,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
@@ -593,7 +612,7 @@ async fn lead_pipelined<O: TableOutbox>(
     let (enqueued, acked, marked) = tokio::join!(
         enqueue_batches(conn, outbox, producer, wake, shutdown, tx, &shared),
         read_acks(rx, &shared),
-        mark_acked(pool, outbox, &shared),
+        mark_acked(store, outbox, &shared),
     );
     acked.and(marked).and(enqueued)
 }
@@ -601,7 +620,7 @@ async fn lead_pipelined<O: TableOutbox>(
 /// The leader's side: reads and enqueues batch after batch, in change order,
 /// without waiting for acknowledgements or marks.
 async fn enqueue_batches<O: TableOutbox>(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
@@ -687,7 +706,7 @@ async fn enqueue_batches<O: TableOutbox>(
 /// Rows changed since published above `after`, with their trace contexts.
 async fn fetch_traced<O: TableOutbox>(
     outbox: &O,
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     after: i64,
 ) -> Result<(Vec<O::Row>, Vec<Option<String>>)> {
     let rows = outbox.fetch_after(conn, after, BATCH).await?;
@@ -795,7 +814,7 @@ async fn read_acks(mut rx: tokio::sync::mpsc::Receiver<InFlight>, shared: &Pipel
 
 /// Marks acknowledged rows, as many per statement as have queued up (at
 /// most [`MARK_MAX`]), on a connection of its own.
-async fn mark_acked<O: TableOutbox>(pool: &PgPool, outbox: &O, shared: &Pipeline) -> Result<()> {
+async fn mark_acked<O: TableOutbox>(store: &Store, outbox: &O, shared: &Pipeline) -> Result<()> {
     let result = async {
         let mut conn = None;
         loop {
@@ -826,7 +845,7 @@ async fn mark_acked<O: TableOutbox>(pool: &PgPool, outbox: &O, shared: &Pipeline
             }
             let conn = match &mut conn {
                 Some(c) => c,
-                None => conn.insert(pool.acquire().await?),
+                None => conn.insert(store.acquire().await?),
             };
             let started = std::time::Instant::now();
             outbox.mark_seqs(conn, &seqs).await?;
@@ -851,25 +870,25 @@ async fn mark_acked<O: TableOutbox>(pool: &PgPool, outbox: &O, shared: &Pipeline
 /// crisis later (decisions, instructions) are published under it, so they
 /// continue the crisis's trace.
 pub async fn set_crisis_traceparent(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     schema: &'static str,
     crisis_id: &str,
     traceparent: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(&format!(
-        "UPDATE {schema}.crises SET traceparent = $2 WHERE crisis_id = $1"
-    ))
-    .bind(crisis_id)
-    .bind(traceparent)
-    .execute(conn)
-    .await?;
+    let sql = format!("UPDATE {schema}.crises SET traceparent = $2 WHERE crisis_id = $1");
+    crate::on_tx!(tx, conn => sqlx::query(&sql)
+        .bind(crisis_id)
+        .bind(traceparent)
+        .execute(conn)
+        .await
+        .map(drop))?;
     Ok(())
 }
 
 /// The trace context stored with the crisis of each row (`crisis_of`), in
 /// row order: one lookup per batch, by distinct crisis.
 pub async fn crisis_traceparents<R>(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     schema: &'static str,
     rows: &[R],
     crisis_of: impl Fn(&R) -> &str,
@@ -880,13 +899,26 @@ pub async fn crisis_traceparents<R>(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let found: Vec<(String, String)> = sqlx::query_as(&format!(
-        "SELECT crisis_id, traceparent FROM {schema}.crises \
-         WHERE crisis_id = ANY($1) AND traceparent IS NOT NULL"
-    ))
-    .bind(&crises)
-    .fetch_all(conn)
-    .await?;
+    let found: Vec<(String, String)> = match conn {
+        Conn::Postgres(c) => {
+            sqlx::query_as(&format!(
+                "SELECT crisis_id, traceparent FROM {schema}.crises \
+                 WHERE crisis_id = ANY($1) AND traceparent IS NOT NULL"
+            ))
+            .bind(&crises)
+            .fetch_all(&mut **c)
+            .await?
+        }
+        Conn::Sqlite(c) => {
+            sqlx::query_as(&format!(
+                "SELECT crisis_id, traceparent FROM {schema}.crises \
+                 WHERE crisis_id IN (SELECT value FROM json_each(?1)) AND traceparent IS NOT NULL"
+            ))
+            .bind(crate::db::sqlite::json_list(&crises))
+            .fetch_all(&mut **c)
+            .await?
+        }
+    };
     let traces: std::collections::HashMap<String, String> = found.into_iter().collect();
     Ok(rows
         .iter()

@@ -59,6 +59,11 @@ impl Pipeline {
         Self::start_full(Backend::Postgres, n, config, Stages::Eligibility).await
     }
 
+    /// Registry, control and eligibility on `backend`.
+    pub async fn start_on(backend: Backend, n: u64, config: ControlConfig) -> Pipeline {
+        Self::start_full(backend, n, config, Stages::Eligibility).await
+    }
+
     /// Registry and control only, on `backend`: the services an early
     /// warning reaches before eligibility (start the alerts service with
     /// [`Pipeline::start_alerts`]).
@@ -211,13 +216,14 @@ impl Pipeline {
 
     /// See the scenario tests.
     pub async fn entitlements(&self, crisis: &str) -> BTreeMap<String, (String, String, i64)> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT household_id, kind, status, amount_minor FROM eligibility.entitlements WHERE crisis_id = $1",
-        )
-        .bind(crisis)
-        .fetch_all(&self.env.pool)
-        .await
-        .unwrap();
+        const SQL: &str = "SELECT household_id, kind, status, amount_minor \
+                           FROM eligibility.entitlements WHERE crisis_id = $1";
+        let rows: Vec<(String, String, String, i64)> =
+            sumud_shared::on_store!(&self.env.store, pool => sqlx::query_as(SQL)
+                .bind(crisis)
+                .fetch_all(pool)
+                .await)
+            .unwrap();
         rows.into_iter()
             .map(|(h, k, s, a)| (h, (k, s, a)))
             .collect()

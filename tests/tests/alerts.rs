@@ -431,9 +431,8 @@ fn to_value<T: serde::Serialize>(e: Envelope<T>) -> Envelope<Value> {
     serde_json::from_slice(&e.to_bytes()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulation_and_the_live_response_to_the_same_inputs_agree() {
-    let p = Pipeline::start(3000, no_four_eyes()).await;
+async fn a_simulation_and_the_live_response_to_the_same_inputs_agree(backend: Backend) {
+    let p = Pipeline::start_on(backend, 3000, no_four_eyes()).await;
     // The footprint of a CAP file, as `sumud simulate --cap` reads it.
     let (alert, _) = document("jordan-flood-alert.xml", "SIM-1", &[]);
     let file = std::env::temp_dir().join(format!("sumud-sim-{}.xml", uuid::Uuid::new_v4()));
@@ -449,7 +448,7 @@ async fn a_simulation_and_the_live_response_to_the_same_inputs_agree() {
     let area_refs: Vec<&str> = areas.iter().map(String::as_str).collect();
     let def = definition(&area_refs, "10000");
 
-    let sim = sumud_eligibility::simulate::simulate(&p.env.pool, &def)
+    let sim = sumud_eligibility::simulate::simulate(&p.env.store, &def)
         .await
         .unwrap();
     assert!(
@@ -474,17 +473,15 @@ async fn a_simulation_and_the_live_response_to_the_same_inputs_agree() {
         sim.entitled + sim.waitlisted,
     )
     .await;
-    let mut conn = p.env.pool.acquire().await.unwrap();
-    let live = sumud_eligibility::db::caseload(&mut conn, "SIM-LIVE")
+    let mut tx = p.env.store.begin().await.unwrap();
+    let live = sumud_eligibility::db::caseload(&mut tx, "SIM-LIVE")
         .await
         .unwrap();
+    tx.rollback().await.unwrap();
     assert_eq!(live, sim.lines, "by district and expansion type");
-    let committed: i64 = sqlx::query_scalar(
-        "SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'SIM-LIVE'",
-    )
-    .fetch_one(&p.env.pool)
-    .await
-    .unwrap();
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'SIM-LIVE'")
+        .await;
     assert_eq!(committed, sim.committed_minor);
     p.stop().await;
 }
@@ -586,4 +583,5 @@ on_both_backends!(
     bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded,
     an_alert_update_and_cancel_declare_amend_and_close_one_crisis,
     a_price_rise_over_the_window_proposes_one_top_up,
+    a_simulation_and_the_live_response_to_the_same_inputs_agree,
 );

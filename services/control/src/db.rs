@@ -47,12 +47,6 @@ fn json_list(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|e| Error::Other(format!("stored list is unreadable: {e}")))
 }
 
-/// A list as SQLite stores it.
-fn to_json_list(items: &[String]) -> String {
-    // A list of strings always serialises.
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
 /// Looks up a key by id.
 pub async fn operator_key(store: &Store, key_id: &str) -> Result<Option<OperatorKey>> {
     const SQL: &str = "SELECT key_id, principal, public_key, roles, revoked_at \
@@ -128,7 +122,7 @@ pub async fn add_operator(
                 .bind(key_id)
                 .bind(principal)
                 .bind(public_key)
-                .bind(to_json_list(roles))
+                .bind(sumud_shared::db::sqlite::json_list(roles))
                 .execute(pool)
                 .await?;
         }
@@ -363,7 +357,7 @@ pub async fn save_crisis(
                 .bind(definition.to_string())
                 .bind(pending.map(|p| p.to_string()))
                 .bind(&c.pending_by)
-                .bind(to_json_list(&c.approvals))
+                .bind(sumud_shared::db::sqlite::json_list(&c.approvals))
                 .bind(&c.declared_by)
                 .bind(trigger.map(|t| t.to_string()))
                 .bind(now)

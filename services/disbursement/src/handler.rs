@@ -177,21 +177,24 @@ impl Handler for DisbursementHandler {
             let v = if CRISIS_EVENTS.contains(&t) {
                 match m.envelope.typed::<CrisisEvent>() {
                     Ok(e) => {
-                        let mut conn = self.pool.acquire().await?;
-                        let saved = db::save_crisis(&mut conn, &e, m.envelope.time).await?;
+                        // The projection and its trace context commit together.
+                        let mut tx = self.pool.begin().await?;
+                        let saved = db::save_crisis(&mut tx, &e, m.envelope.time).await?;
+                        let mut tx = sumud_shared::db::Tx::Postgres(tx);
                         if saved {
                             // Instructions are created later by the scheduler:
                             // they continue this event's trace through the crisis row.
                             let trace =
                                 sumud_shared::telemetry::continuing(m.traceparent.as_deref());
                             sumud_shared::outbox::set_crisis_traceparent(
-                                &mut conn,
+                                &mut tx,
                                 "disbursement",
                                 &e.crisis_id,
                                 trace.as_deref(),
                             )
                             .await?;
                         }
+                        tx.commit().await?;
                         if saved && e.definition.budget.minor < 0 {
                             warn!(crisis = %e.crisis_id, "Budget cut below what is reserved.");
                         }

@@ -76,7 +76,7 @@ impl App {
         let due = Arc::new(scheduler::Due::default());
         let wake_publisher = Arc::new(Notify::new());
         let publisher = tokio::spawn(outbox::relay_table(
-            self.pool.clone(),
+            self.store.clone(),
             publisher::Instructions {
                 topic: self.settings.topics.instructions.clone(),
             },

@@ -4,7 +4,7 @@
 //! change counter. Keyed by beneficiary reference, so one household's
 //! instructions stay in order on one partition.
 
-use sqlx::PgConnection;
+use sumud_shared::db::Conn;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::household::Channel;
 use sumud_shared::events::payment::{Instruction, INSTRUCTION_ISSUED};
@@ -64,8 +64,8 @@ impl TableOutbox for Instructions {
         0x5355_4d55_4449_5331 // "SUMUDIS1"
     }
 
-    async fn fetch(&self, conn: &mut PgConnection, limit: i64) -> Result<Vec<InstructionRow>> {
-        db::unpublished(conn, limit).await
+    async fn fetch(&self, conn: &mut Conn, limit: i64) -> Result<Vec<InstructionRow>> {
+        db::unpublished(conn.postgres(crate::SERVICE)?, limit).await
     }
 
     fn change_seq(&self, row: &InstructionRow) -> i64 {
@@ -74,15 +74,15 @@ impl TableOutbox for Instructions {
 
     async fn fetch_after(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         after: i64,
         limit: i64,
     ) -> Result<Vec<InstructionRow>> {
-        db::unpublished_after(conn, after, limit).await
+        db::unpublished_after(conn.postgres(crate::SERVICE)?, after, limit).await
     }
 
-    async fn mark_seqs(&self, conn: &mut PgConnection, seqs: &[i64]) -> Result<()> {
-        db::mark_published_seqs(conn, seqs).await
+    async fn mark_seqs(&self, conn: &mut Conn, seqs: &[i64]) -> Result<()> {
+        db::mark_published_seqs(conn.postgres(crate::SERVICE)?, seqs).await
     }
 
     fn message(&self, row: &InstructionRow) -> (String, String, Vec<u8>) {
@@ -95,16 +95,16 @@ impl TableOutbox for Instructions {
 
     async fn traceparents(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         rows: &[InstructionRow],
     ) -> Result<Vec<Option<String>>> {
         // The trace of the crisis event stored with the crisis.
         outbox::crisis_traceparents(conn, "disbursement", rows, |r| r.crisis_id.as_str()).await
     }
 
-    async fn mark(&self, conn: &mut PgConnection, rows: &[InstructionRow]) -> Result<()> {
+    async fn mark(&self, conn: &mut Conn, rows: &[InstructionRow]) -> Result<()> {
         let ids: Vec<String> = rows.iter().map(|r| r.instruction_id.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.change_seq).collect();
-        db::mark_published(conn, &ids, &seqs).await
+        db::mark_published(conn.postgres(crate::SERVICE)?, &ids, &seqs).await
     }
 }

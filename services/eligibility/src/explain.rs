@@ -1,16 +1,15 @@
 //! `sumud explain`: a household's decision trail in plain language.
 
-use sqlx::PgPool;
+use sumud_shared::db::Store;
 use sumud_shared::money::Money;
 use sumud_shared::Result;
 
 use crate::db;
 
 /// The explanation as lines of text.
-pub async fn explain(pool: &PgPool, crisis_id: &str, household_id: &str) -> Result<Vec<String>> {
+pub async fn explain(store: &Store, crisis_id: &str, household_id: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut conn = pool.acquire().await?;
-    let Some(c) = db::crisis(&mut conn, crisis_id).await? else {
+    let Some(c) = db::crisis_now(store, crisis_id).await? else {
         out.push(format!(
             "Crisis {crisis_id} is not known to the eligibility service."
         ));
@@ -25,15 +24,9 @@ pub async fn explain(pool: &PgPool, crisis_id: &str, household_id: &str) -> Resu
         c.resolved.playbook,
         c.definition.areas.join(", ")
     ));
-    let (rows, log) = db::decisions_of(pool, crisis_id, household_id).await?;
+    let (rows, log) = db::decisions_of(store, crisis_id, household_id).await?;
     if rows.is_empty() {
-        let hh: Option<(String, f64, Vec<String>)> = sqlx::query_as(
-            "SELECT area_code, welfare_score, programmes FROM registry.households_v WHERE household_id = $1",
-        )
-        .bind(household_id)
-        .fetch_optional(pool)
-        .await?;
-        match hh {
+        match db::household_facts(store, household_id).await? {
             None => out.push(format!(
                 "Household {household_id} is not in the registry (or was removed): no decision."
             )),

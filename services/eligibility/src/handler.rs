@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
+use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::crisis::{
@@ -30,7 +30,7 @@ use crate::db;
 
 /// Decides entitlements.
 pub struct EligibilityHandler {
-    pool: PgPool,
+    store: Store,
     book: &'static PlaybookBook,
     areas: &'static AreaCatalog,
     wake: Arc<Notify>,
@@ -38,12 +38,12 @@ pub struct EligibilityHandler {
 }
 
 impl EligibilityHandler {
-    /// A handler on `pool`; `wake` nudges the decision publisher after commits.
-    pub fn new(pool: PgPool, book: &'static PlaybookBook, wake: Arc<Notify>) -> Self {
+    /// A handler on `store`; `wake` nudges the decision publisher after commits.
+    pub fn new(store: Store, book: &'static PlaybookBook, wake: Arc<Notify>) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
         types.extend([HOUSEHOLD_UPSERTED, HOUSEHOLD_REMOVED]);
         EligibilityHandler {
-            pool,
+            store,
             book,
             areas: AreaCatalog::default_catalog(),
             wake,
@@ -64,7 +64,7 @@ impl EligibilityHandler {
             Ok(r) => r,
             Err(why) => return Ok(Verdict::Reject(Rejection::new(Reason::InvalidCommand, why))),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         if let Some((state, revision)) = db::crisis_for_update(&mut tx, &e.crisis_id).await? {
             if (revision, rank(state)) >= (e.revision, rank(e.state)) {
                 return Ok(Verdict::Done); // redelivery or an older event
@@ -150,7 +150,7 @@ impl EligibilityHandler {
             return Ok(());
         }
         let ids: Vec<String> = wanted.keys().cloned().collect();
-        let stored: HashMap<String, i64> = db::registry_versions(&self.pool, &ids)
+        let stored: HashMap<String, i64> = db::registry_versions(&self.store, &ids)
             .await?
             .into_iter()
             .collect();
@@ -163,12 +163,9 @@ impl EligibilityHandler {
                 "{behind} household changes not yet stored by the registry service"
             )));
         }
-        let crises = {
-            let mut conn = self.pool.acquire().await?;
-            db::active_crises(&mut conn).await?
-        };
+        let crises = db::active_crises(&self.store).await?;
         for c in crises {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.store.begin().await?;
             if db::crisis_for_update(&mut tx, &c.crisis_id)
                 .await?
                 .map(|s| s.0)

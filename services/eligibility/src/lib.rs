@@ -14,7 +14,6 @@ pub mod simulate;
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
@@ -34,7 +33,6 @@ pub const SERVICE: &str = "eligibility";
 pub struct App {
     settings: Settings,
     store: Store,
-    pool: PgPool,
     producer: EventProducer,
 }
 
@@ -48,30 +46,28 @@ impl App {
             &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
-        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             store,
-            pool,
             producer,
         })
     }
 
-    /// The database pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The record of truth (PostgreSQL or the embedded SQLite file).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Consumes and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let pool = self.pool.clone();
+        let store = self.store.clone();
         sumud_shared::metrics::on_scrape(shutdown.clone(), move || {
-            let pool = pool.clone();
-            async move { metrics::refresh(&pool).await }
+            let store = store.clone();
+            async move { metrics::refresh(&store).await }
         });
         let wake = Arc::new(Notify::new());
         let publisher = tokio::spawn(sumud_shared::outbox::relay_table(
-            self.pool.clone(),
+            self.store.clone(),
             publisher::Decisions {
                 topic: self.settings.topics.entitlements.clone(),
             },
@@ -80,7 +76,7 @@ impl App {
             shutdown.clone(),
         ));
         let handler =
-            EligibilityHandler::new(self.pool.clone(), PlaybookBook::default_book(), wake);
+            EligibilityHandler::new(self.store.clone(), PlaybookBook::default_book(), wake);
         let t = &self.settings.topics;
         let (topics, foreign) = (
             vec![t.crisis.clone(), t.registry.clone()],

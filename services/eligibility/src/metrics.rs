@@ -2,7 +2,7 @@
 //! when `/metrics` is scraped: crises by state, and entitlements (count and
 //! budget held) by crisis and status. Labels stop at the crisis id.
 
-use sqlx::PgPool;
+use sumud_shared::db::Store;
 use sumud_shared::metrics::{CrisisAmountLabels, CrisisStatusLabels, Metrics, StateLabels};
 
 /// The figures read in one go.
@@ -16,8 +16,8 @@ pub struct Figures {
 /// Reads the figures and replaces the gauges' values (a crisis gone from the
 /// tables disappears from the exposition too). A failed read leaves the
 /// last values.
-pub async fn refresh(pool: &PgPool) {
-    let Ok(f) = crate::db::gauges(pool).await else {
+pub async fn refresh(store: &Store) {
+    let Ok(f) = crate::db::gauges(store).await else {
         return;
     };
     let m = Metrics::global();

@@ -4,7 +4,7 @@
 //! change order, marked only after the broker acknowledged. Each decision
 //! continues the trace of the crisis event stored with its crisis.
 
-use sqlx::PgConnection;
+use sumud_shared::db::Conn;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::entitlement::{
     EntitlementDecision, EntitlementStatus, ExpansionKind, ENTITLEMENT_DECIDED,
@@ -65,7 +65,7 @@ impl TableOutbox for Decisions {
         0x5355_4d55_4445_4c31 // "SUMUDEL1"
     }
 
-    async fn fetch(&self, conn: &mut PgConnection, limit: i64) -> Result<Vec<EntitlementRow>> {
+    async fn fetch(&self, conn: &mut Conn, limit: i64) -> Result<Vec<EntitlementRow>> {
         db::unpublished(conn, limit).await
     }
 
@@ -79,14 +79,14 @@ impl TableOutbox for Decisions {
 
     async fn traceparents(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         rows: &[EntitlementRow],
     ) -> Result<Vec<Option<String>>> {
         // The trace of the crisis event stored with the crisis.
         outbox::crisis_traceparents(conn, "eligibility", rows, |r| r.crisis_id.as_str()).await
     }
 
-    async fn mark(&self, conn: &mut PgConnection, rows: &[EntitlementRow]) -> Result<()> {
+    async fn mark(&self, conn: &mut Conn, rows: &[EntitlementRow]) -> Result<()> {
         let ids: Vec<String> = rows.iter().map(|r| r.entitlement_id.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.change_seq).collect();
         db::mark_published(conn, &ids, &seqs).await

@@ -5,7 +5,7 @@
 //! same inputs cannot disagree, and nothing is published or kept.
 
 use serde::Serialize;
-use sqlx::PgPool;
+use sumud_shared::db::Store;
 use sumud_shared::events::crisis::{CrisisDefinition, CrisisEvent, CrisisState};
 use sumud_shared::playbook::PlaybookBook;
 use sumud_shared::{Error, Result};
@@ -57,7 +57,7 @@ pub struct Simulation {
 }
 
 /// Simulates `def` against the registry as it is now.
-pub async fn simulate(pool: &PgPool, def: &CrisisDefinition) -> Result<Simulation> {
+pub async fn simulate(store: &Store, def: &CrisisDefinition) -> Result<Simulation> {
     let resolved = PlaybookBook::default_book()
         .resolve(def)
         .map_err(|e| Error::Config(format!("the definition cannot be resolved: {e}")))?;
@@ -72,7 +72,7 @@ pub async fn simulate(pool: &PgPool, def: &CrisisDefinition) -> Result<Simulatio
         signed_by: "simulation".into(),
         trigger: None,
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = store.begin().await?;
     // The live activation path: project the crisis, then expand it.
     db::save_crisis(&mut tx, &event, &resolved).await?;
     let c = db::crisis(&mut tx, &crisis_id)

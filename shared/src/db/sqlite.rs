@@ -117,6 +117,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
     Ok(pool)
 }
 
+/// A list bound as one SQLite parameter: a JSON array, read with
+/// `json_each` where PostgreSQL reads an array with `ANY`.
+pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    // Strings and numbers always serialise.
+    serde_json::to_string(items).expect("a list of plain values serialises")
+}
+
 /// An exclusive lock named `name`, on the file `<stem>.<name>.lock` beside
 /// the database, held until the returned file is dropped; `None` if
 /// another holder has it. The operating system releases it if the process

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::{Error, Result};
 
@@ -126,6 +127,15 @@ impl Store {
         })
     }
 
+    /// A connection of the pool, outside any transaction: for reads, and
+    /// for loops (outbox relays) that keep one connection.
+    pub async fn acquire(&self) -> Result<Conn> {
+        Ok(match self {
+            Store::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
+            Store::Sqlite(pool) => Conn::Sqlite(pool.acquire().await?),
+        })
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         match self {
@@ -161,6 +171,35 @@ impl Tx {
         }
         Ok(())
     }
+
+    /// Rolls back now (a dropped transaction rolls back later, when its
+    /// connection is next used).
+    pub async fn rollback(self) -> Result<()> {
+        match self {
+            Tx::Postgres(tx) => tx.rollback().await?,
+            Tx::Sqlite(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A pooled connection on either backend, outside any transaction.
+#[derive(Debug)]
+pub enum Conn {
+    /// A PostgreSQL connection.
+    Postgres(PoolConnection<Postgres>),
+    /// An SQLite connection (every schema's file attached).
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+impl Conn {
+    /// The PostgreSQL connection of code that has no SQLite path yet.
+    pub fn postgres(&mut self, service: &str) -> Result<&mut PgConnection> {
+        match self {
+            Conn::Postgres(conn) => Ok(&mut **conn),
+            Conn::Sqlite(_) => Err(unsupported(service)),
+        }
+    }
 }
 
 /// Runs the same code on whichever backend a [`Store`] holds, with `$pool`
@@ -174,6 +213,25 @@ macro_rules! on_store {
         match $store {
             $crate::db::Store::Postgres($pool) => $body,
             $crate::db::Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// [`on_store!`] for a [`Conn`], with `$conn` bound to the connection.
+///
+/// `on_conn!(conn, c => sqlx::query("…").fetch_all(c).await)`
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Postgres(conn) => {
+                let $c = &mut **conn;
+                $body
+            }
+            $crate::db::Conn::Sqlite(conn) => {
+                let $c = &mut **conn;
+                $body
+            }
         }
     };
 }
