@@ -230,7 +230,7 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     .await?;
 
     println!("\nReconciliation of {crisis_id}:");
-    let problems = payments_cmd::print_table(&pool, &crisis_id).await?;
+    let problems = payments_cmd::print_table(&pipeline.store, &crisis_id).await?;
     let retried = count(&pool, &format!("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = '{crisis_id}' AND attempt > 1")).await?;
     let tasks = count(
         &pool,

@@ -2,9 +2,9 @@
 //! acknowledged, paid, failed, reversed and is outstanding — and whether
 //! anything is unexplained.
 
-use sqlx::PgPool;
 use sumud_disbursement::db::{self, ReconLine};
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::money::Money;
 
 /// What does not add up, in words; empty when everything is explained.
@@ -45,13 +45,7 @@ pub async fn export_pain001(
     provider: &str,
     out: &std::path::Path,
 ) -> anyhow::Result<usize> {
-    let pool = sumud_shared::db::connect(
-        &settings.database_url,
-        2,
-        std::time::Duration::from_secs(10),
-    )
-    .await?;
-    let rows = db::open_instructions(&pool, crisis, provider).await?;
+    let rows = db::open_instructions(&connect(settings).await?, crisis, provider).await?;
     anyhow::ensure!(
         !rows.is_empty(),
         "provider {provider} has no open instructions in crisis {crisis}"
@@ -69,19 +63,18 @@ pub async fn export_pain001(
 
 /// Prints the reconciliation table; returns the unexplained items.
 pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<String>> {
-    let pool = sumud_shared::db::connect(
-        &settings.database_url,
-        2,
-        std::time::Duration::from_secs(10),
-    )
-    .await?;
-    print_table(&pool, crisis).await
+    print_table(&connect(settings).await?, crisis).await
 }
 
-/// Prints the table for a crisis from an open pool.
-pub async fn print_table(pool: &PgPool, crisis: &str) -> anyhow::Result<Vec<String>> {
-    let lines = db::reconcile(pool, crisis).await?;
-    let budget = db::budget(pool, crisis).await?;
+/// The pipeline's database, on either backend.
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    Ok(Store::connect(&settings.database_url, 2, std::time::Duration::from_secs(10)).await?)
+}
+
+/// Prints the table for a crisis from an open store.
+pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<String>> {
+    let lines = db::reconcile(store, crisis).await?;
+    let budget = db::budget(store, crisis).await?;
     if lines.is_empty() && budget.is_none() {
         anyhow::bail!("no payments are recorded for crisis {crisis}");
     }

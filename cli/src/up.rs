@@ -120,8 +120,8 @@ impl Pipeline {
         let store = control.store().clone();
         let disbursement =
             sumud_disbursement::App::build(settings.clone(), tuning.disbursement).await?;
-        // Disbursement runs on PostgreSQL only so far, so its pool is the pipeline's.
-        let pool = disbursement.pool().clone();
+        // The dashboard runs on PostgreSQL only so far, so the store is too.
+        let pool = disbursement.store().postgres("dashboard")?.clone();
         let dashboard = match sumud_dashboard::App::build(settings.clone(), tuning.dashboard).await
         {
             Ok(d) => d,

@@ -125,6 +125,22 @@ impl TestEnv {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Rows read from the test's database; `sql` must read the same on both
+    /// backends (`CAST(… AS bigint)`, not `::bigint`).
+    pub async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        match &self.store {
+            Store::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Publishes raw bytes with a key and waits for the acknowledgement.
     pub async fn publish(&self, topic: &str, key: &str, payload: &[u8]) {
         self.producer

@@ -78,8 +78,19 @@ impl Pipeline {
         disbursement: DisbursementConfig,
         behaviour: Behaviour,
     ) -> Pipeline {
+        Self::start_with_payments_on(Backend::Postgres, n, config, disbursement, behaviour).await
+    }
+
+    /// [`Pipeline::start_with_payments`] on `backend`.
+    pub async fn start_with_payments_on(
+        backend: Backend,
+        n: u64,
+        config: ControlConfig,
+        disbursement: DisbursementConfig,
+        behaviour: Behaviour,
+    ) -> Pipeline {
         Self::start_full(
-            Backend::Postgres,
+            backend,
             n,
             config,
             Stages::Payments(disbursement, behaviour),

@@ -4,7 +4,9 @@
 //! end the provider's ledger and the database agree: every entitled household
 //! has exactly one instruction per tranche, no instruction id reached the
 //! provider twice with different content, nothing was paid twice, and the
-//! budget holds.
+//! budget holds. The same scenario runs on the embedded default's SQLite
+//! file, on a 20,000-household registry (`SUMUD_CRASH_HOUSEHOLDS` sets
+//! either), the killed process and the rest of the pipeline sharing the file.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use sumud_control::config::ControlConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::events::control::CommandKind;
 use sumud_tests::pipeline::*;
-use sumud_tests::wait_for;
+use sumud_tests::{on_both_backends, wait_for, Backend};
 
 fn spawn_disbursement(p: &Pipeline) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sumud-node"))
@@ -28,8 +30,7 @@ fn spawn_disbursement(p: &Pipeline) -> Child {
         .expect("sumud-node starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends() {
+async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(backend: Backend) {
     let kills: usize = std::env::var("SUMUD_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -37,7 +38,10 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends() 
     let households: u64 = std::env::var("SUMUD_CRASH_HOUSEHOLDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(match backend {
+            Backend::Postgres => 100_000,
+            Backend::Sqlite => 20_000,
+        });
     let provider = Behaviour {
         latency_ms: 5,
         retryable_reject_rate: 0.05,
@@ -51,7 +55,14 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends() 
         ..ControlConfig::default()
     };
     // Registry, control, eligibility and the provider in-process; disbursement as a killable process.
-    let p = Pipeline::start_with_payments(households, config, Default::default(), provider).await;
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        households,
+        config,
+        Default::default(),
+        provider,
+    )
+    .await;
     let mut services = p.services;
     let in_process_disbursement = services.remove(3);
     in_process_disbursement.stop().await;
@@ -126,7 +137,7 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends() 
         .await;
     assert_eq!(paid_by_provider, paid_by_us);
     // The budget holds and reservations match the instructions.
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "CRASH-1")
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "CRASH-1")
         .await
         .unwrap()
         .unwrap();
@@ -134,3 +145,5 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends() 
     assert!(reserved <= budget);
     p.stop().await;
 }
+
+on_both_backends!(killing_disbursement_repeatedly_never_duplicates_loses_or_overspends);

@@ -241,7 +241,7 @@ async fn assert_healed(p: Pipeline, probes: &Probes, crisis: &str, entitled: i64
     );
 
     // The budget holds and reservations match the instructions.
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, crisis)
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, crisis)
         .await
         .unwrap()
         .unwrap();

@@ -8,7 +8,7 @@ use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::events::control::CommandKind;
 use sumud_tests::pipeline::*;
-use sumud_tests::wait_for;
+use sumud_tests::{on_both_backends, wait_for, Backend};
 
 /// Tranches every 30 "days" of 0.05 s: three tranches within about 3 s.
 fn fast_schedule() -> DisbursementConfig {
@@ -27,25 +27,20 @@ async fn ledger(p: &Pipeline) -> (i64, i64, i64) {
 }
 
 async fn snapshot(p: &Pipeline) -> Vec<(String, i32, String, i64)> {
-    sqlx::query_as("SELECT instruction_id, attempt, status, amount_minor FROM disbursement.instructions ORDER BY instruction_id")
-        .fetch_all(&p.env.pool)
+    p.env
+        .rows("SELECT instruction_id, attempt, status, amount_minor FROM disbursement.instructions ORDER BY instruction_id")
         .await
-        .unwrap()
 }
 
 async fn statuses(p: &Pipeline) -> Vec<(String, i64)> {
-    sqlx::query_as(
-        "SELECT status, count(*) FROM disbursement.instructions GROUP BY status ORDER BY status",
-    )
-    .fetch_all(&p.env.pool)
-    .await
-    .unwrap()
+    p.env
+        .rows("SELECT status, count(*) FROM disbursement.instructions GROUP BY status ORDER BY status")
+        .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
+async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche(backend: Backend) {
     let p =
-        Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
+        Pipeline::start_with_payments_on(backend, 3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
             .await;
     let areas = ["JO-MN", "JO-KA", "JO-AQ"];
     let want = expected(&p.households, &areas);
@@ -67,12 +62,10 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
     .await;
 
     // Exactly one instruction per entitled household per tranche, with the decided amount.
-    let per_tranche: Vec<(i32, i64, i64)> = sqlx::query_as(
-        "SELECT tranche, count(*), sum(amount_minor)::bigint FROM disbursement.instructions GROUP BY tranche ORDER BY tranche",
-    )
-    .fetch_all(&p.env.pool)
-    .await
-    .unwrap();
+    let per_tranche: Vec<(i32, i64, i64)> = p
+        .env
+        .rows("SELECT tranche, count(*), CAST(sum(amount_minor) AS bigint) FROM disbursement.instructions GROUP BY tranche ORDER BY tranche")
+        .await;
     let amount: i64 = want.values().map(|(_, a)| a).sum();
     assert_eq!(
         per_tranche,
@@ -83,18 +76,20 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
         ]
     );
     // Tranches are spaced by the schedule.
-    let spread: f64 = p.count("SELECT (extract(epoch FROM max(scheduled_at) - min(scheduled_at)) * 1000)::bigint FROM disbursement.instructions").await as f64 / 1000.0;
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = p
+        .env
+        .rows("SELECT min(scheduled_at), max(scheduled_at) FROM disbursement.instructions")
+        .await[0];
+    let spread = (last - first).num_microseconds().unwrap() as f64 / 1e6;
     assert!(
         (spread - 3.0).abs() < 0.01,
         "60 days at 0.05 s per day: {spread}"
     );
     // The database derives ids and pseudonyms exactly as the Rust rules do.
-    let rows: Vec<(String, String, String, i32, String)> = sqlx::query_as(
-        "SELECT instruction_id, household_id, kind, tranche, beneficiary_ref FROM disbursement.instructions LIMIT 50",
-    )
-    .fetch_all(&p.env.pool)
-    .await
-    .unwrap();
+    let rows: Vec<(String, String, String, i32, String)> = p
+        .env
+        .rows("SELECT instruction_id, household_id, kind, tranche, beneficiary_ref FROM disbursement.instructions LIMIT 50")
+        .await;
     let secret = fast_schedule().pseudonym_secret;
     for (id, household, kind, tranche, ben) in rows {
         assert_eq!(
@@ -113,13 +108,13 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
     }
     // The provider was asked once per instruction and paid each once.
     assert_eq!(ledger(&p).await, (total, 0, 0));
-    let lines = sumud_disbursement::db::reconcile(&p.env.pool, "PAY-1")
+    let lines = sumud_disbursement::db::reconcile(&p.env.store, "PAY-1")
         .await
         .unwrap();
     assert_eq!(lines.iter().map(|l| l.paid).sum::<i64>(), total);
     assert_eq!(lines.iter().map(|l| l.paid_minor).sum::<i64>(), amount * 3);
     assert_eq!(lines.iter().map(|l| l.outstanding).sum::<i64>(), 0);
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-1")
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-1")
         .await
         .unwrap()
         .unwrap();
@@ -139,8 +134,7 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verification() {
+async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verification(backend: Backend) {
     let provider = Behaviour {
         retryable_reject_rate: 0.3,
         permanent_reject_rate: 0.05,
@@ -150,7 +144,7 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
         max_attempts: 4,
         ..fast_schedule()
     };
-    let p = Pipeline::start_with_payments(2000, no_four_eyes(), schedule, provider).await;
+    let p = Pipeline::start_with_payments_on(backend, 2000, no_four_eyes(), schedule, provider).await;
     let areas = ["JO-IR"];
     let want = expected(&p.households, &areas);
     let mut one = definition(&areas, "10000000");
@@ -186,7 +180,7 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
     assert!(attempts > n);
     assert_eq!((paid_twice, conflicts), (0, 0));
     // Failed amounts went back to the budget.
-    let (_, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-2")
+    let (_, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-2")
         .await
         .unwrap()
         .unwrap();
@@ -194,14 +188,13 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_and_duplicate_statuses_change_nothing() {
+async fn late_and_duplicate_statuses_change_nothing(backend: Backend) {
     let provider = Behaviour {
         duplicate_rate: 1.0,
         late_pending_rate: 1.0,
         ..Behaviour::honest()
     };
-    let p = Pipeline::start_with_payments(1000, no_four_eyes(), fast_schedule(), provider).await;
+    let p = Pipeline::start_with_payments_on(backend, 1000, no_four_eyes(), fast_schedule(), provider).await;
     let areas = ["JO-AM"];
     let want = expected(&p.households, &areas);
     let mut one = definition(&areas, "10000000");
@@ -234,10 +227,9 @@ async fn late_and_duplicate_statuses_change_nothing() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_budget_holds_under_concurrent_amendments() {
+async fn the_budget_holds_under_concurrent_amendments(backend: Backend) {
     let p =
-        Pipeline::start_with_payments(3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
+        Pipeline::start_with_payments_on(backend, 3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
             .await;
     let areas = ["JO-AM", "JO-AZ"];
     p.send(
@@ -276,11 +268,11 @@ async fn the_budget_holds_under_concurrent_amendments() {
         assert_eq!(over, 0);
     }
     wait_for("the last revision", DEADLINE, || async {
-        (p.count("SELECT coalesce(max(revision), 0)::bigint FROM eligibility.crises WHERE crisis_id = 'PAY-4'").await == 8).then_some(())
+        (p.count("SELECT CAST(coalesce(max(revision), 0) AS bigint) FROM eligibility.crises WHERE crisis_id = 'PAY-4'").await == 8).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await; // let tranches fall due
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-4")
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-4")
         .await
         .unwrap()
         .unwrap();
@@ -295,10 +287,9 @@ async fn the_budget_holds_under_concurrent_amendments() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaying_the_instruction_and_status_topics_twice_changes_nothing() {
+async fn replaying_the_instruction_and_status_topics_twice_changes_nothing(backend: Backend) {
     let p =
-        Pipeline::start_with_payments(1500, no_four_eyes(), fast_schedule(), Behaviour::honest())
+        Pipeline::start_with_payments_on(backend, 1500, no_four_eyes(), fast_schedule(), Behaviour::honest())
             .await;
     let areas = ["JO-MA", "JO-BA"];
     let want = expected(&p.households, &areas);
@@ -332,7 +323,7 @@ async fn replaying_the_instruction_and_status_topics_twice_changes_nothing() {
         }
     }
     wait_for("the replays to be consumed", DEADLINE, || async {
-        (p.count("SELECT coalesce(sum(times_seen), 0)::bigint FROM provider_sim.ledger")
+        (p.count("SELECT CAST(coalesce(sum(times_seen), 0) AS bigint) FROM provider_sim.ledger")
             .await
             == total * 3)
             .then_some(())
@@ -349,15 +340,14 @@ async fn replaying_the_instruction_and_status_topics_twice_changes_nothing() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed() {
+async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(backend: Backend) {
     // Tranche 2 falls due 30 schedule days later: out of reach of this test.
     let schedule = DisbursementConfig {
         day_seconds: 3600.0,
         ..fast_schedule()
     };
     let p =
-        Pipeline::start_with_payments(1500, no_four_eyes(), schedule, Behaviour::honest()).await;
+        Pipeline::start_with_payments_on(backend, 1500, no_four_eyes(), schedule, Behaviour::honest()).await;
     let areas = ["JO-AM"];
     let mut def = definition(&areas, "10000000");
     def.response.overrides.tranches = Some(2);
@@ -405,12 +395,10 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed() {
 
     // Each household's tranche 1 now sums to its amount at revision 2, in one
     // or two parts; the top-up is exactly the difference.
-    let parts: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT household_id, part, amount_minor FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND tranche = 1",
-    )
-    .fetch_all(&p.env.pool)
-    .await
-    .unwrap();
+    let parts: Vec<(String, i32, i64)> = p
+        .env
+        .rows("SELECT household_id, part, amount_minor FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND tranche = 1")
+        .await;
     let mut total: BTreeMap<String, i64> = BTreeMap::new();
     for (h, part, amount) in &parts {
         assert!(*part <= 1, "one top-up per raise, not more");
@@ -434,7 +422,7 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed() {
     );
     let (_, paid_twice, conflicts) = ledger(&p).await;
     assert_eq!((paid_twice, conflicts), (0, 0));
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.pool, "PAY-UP")
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-UP")
         .await
         .unwrap()
         .unwrap();
@@ -442,3 +430,12 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed() {
     assert!(reserved <= budget);
     p.stop().await;
 }
+
+on_both_backends!(
+    a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche,
+    retryable_rejections_are_retried_and_permanent_ones_raise_field_verification,
+    late_and_duplicate_statuses_change_nothing,
+    the_budget_holds_under_concurrent_amendments,
+    replaying_the_instruction_and_status_topics_twice_changes_nothing,
+    an_amount_raise_pays_the_difference_of_tranches_already_instructed,
+);

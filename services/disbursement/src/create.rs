@@ -1,11 +1,15 @@
 //! Creating the instructions now due: the one place where money is reserved
-//! against a crisis budget as instructions come into being. What is due is
-//! read once per pass, in due order, through a cursor, and written in
-//! chunks, each in the transaction that locks the crisis row and reserves
-//! its amount.
+//! against a crisis budget as instructions come into being. On PostgreSQL
+//! what is due is read once per pass, in due order, through a cursor, and
+//! written in chunks, each in the transaction that locks the crisis row and
+//! reserves its amount; on SQLite (`create/sqlite.rs`) each chunk is read
+//! and written in one transaction that holds the file's write lock.
+
+mod sqlite;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
+use sumud_shared::db::Store;
 use sumud_shared::Result;
 
 /// Instructions created per transaction of a pass: each transaction locks
@@ -33,15 +37,36 @@ struct Due {
 }
 
 /// Creates every instruction now due for one crisis. Each is inserted in the
-/// transaction that reserves its amount against the budget: what is due is
-/// read once, in due order, and created in transactions of up to [`CHUNK`]
-/// that each lock the crisis row and stop at the remaining budget (a
-/// running total in due order); the CHECK on the crisis row is the last line
-/// of defence. A pass ends at the first transaction the budget cuts short,
-/// so what is created is always a prefix of the due order, as one statement
-/// would have it. `committed` is nudged after each commit. Returns how many
-/// were created.
+/// transaction that reserves its amount against the budget, in transactions
+/// of up to [`CHUNK`] that each lock the crisis and stop at the remaining
+/// budget (a running total in due order); the CHECK on the crisis row is the
+/// last line of defence. A pass ends at the first transaction the budget
+/// cuts short, so what is created is always a prefix of the due order, as
+/// one statement would have it. `committed` is nudged after each commit.
+/// Returns how many were created.
 pub async fn create_due(
+    store: &Store,
+    crisis_id: &str,
+    secret: &str,
+    day_seconds: f64,
+    deadline_secs: i64,
+    committed: &tokio::sync::Notify,
+) -> Result<u64> {
+    match store {
+        Store::Postgres(pool) => {
+            create_due_postgres(pool, crisis_id, secret, day_seconds, deadline_secs, committed)
+                .await
+        }
+        Store::Sqlite(pool) => {
+            sqlite::create_due(pool, crisis_id, secret, day_seconds, deadline_secs, committed)
+                .await
+        }
+    }
+}
+
+/// [`create_due`] on PostgreSQL: what is due is read once, in due order,
+/// through a cursor on one snapshot, while chunks are written by `COPY`.
+async fn create_due_postgres(
     pool: &PgPool,
     crisis_id: &str,
     secret: &str,

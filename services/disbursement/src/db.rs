@@ -1,58 +1,90 @@
-//! All SQL of the disbursement service.
+//! All SQL of the disbursement service, on PostgreSQL and on SQLite (the
+//! instruction-creating pass is in `create.rs`). Statements that read the
+//! same on both are written once; on SQLite, times are bound as
+//! [`timestamp`] text and lists as JSON arrays.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sumud_shared::db::sqlite::{json_list, timestamp};
+use sumud_shared::db::{Conn, Store, Tx};
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::{EntitlementDecision, EntitlementStatus};
-use sumud_shared::Result;
+use sumud_shared::{on_conn, on_store, on_tx, Result};
 
-/// The disbursement service's migrations (schema `disbursement`).
+/// The disbursement service's PostgreSQL migrations (schema `disbursement`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The service's migrations: PostgreSQL only so far.
+/// The disbursement service's SQLite migrations (the attached `disbursement`).
+pub static MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
+
+/// The service's migrations, on both backends.
 pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migrations {
     service: crate::SERVICE,
     postgres: &MIGRATOR,
-    sqlite: None,
+    sqlite: Some(&MIGRATOR_SQLITE),
 };
+
+/// The current time as each backend writes it.
+fn now(tx: &Tx) -> &'static str {
+    match tx {
+        Tx::Postgres(_) => "now()",
+        Tx::Sqlite(_) => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    }
+}
 
 /// Stores the crisis projection; a budget cut below what is already reserved
 /// keeps the reserved amount as the cap (money already instructed cannot be
 /// un-instructed) and is reported by the caller.
-pub async fn save_crisis(
-    conn: &mut PgConnection,
-    e: &CrisisEvent,
-    at: DateTime<Utc>,
-) -> Result<bool> {
-    let r = sqlx::query(
+pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Result<bool> {
+    // Only a later (revision, state) replaces the projection.
+    let (greatest, crises) = match tx {
+        Tx::Postgres(_) => ("GREATEST", "disbursement.crises"),
+        Tx::Sqlite(_) => ("max", "crises"),
+    };
+    let sql = format!(
         "INSERT INTO disbursement.crises (crisis_id, state, revision, currency, budget_minor, activated_at) \
          VALUES ($1, $2, $3, $4, $5, CASE WHEN $2 = 'active' THEN $6 END) \
          ON CONFLICT (crisis_id) DO UPDATE SET \
-            state = EXCLUDED.state, revision = EXCLUDED.revision, \
-            budget_minor = GREATEST(EXCLUDED.budget_minor, disbursement.crises.reserved_minor), \
-            activated_at = coalesce(disbursement.crises.activated_at, EXCLUDED.activated_at), updated_at = now() \
-         WHERE (disbursement.crises.revision, CASE disbursement.crises.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END) \
-             < (EXCLUDED.revision, CASE EXCLUDED.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END)",
-    )
-    .bind(&e.crisis_id)
-    .bind(e.state.as_str())
-    .bind(e.revision)
-    .bind(&e.definition.budget.currency)
-    .bind(e.definition.budget.minor)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+            state = excluded.state, revision = excluded.revision, \
+            budget_minor = {greatest}(excluded.budget_minor, {crises}.reserved_minor), \
+            activated_at = coalesce({crises}.activated_at, excluded.activated_at), updated_at = {now} \
+         WHERE ({crises}.revision, CASE {crises}.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END) \
+             < (excluded.revision, CASE excluded.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END)",
+        now = now(tx)
+    );
+    let r = match tx {
+        Tx::Postgres(tx) => sqlx::query(&sql)
+            .bind(&e.crisis_id)
+            .bind(e.state.as_str())
+            .bind(e.revision)
+            .bind(&e.definition.budget.currency)
+            .bind(e.definition.budget.minor)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+        Tx::Sqlite(tx) => sqlx::query(&sql)
+            .bind(&e.crisis_id)
+            .bind(e.state.as_str())
+            .bind(e.revision)
+            .bind(&e.definition.budget.currency)
+            .bind(e.definition.budget.minor)
+            .bind(timestamp(at))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+    };
+    Ok(r == 1)
 }
 
 /// Stores the latest decision per entitlement (by eligibility's change order).
-pub async fn save_entitlements(
-    conn: &mut PgConnection,
-    rows: &[(EntitlementDecision, i64)],
-) -> Result<()> {
+pub async fn save_entitlements(tx: &mut Tx, rows: &[(EntitlementDecision, i64)]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
+    let conn = match tx {
+        Tx::Postgres(tx) => &mut **tx,
+        Tx::Sqlite(tx) => return save_entitlements_sqlite(tx, rows).await,
+    };
     let col = |f: &dyn Fn(&EntitlementDecision) -> String| {
         rows.iter().map(|(d, _)| f(d)).collect::<Vec<String>>()
     };
@@ -106,38 +138,116 @@ pub async fn save_entitlements(
     Ok(())
 }
 
+/// [`save_entitlements`] on SQLite: the latest decision per entitlement in
+/// the batch, then one upsert per decision (the transaction holds the
+/// file's write lock, so they are cheap).
+async fn save_entitlements_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(EntitlementDecision, i64)],
+) -> Result<()> {
+    let mut latest: std::collections::BTreeMap<&str, &(EntitlementDecision, i64)> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        let slot = latest.entry(r.0.entitlement_id.as_str()).or_insert(r);
+        if slot.1 < r.1 {
+            *slot = r;
+        }
+    }
+    for (d, seq) in latest.into_values() {
+        sqlx::query(
+            "INSERT INTO disbursement.entitlements (entitlement_id, crisis_id, household_id, kind, status, \
+                 amount_minor, currency, tranches, interval_days, crisis_revision, change_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (entitlement_id) DO UPDATE SET status = excluded.status, \
+                 amount_minor = excluded.amount_minor, tranches = excluded.tranches, \
+                 interval_days = excluded.interval_days, crisis_revision = excluded.crisis_revision, \
+                 change_seq = excluded.change_seq \
+             WHERE entitlements.change_seq < excluded.change_seq",
+        )
+        .bind(&d.entitlement_id)
+        .bind(&d.crisis_id)
+        .bind(&d.household_id)
+        .bind(d.kind.as_str())
+        .bind(status_of(d))
+        .bind(d.amount_per_tranche.minor)
+        .bind(&d.amount_per_tranche.currency)
+        .bind(d.tranches as i32)
+        .bind(d.interval_days as i32)
+        .bind(d.crisis_revision)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A decision's status as stored.
+fn status_of(d: &EntitlementDecision) -> &'static str {
+    match d.status {
+        EntitlementStatus::Entitled => "entitled",
+        EntitlementStatus::Waitlisted => "waitlisted",
+        EntitlementStatus::Cancelled => "cancelled",
+    }
+}
+
 /// Active crises that may have tranches due.
-pub async fn active_crises(pool: &PgPool) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT crisis_id FROM disbursement.crises WHERE state = 'active' ORDER BY crisis_id",
-    )
-    .fetch_all(pool)
-    .await?)
+pub async fn active_crises(store: &Store) -> Result<Vec<String>> {
+    const SQL: &str =
+        "SELECT crisis_id FROM disbursement.crises WHERE state = 'active' ORDER BY crisis_id";
+    Ok(on_store!(store, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
 }
 
 /// Re-issues instructions whose retry time has come, as their next attempt.
-pub async fn reissue_due(pool: &PgPool, deadline_secs: i64) -> Result<u64> {
-    let r = sqlx::query(
-        "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', reason_code = NULL, \
-             next_attempt_at = NULL, deadline_at = now() + make_interval(secs => $1::float8), overdue = false, \
-             updated_at = now(), change_seq = nextval('disbursement.change_seq') \
-         WHERE status = 'retry_scheduled' AND next_attempt_at <= now()",
-    )
-    .bind(deadline_secs as f64)
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected())
+pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
+    let r = match store {
+        Store::Postgres(pool) => sqlx::query(
+            "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', reason_code = NULL, \
+                 next_attempt_at = NULL, deadline_at = now() + make_interval(secs => $1::float8), overdue = false, \
+                 updated_at = now(), change_seq = nextval('disbursement.change_seq') \
+             WHERE status = 'retry_scheduled' AND next_attempt_at <= now()",
+        )
+        .bind(deadline_secs as f64)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        // A trigger numbers the new attempt.
+        Store::Sqlite(pool) => {
+            let now = Utc::now();
+            sqlx::query(
+                "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', \
+                     reason_code = NULL, next_attempt_at = NULL, deadline_at = ?2, overdue = 0, updated_at = ?1 \
+                 WHERE status = 'retry_scheduled' AND next_attempt_at <= ?1",
+            )
+            .bind(timestamp(now))
+            .bind(timestamp(now + chrono::Duration::seconds(deadline_secs)))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }
+    };
+    Ok(r)
 }
 
 /// Flags instructions with no final status past their deadline.
-pub async fn flag_overdue(pool: &PgPool) -> Result<u64> {
-    let r = sqlx::query(
-        "UPDATE disbursement.instructions SET overdue = true, updated_at = now() \
-         WHERE status IN ('instructed', 'received', 'pending') AND deadline_at < now() AND NOT overdue",
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected())
+pub async fn flag_overdue(store: &Store) -> Result<u64> {
+    let r = match store {
+        Store::Postgres(pool) => sqlx::query(
+            "UPDATE disbursement.instructions SET overdue = true, updated_at = now() \
+             WHERE status IN ('instructed', 'received', 'pending') AND deadline_at < now() AND NOT overdue",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Store::Sqlite(pool) => sqlx::query(
+            "UPDATE disbursement.instructions SET overdue = 1, updated_at = ?1 \
+             WHERE status IN ('instructed', 'received', 'pending') AND deadline_at < ?1 AND NOT overdue",
+        )
+        .bind(timestamp(Utc::now()))
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    };
+    Ok(r)
 }
 
 /// An instruction attempt to publish.
@@ -173,168 +283,217 @@ pub struct InstructionRow {
     pub change_seq: i64,
 }
 
+/// The columns of [`InstructionRow`].
+const INSTRUCTION_COLUMNS: &str =
+    "instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
+     currency, channel, provider, tranche, part, scheduled_at, change_seq";
+
+/// Each backend's spelling of its unpublished index's condition.
+fn lagging(conn: &Conn) -> &'static str {
+    match conn {
+        Conn::Postgres(_) => "published_seq IS DISTINCT FROM change_seq",
+        Conn::Sqlite(_) => "published_seq IS NOT change_seq",
+    }
+}
+
 /// Attempts not yet published, in change order.
-pub async fn unpublished(conn: &mut PgConnection, limit: i64) -> Result<Vec<InstructionRow>> {
-    Ok(sqlx::query_as(
-        "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, part, scheduled_at, change_seq \
-         FROM disbursement.instructions \
-         WHERE published_seq IS DISTINCT FROM change_seq AND status = 'instructed' \
-         ORDER BY change_seq LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+pub async fn unpublished(conn: &mut Conn, limit: i64) -> Result<Vec<InstructionRow>> {
+    let sql = format!(
+        "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
+         WHERE {} AND status = 'instructed' ORDER BY change_seq LIMIT $1",
+        lagging(conn)
+    );
+    Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
 }
 
 /// Attempts not yet published whose change counter is above `after`, in
 /// change order (the relay's next batch while earlier ones are in flight).
 pub async fn unpublished_after(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     after: i64,
     limit: i64,
 ) -> Result<Vec<InstructionRow>> {
-    Ok(sqlx::query_as(
-        "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, part, scheduled_at, change_seq \
-         FROM disbursement.instructions \
-         WHERE published_seq IS DISTINCT FROM change_seq AND status = 'instructed' AND change_seq > $1 \
-         ORDER BY change_seq LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    let sql = format!(
+        "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
+         WHERE {} AND status = 'instructed' AND change_seq > $1 ORDER BY change_seq LIMIT $2",
+        lagging(conn)
+    );
+    Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(c).await)?)
 }
 
 /// Marks attempts published at the change they were published at.
-pub async fn mark_published(conn: &mut PgConnection, ids: &[String], seqs: &[i64]) -> Result<()> {
-    sqlx::query(
-        "UPDATE disbursement.instructions i SET published_seq = u.seq \
-         FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE i.instruction_id = u.id",
-    )
-    .bind(ids)
-    .bind(seqs)
-    .execute(conn)
-    .await?;
+pub async fn mark_published(conn: &mut Conn, ids: &[String], seqs: &[i64]) -> Result<()> {
+    match conn {
+        Conn::Postgres(c) => {
+            sqlx::query(
+                "UPDATE disbursement.instructions i SET published_seq = u.seq \
+                 FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE i.instruction_id = u.id",
+            )
+            .bind(ids)
+            .bind(seqs)
+            .execute(&mut **c)
+            .await?;
+        }
+        Conn::Sqlite(c) => {
+            sqlx::query(
+                "UPDATE disbursement.instructions SET published_seq = s.value \
+                 FROM json_each(?1) i JOIN json_each(?2) s ON s.key = i.key \
+                 WHERE instruction_id = i.value",
+            )
+            .bind(json_list(ids))
+            .bind(json_list(seqs))
+            .execute(&mut **c)
+            .await?;
+        }
+    }
     Ok(())
 }
 
 /// Marks published the attempts whose change counter is still one of
 /// `seqs` (all acknowledged); an attempt changed since stays unpublished.
 /// Reads through the unpublished index, in change order.
-pub async fn mark_published_seqs(conn: &mut PgConnection, seqs: &[i64]) -> Result<()> {
-    sqlx::query(
-        "UPDATE disbursement.instructions SET published_seq = change_seq \
-         WHERE change_seq = ANY($1::int8[]) AND published_seq IS DISTINCT FROM change_seq",
-    )
-    .bind(seqs)
-    .execute(conn)
-    .await?;
+pub async fn mark_published_seqs(conn: &mut Conn, seqs: &[i64]) -> Result<()> {
+    match conn {
+        Conn::Postgres(c) => {
+            sqlx::query(
+                "UPDATE disbursement.instructions SET published_seq = change_seq \
+                 WHERE change_seq = ANY($1::int8[]) AND published_seq IS DISTINCT FROM change_seq",
+            )
+            .bind(seqs)
+            .execute(&mut **c)
+            .await?;
+        }
+        Conn::Sqlite(c) => {
+            sqlx::query(
+                "UPDATE disbursement.instructions SET published_seq = change_seq \
+                 WHERE change_seq IN (SELECT value FROM json_each(?1)) AND published_seq IS NOT change_seq",
+            )
+            .bind(json_list(seqs))
+            .execute(&mut **c)
+            .await?;
+        }
+    }
     Ok(())
 }
 
-/// The instruction a report is about, locked, or None if unknown.
+/// The instruction a report is about, locked (on SQLite the transaction
+/// holds the write lock), or None if unknown.
 pub async fn instruction_for_update(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     id: &str,
 ) -> Result<Option<(String, i32, String, String, i64)>> {
-    Ok(sqlx::query_as(
+    let lock = match tx {
+        Tx::Postgres(_) => " FOR UPDATE",
+        Tx::Sqlite(_) => "",
+    };
+    let sql = format!(
         "SELECT status, attempt, crisis_id, household_id, amount_minor FROM disbursement.instructions \
-         WHERE instruction_id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+         WHERE instruction_id = $1{lock}"
+    );
+    Ok(on_tx!(tx, conn => sqlx::query_as(&sql).bind(id).fetch_optional(conn).await)?)
 }
 
 /// Whether this status event was already processed; records it if not.
 pub async fn log_status(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     event_id: &str,
     r: &sumud_shared::events::payment::StatusReport,
     applied: bool,
     note: Option<&str>,
 ) -> Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO disbursement.status_log (event_id, instruction_id, attempt, provider, status, reason_code, applied, note) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_id)
-    .bind(&r.reference_id)
-    .bind(r.attempt as i32)
-    .bind(&r.provider)
-    .bind(r.status.as_str())
-    .bind(r.reason_code.map(|c| c.as_str()))
-    .bind(applied)
-    .bind(note)
-    .execute(conn)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    const SQL: &str = "INSERT INTO disbursement.status_log \
+            (event_id, instruction_id, attempt, provider, status, reason_code, applied, note) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING";
+    let inserted = on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(event_id)
+        .bind(&r.reference_id)
+        .bind(r.attempt as i32)
+        .bind(&r.provider)
+        .bind(r.status.as_str())
+        .bind(r.reason_code.map(|c| c.as_str()))
+        .bind(applied)
+        .bind(note)
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected()))?;
+    Ok(inserted == 1)
 }
 
 /// Whether a status event id was already processed.
-pub async fn status_seen(conn: &mut PgConnection, event_id: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM disbursement.status_log WHERE event_id = $1)",
-    )
-    .bind(event_id)
-    .fetch_one(conn)
-    .await?)
+pub async fn status_seen(tx: &mut Tx, event_id: &str) -> Result<bool> {
+    const SQL: &str =
+        "SELECT EXISTS (SELECT 1 FROM disbursement.status_log WHERE event_id = $1)";
+    Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(event_id).fetch_one(conn).await)?)
 }
 
 /// Sets an instruction's status (and what goes with it).
 pub async fn set_status(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     id: &str,
     status: &str,
     reason: Option<&str>,
     provider_ref: Option<&str>,
     next_attempt_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
-    sqlx::query(
+    let sql = format!(
         "UPDATE disbursement.instructions SET status = $2, reason_code = coalesce($3, reason_code), \
-             provider_ref = coalesce($4, provider_ref), next_attempt_at = $5, overdue = false, updated_at = now() \
+             provider_ref = coalesce($4, provider_ref), next_attempt_at = $5, overdue = false, \
+             updated_at = {} \
          WHERE instruction_id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(reason)
-    .bind(provider_ref)
-    .bind(next_attempt_at)
-    .execute(conn)
-    .await?;
+        now(tx)
+    );
+    match tx {
+        Tx::Postgres(tx) => sqlx::query(&sql)
+            .bind(id)
+            .bind(status)
+            .bind(reason)
+            .bind(provider_ref)
+            .bind(next_attempt_at)
+            .execute(&mut **tx)
+            .await
+            .map(drop)?,
+        Tx::Sqlite(tx) => sqlx::query(&sql)
+            .bind(id)
+            .bind(status)
+            .bind(reason)
+            .bind(provider_ref)
+            .bind(next_attempt_at.map(timestamp))
+            .execute(&mut **tx)
+            .await
+            .map(drop)?,
+    }
     Ok(())
 }
 
 /// Returns an instruction's amount to the crisis budget (failed or reversed).
-pub async fn release(conn: &mut PgConnection, crisis_id: &str, amount: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE disbursement.crises SET reserved_minor = reserved_minor - $2 WHERE crisis_id = $1",
-    )
-    .bind(crisis_id)
-    .bind(amount)
-    .execute(conn)
-    .await?;
+pub async fn release(tx: &mut Tx, crisis_id: &str, amount: i64) -> Result<()> {
+    const SQL: &str =
+        "UPDATE disbursement.crises SET reserved_minor = reserved_minor - $2 WHERE crisis_id = $1";
+    on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(crisis_id)
+        .bind(amount)
+        .execute(conn)
+        .await
+        .map(drop))?;
     Ok(())
 }
 
 /// Raises a field-verification task for a household.
 pub async fn verification_task(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     household: &str,
     instruction: &str,
     reason: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO disbursement.verification_tasks (household_id, instruction_id, reason_code) VALUES ($1, $2, $3) \
-         ON CONFLICT (instruction_id) DO NOTHING",
-    )
-    .bind(household)
-    .bind(instruction)
-    .bind(reason)
-    .execute(conn)
-    .await?;
+    const SQL: &str = "INSERT INTO disbursement.verification_tasks (household_id, instruction_id, reason_code) \
+         VALUES ($1, $2, $3) ON CONFLICT (instruction_id) DO NOTHING";
+    on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(household)
+        .bind(instruction)
+        .bind(reason)
+        .execute(conn)
+        .await
+        .map(drop))?;
     Ok(())
 }
 
@@ -372,66 +531,57 @@ pub struct ReconLine {
 }
 
 /// Reconciliation of a crisis, per provider.
-pub async fn reconcile(pool: &PgPool, crisis_id: &str) -> Result<Vec<ReconLine>> {
-    Ok(sqlx::query_as(
-        "SELECT provider, currency, count(*) AS instructed, coalesce(sum(amount_minor), 0)::bigint AS instructed_minor, \
+pub async fn reconcile(store: &Store, crisis_id: &str) -> Result<Vec<ReconLine>> {
+    const SQL: &str = "SELECT provider, currency, count(*) AS instructed, \
+            CAST(coalesce(sum(amount_minor), 0) AS bigint) AS instructed_minor, \
             count(*) FILTER (WHERE status IN ('received', 'pending')) AS acknowledged, \
             count(*) FILTER (WHERE status = 'succeeded') AS paid, \
-            coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0)::bigint AS paid_minor, \
+            CAST(coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0) AS bigint) AS paid_minor, \
             count(*) FILTER (WHERE status = 'failed') AS failed, \
-            coalesce(sum(amount_minor) FILTER (WHERE status = 'failed'), 0)::bigint AS failed_minor, \
+            CAST(coalesce(sum(amount_minor) FILTER (WHERE status = 'failed'), 0) AS bigint) AS failed_minor, \
             count(*) FILTER (WHERE status = 'reversed') AS reversed, \
-            coalesce(sum(amount_minor) FILTER (WHERE status = 'reversed'), 0)::bigint AS reversed_minor, \
+            CAST(coalesce(sum(amount_minor) FILTER (WHERE status = 'reversed'), 0) AS bigint) AS reversed_minor, \
             count(*) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS outstanding, \
-            coalesce(sum(amount_minor) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')), 0)::bigint AS outstanding_minor, \
+            CAST(coalesce(sum(amount_minor) FILTER \
+                 (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')), 0) AS bigint) AS outstanding_minor, \
             count(*) FILTER (WHERE overdue) AS overdue \
-         FROM disbursement.instructions WHERE crisis_id = $1 GROUP BY provider, currency ORDER BY provider",
-    )
-    .bind(crisis_id)
-    .fetch_all(pool)
-    .await?)
+         FROM disbursement.instructions WHERE crisis_id = $1 GROUP BY provider, currency ORDER BY provider";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await)?)
 }
 
 /// The crisis's budget and reservation: (budget, reserved, live instruction total).
-pub async fn budget(pool: &PgPool, crisis_id: &str) -> Result<Option<(i64, i64, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT c.budget_minor, c.reserved_minor, \
-            (SELECT coalesce(sum(amount_minor), 0)::bigint FROM disbursement.instructions i \
+pub async fn budget(store: &Store, crisis_id: &str) -> Result<Option<(i64, i64, i64)>> {
+    const SQL: &str = "SELECT c.budget_minor, c.reserved_minor, \
+            (SELECT CAST(coalesce(sum(amount_minor), 0) AS bigint) FROM disbursement.instructions i \
              WHERE i.crisis_id = c.crisis_id AND i.status NOT IN ('failed', 'reversed')) \
-         FROM disbursement.crises c WHERE c.crisis_id = $1",
-    )
-    .bind(crisis_id)
-    .fetch_optional(pool)
-    .await?)
+         FROM disbursement.crises c WHERE c.crisis_id = $1";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_optional(pool).await)?)
 }
 
 /// A provider's instruction attempts of a crisis still awaiting a final
 /// status, for file-based providers (pain.001 export).
 pub async fn open_instructions(
-    pool: &PgPool,
+    store: &Store,
     crisis_id: &str,
     provider: &str,
 ) -> Result<Vec<InstructionRow>> {
-    Ok(sqlx::query_as(
-        "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, part, scheduled_at, change_seq \
-         FROM disbursement.instructions \
+    let sql = format!(
+        "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
          WHERE crisis_id = $1 AND provider = $2 AND status IN ('instructed', 'received', 'pending') \
-         ORDER BY scheduled_at, instruction_id",
-    )
-    .bind(crisis_id)
-    .bind(provider)
-    .fetch_all(pool)
-    .await?)
+         ORDER BY scheduled_at, instruction_id"
+    );
+    Ok(on_store!(store, pool => sqlx::query_as(&sql)
+        .bind(crisis_id)
+        .bind(provider)
+        .fetch_all(pool)
+        .await)?)
 }
 
 /// Instructions (count and amount) by crisis, currency and status, for the
 /// Prometheus gauges.
-pub async fn gauges(pool: &PgPool) -> Result<Vec<(String, String, String, i64, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT crisis_id, currency, status, count(*), coalesce(sum(amount_minor), 0)::bigint \
-         FROM disbursement.instructions GROUP BY 1, 2, 3",
-    )
-    .fetch_all(pool)
-    .await?)
+pub async fn gauges(store: &Store) -> Result<Vec<(String, String, String, i64, i64)>> {
+    const SQL: &str = "SELECT crisis_id, currency, status, count(*), \
+                CAST(coalesce(sum(amount_minor), 0) AS bigint) \
+         FROM disbursement.instructions GROUP BY 1, 2, 3";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use sqlx::PgPool;
+use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::crisis::{CrisisEvent, CRISIS_EVENTS};
@@ -22,19 +22,19 @@ use crate::scheduler::Due;
 
 /// Handles crisis, decision and status events.
 pub struct DisbursementHandler {
-    pool: PgPool,
+    store: Store,
     config: DisbursementConfig,
     due: Arc<Due>,
     types: Vec<&'static str>,
 }
 
 impl DisbursementHandler {
-    /// A handler on `pool`; `due` tells the scheduler which crises changed.
-    pub fn new(pool: PgPool, config: DisbursementConfig, due: Arc<Due>) -> Self {
+    /// A handler on `store`; `due` tells the scheduler which crises changed.
+    pub fn new(store: Store, config: DisbursementConfig, due: Arc<Due>) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
         types.extend([ENTITLEMENT_DECIDED, PAYMENT_STATUS]);
         DisbursementHandler {
-            pool,
+            store,
             config,
             due,
             types,
@@ -47,7 +47,7 @@ impl DisbursementHandler {
             Err(rej) => return Ok(Verdict::Reject(rej)),
         };
         let event_id = format!("{}|{}", m.envelope.source, m.envelope.id);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         if db::status_seen(&mut tx, &event_id).await? {
             return Ok(Verdict::Done); // the same report delivered again
         }
@@ -178,9 +178,8 @@ impl Handler for DisbursementHandler {
                 match m.envelope.typed::<CrisisEvent>() {
                     Ok(e) => {
                         // The projection and its trace context commit together.
-                        let mut tx = self.pool.begin().await?;
+                        let mut tx = self.store.begin().await?;
                         let saved = db::save_crisis(&mut tx, &e, m.envelope.time).await?;
-                        let mut tx = sumud_shared::db::Tx::Postgres(tx);
                         if saved {
                             // Instructions are created later by the scheduler:
                             // they continue this event's trace through the crisis row.
@@ -225,8 +224,9 @@ impl Handler for DisbursementHandler {
             verdicts.push(v);
         }
         if !decisions.is_empty() {
-            let mut conn = self.pool.acquire().await?;
-            db::save_entitlements(&mut conn, &decisions).await?;
+            let mut tx = self.store.begin().await?;
+            db::save_entitlements(&mut tx, &decisions).await?;
+            tx.commit().await?;
         }
         self.due.changed(changed);
         if statuses {

@@ -17,7 +17,6 @@ pub mod scheduler;
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
@@ -37,7 +36,6 @@ pub struct App {
     settings: Settings,
     config: DisbursementConfig,
     store: Store,
-    pool: PgPool,
     producer: EventProducer,
 }
 
@@ -51,27 +49,25 @@ impl App {
             &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
-        let pool = store.postgres(SERVICE)?.clone();
         Ok(App {
             settings,
             config,
             store,
-            pool,
             producer,
         })
     }
 
-    /// The database pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The record of truth (PostgreSQL or the embedded SQLite file).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Consumes, schedules and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let pool = self.pool.clone();
+        let store = self.store.clone();
         sumud_shared::metrics::on_scrape(shutdown.clone(), move || {
-            let pool = pool.clone();
-            async move { metrics::refresh(&pool).await }
+            let store = store.clone();
+            async move { metrics::refresh(&store).await }
         });
         let due = Arc::new(scheduler::Due::default());
         let wake_publisher = Arc::new(Notify::new());
@@ -85,13 +81,13 @@ impl App {
             shutdown.clone(),
         ));
         let scheduler = tokio::spawn(scheduler::run(
-            self.pool.clone(),
+            self.store.clone(),
             self.config.clone(),
             due.clone(),
             wake_publisher,
             shutdown.clone(),
         ));
-        let handler = DisbursementHandler::new(self.pool.clone(), self.config.clone(), due);
+        let handler = DisbursementHandler::new(self.store.clone(), self.config.clone(), due);
         let t = &self.settings.topics;
         let topics = vec![t.crisis.clone(), t.entitlements.clone(), t.status.clone()];
         let foreign = vec![t.crisis.clone(), t.entitlements.clone()];

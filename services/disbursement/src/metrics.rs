@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgPool;
+use sumud_shared::db::Store;
 use sumud_shared::metrics::{CrisisAmountLabels, CrisisStatusLabels, Metrics};
 
 /// Reads the figures and replaces the gauges' values. A failed read leaves
 /// the last values.
-pub async fn refresh(pool: &PgPool) {
-    let Ok(rows) = crate::db::gauges(pool).await else {
+pub async fn refresh(store: &Store) {
+    let Ok(rows) = crate::db::gauges(store).await else {
         return;
     };
     let m = Metrics::global();

@@ -65,7 +65,7 @@ impl TableOutbox for Instructions {
     }
 
     async fn fetch(&self, conn: &mut Conn, limit: i64) -> Result<Vec<InstructionRow>> {
-        db::unpublished(conn.postgres(crate::SERVICE)?, limit).await
+        db::unpublished(conn, limit).await
     }
 
     fn change_seq(&self, row: &InstructionRow) -> i64 {
@@ -78,11 +78,11 @@ impl TableOutbox for Instructions {
         after: i64,
         limit: i64,
     ) -> Result<Vec<InstructionRow>> {
-        db::unpublished_after(conn.postgres(crate::SERVICE)?, after, limit).await
+        db::unpublished_after(conn, after, limit).await
     }
 
     async fn mark_seqs(&self, conn: &mut Conn, seqs: &[i64]) -> Result<()> {
-        db::mark_published_seqs(conn.postgres(crate::SERVICE)?, seqs).await
+        db::mark_published_seqs(conn, seqs).await
     }
 
     fn message(&self, row: &InstructionRow) -> (String, String, Vec<u8>) {
@@ -105,6 +105,6 @@ impl TableOutbox for Instructions {
     async fn mark(&self, conn: &mut Conn, rows: &[InstructionRow]) -> Result<()> {
         let ids: Vec<String> = rows.iter().map(|r| r.instruction_id.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.change_seq).collect();
-        db::mark_published(conn.postgres(crate::SERVICE)?, &ids, &seqs).await
+        db::mark_published(conn, &ids, &seqs).await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sumud_shared::db::Store;
 use sumud_shared::Result;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +18,12 @@ use crate::{create, db};
 
 /// One pass over all due work; returns instructions created or re-issued.
 /// `publish` is nudged after each commit that created instructions.
-pub async fn tick(pool: &PgPool, config: &DisbursementConfig, publish: &Notify) -> Result<u64> {
+pub async fn tick(store: &Store, config: &DisbursementConfig, publish: &Notify) -> Result<u64> {
     let mut changed = 0;
-    for crisis in db::active_crises(pool).await? {
+    for crisis in db::active_crises(store).await? {
         let started = Instant::now();
         let n = create::create_due(
-            pool,
+            store,
             &crisis,
             &config.pseudonym_secret,
             config.day_seconds,
@@ -41,8 +41,8 @@ pub async fn tick(pool: &PgPool, config: &DisbursementConfig, publish: &Notify) 
         }
         changed += n;
     }
-    changed += db::reissue_due(pool, config.deadline_secs).await?;
-    let overdue = db::flag_overdue(pool).await?;
+    changed += db::reissue_due(store, config.deadline_secs).await?;
+    let overdue = db::flag_overdue(store).await?;
     if overdue > 0 {
         warn!(
             instructions = overdue,
@@ -86,7 +86,7 @@ impl Due {
 
 /// Creates what is due for the given crises only.
 async fn targeted(
-    pool: &PgPool,
+    store: &Store,
     config: &DisbursementConfig,
     publish: &Notify,
     crises: &BTreeSet<String>,
@@ -94,7 +94,7 @@ async fn targeted(
     let mut changed = 0;
     for crisis in crises {
         changed += create::create_due(
-            pool,
+            store,
             crisis,
             &config.pseudonym_secret,
             config.day_seconds,
@@ -112,7 +112,7 @@ async fn targeted(
 /// crisis, and the database must stay free for publishing what it created.
 /// `publish` is nudged when new attempts await publication.
 pub async fn run(
-    pool: PgPool,
+    store: Store,
     config: DisbursementConfig,
     due: Arc<Due>,
     publish: Arc<Notify>,
@@ -127,7 +127,7 @@ pub async fn run(
         let timer = last_full.is_none_or(|t| now >= t + tick_every);
         let mut changed = 0;
         if now >= rest_until && (requested || timer) {
-            match tick(&pool, &config, &publish).await {
+            match tick(&store, &config, &publish).await {
                 Ok(n) => changed += n,
                 Err(e) => warn!(error = %e, "Scheduler pass failed; will retry."),
             }
@@ -140,7 +140,7 @@ pub async fn run(
                 due.full.store(true, Ordering::Release);
             }
             if !crises.is_empty() {
-                match targeted(&pool, &config, &publish, &crises).await {
+                match targeted(&store, &config, &publish, &crises).await {
                     Ok(n) => changed += n,
                     Err(e) => {
                         warn!(error = %e, "Scheduling changed crises failed; the next full pass covers them.")

@@ -117,6 +117,20 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
     Ok(pool)
 }
 
+/// Begins a write transaction, taking the file's write lock at once
+/// (`BEGIN IMMEDIATE`): see [`super::Store::begin`].
+pub async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// A time as the SQLite tables store it: RFC 3339 in UTC with milliseconds,
+/// exactly as `strftime('%Y-%m-%dT%H:%M:%fZ', 'now')` writes it, so that
+/// stored times and bound ones compare as text. (sqlx's own encoding of a
+/// `DateTime` writes `+00:00` and a varying number of digits.)
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A list bound as one SQLite parameter: a JSON array, read with
 /// `json_each` where PostgreSQL reads an array with `ANY`.
 pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
@@ -149,6 +163,14 @@ pub fn try_lock(pool: &SqlitePool, name: &str) -> Result<Option<std::fs::File>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_times_read_as_sqlite_writes_them() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-29T21:00:05.5+02:00")
+            .unwrap()
+            .to_utc();
+        assert_eq!(timestamp(t), "2026-11-29T19:00:05.500Z");
+    }
 
     #[test]
     fn urls_name_a_main_file_and_schema_files_beside_it() {

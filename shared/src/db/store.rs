@@ -123,7 +123,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
             Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Sqlite(pool) => Tx::Sqlite(super::sqlite::begin(pool).await?),
         })
     }
 

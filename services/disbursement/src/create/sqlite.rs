@@ -1,0 +1,166 @@
+//! Creating the instructions now due on SQLite. Each chunk is one
+//! transaction holding the file's write lock (`BEGIN IMMEDIATE`): it reads
+//! the crisis's budget, reads the first [`CHUNK`] tranches due and not yet
+//! instructed, in due order, keeps the prefix that fits the remaining
+//! budget, inserts it and reserves its amount. Nothing can insert between
+//! the read and the write, so a chunk never meets an instruction another
+//! pass created.
+
+use chrono::{DateTime, Utc};
+use sqlx::{SqliteConnection, SqlitePool};
+use sumud_shared::db::sqlite::timestamp;
+use sumud_shared::Result;
+
+use super::{Chunk, Due, CHUNK};
+
+/// The tranches due and not yet instructed, and the top-ups of tranches an
+/// amendment raised, in due order, with what their instructions need: the
+/// same selection as PostgreSQL's cursor. `?1` crisis, `?2` seconds per
+/// day, `?3` now, `?4` how many.
+const DUE: &str = "
+    WITH RECURSIVE t(n) AS (
+        SELECT 1
+        UNION ALL
+        SELECT n + 1 FROM t
+        WHERE n < (SELECT coalesce(max(tranches), 1) FROM disbursement.entitlements WHERE crisis_id = ?1)
+    )
+    SELECT d.household_id, d.kind, d.tranche, d.part, d.amount_minor, d.currency, d.crisis_revision,
+           d.scheduled_at, h.payment_channel, h.payment_provider, h.account_token
+    FROM (SELECT e.household_id, e.kind, t.n AS tranche, 0 AS part, e.amount_minor, e.currency,
+                 e.crisis_revision,
+                 strftime('%Y-%m-%dT%H:%M:%fZ', c.activated_at,
+                          '+' || ((t.n - 1) * e.interval_days * ?2) || ' seconds') AS scheduled_at
+          FROM disbursement.entitlements e
+          JOIN disbursement.crises c ON c.crisis_id = e.crisis_id
+          JOIN t ON t.n <= e.tranches
+          WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
+            AND NOT EXISTS (SELECT 1 FROM disbursement.instructions i
+                            WHERE i.crisis_id = e.crisis_id AND i.household_id = e.household_id
+                              AND i.kind = e.kind AND i.tranche = t.n)
+          UNION ALL
+          -- Top-ups: tranches already instructed for less than the
+          -- entitlement's amount now, none of whose parts failed or was
+          -- reversed; due at once.
+          SELECT e.household_id, e.kind, p.tranche, p.next_part, e.amount_minor - p.instructed,
+                 e.currency, e.crisis_revision, ?3
+          FROM disbursement.entitlements e
+          JOIN disbursement.crises c ON c.crisis_id = e.crisis_id
+          JOIN (SELECT household_id, kind, tranche, sum(amount_minor) AS instructed,
+                       max(part) + 1 AS next_part, max(status IN ('failed', 'reversed')) AS broken
+                FROM disbursement.instructions WHERE crisis_id = ?1
+                GROUP BY household_id, kind, tranche) p
+            ON p.household_id = e.household_id AND p.kind = e.kind
+          WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
+            AND e.amount_minor > p.instructed AND NOT p.broken) d
+    JOIN registry.households_v h ON h.household_id = d.household_id
+    WHERE d.scheduled_at <= ?3
+    ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche, d.part
+    LIMIT ?4";
+
+/// See [`super::create_due`].
+pub(super) async fn create_due(
+    pool: &SqlitePool,
+    crisis_id: &str,
+    secret: &str,
+    day_seconds: f64,
+    deadline_secs: i64,
+    committed: &tokio::sync::Notify,
+) -> Result<u64> {
+    let mut created = 0;
+    loop {
+        let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
+        let now = Utc::now();
+        let Some((budget, reserved)) = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT budget_minor, reserved_minor FROM disbursement.crises \
+             WHERE crisis_id = ?1 AND state = 'active'",
+        )
+        .bind(crisis_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            break;
+        };
+        let due: Vec<Due> = sqlx::query_as(DUE)
+            .bind(crisis_id)
+            .bind(day_seconds)
+            .bind(timestamp(now))
+            .bind(CHUNK as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let full = due.len() == CHUNK;
+        let mut chunk = Chunk::new(crisis_id, secret, deadline_secs, &due);
+        // The running total in due order stops at the remaining budget.
+        let mut running = 0i64;
+        let fits = chunk
+            .amounts
+            .iter()
+            .take_while(|a| {
+                running = running.saturating_add(**a);
+                running <= budget - reserved
+            })
+            .count();
+        let complete = fits == chunk.len();
+        chunk.truncate(fits);
+        if fits > 0 {
+            let deadline = now + chrono::Duration::seconds(deadline_secs);
+            let amount = insert(&mut tx, &chunk, deadline).await?;
+            // The CHECK on the crisis row refuses a reservation past the cap.
+            sqlx::query(
+                "UPDATE disbursement.crises SET reserved_minor = reserved_minor + ?2 WHERE crisis_id = ?1",
+            )
+            .bind(crisis_id)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            created += fits as u64;
+            committed.notify_one();
+        }
+        if !(complete && full) {
+            break;
+        }
+    }
+    Ok(created)
+}
+
+/// Inserts a chunk in due order (so the trigger numbers its changes in due
+/// order), in one statement over a JSON array of rows; returns its amount.
+async fn insert(
+    conn: &mut SqliteConnection,
+    c: &Chunk<'_>,
+    deadline_at: DateTime<Utc>,
+) -> Result<i64> {
+    let rows: Vec<serde_json::Value> = (0..c.len())
+        .map(|i| {
+            serde_json::json!([
+                c.ids[i],
+                c.households[i],
+                c.kinds[i],
+                c.tranches[i],
+                c.parts[i],
+                c.amounts[i],
+                c.currencies[i],
+                c.refs[i],
+                c.channels[i],
+                c.providers[i],
+                c.tokens[i],
+                timestamp(c.scheduled[i]),
+                c.revisions[i],
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO disbursement.instructions \
+            (instruction_id, household_id, kind, tranche, part, amount_minor, currency, beneficiary_ref, \
+             channel, provider, account_token, scheduled_at, crisis_revision, crisis_id, deadline_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
+                value->>8, value->>9, value->>10, value->>11, value->>12, ?2, ?3 \
+         FROM json_each(?1) ORDER BY key",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(c.crisis_id)
+    .bind(timestamp(deadline_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(c.amounts.iter().sum())
+}
