@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The main job (README, first command): the live end-to-end demo on the
 # embedded default. Kafka is the Kafka-protocol broker built into `sumud`
-# (no Java, no Kafka install); PostgreSQL, the record of truth, is Debian's,
-# started on loopback if it is not running (installed if missing). With
-# KAFKA_BOOTSTRAP_SERVERS set, the demo runs on that cluster instead.
-# The demo keeps running (dashboard included) until Ctrl-C; PostgreSQL is
-# left running afterwards: stop it with scripts/postgres.sh stop.
+# (no Java, no Kafka install); the record of truth is an SQLite file under
+# .sumud/ (no PostgreSQL install). With KAFKA_BOOTSTRAP_SERVERS and/or
+# DATABASE_URL set, the demo runs on that cluster and database instead
+# (scripts/services.sh start prints both for the local ones).
+# The demo keeps running (dashboard included) until Ctrl-C.
 #
 # Usage: scripts/demo.sh [sumud demo arguments, e.g. --households 20000 --exit]
 set -euo pipefail
@@ -14,6 +14,4 @@ cd "$ROOT"
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 ensure_build_deps
-scripts/postgres.sh start
-eval "$(scripts/postgres.sh env)"
 exec cargo run --release --quiet -p sumud -- demo "$@"

@@ -10,8 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
 use sumud_alerts::config::AlertsConfig;
 use sumud_alerts::rules::RuleBook;
 use sumud_control::signing::Jwk;
@@ -19,11 +18,13 @@ use sumud_dashboard::config::DashboardConfig;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::config::Settings;
+use sumud_shared::db::{Backend, Store};
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::crisis::{
     CrisisDefinition, Hazard, Response, ResponseOverrides, Severity,
 };
 use sumud_shared::money::Money;
+use sumud_shared::on_store;
 
 use crate::up::{self, Pipeline, Tuning};
 use crate::{crisis_cmd, payments_cmd, registry_cmd};
@@ -35,7 +36,7 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     println!(
         "Sumud demo — Kafka at {}, database at {}",
         settings.bootstrap_servers,
-        redact(&settings.database_url)
+        sumud_shared::config::redact_url(&settings.database_url)
     );
     let alerts_key = Jwk::generate(&format!("alerts-demo-{:x}", rand::random::<u32>()));
     let alerts = AlertsConfig {
@@ -57,8 +58,8 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     };
     let pipeline = Pipeline::start(&settings, alerts, tuning)
         .await
-        .context("starting the services (is PostgreSQL up? try scripts/postgres.sh start)")?;
-    let pool = pipeline.pool.clone();
+        .context(up::starting_hint(&settings))?;
+    let store = pipeline.store.clone();
     println!(
         "Dashboard (live, Arabic and English): http://{}/",
         pipeline.dashboard
@@ -76,12 +77,12 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     }
 
     // 1. The social registry.
-    let before = count(&pool, "SELECT count(*) FROM registry.households_v").await?;
+    let before = count(&store, "SELECT count(*) FROM registry.households_v").await?;
     let seed = rand::random::<u32>() as u64;
     let published = registry_cmd::publish_synthetic(&settings, households, seed, false).await?;
     let target = before + published as i64;
     wait_with_bar(
-        &pool,
+        &store,
         "registering",
         "SELECT count(*) FROM registry.households_v",
         target,
@@ -134,32 +135,38 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     std::fs::write(&file, cap)?;
     crate::alerts_cmd::send(&settings, &file).await?;
     let _ = std::fs::remove_file(&file);
-    let (outcome, crisis, areas): (String, Option<String>, Vec<String>) = wait_for(
-        &pool,
+    // The alert's areas, listed: a text[] on PostgreSQL, a JSON array on SQLite.
+    let areas = match store.backend() {
+        Backend::Postgres => "array_to_string(areas, ', ')",
+        Backend::Sqlite => "(SELECT group_concat(value, ', ') FROM json_each(areas))",
+    };
+    let (outcome, crisis, areas): (String, Option<String>, String) = wait_for(
+        &store,
         "the alert",
         &format!(
-            "SELECT outcome, crisis_id, areas FROM alerts.alerts WHERE identifier = '{alert_id}'"
+            "SELECT outcome, crisis_id, {areas} FROM alerts.alerts WHERE identifier = '{alert_id}'"
         ),
     )
     .await?;
     let crisis_id =
         crisis.with_context(|| format!("the alert was recorded as {outcome}, not acted on"))?;
-    let (state, definition): (String, serde_json::Value) = wait_for(
-        &pool,
+    let (state, definition): (String, String) = wait_for(
+        &store,
         "the crisis",
-        &format!("SELECT state, definition FROM control.crises WHERE crisis_id = '{crisis_id}'"),
+        &format!("SELECT state, CAST(definition AS text) FROM control.crises WHERE crisis_id = '{crisis_id}'"),
     )
     .await?;
+    let definition: serde_json::Value = serde_json::from_str(&definition)?;
     println!(
         "Early warning: CAP alert {alert_id} (Severe, Likely; Arabic and English) over {}.\n  \
          Rule flood-severe-poor-areas {outcome} {crisis_id} ({state}) over {} with a pre-approved budget of {};\n  \
          areas where fewer than 20% of households are poor were left out.",
-        areas.join(", "),
+        areas,
         definition["areas"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
         definition["budget"]["minor"].as_i64().map(money).unwrap_or_default(),
     );
     let first = wait_stable(
-        &pool,
+        &store,
         &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}' AND status = 'entitled'"),
     )
     .await?;
@@ -179,9 +186,9 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     )
     .await?;
     wait_for::<(i64,)>(
-        &pool,
+        &store,
         "the pending amendment",
-        &format!("SELECT 1::bigint FROM control.crises WHERE crisis_id = '{crisis_id}' AND pending IS NOT NULL"),
+        &format!("SELECT CAST(1 AS bigint) FROM control.crises WHERE crisis_id = '{crisis_id}' AND pending IS NOT NULL"),
     )
     .await?;
     println!(
@@ -198,30 +205,30 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
     )
     .await?;
     wait_for::<(i64,)>(
-        &pool,
+        &store,
         "the approved amendment",
-        &format!("SELECT 1::bigint FROM control.crises WHERE crisis_id = '{crisis_id}' AND revision = 2 AND pending IS NULL"),
+        &format!("SELECT CAST(1 AS bigint) FROM control.crises WHERE crisis_id = '{crisis_id}' AND revision = 2 AND pending IS NULL"),
     )
     .await?;
     println!("Approved by demo-approver: revision 2 in force; waitlisted households are promoted.");
 
     // 5. Eligibility applies revision 2; instructions flow and are paid.
     wait_for::<(i64,)>(
-        &pool,
+        &store,
         "eligibility at revision 2",
-        &format!("SELECT 1::bigint FROM eligibility.crises WHERE crisis_id = '{crisis_id}' AND revision = 2"),
+        &format!("SELECT CAST(1 AS bigint) FROM eligibility.crises WHERE crisis_id = '{crisis_id}' AND revision = 2"),
     )
     .await?;
     let decided = wait_stable(
-        &pool,
+        &store,
         &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}'"),
     )
     .await?;
-    let entitled = count(&pool, &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}' AND status = 'entitled'")).await?;
+    let entitled = count(&store, &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}' AND status = 'entitled'")).await?;
     println!("Eligibility: {decided} decisions, {entitled} entitled (vertical top-ups and horizontal enrolments).");
     let tranches = 3;
     wait_with_bar(
-        &pool,
+        &store,
         "paying",
         &format!("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = '{crisis_id}' AND status IN ('succeeded', 'failed')"),
         entitled * tranches,
@@ -231,22 +238,23 @@ pub async fn run(settings: Settings, households: u64, keep_running: bool) -> any
 
     println!("\nReconciliation of {crisis_id}:");
     let problems = payments_cmd::print_table(&pipeline.store, &crisis_id).await?;
-    let retried = count(&pool, &format!("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = '{crisis_id}' AND attempt > 1")).await?;
+    let retried = count(&store, &format!("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = '{crisis_id}' AND attempt > 1")).await?;
     let tasks = count(
-        &pool,
+        &store,
         &format!("SELECT count(*) FROM disbursement.verification_tasks t JOIN disbursement.instructions i USING (instruction_id) WHERE i.crisis_id = '{crisis_id}'"),
     )
     .await?;
     println!("{retried} payments needed a retry; {tasks} field-verification tasks raised for permanent failures.");
-    let (from_start, from_alert): (f64, f64) = sqlx::query_as(
-        "SELECT extract(epoch FROM min(created_at) - $2)::float8, extract(epoch FROM min(created_at) - $3)::float8 \
-         FROM disbursement.instructions WHERE crisis_id = $1",
+    let (first,): (DateTime<Utc>,) = wait_for(
+        &store,
+        "the first instruction",
+        &format!(
+            "SELECT min(created_at) FROM disbursement.instructions WHERE crisis_id = '{crisis_id}'"
+        ),
     )
-    .bind(&crisis_id)
-    .bind(started_at)
-    .bind(sent)
-    .fetch_one(&pool)
     .await?;
+    let seconds = |since: DateTime<Utc>| (first - since).num_milliseconds() as f64 / 1000.0;
+    let (from_start, from_alert) = (seconds(started_at), seconds(sent));
     println!(
         "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
     );
@@ -282,13 +290,17 @@ fn money(minor: i64) -> String {
 }
 
 /// Polls `sql` until it returns a row (2 minutes at most).
-async fn wait_for<T>(pool: &PgPool, what: &str, sql: &str) -> anyhow::Result<T>
+async fn wait_for<T>(store: &Store, what: &str, sql: &str) -> anyhow::Result<T>
 where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + Send
+        + Unpin,
 {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(row) = sqlx::query_as::<_, T>(sql).fetch_optional(pool).await? {
+        let row = on_store!(store, pool => sqlx::query_as::<_, T>(sql).fetch_optional(pool).await)?;
+        if let Some(row) = row {
             return Ok(row);
         }
         anyhow::ensure!(
@@ -299,13 +311,13 @@ where
     }
 }
 
-async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
+async fn count(store: &Store, sql: &str) -> anyhow::Result<i64> {
+    Ok(on_store!(store, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?)
 }
 
 /// Shows a bar until `sql` reaches `target` (10 minutes at most).
 async fn wait_with_bar(
-    pool: &PgPool,
+    store: &Store,
     what: &str,
     sql: &str,
     target: i64,
@@ -314,7 +326,7 @@ async fn wait_with_bar(
     let bar = registry_cmd::progress((target - base).max(0) as u64, what);
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let now = count(pool, sql).await? - base;
+        let now = count(store, sql).await? - base;
         bar.set_position(now.max(0) as u64);
         if now + base >= target {
             break;
@@ -330,12 +342,12 @@ async fn wait_with_bar(
 }
 
 /// Waits until a count is positive and has not changed for a second.
-async fn wait_stable(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
+async fn wait_stable(store: &Store, sql: &str) -> anyhow::Result<i64> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = -1;
     loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let now = count(pool, sql).await?;
+        let now = count(store, sql).await?;
         if now > 0 && now == last {
             return Ok(now);
         }
@@ -344,17 +356,5 @@ async fn wait_stable(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
             "eligibility did not settle in 5 minutes"
         );
         last = now;
-    }
-}
-
-/// Hides the password in a database URL before printing it.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }

@@ -30,13 +30,14 @@ enum Command {
         #[arg(long)]
         exit: bool,
         #[command(flatten)]
-        broker: up::BrokerArgs,
+        broker: up::EmbeddedArgs,
     },
     /// Run every service of the pipeline in this process until Ctrl-C, on the
-    /// embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set.
+    /// embedded default (the built-in broker, an SQLite file under the data
+    /// directory) unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set.
     Up {
         #[command(flatten)]
-        broker: up::BrokerArgs,
+        broker: up::EmbeddedArgs,
         /// Run without the built-in payment provider simulator (real
         /// providers consume the instructions topic).
         #[arg(long)]
@@ -318,6 +319,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             let _t = sumud_shared::telemetry::init("sumud");
             let mut settings = settings;
             *broker = Some(up::broker(&mut settings, &args).await?);
+            up::database(&mut settings, &args);
             demo::run(settings, households, !exit).await
         }
         Command::Up {
@@ -327,6 +329,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             let _t = sumud_shared::telemetry::init("sumud");
             let mut settings = settings;
             *broker = Some(up::broker(&mut settings, &args).await?);
+            up::database(&mut settings, &args);
             up::run(settings, args, !without_provider_sim).await
         }
         Command::Topics {

@@ -68,7 +68,12 @@ pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<
 
 /// The pipeline's database, on either backend.
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    Ok(Store::connect(&settings.database_url, 2, std::time::Duration::from_secs(10)).await?)
+    Ok(Store::connect(
+        &settings.database_url,
+        2,
+        std::time::Duration::from_secs(10),
+    )
+    .await?)
 }
 
 /// Prints the table for a crisis from an open store.

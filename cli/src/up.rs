@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sqlx::PgPool;
 use sumud_alerts::config::AlertsConfig;
 use sumud_alerts::rules::RuleBook;
 use sumud_control::config::ControlConfig;
@@ -27,19 +26,36 @@ use crate::embedded::EmbeddedBroker;
 
 type Service = JoinHandle<sumud_shared::Result<()>>;
 
-/// How `up` and `demo` reach Kafka: the embedded default, or the cluster
-/// that `KAFKA_BOOTSTRAP_SERVERS` names.
+/// Where `up` and `demo` keep their events and records: the embedded
+/// default (the built-in broker, an SQLite file under the data directory),
+/// or the Kafka cluster and PostgreSQL database that
+/// `KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL` name.
 #[derive(clap::Args, Debug, Clone)]
-pub struct BrokerArgs {
+pub struct EmbeddedArgs {
     /// Where the embedded broker listens and advertises itself (used only
     /// when KAFKA_BOOTSTRAP_SERVERS is not set). Outside clients such as
     /// Kafka's console tools connect here.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub broker_listen: SocketAddr,
-    /// Where the embedded default keeps its files (the alerts service's
-    /// generated key).
+    /// Where the embedded default keeps its files: the SQLite database
+    /// (`sumud.db` and a file per service beside it) and the alerts
+    /// service's generated key.
     #[arg(long, default_value = ".sumud")]
     pub data_dir: PathBuf,
+    /// The database to use instead of the embedded default's SQLite file
+    /// (`postgres://…` or `sqlite://…`); `DATABASE_URL` does the same.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// Points `settings` at `--database-url`, else at `DATABASE_URL` if set,
+/// else at the embedded default: `sqlite://<data dir>/sumud.db`.
+pub fn database(settings: &mut Settings, args: &EmbeddedArgs) {
+    if let Some(url) = &args.database_url {
+        settings.database_url = url.clone();
+    } else if std::env::var_os("DATABASE_URL").is_none() {
+        settings.database_url = format!("sqlite://{}/sumud.db", args.data_dir.display());
+    }
 }
 
 /// The broker in use; an embedded one stops when this is dropped.
@@ -50,7 +66,7 @@ pub struct BrokerInUse {
 
 /// Points `settings` at the configured cluster, or starts the embedded
 /// broker when `KAFKA_BOOTSTRAP_SERVERS` is unset and points it there.
-pub async fn broker(settings: &mut Settings, args: &BrokerArgs) -> anyhow::Result<BrokerInUse> {
+pub async fn broker(settings: &mut Settings, args: &EmbeddedArgs) -> anyhow::Result<BrokerInUse> {
     if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
         return Ok(BrokerInUse {
             #[cfg(feature = "embedded-broker")]
@@ -94,10 +110,8 @@ pub struct Tuning {
 
 /// Every service, running in this process until [`Pipeline::stop`].
 pub struct Pipeline {
-    /// A pool on the pipeline's database (PostgreSQL: the demo's reports
-    /// read it directly).
-    pub pool: PgPool,
-    /// The pipeline's database on its backend.
+    /// The pipeline's database on its backend (the demo's reports read it
+    /// directly).
     pub store: Store,
     /// Where the dashboard serves its page.
     pub dashboard: SocketAddr,
@@ -120,8 +134,6 @@ impl Pipeline {
         let store = control.store().clone();
         let disbursement =
             sumud_disbursement::App::build(settings.clone(), tuning.disbursement).await?;
-        // The dashboard runs on PostgreSQL only so far, so the store is too.
-        let pool = disbursement.store().postgres("dashboard")?.clone();
         let dashboard = match sumud_dashboard::App::build(settings.clone(), tuning.dashboard).await
         {
             Ok(d) => d,
@@ -151,7 +163,6 @@ impl Pipeline {
             services.push(tokio::spawn(provider.run(s())));
         }
         Ok(Pipeline {
-            pool,
             store,
             dashboard: dashboard_addr,
             shutdown,
@@ -183,7 +194,11 @@ pub async fn register(
 
 /// Runs `sumud up` until SIGINT/SIGTERM, on the broker `settings` point at
 /// (see [`broker`]).
-pub async fn run(settings: Settings, args: BrokerArgs, with_provider: bool) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    args: EmbeddedArgs,
+    with_provider: bool,
+) -> anyhow::Result<()> {
     // The alerts service signs the commands its trigger rules send: with
     // SUMUD_ALERTS_KEY_FILE that key (registered by the operators), otherwise
     // a key of the embedded default's own, kept in the data directory and
@@ -206,7 +221,7 @@ pub async fn run(settings: Settings, args: BrokerArgs, with_provider: bool) -> a
     };
     let pipeline = Pipeline::start(&settings, alerts, tuning)
         .await
-        .context("starting the services (is PostgreSQL up? try scripts/postgres.sh start)")?;
+        .context(starting_hint(&settings))?;
     if let Some(key) = own_key {
         register(
             &pipeline.store,
@@ -217,8 +232,17 @@ pub async fn run(settings: Settings, args: BrokerArgs, with_provider: bool) -> a
         .await?;
     }
     println!(
-        "Sumud is up: Kafka at {}, dashboard at http://{}/ — press Ctrl-C to stop.",
-        settings.bootstrap_servers, pipeline.dashboard
+        "Sumud is up: Kafka at {}, database at {}, dashboard at http://{}/ — press Ctrl-C to stop.",
+        settings.bootstrap_servers,
+        sumud_shared::config::redact_url(&settings.database_url),
+        pipeline.dashboard
+    );
+    // The other commands (crisis, reconcile, explain, …) read the same
+    // variables; the embedded default's values are not their defaults.
+    println!(
+        "Other sumud commands reach this pipeline with:\n  export KAFKA_BOOTSTRAP_SERVERS={} DATABASE_URL={}",
+        settings.bootstrap_servers,
+        sumud_shared::config::redact_url(&settings.database_url),
     );
     sumud_shared::shutdown::on_signals().cancelled().await;
     pipeline.stop().await
@@ -235,4 +259,13 @@ fn data_dir_key(dir: &Path) -> anyhow::Result<Jwk> {
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
     crate::crisis_cmd::generate_key(&format!("alerts-{:x}", rand::random::<u32>()), &path)?;
     Ok(sumud_alerts::config::read_key(&path)?)
+}
+
+/// What to check when the services do not start, by database.
+pub fn starting_hint(settings: &Settings) -> String {
+    if sumud_shared::db::sqlite::is_sqlite_url(&settings.database_url) {
+        "starting the services (is the data directory writable?)".into()
+    } else {
+        "starting the services (is PostgreSQL up? try scripts/postgres.sh start)".into()
+    }
 }

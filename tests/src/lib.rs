@@ -103,16 +103,23 @@ impl TestEnv {
     /// A fresh world on `backend`: on SQLite, the services get a fresh
     /// database file in a private directory (`DATABASE_URL=sqlite://…`).
     pub async fn with(backend: Backend) -> TestEnv {
-        let mut env = Self::new().await;
-        if backend == Backend::Sqlite {
-            let dir = std::env::temp_dir().join(format!("sumud-t-{}", short_id()));
-            env.settings.database_url = format!("sqlite://{}/sumud.db", dir.display());
-            env.store = Store::connect(&env.settings.database_url, 4, Duration::from_secs(10))
-                .await
-                .expect("open the test's SQLite file");
-            env.sqlite_dir = Some(dir);
+        let env = Self::new().await;
+        match backend {
+            Backend::Postgres => env,
+            Backend::Sqlite => env.on_sqlite().await,
         }
-        env
+    }
+
+    /// This world with the services' database moved to a fresh SQLite file
+    /// in a private directory (`DATABASE_URL=sqlite://…`).
+    pub async fn on_sqlite(mut self) -> TestEnv {
+        let dir = std::env::temp_dir().join(format!("sumud-t-{}", short_id()));
+        self.settings.database_url = format!("sqlite://{}/sumud.db", dir.display());
+        self.store = Store::connect(&self.settings.database_url, 4, Duration::from_secs(10))
+            .await
+            .expect("open the test's SQLite file");
+        self.sqlite_dir = Some(dir);
+        self
     }
 
     /// A count (or any one `bigint`) read from the test's database; `sql`

@@ -55,14 +55,9 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
         ..ControlConfig::default()
     };
     // Registry, control, eligibility and the provider in-process; disbursement as a killable process.
-    let p = Pipeline::start_with_payments_on(
-        backend,
-        households,
-        config,
-        Default::default(),
-        provider,
-    )
-    .await;
+    let p =
+        Pipeline::start_with_payments_on(backend, households, config, Default::default(), provider)
+            .await;
     let mut services = p.services;
     let in_process_disbursement = services.remove(3);
     in_process_disbursement.stop().await;

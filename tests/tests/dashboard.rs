@@ -18,7 +18,7 @@ use sumud_shared::areas::AreaCatalog;
 use sumud_shared::events::control::CommandKind;
 use sumud_tests::browser::{Browser, Page};
 use sumud_tests::pipeline::*;
-use sumud_tests::Running;
+use sumud_tests::{on_both_backends, Backend, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CRISIS: &str = "DASH-1";
@@ -118,12 +118,16 @@ fn with_commas(n: i64) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed() {
+async fn the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed(backend: Backend) {
     // Arrange: the pipeline, the dashboard, and the page open before anything happens.
-    let p =
-        Pipeline::start_with_payments(1500, no_four_eyes(), spaced_schedule(), Behaviour::honest())
-            .await;
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        1500,
+        no_four_eyes(),
+        spaced_schedule(),
+        Behaviour::honest(),
+    )
+    .await;
     let config = DashboardConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         refresh: Duration::from_millis(250),
@@ -319,3 +323,5 @@ async fn the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed() {
     running.stop().await;
     p.stop().await;
 }
+
+on_both_backends!(the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed);

@@ -1,6 +1,6 @@
 //! The embedded default (issue 7): the demo's whole pipeline on the
-//! Kafka-protocol broker built into `sumud` instead of a Kafka cluster, with
-//! the suite's PostgreSQL; and an outside Kafka client reading the
+//! Kafka-protocol broker built into `sumud` instead of a Kafka cluster, and
+//! on an SQLite file instead of PostgreSQL; and an outside Kafka client reading the
 //! instructions topic from that broker as a payment provider would: Apache
 //! Kafka's own Java console consumer, from the jars `scripts/kafka.sh`
 //! fetches. (Debian's kcat was the first choice, but its librdkafka 2.0.2
@@ -22,7 +22,11 @@ async fn the_demo_pays_and_reconciles_on_the_embedded_broker_and_an_outside_clie
         .await
         .expect("the embedded broker starts");
     let bootstrap = broker.bootstrap_servers();
-    let env = TestEnv::on(bootstrap.clone(), admin_url()).await;
+    let env = TestEnv::on(bootstrap.clone(), admin_url())
+        .await
+        .on_sqlite()
+        .await;
+    assert!(env.settings.database_url.starts_with("sqlite://"));
 
     // Act: the README's first command, smaller.
     sumud::demo::run(env.settings.clone(), 2000, false)
@@ -30,24 +34,22 @@ async fn the_demo_pays_and_reconciles_on_the_embedded_broker_and_an_outside_clie
         .expect("the demo completes on the embedded broker");
 
     // Assert: reconciled, nothing unexplained.
-    let crisis: String =
-        sqlx::query_scalar("SELECT crisis_id FROM control.crises WHERE crisis_id LIKE 'EW-%'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
+    let (crisis,): (String,) = env
+        .rows("SELECT crisis_id FROM control.crises WHERE crisis_id LIKE 'EW-%'")
+        .await
+        .remove(0);
     let problems = sumud::payments_cmd::reconcile(&env.settings, &crisis)
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
-    let instructed: BTreeSet<String> = sqlx::query_scalar(
-        "SELECT instruction_id FROM disbursement.instructions WHERE crisis_id = $1",
-    )
-    .bind(&crisis)
-    .fetch_all(&env.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
+    let instructed: BTreeSet<String> = env
+        .rows::<(String,)>(&format!(
+            "SELECT instruction_id FROM disbursement.instructions WHERE crisis_id = '{crisis}'"
+        ))
+        .await
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
     assert!(!instructed.is_empty(), "the demo instructed payments");
 
     // Assert: an outside client (another implementation of the protocol, in

@@ -39,9 +39,14 @@ async fn statuses(p: &Pipeline) -> Vec<(String, i64)> {
 }
 
 async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche(backend: Backend) {
-    let p =
-        Pipeline::start_with_payments_on(backend, 3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
-            .await;
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        3000,
+        no_four_eyes(),
+        fast_schedule(),
+        Behaviour::honest(),
+    )
+    .await;
     let areas = ["JO-MN", "JO-KA", "JO-AQ"];
     let want = expected(&p.households, &areas);
     p.send(
@@ -134,7 +139,9 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche(backend: Back
     p.stop().await;
 }
 
-async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verification(backend: Backend) {
+async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verification(
+    backend: Backend,
+) {
     let provider = Behaviour {
         retryable_reject_rate: 0.3,
         permanent_reject_rate: 0.05,
@@ -144,7 +151,8 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
         max_attempts: 4,
         ..fast_schedule()
     };
-    let p = Pipeline::start_with_payments_on(backend, 2000, no_four_eyes(), schedule, provider).await;
+    let p =
+        Pipeline::start_with_payments_on(backend, 2000, no_four_eyes(), schedule, provider).await;
     let areas = ["JO-IR"];
     let want = expected(&p.households, &areas);
     let mut one = definition(&areas, "10000000");
@@ -194,7 +202,9 @@ async fn late_and_duplicate_statuses_change_nothing(backend: Backend) {
         late_pending_rate: 1.0,
         ..Behaviour::honest()
     };
-    let p = Pipeline::start_with_payments_on(backend, 1000, no_four_eyes(), fast_schedule(), provider).await;
+    let p =
+        Pipeline::start_with_payments_on(backend, 1000, no_four_eyes(), fast_schedule(), provider)
+            .await;
     let areas = ["JO-AM"];
     let want = expected(&p.households, &areas);
     let mut one = definition(&areas, "10000000");
@@ -228,9 +238,14 @@ async fn late_and_duplicate_statuses_change_nothing(backend: Backend) {
 }
 
 async fn the_budget_holds_under_concurrent_amendments(backend: Backend) {
-    let p =
-        Pipeline::start_with_payments_on(backend, 3000, no_four_eyes(), fast_schedule(), Behaviour::honest())
-            .await;
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        3000,
+        no_four_eyes(),
+        fast_schedule(),
+        Behaviour::honest(),
+    )
+    .await;
     let areas = ["JO-AM", "JO-AZ"];
     p.send(
         &p.alice,
@@ -288,9 +303,14 @@ async fn the_budget_holds_under_concurrent_amendments(backend: Backend) {
 }
 
 async fn replaying_the_instruction_and_status_topics_twice_changes_nothing(backend: Backend) {
-    let p =
-        Pipeline::start_with_payments_on(backend, 1500, no_four_eyes(), fast_schedule(), Behaviour::honest())
-            .await;
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        1500,
+        no_four_eyes(),
+        fast_schedule(),
+        Behaviour::honest(),
+    )
+    .await;
     let areas = ["JO-MA", "JO-BA"];
     let want = expected(&p.households, &areas);
     p.send(
@@ -346,8 +366,14 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(back
         day_seconds: 3600.0,
         ..fast_schedule()
     };
-    let p =
-        Pipeline::start_with_payments_on(backend, 1500, no_four_eyes(), schedule, Behaviour::honest()).await;
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        1500,
+        no_four_eyes(),
+        schedule,
+        Behaviour::honest(),
+    )
+    .await;
     let areas = ["JO-AM"];
     let mut def = definition(&areas, "10000000");
     def.response.overrides.tranches = Some(2);

@@ -9,9 +9,18 @@
 //! Statements aggregate in the database (one row per crisis, area or
 //! provider), so the cost of a snapshot does not grow with the number of
 //! households on the wire.
+//!
+//! Every statement reads the same on PostgreSQL and SQLite (`CAST`, not
+//! `::`; `UNION ALL` of two groupings, not `GROUPING SETS`; windows, not
+//! `DISTINCT ON`), except where noted: control's JSON definition, the
+//! tables' existence, and the latency percentiles (computed here on SQLite,
+//! which has no `percentile_cont`).
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::FromRow;
+use sumud_shared::db::sqlite::timestamp;
+use sumud_shared::db::Store;
+use sumud_shared::on_store;
 
 use crate::error::Result;
 use crate::model::{AuditEntry, Sources};
@@ -19,18 +28,67 @@ use crate::model::{AuditEntry, Sources};
 /// Window of the provider figures (latency, rejection rate), seconds.
 pub const PROVIDER_WINDOW_SECS: i64 = 3600;
 
+/// Runs `sql` binding `only` (a crisis id or none) as `$1`, on either backend.
+async fn fetch_only<T>(store: &Store, sql: &str, only: Option<&str>) -> Result<Vec<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>
+        + Send
+        + Unpin,
+{
+    Ok(on_store!(store, pool => sqlx::query_as(sql).bind(only).fetch_all(pool).await)?)
+}
+
+/// The start of the provider figures' window, bound as `$1`: a time on
+/// PostgreSQL, [`timestamp`] text on SQLite.
+async fn fetch_window<T>(store: &Store, sql: &str) -> Result<Vec<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>
+        + Send
+        + Unpin,
+{
+    let since = Utc::now() - chrono::Duration::seconds(PROVIDER_WINDOW_SECS);
+    Ok(match store {
+        Store::Postgres(pool) => sqlx::query_as(sql).bind(since).fetch_all(pool).await?,
+        Store::Sqlite(pool) => {
+            sqlx::query_as(sql)
+                .bind(timestamp(since))
+                .fetch_all(pool)
+                .await?
+        }
+    })
+}
+
 /// Which services' tables exist.
-pub async fn sources(pool: &PgPool) -> Result<Sources> {
+pub async fn sources(store: &Store) -> Result<Sources> {
     let (control, registry, eligibility, disbursement, alerts): (bool, bool, bool, bool, bool) =
-        sqlx::query_as(
-            "SELECT to_regclass('control.crises') IS NOT NULL, \
-                    to_regclass('registry.households_v') IS NOT NULL, \
-                    to_regclass('eligibility.entitlements') IS NOT NULL, \
-                    to_regclass('disbursement.verification_tasks') IS NOT NULL, \
-                    to_regclass('alerts.triggers') IS NOT NULL",
-        )
-        .fetch_one(pool)
-        .await?;
+        match store {
+            Store::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT to_regclass('control.crises') IS NOT NULL, \
+                            to_regclass('registry.households_v') IS NOT NULL, \
+                            to_regclass('eligibility.entitlements') IS NOT NULL, \
+                            to_regclass('disbursement.verification_tasks') IS NOT NULL, \
+                            to_regclass('alerts.triggers') IS NOT NULL",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+            // Every schema's file is attached; a service that never started
+            // has not created its tables in it.
+            Store::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM control.sqlite_master WHERE name = 'crises'), \
+                            EXISTS (SELECT 1 FROM registry.sqlite_master WHERE name = 'households_v'), \
+                            EXISTS (SELECT 1 FROM eligibility.sqlite_master WHERE name = 'entitlements'), \
+                            EXISTS (SELECT 1 FROM disbursement.sqlite_master WHERE name = 'verification_tasks'), \
+                            EXISTS (SELECT 1 FROM alerts.sqlite_master WHERE name = 'triggers')",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+        };
     Ok(Sources {
         control,
         registry,
@@ -72,24 +130,85 @@ pub struct CrisisRow {
 }
 
 /// Every crisis (or just `only`), newest first.
-pub async fn crises(pool: &PgPool, only: Option<&str>) -> Result<Vec<CrisisRow>> {
-    Ok(sqlx::query_as(
-        "SELECT crisis_id, \
-                coalesce(definition->>'title', '') AS title, \
-                coalesce(definition->>'hazard', '') AS hazard, \
-                coalesce(definition->>'severity', '') AS severity, \
-                state, revision, pending IS NOT NULL AS pending_approval, \
-                ARRAY(SELECT jsonb_array_elements_text(coalesce(definition->'areas', '[]'::jsonb))) AS areas, \
-                coalesce(definition->'budget'->>'currency', '') AS currency, \
-                coalesce((definition->'budget'->>'minor')::bigint, 0) AS budget_minor, \
-                declared_by, created_at AS declared_at, updated_at \
-         FROM control.crises \
-         WHERE $1::text IS NULL OR crisis_id = $1 \
-         ORDER BY created_at DESC, crisis_id",
-    )
-    .bind(only)
-    .fetch_all(pool)
-    .await?)
+pub async fn crises(store: &Store, only: Option<&str>) -> Result<Vec<CrisisRow>> {
+    match store {
+        Store::Postgres(pool) => Ok(sqlx::query_as(
+            "SELECT crisis_id, \
+                    coalesce(definition->>'title', '') AS title, \
+                    coalesce(definition->>'hazard', '') AS hazard, \
+                    coalesce(definition->>'severity', '') AS severity, \
+                    state, revision, pending IS NOT NULL AS pending_approval, \
+                    ARRAY(SELECT jsonb_array_elements_text(coalesce(definition->'areas', '[]'::jsonb))) AS areas, \
+                    coalesce(definition->'budget'->>'currency', '') AS currency, \
+                    coalesce((definition->'budget'->>'minor')::bigint, 0) AS budget_minor, \
+                    declared_by, created_at AS declared_at, updated_at \
+             FROM control.crises \
+             WHERE $1::text IS NULL OR crisis_id = $1 \
+             ORDER BY created_at DESC, crisis_id",
+        )
+        .bind(only)
+        .fetch_all(pool)
+        .await?),
+        Store::Sqlite(pool) => {
+            let rows: Vec<CrisisRowJson> = sqlx::query_as(
+                "SELECT crisis_id, \
+                        coalesce(definition->>'$.title', '') AS title, \
+                        coalesce(definition->>'$.hazard', '') AS hazard, \
+                        coalesce(definition->>'$.severity', '') AS severity, \
+                        state, revision, pending IS NOT NULL AS pending_approval, \
+                        coalesce(definition->'$.areas', '[]') AS areas, \
+                        coalesce(definition->>'$.budget.currency', '') AS currency, \
+                        coalesce(CAST(definition->>'$.budget.minor' AS integer), 0) AS budget_minor, \
+                        declared_by, created_at AS declared_at, updated_at \
+                 FROM control.crises \
+                 WHERE ?1 IS NULL OR crisis_id = ?1 \
+                 ORDER BY created_at DESC, crisis_id",
+            )
+            .bind(only)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(CrisisRowJson::into_row).collect())
+        }
+    }
+}
+
+/// [`CrisisRow`] as SQLite returns it: the areas as a JSON array.
+#[derive(FromRow)]
+struct CrisisRowJson {
+    crisis_id: String,
+    title: String,
+    hazard: String,
+    severity: String,
+    state: String,
+    revision: i32,
+    pending_approval: bool,
+    areas: String,
+    currency: String,
+    budget_minor: i64,
+    declared_by: String,
+    declared_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl CrisisRowJson {
+    fn into_row(self) -> CrisisRow {
+        CrisisRow {
+            // Control wrote the array; an unreadable one shows no areas.
+            areas: serde_json::from_str(&self.areas).unwrap_or_default(),
+            crisis_id: self.crisis_id,
+            title: self.title,
+            hazard: self.hazard,
+            severity: self.severity,
+            state: self.state,
+            revision: self.revision,
+            pending_approval: self.pending_approval,
+            currency: self.currency,
+            budget_minor: self.budget_minor,
+            declared_by: self.declared_by,
+            declared_at: self.declared_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 /// Eligibility's figures of one crisis.
@@ -110,8 +229,9 @@ pub struct EligibilityRow {
 }
 
 /// Eligibility's figures per crisis.
-pub async fn eligibility(pool: &PgPool, only: Option<&str>) -> Result<Vec<EligibilityRow>> {
-    Ok(sqlx::query_as(
+pub async fn eligibility(store: &Store, only: Option<&str>) -> Result<Vec<EligibilityRow>> {
+    fetch_only(
+        store,
         "SELECT c.crisis_id, c.committed_minor, \
                 coalesce(e.entitled_households, 0) AS entitled_households, \
                 coalesce(e.entitled_minor, 0) AS entitled_minor, \
@@ -121,18 +241,17 @@ pub async fn eligibility(pool: &PgPool, only: Option<&str>) -> Result<Vec<Eligib
          LEFT JOIN ( \
              SELECT crisis_id, \
                     count(DISTINCT household_id) FILTER (WHERE status = 'entitled') AS entitled_households, \
-                    coalesce(sum(committed_minor) FILTER (WHERE status = 'entitled'), 0)::bigint AS entitled_minor, \
+                    CAST(coalesce(sum(committed_minor) FILTER (WHERE status = 'entitled'), 0) AS bigint) AS entitled_minor, \
                     count(DISTINCT household_id) FILTER (WHERE status = 'waitlisted') AS waitlisted_households, \
-                    coalesce(sum(amount_minor * tranches) FILTER (WHERE status = 'waitlisted'), 0)::bigint AS waitlisted_minor \
+                    CAST(coalesce(sum(amount_minor * tranches) FILTER (WHERE status = 'waitlisted'), 0) AS bigint) AS waitlisted_minor \
              FROM eligibility.entitlements \
-             WHERE $1::text IS NULL OR crisis_id = $1 \
+             WHERE CAST($1 AS text) IS NULL OR crisis_id = $1 \
              GROUP BY crisis_id \
          ) e USING (crisis_id) \
-         WHERE $1::text IS NULL OR c.crisis_id = $1",
+         WHERE CAST($1 AS text) IS NULL OR c.crisis_id = $1",
+        only,
     )
-    .bind(only)
-    .fetch_all(pool)
-    .await?)
+    .await
 }
 
 /// Disbursement's figures of one crisis.
@@ -171,30 +290,31 @@ pub struct DisbursementRow {
 }
 
 /// Disbursement's figures per crisis.
-pub async fn disbursement(pool: &PgPool, only: Option<&str>) -> Result<Vec<DisbursementRow>> {
-    Ok(sqlx::query_as(
+pub async fn disbursement(store: &Store, only: Option<&str>) -> Result<Vec<DisbursementRow>> {
+    fetch_only(
+        store,
         "WITH i AS ( \
              SELECT crisis_id, \
                     count(DISTINCT household_id) AS instructed_households, \
                     count(*) AS instructed, \
-                    coalesce(sum(amount_minor), 0)::bigint AS instructed_minor, \
+                    CAST(coalesce(sum(amount_minor), 0) AS bigint) AS instructed_minor, \
                     count(DISTINCT household_id) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS in_flight_households, \
                     count(*) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS in_flight, \
-                    coalesce(sum(amount_minor) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')), 0)::bigint AS in_flight_minor, \
+                    CAST(coalesce(sum(amount_minor) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')), 0) AS bigint) AS in_flight_minor, \
                     count(DISTINCT household_id) FILTER (WHERE status = 'succeeded') AS paid_households, \
                     count(*) FILTER (WHERE status = 'succeeded') AS paid, \
-                    coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0)::bigint AS paid_minor, \
+                    CAST(coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0) AS bigint) AS paid_minor, \
                     count(DISTINCT household_id) FILTER (WHERE status IN ('failed', 'reversed')) AS failed_households, \
                     count(*) FILTER (WHERE status IN ('failed', 'reversed')) AS failed, \
-                    coalesce(sum(amount_minor) FILTER (WHERE status IN ('failed', 'reversed')), 0)::bigint AS failed_minor \
+                    CAST(coalesce(sum(amount_minor) FILTER (WHERE status IN ('failed', 'reversed')), 0) AS bigint) AS failed_minor \
              FROM disbursement.instructions \
-             WHERE $1::text IS NULL OR crisis_id = $1 \
+             WHERE CAST($1 AS text) IS NULL OR crisis_id = $1 \
              GROUP BY crisis_id \
          ), t AS ( \
              SELECT i.crisis_id, count(*) AS field_tasks_open \
              FROM disbursement.verification_tasks v \
              JOIN disbursement.instructions i USING (instruction_id) \
-             WHERE v.resolved_at IS NULL AND ($1::text IS NULL OR i.crisis_id = $1) \
+             WHERE v.resolved_at IS NULL AND (CAST($1 AS text) IS NULL OR i.crisis_id = $1) \
              GROUP BY i.crisis_id \
          ) \
          SELECT c.crisis_id, c.reserved_minor, \
@@ -214,11 +334,10 @@ pub async fn disbursement(pool: &PgPool, only: Option<&str>) -> Result<Vec<Disbu
          FROM disbursement.crises c \
          LEFT JOIN i USING (crisis_id) \
          LEFT JOIN t USING (crisis_id) \
-         WHERE $1::text IS NULL OR c.crisis_id = $1",
+         WHERE CAST($1 AS text) IS NULL OR c.crisis_id = $1",
+        only,
     )
-    .bind(only)
-    .fetch_all(pool)
-    .await?)
+    .await
 }
 
 /// The first alert or indicator trigger that named a crisis.
@@ -239,28 +358,23 @@ pub struct TriggerRow {
 /// The triggering alert of every crisis that has one: the earliest actual
 /// CAP alert that caused a command for it, else the earliest indicator
 /// trigger. Dry runs (exercises, tests) never name a crisis.
-pub async fn triggers(pool: &PgPool) -> Result<Vec<TriggerRow>> {
-    Ok(sqlx::query_as(
-        "SELECT DISTINCT ON (crisis_id) crisis_id, kind, source, reference, sent_at FROM ( \
-             SELECT crisis_id, 'cap' AS kind, sender AS source, identifier AS reference, sent AS sent_at, 0 AS rank \
-             FROM alerts.alerts WHERE crisis_id IS NOT NULL \
-             UNION ALL \
-             SELECT crisis_id, 'indicator', rule_id, area, created_at, 1 \
-             FROM alerts.triggers \
-         ) t \
-         ORDER BY crisis_id, rank, sent_at",
-    )
-    .fetch_all(pool)
-    .await?)
+pub async fn triggers(store: &Store) -> Result<Vec<TriggerRow>> {
+    const SQL: &str = "SELECT crisis_id, kind, source, reference, sent_at FROM ( \
+             SELECT t.*, row_number() OVER (PARTITION BY crisis_id ORDER BY rank, sent_at) AS nth FROM ( \
+                 SELECT crisis_id, 'cap' AS kind, sender AS source, identifier AS reference, sent AS sent_at, 0 AS rank \
+                 FROM alerts.alerts WHERE crisis_id IS NOT NULL \
+                 UNION ALL \
+                 SELECT crisis_id, 'indicator', rule_id, area, created_at, 1 \
+                 FROM alerts.triggers \
+             ) t \
+         ) first WHERE nth = 1 ORDER BY crisis_id";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
 }
 
 /// Live registered households per area code (for the affected count).
-pub async fn households_by_area(pool: &PgPool) -> Result<Vec<(String, i64)>> {
-    Ok(
-        sqlx::query_as("SELECT area_code, count(*) FROM registry.households_v GROUP BY area_code")
-            .fetch_all(pool)
-            .await?,
-    )
+pub async fn households_by_area(store: &Store) -> Result<Vec<(String, i64)>> {
+    const SQL: &str = "SELECT area_code, count(*) FROM registry.households_v GROUP BY area_code";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
 }
 
 /// One line of an area aggregate: a governorate (`district` null) or a
@@ -284,41 +398,51 @@ pub struct AreaAggregate {
 }
 
 /// Entitled households and their commitment by governorate and by district
-/// (grouping sets, so that a governorate counts each household once).
-pub async fn entitled_by_area(pool: &PgPool, only: Option<&str>) -> Result<Vec<AreaAggregate>> {
-    Ok(sqlx::query_as(
-        "SELECT governorate, CASE WHEN GROUPING(district) = 1 THEN NULL ELSE district END AS district, currency, \
-                count(DISTINCT household_id) AS n1, coalesce(sum(committed_minor), 0)::bigint AS m1, \
-                0::bigint AS n2, 0::bigint AS m2 \
-         FROM eligibility.entitlements \
-         WHERE status = 'entitled' AND ($1::text IS NULL OR crisis_id = $1) \
-         GROUP BY GROUPING SETS ((governorate, district, currency), (governorate, currency)) \
-         HAVING GROUPING(district) = 1 OR district IS NOT NULL",
+/// (two groupings, so that a governorate counts each household once).
+pub async fn entitled_by_area(store: &Store, only: Option<&str>) -> Result<Vec<AreaAggregate>> {
+    const ENTITLED: &str = "FROM eligibility.entitlements \
+         WHERE status = 'entitled' AND (CAST($1 AS text) IS NULL OR crisis_id = $1)";
+    fetch_only(
+        store,
+        &format!(
+            "SELECT governorate, district, currency, \
+                    count(DISTINCT household_id) AS n1, CAST(coalesce(sum(committed_minor), 0) AS bigint) AS m1, \
+                    CAST(0 AS bigint) AS n2, CAST(0 AS bigint) AS m2 \
+             {ENTITLED} AND district IS NOT NULL GROUP BY governorate, district, currency \
+             UNION ALL \
+             SELECT governorate, NULL, currency, \
+                    count(DISTINCT household_id), CAST(coalesce(sum(committed_minor), 0) AS bigint), \
+                    CAST(0 AS bigint), CAST(0 AS bigint) \
+             {ENTITLED} GROUP BY governorate, currency"
+        ),
+        only,
     )
-    .bind(only)
-    .fetch_all(pool)
-    .await?)
+    .await
 }
 
 /// Paid and failed instructions by governorate and district of the
 /// household as eligibility decided on it.
-pub async fn payments_by_area(pool: &PgPool, only: Option<&str>) -> Result<Vec<AreaAggregate>> {
-    Ok(sqlx::query_as(
-        "SELECT e.governorate, CASE WHEN GROUPING(e.district) = 1 THEN NULL ELSE e.district END AS district, i.currency, \
-                count(*) FILTER (WHERE i.status = 'succeeded') AS n1, \
-                coalesce(sum(i.amount_minor) FILTER (WHERE i.status = 'succeeded'), 0)::bigint AS m1, \
+pub async fn payments_by_area(store: &Store, only: Option<&str>) -> Result<Vec<AreaAggregate>> {
+    const FIGURES: &str = "count(*) FILTER (WHERE i.status = 'succeeded') AS n1, \
+                CAST(coalesce(sum(i.amount_minor) FILTER (WHERE i.status = 'succeeded'), 0) AS bigint) AS m1, \
                 count(*) FILTER (WHERE i.status IN ('failed', 'reversed')) AS n2, \
-                coalesce(sum(i.amount_minor) FILTER (WHERE i.status IN ('failed', 'reversed')), 0)::bigint AS m2 \
-         FROM disbursement.instructions i \
+                CAST(coalesce(sum(i.amount_minor) FILTER (WHERE i.status IN ('failed', 'reversed')), 0) AS bigint) AS m2";
+    const FINAL: &str = "FROM disbursement.instructions i \
          JOIN eligibility.entitlements e \
            ON e.crisis_id = i.crisis_id AND e.household_id = i.household_id AND e.kind = i.kind \
-         WHERE i.status IN ('succeeded', 'failed', 'reversed') AND ($1::text IS NULL OR i.crisis_id = $1) \
-         GROUP BY GROUPING SETS ((e.governorate, e.district, i.currency), (e.governorate, i.currency)) \
-         HAVING GROUPING(e.district) = 1 OR e.district IS NOT NULL",
+         WHERE i.status IN ('succeeded', 'failed', 'reversed') AND (CAST($1 AS text) IS NULL OR i.crisis_id = $1)";
+    fetch_only(
+        store,
+        &format!(
+            "SELECT e.governorate, e.district, i.currency, {FIGURES} \
+             {FINAL} AND e.district IS NOT NULL GROUP BY e.governorate, e.district, i.currency \
+             UNION ALL \
+             SELECT e.governorate, NULL, i.currency, {FIGURES} \
+             {FINAL} GROUP BY e.governorate, i.currency"
+        ),
+        only,
     )
-    .bind(only)
-    .fetch_all(pool)
-    .await?)
+    .await
 }
 
 /// Instruction counts of one provider.
@@ -335,15 +459,12 @@ pub struct ProviderCounts {
 }
 
 /// Instruction counts per provider.
-pub async fn provider_counts(pool: &PgPool) -> Result<Vec<ProviderCounts>> {
-    Ok(sqlx::query_as(
-        "SELECT provider, count(*) AS instructions, \
+pub async fn provider_counts(store: &Store) -> Result<Vec<ProviderCounts>> {
+    const SQL: &str = "SELECT provider, count(*) AS instructions, \
                 count(*) FILTER (WHERE status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS open_instructions, \
                 count(*) FILTER (WHERE overdue AND status IN ('instructed', 'received', 'pending', 'retry_scheduled')) AS overdue \
-         FROM disbursement.instructions GROUP BY provider ORDER BY provider",
-    )
-    .fetch_all(pool)
-    .await?)
+         FROM disbursement.instructions GROUP BY provider ORDER BY provider";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
 }
 
 /// Acknowledgement latency of one provider.
@@ -364,27 +485,62 @@ pub struct ProviderLatency {
 /// out: their dispatch time is not recorded, and the first attempt is what
 /// tells whether a provider answers promptly. The figure includes the
 /// outbox relay, which is what a household waits for too.
-pub async fn provider_latency(pool: &PgPool) -> Result<Vec<ProviderLatency>> {
-    Ok(sqlx::query_as(
-        "WITH first AS ( \
+pub async fn provider_latency(store: &Store) -> Result<Vec<ProviderLatency>> {
+    const FIRST: &str = "WITH first AS ( \
              SELECT s.instruction_id, min(s.at) AS at \
              FROM disbursement.status_log s \
-             WHERE s.attempt = 1 AND s.at > now() - make_interval(secs => $1) \
+             WHERE s.attempt = 1 AND s.at > $1 \
              GROUP BY s.instruction_id \
              HAVING NOT EXISTS ( \
                  SELECT 1 FROM disbursement.status_log e \
-                 WHERE e.instruction_id = s.instruction_id AND e.attempt = 1 \
-                   AND e.at <= now() - make_interval(secs => $1)) \
-         ) \
-         SELECT i.provider, count(*) AS acknowledged, \
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM f.at - i.created_at), 0)::float8) AS p50, \
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM f.at - i.created_at), 0)::float8) AS p95 \
-         FROM first f JOIN disbursement.instructions i USING (instruction_id) \
-         GROUP BY i.provider",
+                 WHERE e.instruction_id = s.instruction_id AND e.attempt = 1 AND e.at <= $1) \
+         )";
+    if let Store::Postgres(_) = store {
+        return fetch_window(
+            store,
+            &format!(
+                "{FIRST} \
+                 SELECT i.provider, count(*) AS acknowledged, \
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM f.at - i.created_at), 0)::float8) AS p50, \
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY greatest(extract(epoch FROM f.at - i.created_at), 0)::float8) AS p95 \
+                 FROM first f JOIN disbursement.instructions i USING (instruction_id) \
+                 GROUP BY i.provider"
+            ),
+        )
+        .await;
+    }
+    // SQLite: each latency, in order per provider; the percentiles here.
+    let latencies: Vec<(String, f64)> = fetch_window(
+        store,
+        &format!(
+            "{FIRST} \
+             SELECT i.provider, max((julianday(f.at) - julianday(i.created_at)) * 86400.0, 0.0) AS s \
+             FROM first f JOIN disbursement.instructions i USING (instruction_id) \
+             ORDER BY i.provider, s"
+        ),
     )
-    .bind(PROVIDER_WINDOW_SECS as f64)
-    .fetch_all(pool)
-    .await?)
+    .await?;
+    let mut out: Vec<ProviderLatency> = Vec::new();
+    for chunk in latencies.chunk_by(|a, b| a.0 == b.0) {
+        let sorted: Vec<f64> = chunk.iter().map(|(_, s)| *s).collect();
+        out.push(ProviderLatency {
+            provider: chunk[0].0.clone(),
+            acknowledged: sorted.len() as i64,
+            p50: percentile_cont(&sorted, 0.5),
+            p95: percentile_cont(&sorted, 0.95),
+        });
+    }
+    Ok(out)
+}
+
+/// PostgreSQL's `percentile_cont` of sorted values: linear interpolation
+/// between the two values around position `q × (n − 1)`.
+fn percentile_cont(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let at = q * last as f64;
+    let (below, above) = (at.floor() as usize, at.ceil() as usize);
+    let frac = at - below as f64;
+    Some(sorted[below] + (sorted[above] - sorted[below]) * frac)
 }
 
 /// Final status reports of one provider, by status and reason.
@@ -402,16 +558,15 @@ pub struct ProviderReports {
 
 /// Applied final reports in the window (duplicates and late reports the
 /// disbursement service ignored are left out).
-pub async fn provider_reports(pool: &PgPool) -> Result<Vec<ProviderReports>> {
-    Ok(sqlx::query_as(
+pub async fn provider_reports(store: &Store) -> Result<Vec<ProviderReports>> {
+    fetch_window(
+        store,
         "SELECT provider, status, reason_code, count(*) AS count \
          FROM disbursement.status_log \
-         WHERE applied AND status IN ('succeeded', 'rejected') AND at > now() - make_interval(secs => $1) \
+         WHERE applied AND status IN ('succeeded', 'rejected') AND at > $1 \
          GROUP BY provider, status, reason_code",
     )
-    .bind(PROVIDER_WINDOW_SECS as f64)
-    .fetch_all(pool)
-    .await?)
+    .await
 }
 
 /// An audit row as selected: at, kind, principal, revision, from, to, outcome.
@@ -426,15 +581,14 @@ type AuditRow = (
 );
 
 /// The latest audit entries of a crisis, newest first.
-pub async fn audit(pool: &PgPool, crisis_id: &str, limit: i64) -> Result<Vec<AuditEntry>> {
-    let rows: Vec<AuditRow> = sqlx::query_as(
-        "SELECT at, kind, principal, revision, from_state, to_state, outcome \
-         FROM control.audit WHERE crisis_id = $1 ORDER BY seq DESC LIMIT $2",
-    )
-    .bind(crisis_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+pub async fn audit(store: &Store, crisis_id: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+    const SQL: &str = "SELECT at, kind, principal, revision, from_state, to_state, outcome \
+         FROM control.audit WHERE crisis_id = $1 ORDER BY seq DESC LIMIT $2";
+    let rows: Vec<AuditRow> = on_store!(store, pool => sqlx::query_as(SQL)
+        .bind(crisis_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
     Ok(rows
         .into_iter()
         .map(

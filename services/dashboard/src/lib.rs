@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sumud_shared::config::Settings;
+use sumud_shared::db::Store;
 use sumud_shared::{Error, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,15 +46,16 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 pub struct App {
     settings: Settings,
     config: DashboardConfig,
-    pool: PgPool,
+    store: Store,
     listener: TcpListener,
 }
 
 impl App {
-    /// Connects to PostgreSQL and binds the address (port 0 picks a free
-    /// one; see [`App::local_addr`]).
+    /// Connects to the database (PostgreSQL, or the embedded SQLite file)
+    /// and binds the address (port 0 picks a free one; see
+    /// [`App::local_addr`]).
     pub async fn build(settings: Settings, config: DashboardConfig) -> Result<Self> {
-        let pool = sumud_shared::db::connect(
+        let store = Store::connect(
             &settings.database_url,
             settings.db_max_connections,
             CONNECT_PATIENCE,
@@ -69,7 +70,7 @@ impl App {
         Ok(App {
             settings,
             config,
-            pool,
+            store,
             listener,
         })
     }
@@ -81,9 +82,9 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// The database pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The database it reads.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Serves until `shutdown`, with the Kafka readers and the snapshot
@@ -93,7 +94,7 @@ impl App {
         let probes = sumud_shared::http::spawn(
             &self.settings,
             SERVICE,
-            self.pool.clone().into(),
+            self.store.clone(),
             None,
             shutdown.clone(),
         )?;
@@ -107,7 +108,7 @@ impl App {
             self.config.lag_refresh,
             shutdown.clone(),
         )?;
-        let monitor = Arc::new(Monitor::new(self.pool.clone(), dead_letters, lag));
+        let monitor = Arc::new(Monitor::new(self.store.clone(), dead_letters, lag));
         let (frames, _) = watch::channel(None);
         let publisher = tokio::spawn(snapshot::publish(
             monitor.clone(),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlx::PgPool;
 use sumud_shared::areas::AreaCatalog;
+use sumud_shared::db::Store;
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ type HouseholdCounts = Arc<Vec<(String, i64)>>;
 
 /// The dashboard's read side.
 pub struct Monitor {
-    pool: PgPool,
+    store: Store,
     catalog: &'static AreaCatalog,
     dead_letters: Arc<DeadLetterBoard>,
     lag: Arc<LagBoard>,
@@ -43,10 +43,10 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor over `pool` and the two Kafka readers' boards.
-    pub fn new(pool: PgPool, dead_letters: Arc<DeadLetterBoard>, lag: Arc<LagBoard>) -> Self {
+    /// A monitor over `store` and the two Kafka readers' boards.
+    pub fn new(store: Store, dead_letters: Arc<DeadLetterBoard>, lag: Arc<LagBoard>) -> Self {
         Monitor {
-            pool,
+            store,
             catalog: AreaCatalog::default_catalog(),
             dead_letters,
             lag,
@@ -54,14 +54,14 @@ impl Monitor {
         }
     }
 
-    /// The database pool (readiness probe).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The database it reads (readiness probe).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Everything at once.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        let sources = db::sources(&self.pool).await?;
+        let sources = db::sources(&self.store).await?;
         let generated_at = Utc::now();
         Ok(Snapshot {
             generated_at,
@@ -76,7 +76,7 @@ impl Monitor {
 
     /// Every crisis.
     pub async fn crises(&self) -> Result<Vec<CrisisSummary>> {
-        let sources = db::sources(&self.pool).await?;
+        let sources = db::sources(&self.store).await?;
         if !sources.control {
             return Err(Error::NotYet("control"));
         }
@@ -85,7 +85,7 @@ impl Monitor {
 
     /// One crisis with its areas and audit trail.
     pub async fn crisis(&self, crisis_id: &str) -> Result<CrisisDetail> {
-        let sources = db::sources(&self.pool).await?;
+        let sources = db::sources(&self.store).await?;
         if !sources.control {
             return Err(Error::UnknownCrisis(crisis_id.to_owned()));
         }
@@ -98,20 +98,20 @@ impl Monitor {
         Ok(CrisisDetail {
             generated_at: Utc::now(),
             areas: self.areas_with(&sources, Some(crisis_id)).await?,
-            audit: db::audit(&self.pool, crisis_id, AUDIT_ENTRIES).await?,
+            audit: db::audit(&self.store, crisis_id, AUDIT_ENTRIES).await?,
             crisis,
         })
     }
 
     /// The area table, of one crisis or all.
     pub async fn areas(&self, crisis_id: Option<&str>) -> Result<Vec<AreaRow>> {
-        let sources = db::sources(&self.pool).await?;
+        let sources = db::sources(&self.store).await?;
         self.areas_with(&sources, crisis_id).await
     }
 
     /// Provider health.
     pub async fn providers(&self) -> Result<Vec<ProviderHealth>> {
-        let sources = db::sources(&self.pool).await?;
+        let sources = db::sources(&self.store).await?;
         self.providers_with(&sources).await
     }
 
@@ -129,22 +129,22 @@ impl Monitor {
         if !s.control {
             return Ok(Vec::new());
         }
-        let crises = db::crises(&self.pool, only).await?;
+        let crises = db::crises(&self.store, only).await?;
         if crises.is_empty() {
             return Ok(Vec::new());
         }
         let eligibility = if s.eligibility {
-            keyed(db::eligibility(&self.pool, only).await?, |r| &r.crisis_id)
+            keyed(db::eligibility(&self.store, only).await?, |r| &r.crisis_id)
         } else {
             HashMap::new()
         };
         let disbursement = if s.disbursement {
-            keyed(db::disbursement(&self.pool, only).await?, |r| &r.crisis_id)
+            keyed(db::disbursement(&self.store, only).await?, |r| &r.crisis_id)
         } else {
             HashMap::new()
         };
         let triggers = if s.alerts {
-            keyed(db::triggers(&self.pool).await?, |r| &r.crisis_id)
+            keyed(db::triggers(&self.store).await?, |r| &r.crisis_id)
         } else {
             HashMap::new()
         };
@@ -172,9 +172,9 @@ impl Monitor {
         if !s.eligibility {
             return Ok(Vec::new());
         }
-        let entitled = db::entitled_by_area(&self.pool, only).await?;
+        let entitled = db::entitled_by_area(&self.store, only).await?;
         let payments = if s.disbursement {
-            db::payments_by_area(&self.pool, only).await?
+            db::payments_by_area(&self.store, only).await?
         } else {
             Vec::new()
         };
@@ -185,9 +185,9 @@ impl Monitor {
         if !s.disbursement {
             return Ok(Vec::new());
         }
-        let counts = db::provider_counts(&self.pool).await?;
-        let latency = db::provider_latency(&self.pool).await?;
-        let reports = db::provider_reports(&self.pool).await?;
+        let counts = db::provider_counts(&self.store).await?;
+        let latency = db::provider_latency(&self.store).await?;
+        let reports = db::provider_reports(&self.store).await?;
         Ok(assemble::providers(&counts, &latency, &reports))
     }
 
@@ -198,7 +198,7 @@ impl Monitor {
                 return Ok(counts.clone());
             }
         }
-        let counts = Arc::new(db::households_by_area(&self.pool).await?);
+        let counts = Arc::new(db::households_by_area(&self.store).await?);
         *cached = Some((Instant::now(), counts.clone()));
         Ok(counts)
     }

@@ -37,7 +37,7 @@ async fn serve_without_database() -> (SocketAddr, CancellationToken) {
         .unwrap();
     let shutdown = CancellationToken::new();
     let monitor = Arc::new(Monitor::new(
-        pool,
+        pool.into(),
         DeadLetterBoard::new("sumud.deadletter.v1"),
         LagBoard::new(),
     ));

@@ -54,12 +54,26 @@ pub async fn create_due(
 ) -> Result<u64> {
     match store {
         Store::Postgres(pool) => {
-            create_due_postgres(pool, crisis_id, secret, day_seconds, deadline_secs, committed)
-                .await
+            create_due_postgres(
+                pool,
+                crisis_id,
+                secret,
+                day_seconds,
+                deadline_secs,
+                committed,
+            )
+            .await
         }
         Store::Sqlite(pool) => {
-            sqlite::create_due(pool, crisis_id, secret, day_seconds, deadline_secs, committed)
-                .await
+            sqlite::create_due(
+                pool,
+                crisis_id,
+                secret,
+                day_seconds,
+                deadline_secs,
+                committed,
+            )
+            .await
         }
     }
 }

@@ -421,8 +421,7 @@ pub async fn log_status(
 
 /// Whether a status event id was already processed.
 pub async fn status_seen(tx: &mut Tx, event_id: &str) -> Result<bool> {
-    const SQL: &str =
-        "SELECT EXISTS (SELECT 1 FROM disbursement.status_log WHERE event_id = $1)";
+    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM disbursement.status_log WHERE event_id = $1)";
     Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(event_id).fetch_one(conn).await)?)
 }
 
@@ -485,7 +484,8 @@ pub async fn verification_task(
     instruction: &str,
     reason: &str,
 ) -> Result<()> {
-    const SQL: &str = "INSERT INTO disbursement.verification_tasks (household_id, instruction_id, reason_code) \
+    const SQL: &str =
+        "INSERT INTO disbursement.verification_tasks (household_id, instruction_id, reason_code) \
          VALUES ($1, $2, $3) ON CONFLICT (instruction_id) DO NOTHING";
     on_tx!(tx, conn => sqlx::query(SQL)
         .bind(household)
