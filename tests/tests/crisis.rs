@@ -662,10 +662,85 @@ async fn a_redelivered_command_is_acknowledged_a_copy_elsewhere_is_a_replay_and_
     p.stop().await;
 }
 
+async fn a_household_registered_at_governorate_level_is_cancelled_when_its_governorate_leaves(
+    backend: Backend,
+) {
+    // A household whose area code is a governorate has no district: leaving
+    // the crisis must cancel its decision all the same.
+    let p = Pipeline::start_on(backend, 300, no_four_eyes()).await;
+    let mut h = synthetic::household(AreaCatalog::default_catalog(), 999, 2);
+    h.household_id = "HH-GOV-1".into();
+    h.area_code = "JO-MN".into();
+    h.welfare_score = 10.0;
+    h.programmes.clear();
+    let e = Envelope::new(
+        "urn:test",
+        HOUSEHOLD_UPSERTED,
+        Some(h.household_id.clone()),
+        &h,
+    );
+    p.env
+        .publish(
+            &p.env.settings.topics.registry,
+            &h.household_id,
+            &e.to_bytes(),
+        )
+        .await;
+    p.wait_count(
+        "the household",
+        "SELECT count(*) FROM registry.households WHERE household_id = 'HH-GOV-1'",
+        1,
+    )
+    .await;
+    let both = ["JO-MN", "JO-KA"];
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "FL-G",
+            Some(definition(&both, "10000000")),
+        ),
+    )
+    .await;
+    wait_for("its entitlement", DEADLINE, || async {
+        p.entitlements("FL-G")
+            .await
+            .get("HH-GOV-1")
+            .filter(|(_, s, _)| s == "entitled")
+            .map(|_| ())
+    })
+    .await;
+
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Amend,
+            "FL-G",
+            Some(definition(&["JO-KA"], "10000000")),
+        ),
+    )
+    .await;
+    wait_for("its cancellation", DEADLINE, || async {
+        p.entitlements("FL-G")
+            .await
+            .get("HH-GOV-1")
+            .filter(|(_, s, _)| s == "cancelled")
+            .map(|_| ())
+    })
+    .await;
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-G'")
+        .await;
+    let sum = p.count("SELECT CAST(coalesce(sum(amount_minor * tranches), 0) AS bigint) FROM eligibility.entitlements WHERE status = 'entitled'").await;
+    assert_eq!(committed, sum, "its budget was released");
+    p.stop().await;
+}
+
 on_both_backends!(
     a_declaration_entitles_exactly_the_expected_households,
     amendments_produce_only_the_delta,
     an_exhausted_budget_waitlists_in_priority_order_and_a_raise_promotes_the_waitlist,
     a_household_registered_during_an_active_crisis_becomes_entitled,
     a_crash_mid_expansion_leaves_no_duplicates_and_nothing_missing,
+    a_household_registered_at_governorate_level_is_cancelled_when_its_governorate_leaves,
 );

@@ -173,8 +173,10 @@ async fn recompute_committed(tx: &mut Tx, crisis_id: &str) -> Result<()> {
 /// Cancels decisions of households whose area is no longer in the crisis.
 pub async fn cancel_outside_areas(tx: &mut Tx, c: &CrisisRow) -> Result<i64> {
     let d = Dialect::of(tx);
+    // A household without a district (its area is a governorate) compares
+    // NULL there: coalesce, so that NULL counts as "not in the areas".
     let inside = format!(
-        "NOT ({} OR {} OR {})",
+        "NOT coalesce({} OR {} OR {}, false)",
         d.in_list("e.governorate", 3),
         d.in_list("e.district", 3),
         d.in_list("e.area_code", 3)
