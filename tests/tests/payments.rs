@@ -457,6 +457,72 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(back
     p.stop().await;
 }
 
+async fn a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due(backend: Backend) {
+    // All three tranches go out within a second; then an amendment raises
+    // the amount and cuts the crisis to two tranches. The third tranche was
+    // paid already and cannot be taken back, but it is no longer an
+    // entitlement: only tranches 1 and 2 may get a top-up.
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        1500,
+        no_four_eyes(),
+        fast_schedule(),
+        Behaviour::honest(),
+    )
+    .await;
+    let areas = ["JO-AM"];
+    let mut def = definition(&areas, "10000000");
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Declare, "PAY-CUT", Some(def.clone())),
+    )
+    .await;
+    let n = expected(&p.households, &areas).len() as i64;
+    p.wait_count(
+        "three tranches paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-CUT' AND status = 'succeeded'",
+        3 * n,
+    )
+    .await;
+    let before = p.entitlements("PAY-CUT").await;
+
+    def.response.overrides.vertical_flat_minor = Some(90_000);
+    def.response.overrides.tranches = Some(2);
+    p.send(&p.alice, &claims(CommandKind::Amend, "PAY-CUT", Some(def)))
+        .await;
+    p.wait_count(
+        "eligibility at revision 2",
+        "SELECT count(*) FROM eligibility.crises WHERE crisis_id = 'PAY-CUT' AND revision = 2",
+        1,
+    )
+    .await;
+    let after = p.entitlements("PAY-CUT").await;
+    let raised = after
+        .iter()
+        .filter(|(h, (_, s, a))| s == "entitled" && *a > before[*h].2)
+        .count() as i64;
+    assert!(raised > 10, "the amendment raised amounts ({raised})");
+    p.wait_count(
+        "the top-ups of tranches 1 and 2 paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-CUT' AND part = 1 AND status = 'succeeded'",
+        2 * raised,
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-CUT' AND tranche = 3 AND part > 0")
+            .await,
+        0,
+        "no top-up of a tranche the crisis no longer has"
+    );
+    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-CUT")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reserved, live);
+    assert!(reserved <= budget);
+    p.stop().await;
+}
+
 on_both_backends!(
     a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche,
     retryable_rejections_are_retried_and_permanent_ones_raise_field_verification,
@@ -464,4 +530,5 @@ on_both_backends!(
     the_budget_holds_under_concurrent_amendments,
     replaying_the_instruction_and_status_topics_twice_changes_nothing,
     an_amount_raise_pays_the_difference_of_tranches_already_instructed,
+    a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due,
 );

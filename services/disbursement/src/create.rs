@@ -116,7 +116,9 @@ async fn create_due_postgres(
                UNION ALL \
                /* Top-ups: tranches already instructed for less than the \
                   entitlement's amount now (an amendment raised it), none of \
-                  whose parts failed or was reversed; due at once. */ \
+                  whose parts failed or was reversed, and still among its \
+                  tranches (a cut cannot take back one already paid, but it \
+                  gets no top-up); due at once. */ \
                SELECT e.household_id, e.kind, p.tranche, p.next_part, (e.amount_minor - p.instructed)::bigint, e.currency, \
                       e.crisis_revision, now() \
                FROM disbursement.entitlements e \
@@ -127,7 +129,7 @@ async fn create_due_postgres(
                      GROUP BY household_id, kind, tranche) p \
                  ON p.household_id = e.household_id AND p.kind = e.kind \
                WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
-                 AND e.amount_minor > p.instructed AND NOT p.broken \
+                 AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches \
                OFFSET 0) d \
          JOIN registry.households_v h ON h.household_id = d.household_id \
          ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche, d.part",

@@ -40,7 +40,7 @@ const DUE: &str = "
           UNION ALL
           -- Top-ups: tranches already instructed for less than the
           -- entitlement's amount now, none of whose parts failed or was
-          -- reversed; due at once.
+          -- reversed, and still among its tranches; due at once.
           SELECT e.household_id, e.kind, p.tranche, p.next_part, e.amount_minor - p.instructed,
                  e.currency, e.crisis_revision, ?3
           FROM disbursement.entitlements e
@@ -51,7 +51,7 @@ const DUE: &str = "
                 GROUP BY household_id, kind, tranche) p
             ON p.household_id = e.household_id AND p.kind = e.kind
           WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
-            AND e.amount_minor > p.instructed AND NOT p.broken) d
+            AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches) d
     JOIN registry.households_v h ON h.household_id = d.household_id
     WHERE d.scheduled_at <= ?3
     ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche, d.part
