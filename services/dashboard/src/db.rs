@@ -39,8 +39,9 @@ where
     Ok(on_store!(store, pool => sqlx::query_as(sql).bind(only).fetch_all(pool).await)?)
 }
 
-/// The start of the provider figures' window, bound as `$1`: a time on
-/// PostgreSQL, [`timestamp`] text on SQLite.
+/// Runs `sql` with `{since}` standing for the start of the provider
+/// figures' window: on PostgreSQL by the database's clock, on SQLite (whose
+/// clock is this process's) as [`timestamp`] text.
 async fn fetch_window<T>(store: &Store, sql: &str) -> Result<Vec<T>>
 where
     T: for<'r> FromRow<'r, sqlx::postgres::PgRow>
@@ -48,11 +49,16 @@ where
         + Send
         + Unpin,
 {
-    let since = Utc::now() - chrono::Duration::seconds(PROVIDER_WINDOW_SECS);
     Ok(match store {
-        Store::Postgres(pool) => sqlx::query_as(sql).bind(since).fetch_all(pool).await?,
+        Store::Postgres(pool) => {
+            sqlx::query_as(&sql.replace("{since}", "now() - make_interval(secs => $1)"))
+                .bind(PROVIDER_WINDOW_SECS as f64)
+                .fetch_all(pool)
+                .await?
+        }
         Store::Sqlite(pool) => {
-            sqlx::query_as(sql)
+            let since = Utc::now() - chrono::Duration::seconds(PROVIDER_WINDOW_SECS);
+            sqlx::query_as(&sql.replace("{since}", "$1"))
                 .bind(timestamp(since))
                 .fetch_all(pool)
                 .await?
@@ -489,11 +495,11 @@ pub async fn provider_latency(store: &Store) -> Result<Vec<ProviderLatency>> {
     const FIRST: &str = "WITH first AS ( \
              SELECT s.instruction_id, min(s.at) AS at \
              FROM disbursement.status_log s \
-             WHERE s.attempt = 1 AND s.at > $1 \
+             WHERE s.attempt = 1 AND s.at > {since} \
              GROUP BY s.instruction_id \
              HAVING NOT EXISTS ( \
                  SELECT 1 FROM disbursement.status_log e \
-                 WHERE e.instruction_id = s.instruction_id AND e.attempt = 1 AND e.at <= $1) \
+                 WHERE e.instruction_id = s.instruction_id AND e.attempt = 1 AND e.at <= {since}) \
          )";
     if let Store::Postgres(_) = store {
         return fetch_window(
@@ -563,7 +569,7 @@ pub async fn provider_reports(store: &Store) -> Result<Vec<ProviderReports>> {
         store,
         "SELECT provider, status, reason_code, count(*) AS count \
          FROM disbursement.status_log \
-         WHERE applied AND status IN ('succeeded', 'rejected') AND at > $1 \
+         WHERE applied AND status IN ('succeeded', 'rejected') AND at > {since} \
          GROUP BY provider, status, reason_code",
     )
     .await
@@ -603,4 +609,18 @@ pub async fn audit(store: &Store, crisis_id: &str, limit: i64) -> Result<Vec<Aud
             },
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile_cont;
+
+    #[test]
+    fn percentiles_interpolate_as_postgresql_does() {
+        let sorted = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile_cont(&sorted, 0.5), Some(2.5));
+        assert!((percentile_cont(&sorted, 0.95).unwrap() - 3.85).abs() < 1e-12);
+        assert_eq!(percentile_cont(&[7.0], 0.95), Some(7.0));
+        assert_eq!(percentile_cont(&[], 0.5), None);
+    }
 }
