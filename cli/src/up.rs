@@ -46,6 +46,10 @@ pub struct EmbeddedArgs {
     /// (`postgres://…` or `sqlite://…`); `DATABASE_URL` does the same.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// The Kafka cluster to use instead of the embedded broker;
+    /// `KAFKA_BOOTSTRAP_SERVERS` does the same.
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
 }
 
 /// Points `settings` at `--database-url`, else at `DATABASE_URL` if set,
@@ -64,10 +68,14 @@ pub struct BrokerInUse {
     _embedded: Option<EmbeddedBroker>,
 }
 
-/// Points `settings` at the configured cluster, or starts the embedded
-/// broker when `KAFKA_BOOTSTRAP_SERVERS` is unset and points it there.
+/// Points `settings` at the configured cluster (`--bootstrap-servers`, else
+/// `KAFKA_BOOTSTRAP_SERVERS`), or starts the embedded broker when neither
+/// is given and points it there.
 pub async fn broker(settings: &mut Settings, args: &EmbeddedArgs) -> anyhow::Result<BrokerInUse> {
-    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+    if let Some(servers) = &args.bootstrap_servers {
+        settings.bootstrap_servers = servers.clone();
+    }
+    if args.bootstrap_servers.is_some() || std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
         return Ok(BrokerInUse {
             #[cfg(feature = "embedded-broker")]
             _embedded: None,
