@@ -865,6 +865,52 @@ async fn mark_acked<O: TableOutbox>(store: &Store, outbox: &O, shared: &Pipeline
     result
 }
 
+/// The condition "this row's published mark lags its change counter" of a
+/// [`TableOutbox`] table, spelled as each backend's partial index on it is
+/// (so that the index serves the read).
+pub fn lagging(conn: &Conn) -> &'static str {
+    match conn {
+        Conn::Postgres(_) => "published_seq IS DISTINCT FROM change_seq",
+        Conn::Sqlite(_) => "published_seq IS NOT change_seq",
+    }
+}
+
+/// Marks rows of a [`TableOutbox`] table (`table`, keyed by `key`) published
+/// at the change counter each was read at, in one statement; a row changed
+/// since stays unpublished.
+pub async fn mark_published_at(
+    conn: &mut Conn,
+    table: &str,
+    key: &str,
+    ids: &[String],
+    seqs: &[i64],
+) -> Result<()> {
+    match conn {
+        Conn::Postgres(c) => {
+            sqlx::query(&format!(
+                "UPDATE {table} t SET published_seq = u.seq \
+                 FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE t.{key} = u.id"
+            ))
+            .bind(ids)
+            .bind(seqs)
+            .execute(&mut **c)
+            .await?;
+        }
+        Conn::Sqlite(c) => {
+            sqlx::query(&format!(
+                "UPDATE {table} SET published_seq = s.value \
+                 FROM json_each(?1) i JOIN json_each(?2) s ON s.key = i.key \
+                 WHERE {key} = i.value"
+            ))
+            .bind(crate::db::sqlite::json_list(ids))
+            .bind(crate::db::sqlite::json_list(seqs))
+            .execute(&mut **c)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Remembers, with the crisis in `{schema}.crises`, the trace context of the
 /// crisis event being applied: rows a service writes set-based for the
 /// crisis later (decisions, instructions) are published under it, so they

@@ -288,20 +288,12 @@ const INSTRUCTION_COLUMNS: &str =
     "instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
      currency, channel, provider, tranche, part, scheduled_at, change_seq";
 
-/// Each backend's spelling of its unpublished index's condition.
-fn lagging(conn: &Conn) -> &'static str {
-    match conn {
-        Conn::Postgres(_) => "published_seq IS DISTINCT FROM change_seq",
-        Conn::Sqlite(_) => "published_seq IS NOT change_seq",
-    }
-}
-
 /// Attempts not yet published, in change order.
 pub async fn unpublished(conn: &mut Conn, limit: i64) -> Result<Vec<InstructionRow>> {
     let sql = format!(
         "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
          WHERE {} AND status = 'instructed' ORDER BY change_seq LIMIT $1",
-        lagging(conn)
+        sumud_shared::outbox::lagging(conn)
     );
     Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
 }
@@ -316,37 +308,21 @@ pub async fn unpublished_after(
     let sql = format!(
         "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
          WHERE {} AND status = 'instructed' AND change_seq > $1 ORDER BY change_seq LIMIT $2",
-        lagging(conn)
+        sumud_shared::outbox::lagging(conn)
     );
     Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(c).await)?)
 }
 
 /// Marks attempts published at the change they were published at.
 pub async fn mark_published(conn: &mut Conn, ids: &[String], seqs: &[i64]) -> Result<()> {
-    match conn {
-        Conn::Postgres(c) => {
-            sqlx::query(
-                "UPDATE disbursement.instructions i SET published_seq = u.seq \
-                 FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE i.instruction_id = u.id",
-            )
-            .bind(ids)
-            .bind(seqs)
-            .execute(&mut **c)
-            .await?;
-        }
-        Conn::Sqlite(c) => {
-            sqlx::query(
-                "UPDATE disbursement.instructions SET published_seq = s.value \
-                 FROM json_each(?1) i JOIN json_each(?2) s ON s.key = i.key \
-                 WHERE instruction_id = i.value",
-            )
-            .bind(json_list(ids))
-            .bind(json_list(seqs))
-            .execute(&mut **c)
-            .await?;
-        }
-    }
-    Ok(())
+    sumud_shared::outbox::mark_published_at(
+        conn,
+        "disbursement.instructions",
+        "instruction_id",
+        ids,
+        seqs,
+    )
+    .await
 }
 
 /// Marks published the attempts whose change counter is still one of

@@ -287,14 +287,10 @@ const ENTITLEMENT_COLUMNS: &str =
 
 /// Decisions changed since last published, in change order.
 pub async fn unpublished(conn: &mut Conn, limit: i64) -> Result<Vec<EntitlementRow>> {
-    // Each backend's spelling of its partial index's condition.
-    let lagging = match conn {
-        Conn::Postgres(_) => "published_seq IS DISTINCT FROM change_seq",
-        Conn::Sqlite(_) => "published_seq IS NOT change_seq",
-    };
     let sql = format!(
         "SELECT {ENTITLEMENT_COLUMNS} FROM eligibility.entitlements \
-         WHERE {lagging} ORDER BY change_seq LIMIT $1"
+         WHERE {} ORDER BY change_seq LIMIT $1",
+        sumud_shared::outbox::lagging(conn)
     );
     Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
 }
@@ -302,30 +298,14 @@ pub async fn unpublished(conn: &mut Conn, limit: i64) -> Result<Vec<EntitlementR
 /// Marks decisions published at the change they were published at (a row
 /// changed again meanwhile stays unpublished).
 pub async fn mark_published(conn: &mut Conn, ids: &[String], seqs: &[i64]) -> Result<()> {
-    match conn {
-        Conn::Postgres(c) => {
-            sqlx::query(
-                "UPDATE eligibility.entitlements e SET published_seq = u.seq \
-                 FROM UNNEST($1::text[], $2::int8[]) AS u(id, seq) WHERE e.entitlement_id = u.id",
-            )
-            .bind(ids)
-            .bind(seqs)
-            .execute(&mut **c)
-            .await?;
-        }
-        Conn::Sqlite(c) => {
-            sqlx::query(
-                "UPDATE eligibility.entitlements SET published_seq = s.value \
-                 FROM json_each(?1) i JOIN json_each(?2) s ON s.key = i.key \
-                 WHERE entitlement_id = i.value",
-            )
-            .bind(json_list(ids))
-            .bind(json_list(seqs))
-            .execute(&mut **c)
-            .await?;
-        }
-    }
-    Ok(())
+    sumud_shared::outbox::mark_published_at(
+        conn,
+        "eligibility.entitlements",
+        "entitlement_id",
+        ids,
+        seqs,
+    )
+    .await
 }
 
 /// One change in a household's decision trail: when, status, amount,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::{Error, Result};
 
@@ -190,16 +190,6 @@ pub enum Conn {
     Postgres(PoolConnection<Postgres>),
     /// An SQLite connection (every schema's file attached).
     Sqlite(PoolConnection<Sqlite>),
-}
-
-impl Conn {
-    /// The PostgreSQL connection of code that has no SQLite path yet.
-    pub fn postgres(&mut self, service: &str) -> Result<&mut PgConnection> {
-        match self {
-            Conn::Postgres(conn) => Ok(&mut **conn),
-            Conn::Sqlite(_) => Err(unsupported(service)),
-        }
-    }
 }
 
 /// Runs the same code on whichever backend a [`Store`] holds, with `$pool`
