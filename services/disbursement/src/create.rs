@@ -217,16 +217,7 @@ async fn create_chunk(pool: &PgPool, mut rows: Chunk<'_>) -> Result<(u64, bool)>
     let Some((budget, reserved, deadline_at)) = locked else {
         return Ok((0, false));
     };
-    // The running total in due order stops at the remaining budget.
-    let mut running = 0i64;
-    let fits = rows
-        .amounts
-        .iter()
-        .take_while(|a| {
-            running = running.saturating_add(**a);
-            running <= budget - reserved
-        })
-        .count();
+    let fits = fitting(&rows.amounts, budget - reserved);
     if fits == 0 {
         return Ok((0, false));
     }
@@ -257,6 +248,24 @@ async fn create_chunk(pool: &PgPool, mut rows: Chunk<'_>) -> Result<(u64, bool)>
     }
     tx.commit().await?;
     Ok((inserted.0 as u64, complete))
+}
+
+/// How many of `amounts`, in due order, fit in `room`: the running total
+/// in due order stops at the remaining budget.
+fn fitting(amounts: &[i64], room: i64) -> usize {
+    let mut running = 0i64;
+    amounts
+        .iter()
+        .take_while(|a| match running.checked_add(**a) {
+            // An overflowing total fits no budget (saturating would let it
+            // pass a room of i64::MAX).
+            Some(total) if total <= room => {
+                running = total;
+                true
+            }
+            _ => false,
+        })
+        .count()
 }
 
 /// The columns of a chunk of instructions, written in one statement.
@@ -423,5 +432,21 @@ impl<'a> Chunk<'a> {
         .bind(&self.parts)
         .fetch_one(conn)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting;
+
+    #[test]
+    fn a_chunk_is_cut_where_the_running_total_passes_the_room() {
+        assert_eq!(fitting(&[3, 4, 5], 7), 2);
+        assert_eq!(fitting(&[3, 4, 5], 6), 1);
+        assert_eq!(fitting(&[3, 4, 5], 12), 3);
+        assert_eq!(fitting(&[3, 4, 5], 0), 0);
+        // A later small amount does not slip in after a cut: a prefix only.
+        assert_eq!(fitting(&[3, 9, 1], 5), 1);
+        assert_eq!(fitting(&[i64::MAX, 1], i64::MAX), 1);
     }
 }

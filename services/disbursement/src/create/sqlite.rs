@@ -11,7 +11,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use sumud_shared::db::sqlite::timestamp;
 use sumud_shared::Result;
 
-use super::{Chunk, Due, CHUNK};
+use super::{fitting, Chunk, Due, CHUNK};
 
 /// The tranches due and not yet instructed, and the top-ups of tranches an
 /// amendment raised, in due order, with what their instructions need: the
@@ -89,16 +89,7 @@ pub(super) async fn create_due(
             .await?;
         let full = due.len() == CHUNK;
         let mut chunk = Chunk::new(crisis_id, secret, deadline_secs, &due);
-        // The running total in due order stops at the remaining budget.
-        let mut running = 0i64;
-        let fits = chunk
-            .amounts
-            .iter()
-            .take_while(|a| {
-                running = running.saturating_add(**a);
-                running <= budget - reserved
-            })
-            .count();
+        let fits = fitting(&chunk.amounts, budget - reserved);
         let complete = fits == chunk.len();
         chunk.truncate(fits);
         if fits > 0 {
