@@ -217,6 +217,42 @@ impl Pipeline {
         dead_letters(&self.env, expected)
     }
 
+    /// Publishes a household upsert on the registry topic, as the social
+    /// registry would.
+    pub async fn publish_household(&self, h: &Household) {
+        let e = Envelope::new(
+            "urn:test",
+            sumud_shared::events::household::HOUSEHOLD_UPSERTED,
+            Some(h.household_id.clone()),
+            h,
+        );
+        self.env
+            .publish(
+                &self.env.settings.topics.registry,
+                &h.household_id,
+                &e.to_bytes(),
+            )
+            .await;
+    }
+
+    /// Asserts that disbursement's reservations match its live instructions
+    /// and stay within the crisis budget; returns (budget, reserved).
+    pub async fn assert_budget_holds(&self, crisis: &str) -> (i64, i64) {
+        let (budget, reserved, live) = sumud_disbursement::db::budget(&self.env.store, crisis)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("disbursement does not know crisis {crisis}"));
+        assert_eq!(
+            reserved, live,
+            "{crisis}: reservations match live instructions"
+        );
+        assert!(
+            reserved <= budget,
+            "{crisis}: reserved {reserved} within {budget}"
+        );
+        (budget, reserved)
+    }
+
     /// See the scenario tests.
     pub async fn state(&self, crisis: &str) -> Option<String> {
         sumud_control::db::crisis(&self.env.store, crisis)

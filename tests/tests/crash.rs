@@ -132,12 +132,7 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
         .await;
     assert_eq!(paid_by_provider, paid_by_us);
     // The budget holds and reservations match the instructions.
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "CRASH-1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reserved, live);
-    assert!(reserved <= budget);
+    p.assert_budget_holds("CRASH-1").await;
     p.stop().await;
 }
 

@@ -10,7 +10,7 @@ use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::entitlement::{EntitlementDecision, ExpansionKind};
-use sumud_shared::events::household::{Household, HOUSEHOLD_UPSERTED};
+use sumud_shared::events::household::Household;
 use sumud_shared::synthetic;
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, wait_for, Backend, Running};
@@ -466,19 +466,7 @@ async fn a_household_registered_during_an_active_crisis_becomes_entitled(backend
     rich.household_id = "HH-NEW-2".into();
     rich.welfare_score = 90.0;
     for h in [&newcomer, &rich] {
-        let e = Envelope::new(
-            "urn:test",
-            HOUSEHOLD_UPSERTED,
-            Some(h.household_id.clone()),
-            h,
-        );
-        p.env
-            .publish(
-                &p.env.settings.topics.registry,
-                &h.household_id,
-                &e.to_bytes(),
-            )
-            .await;
+        p.publish_household(h).await;
     }
     p.wait_count(
         "the newcomer's entitlement",
@@ -493,19 +481,7 @@ async fn a_household_registered_during_an_active_crisis_becomes_entitled(backend
     let mut moved = newcomer.clone();
     moved.version = 2;
     moved.area_code = "JO-AM-01-001".into();
-    let e = Envelope::new(
-        "urn:test",
-        HOUSEHOLD_UPSERTED,
-        Some(moved.household_id.clone()),
-        &moved,
-    );
-    p.env
-        .publish(
-            &p.env.settings.topics.registry,
-            &moved.household_id,
-            &e.to_bytes(),
-        )
-        .await;
+    p.publish_household(&moved).await;
     wait_for("the move", DEADLINE, || async {
         (p.count("SELECT version FROM registry.households WHERE household_id = 'HH-NEW-1'")
             .await
@@ -673,19 +649,7 @@ async fn a_household_registered_at_governorate_level_is_cancelled_when_its_gover
     h.area_code = "JO-MN".into();
     h.welfare_score = 10.0;
     h.programmes.clear();
-    let e = Envelope::new(
-        "urn:test",
-        HOUSEHOLD_UPSERTED,
-        Some(h.household_id.clone()),
-        &h,
-    );
-    p.env
-        .publish(
-            &p.env.settings.topics.registry,
-            &h.household_id,
-            &e.to_bytes(),
-        )
-        .await;
+    p.publish_household(&h).await;
     p.wait_count(
         "the household",
         "SELECT count(*) FROM registry.households WHERE household_id = 'HH-GOV-1'",

@@ -119,12 +119,7 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche(backend: Back
     assert_eq!(lines.iter().map(|l| l.paid).sum::<i64>(), total);
     assert_eq!(lines.iter().map(|l| l.paid_minor).sum::<i64>(), amount * 3);
     assert_eq!(lines.iter().map(|l| l.outstanding).sum::<i64>(), 0);
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reserved, live);
-    assert!(reserved <= budget);
+    p.assert_budget_holds("PAY-1").await;
     // Instructions carry no personal data.
     let published = p.env.read_topic(
         &p.env.settings.topics.instructions,
@@ -188,11 +183,7 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
     assert!(attempts > n);
     assert_eq!((paid_twice, conflicts), (0, 0));
     // Failed amounts went back to the budget.
-    let (_, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-2")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reserved, live);
+    p.assert_budget_holds("PAY-2").await;
     p.stop().await;
 }
 
@@ -448,12 +439,7 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(back
     );
     let (_, paid_twice, conflicts) = ledger(&p).await;
     assert_eq!((paid_twice, conflicts), (0, 0));
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-UP")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reserved, live);
-    assert!(reserved <= budget);
+    p.assert_budget_holds("PAY-UP").await;
     p.stop().await;
 }
 
@@ -514,12 +500,7 @@ async fn a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due(bac
         0,
         "no top-up of a tranche the crisis no longer has"
     );
-    let (budget, reserved, live) = sumud_disbursement::db::budget(&p.env.store, "PAY-CUT")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reserved, live);
-    assert!(reserved <= budget);
+    p.assert_budget_holds("PAY-CUT").await;
     p.stop().await;
 }
 
