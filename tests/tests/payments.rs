@@ -7,6 +7,7 @@ use std::time::Duration;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::crisis::CrisisDefinition;
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, wait_for, Backend};
 
@@ -351,6 +352,43 @@ async fn replaying_the_instruction_and_status_topics_twice_changes_nothing(backe
     p.stop().await;
 }
 
+/// Sends `def` as revision 2 of `crisis` and waits until eligibility has
+/// applied it: the entitlements after it, and the rise of each entitled
+/// household's amount that rose (more than ten of them, or the scenario
+/// tests nothing).
+async fn amend_to_revision_2(
+    p: &Pipeline,
+    crisis: &str,
+    def: CrisisDefinition,
+) -> (
+    BTreeMap<String, (String, String, i64)>,
+    BTreeMap<String, i64>,
+) {
+    let before = p.entitlements(crisis).await;
+    p.send(&p.alice, &claims(CommandKind::Amend, crisis, Some(def)))
+        .await;
+    p.wait_count(
+        "eligibility at revision 2",
+        &format!(
+            "SELECT count(*) FROM eligibility.crises WHERE crisis_id = '{crisis}' AND revision = 2"
+        ),
+        1,
+    )
+    .await;
+    let after = p.entitlements(crisis).await;
+    let raised: BTreeMap<String, i64> = after
+        .iter()
+        .filter(|(h, (_, s, a))| s == "entitled" && *a > before[*h].2)
+        .map(|(h, (_, _, a))| (h.clone(), *a - before[h].2))
+        .collect();
+    assert!(
+        raised.len() > 10,
+        "the amendment raised amounts ({})",
+        raised.len()
+    );
+    (after, raised)
+}
+
 async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(backend: Backend) {
     // Tranche 2 falls due 30 schedule days later: out of reach of this test.
     let schedule = DisbursementConfig {
@@ -380,29 +418,9 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(back
         n,
     )
     .await;
-    let before = p.entitlements("PAY-UP").await;
-
     // The amendment raises the flat amount of the top-up (vertical) kind.
     def.response.overrides.vertical_flat_minor = Some(90_000);
-    p.send(&p.alice, &claims(CommandKind::Amend, "PAY-UP", Some(def)))
-        .await;
-    p.wait_count(
-        "eligibility at revision 2",
-        "SELECT count(*) FROM eligibility.crises WHERE crisis_id = 'PAY-UP' AND revision = 2",
-        1,
-    )
-    .await;
-    let after = p.entitlements("PAY-UP").await;
-    let raised: Vec<(&String, i64)> = after
-        .iter()
-        .filter(|(h, (_, s, a))| s == "entitled" && *a > before[*h].2)
-        .map(|(h, (_, _, a))| (h, *a - before[h].2))
-        .collect();
-    assert!(
-        raised.len() > 10,
-        "the amendment raised amounts ({})",
-        raised.len()
-    );
+    let (after, raised) = amend_to_revision_2(&p, "PAY-UP", def).await;
     p.wait_count(
         "every top-up paid",
         "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-UP' AND part = 1 AND status = 'succeeded'",
@@ -429,7 +447,7 @@ async fn an_amount_raise_pays_the_difference_of_tranches_already_instructed(back
     for (h, diff) in &raised {
         let top_up = parts
             .iter()
-            .find(|(x, part, _)| x == *h && *part == 1)
+            .find(|(x, part, _)| x == h && *part == 1)
             .unwrap();
         assert_eq!(top_up.2, *diff);
     }
@@ -470,24 +488,10 @@ async fn a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due(bac
         3 * n,
     )
     .await;
-    let before = p.entitlements("PAY-CUT").await;
-
     def.response.overrides.vertical_flat_minor = Some(90_000);
     def.response.overrides.tranches = Some(2);
-    p.send(&p.alice, &claims(CommandKind::Amend, "PAY-CUT", Some(def)))
-        .await;
-    p.wait_count(
-        "eligibility at revision 2",
-        "SELECT count(*) FROM eligibility.crises WHERE crisis_id = 'PAY-CUT' AND revision = 2",
-        1,
-    )
-    .await;
-    let after = p.entitlements("PAY-CUT").await;
-    let raised = after
-        .iter()
-        .filter(|(h, (_, s, a))| s == "entitled" && *a > before[*h].2)
-        .count() as i64;
-    assert!(raised > 10, "the amendment raised amounts ({raised})");
+    let (_, raised) = amend_to_revision_2(&p, "PAY-CUT", def).await;
+    let raised = raised.len() as i64;
     p.wait_count(
         "the top-ups of tranches 1 and 2 paid",
         "SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'PAY-CUT' AND part = 1 AND status = 'succeeded'",
