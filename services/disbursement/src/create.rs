@@ -12,6 +12,8 @@ use sqlx::{PgConnection, PgPool};
 use sumud_shared::db::Store;
 use sumud_shared::Result;
 
+use crate::config::DisbursementConfig;
+
 /// Instructions created per transaction of a pass: each transaction locks
 /// the crisis row and reserves what it creates, and the relay can publish
 /// one while the next is written.
@@ -42,39 +44,18 @@ struct Due {
 /// budget (a running total in due order); the CHECK on the crisis row is the
 /// last line of defence. A pass ends at the first transaction the budget
 /// cuts short, so what is created is always a prefix of the due order, as
-/// one statement would have it. `committed` is nudged after each commit.
-/// Returns how many were created.
+/// one statement would have it. The schedule (seconds per day), the
+/// deadline and the pseudonym secret come from `config`. `committed` is
+/// nudged after each commit. Returns how many were created.
 pub async fn create_due(
     store: &Store,
     crisis_id: &str,
-    secret: &str,
-    day_seconds: f64,
-    deadline_secs: i64,
+    config: &DisbursementConfig,
     committed: &tokio::sync::Notify,
 ) -> Result<u64> {
     match store {
-        Store::Postgres(pool) => {
-            create_due_postgres(
-                pool,
-                crisis_id,
-                secret,
-                day_seconds,
-                deadline_secs,
-                committed,
-            )
-            .await
-        }
-        Store::Sqlite(pool) => {
-            sqlite::create_due(
-                pool,
-                crisis_id,
-                secret,
-                day_seconds,
-                deadline_secs,
-                committed,
-            )
-            .await
-        }
+        Store::Postgres(pool) => create_due_postgres(pool, crisis_id, config, committed).await,
+        Store::Sqlite(pool) => sqlite::create_due(pool, crisis_id, config, committed).await,
     }
 }
 
@@ -83,11 +64,14 @@ pub async fn create_due(
 async fn create_due_postgres(
     pool: &PgPool,
     crisis_id: &str,
-    secret: &str,
-    day_seconds: f64,
-    deadline_secs: i64,
+    config: &DisbursementConfig,
     committed: &tokio::sync::Notify,
 ) -> Result<u64> {
+    let (secret, day_seconds, deadline_secs) = (
+        config.pseudonym_secret.as_str(),
+        config.day_seconds,
+        config.deadline_secs,
+    );
     // One snapshot for the whole pass, read through a cursor.
     let mut read = pool.begin().await?;
     // The query's row estimates (a generate_series per entitlement) are far

@@ -22,15 +22,7 @@ pub async fn tick(store: &Store, config: &DisbursementConfig, publish: &Notify) 
     let mut changed = 0;
     for crisis in db::active_crises(store).await? {
         let started = Instant::now();
-        let n = create::create_due(
-            store,
-            &crisis,
-            &config.pseudonym_secret,
-            config.day_seconds,
-            config.deadline_secs,
-            publish,
-        )
-        .await?;
+        let n = create::create_due(store, &crisis, config, publish).await?;
         if n > 0 {
             info!(
                 crisis = %crisis,
@@ -93,15 +85,7 @@ async fn targeted(
 ) -> Result<u64> {
     let mut changed = 0;
     for crisis in crises {
-        changed += create::create_due(
-            store,
-            crisis,
-            &config.pseudonym_secret,
-            config.day_seconds,
-            config.deadline_secs,
-            publish,
-        )
-        .await?;
+        changed += create::create_due(store, crisis, config, publish).await?;
     }
     Ok(changed)
 }

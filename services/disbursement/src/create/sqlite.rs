@@ -12,6 +12,7 @@ use sumud_shared::db::sqlite::timestamp;
 use sumud_shared::Result;
 
 use super::{fitting, Chunk, Due, CHUNK};
+use crate::config::DisbursementConfig;
 
 /// The tranches due and not yet instructed, and the top-ups of tranches an
 /// amendment raised, in due order, with what their instructions need: the
@@ -61,11 +62,14 @@ const DUE: &str = "
 pub(super) async fn create_due(
     pool: &SqlitePool,
     crisis_id: &str,
-    secret: &str,
-    day_seconds: f64,
-    deadline_secs: i64,
+    config: &DisbursementConfig,
     committed: &tokio::sync::Notify,
 ) -> Result<u64> {
+    let (secret, day_seconds, deadline_secs) = (
+        config.pseudonym_secret.as_str(),
+        config.day_seconds,
+        config.deadline_secs,
+    );
     let mut created = 0;
     loop {
         let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
