@@ -21,6 +21,19 @@ fn fast_schedule() -> DisbursementConfig {
     }
 }
 
+/// The pipeline with payments on `backend`: the fast schedule and an
+/// honest provider.
+async fn start(backend: Backend, households: u64) -> Pipeline {
+    Pipeline::start_with_payments_on(
+        backend,
+        households,
+        no_four_eyes(),
+        fast_schedule(),
+        Behaviour::honest(),
+    )
+    .await
+}
+
 async fn ledger(p: &Pipeline) -> (i64, i64, i64) {
     sumud_provider_sim::ledger_audit(&p.env.store)
         .await
@@ -40,14 +53,7 @@ async fn statuses(p: &Pipeline) -> Vec<(String, i64)> {
 }
 
 async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche(backend: Backend) {
-    let p = Pipeline::start_with_payments_on(
-        backend,
-        3000,
-        no_four_eyes(),
-        fast_schedule(),
-        Behaviour::honest(),
-    )
-    .await;
+    let p = start(backend, 3000).await;
     let areas = ["JO-MN", "JO-KA", "JO-AQ"];
     let want = expected(&p.households, &areas);
     p.send(
@@ -230,14 +236,7 @@ async fn late_and_duplicate_statuses_change_nothing(backend: Backend) {
 }
 
 async fn the_budget_holds_under_concurrent_amendments(backend: Backend) {
-    let p = Pipeline::start_with_payments_on(
-        backend,
-        3000,
-        no_four_eyes(),
-        fast_schedule(),
-        Behaviour::honest(),
-    )
-    .await;
+    let p = start(backend, 3000).await;
     let areas = ["JO-AM", "JO-AZ"];
     p.send(
         &p.alice,
@@ -295,14 +294,7 @@ async fn the_budget_holds_under_concurrent_amendments(backend: Backend) {
 }
 
 async fn replaying_the_instruction_and_status_topics_twice_changes_nothing(backend: Backend) {
-    let p = Pipeline::start_with_payments_on(
-        backend,
-        1500,
-        no_four_eyes(),
-        fast_schedule(),
-        Behaviour::honest(),
-    )
-    .await;
+    let p = start(backend, 1500).await;
     let areas = ["JO-MA", "JO-BA"];
     let want = expected(&p.households, &areas);
     p.send(
@@ -466,14 +458,7 @@ async fn a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due(bac
     // the amount and cuts the crisis to two tranches. The third tranche was
     // paid already and cannot be taken back, but it is no longer an
     // entitlement: only tranches 1 and 2 may get a top-up.
-    let p = Pipeline::start_with_payments_on(
-        backend,
-        1500,
-        no_four_eyes(),
-        fast_schedule(),
-        Behaviour::honest(),
-    )
-    .await;
+    let p = start(backend, 1500).await;
     let areas = ["JO-AM"];
     let mut def = definition(&areas, "10000000");
     p.send(
