@@ -3,12 +3,15 @@
 //! rule-declared crisis → four-eyes amendment → eligibility → payments →
 //! reconciliation with nothing unexplained.
 
+use sumud_tests::pipeline::SEED;
 use sumud_tests::TestEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_from_alert_to_reconciled_payments() {
     let env = TestEnv::new().await;
-    sumud::demo::run(env.settings.clone(), 2000, false)
+    // A fixed registry: on 2,000 households a random one can leave the
+    // south with no area poor enough for the flood rule (it did once in CI).
+    sumud::demo::run_seeded(env.settings.clone(), 2000, SEED, false)
         .await
         .expect("the demo completes");
     let (crisis, revision, trigger): (String, i32, serde_json::Value) = sqlx::query_as(

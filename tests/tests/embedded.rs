@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use sumud::embedded::EmbeddedBroker;
 use sumud_tests::infra::{free_addr, repo_root};
+use sumud_tests::pipeline::SEED;
 use sumud_tests::{admin_url, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +30,9 @@ async fn the_demo_pays_and_reconciles_on_the_embedded_broker_and_an_outside_clie
     assert!(env.settings.database_url.starts_with("sqlite://"));
 
     // Act: the README's first command, smaller.
-    sumud::demo::run(env.settings.clone(), 2000, false)
+    // A fixed registry: on 2,000 households a random one can leave the
+    // south with no area poor enough for the flood rule (it did once in CI).
+    sumud::demo::run_seeded(env.settings.clone(), 2000, SEED, false)
         .await
         .expect("the demo completes on the embedded broker");
 
