@@ -4,10 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::Utc;
+
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
+use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::crisis::CrisisDefinition;
+use sumud_shared::events::payment::{PaymentStatus, StatusReport, PAYMENT_STATUS};
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, wait_for, Backend};
 
@@ -493,7 +497,97 @@ async fn a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due(bac
     p.stop().await;
 }
 
+/// A status report for `instruction`'s first attempt, as its provider
+/// would publish it.
+fn report(instruction: &str, provider: &str, status: PaymentStatus) -> Envelope<StatusReport> {
+    let report = StatusReport {
+        reference_id: instruction.to_string(),
+        attempt: 1,
+        provider: provider.to_string(),
+        status,
+        reason_code: None,
+        provider_ref: Some(format!("ref-{instruction}")),
+        timestamp: Utc::now(),
+    };
+    Envelope::new("urn:provider", PAYMENT_STATUS, None, report)
+}
+
+async fn a_reversal_that_overtakes_its_success_still_releases_the_money(backend: Backend) {
+    // The simulator serves no provider of this registry: the test itself
+    // reports, out of order, as a provider's status feed may.
+    let silent = Behaviour {
+        providers: vec!["no-such-provider".into()],
+        ..Behaviour::honest()
+    };
+    let p = Pipeline::start_with_payments_on(backend, 300, no_four_eyes(), fast_schedule(), silent)
+        .await;
+    let areas = ["JO-AM"];
+    let n = expected(&p.households, &areas).len() as i64;
+    let mut one = definition(&areas, "10000000");
+    one.response.overrides.tranches = Some(1);
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Declare, "PAY-REV", Some(one)),
+    )
+    .await;
+    p.wait_count(
+        "every instruction created",
+        "SELECT count(*) FROM disbursement.instructions",
+        n,
+    )
+    .await;
+    let (_, reserved_before) = p.assert_budget_holds("PAY-REV").await;
+    let (id, provider, amount): (String, String, i64) = p
+        .env
+        .rows("SELECT instruction_id, provider, amount_minor FROM disbursement.instructions ORDER BY instruction_id LIMIT 1")
+        .await
+        .remove(0);
+
+    // Received, then the reversal, then the success it overtook.
+    for status in [
+        PaymentStatus::Received,
+        PaymentStatus::Reversed,
+        PaymentStatus::Succeeded,
+    ] {
+        let e = report(&id, &provider, status);
+        p.env
+            .publish(&p.env.settings.topics.status, &id, &e.to_bytes())
+            .await;
+    }
+    p.wait_count(
+        "the three reports recorded",
+        &format!("SELECT count(*) FROM disbursement.status_log WHERE instruction_id = '{id}'"),
+        3,
+    )
+    .await;
+
+    let status: Vec<(String,)> = p
+        .env
+        .rows(&format!(
+            "SELECT status FROM disbursement.instructions WHERE instruction_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(status, vec![("reversed".to_string(),)]);
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM disbursement.status_log \
+             WHERE instruction_id = '{id}' AND status = 'succeeded' AND NOT applied"
+        ))
+        .await,
+        1,
+        "the overtaken success is recorded and ignored"
+    );
+    let (_, reserved_after) = p.assert_budget_holds("PAY-REV").await;
+    assert_eq!(
+        reserved_after,
+        reserved_before - amount,
+        "the reversed amount went back to the budget"
+    );
+    p.stop().await;
+}
+
 on_both_backends!(
+    a_reversal_that_overtakes_its_success_still_releases_the_money,
     a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche,
     retryable_rejections_are_retried_and_permanent_ones_raise_field_verification,
     late_and_duplicate_statuses_change_nothing,

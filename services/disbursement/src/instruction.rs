@@ -95,14 +95,25 @@ pub fn effect(
             },
             None => Effect::Fail { verify: false },
         },
-        PaymentStatus::Reversed if current == "succeeded" => Effect::Reverse,
+        // A provider reverses only what it paid: a reversal of the current
+        // attempt that arrives before its success (reports may overtake
+        // each other) is the later event, so it applies, and the success
+        // that follows is ignored as behind it. Ignoring it instead would
+        // leave the money counted as paid and its reservation held.
+        PaymentStatus::Reversed
+            if current == "succeeded" || (cur < 3 && current != "retry_scheduled") =>
+        {
+            Effect::Reverse
+        }
         PaymentStatus::Received | PaymentStatus::Pending => {
             Effect::Ignore("late status: the payment is already further along")
         }
         PaymentStatus::Succeeded | PaymentStatus::Rejected => {
             Effect::Ignore("the attempt already has a final status")
         }
-        PaymentStatus::Reversed => Effect::Ignore("only a succeeded payment can be reversed"),
+        PaymentStatus::Reversed => {
+            Effect::Ignore("only a payment that went through can be reversed, and only once")
+        }
     }
 }
 
@@ -172,10 +183,15 @@ mod tests {
             effect("succeeded", PaymentStatus::Reversed, None, 1, 3),
             Effect::Reverse
         );
-        assert!(matches!(
-            effect("pending", PaymentStatus::Reversed, None, 1, 3),
-            Effect::Ignore(_)
-        ));
+        for done in ["reversed", "failed", "retry_scheduled"] {
+            assert!(
+                matches!(
+                    effect(done, PaymentStatus::Reversed, None, 1, 3),
+                    Effect::Ignore(_)
+                ),
+                "a reversal of a {done} attempt changes nothing"
+            );
+        }
         assert!(matches!(
             effect(
                 "succeeded",
@@ -184,6 +200,25 @@ mod tests {
                 1,
                 3
             ),
+            Effect::Ignore(_)
+        ));
+    }
+
+    #[test]
+    fn a_reversal_that_overtakes_its_success_applies_and_the_success_is_then_late() {
+        for open in ["instructed", "received", "pending"] {
+            assert_eq!(
+                effect(open, PaymentStatus::Reversed, None, 1, 3),
+                Effect::Reverse,
+                "a reversal reported while the attempt is {open}"
+            );
+        }
+        assert!(matches!(
+            effect("reversed", PaymentStatus::Succeeded, None, 1, 3),
+            Effect::Ignore(_)
+        ));
+        assert!(matches!(
+            effect("reversed", PaymentStatus::Pending, None, 1, 3),
             Effect::Ignore(_)
         ));
     }
