@@ -33,8 +33,9 @@ fn now(tx: &Tx) -> &'static str {
 
 /// Stores the crisis projection; a budget cut below what is already reserved
 /// keeps the reserved amount as the cap (money already instructed cannot be
-/// un-instructed) and is reported by the caller.
-pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Result<bool> {
+/// un-instructed) and is reported by the caller. Returns the budget stored
+/// when the event was newer than the projection, `None` when it was not.
+pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Result<Option<i64>> {
     // Only a later (revision, state) replaces the projection.
     let (greatest, crises) = match tx {
         Tx::Postgres(_) => ("GREATEST", "disbursement.crises"),
@@ -48,32 +49,34 @@ pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Res
             budget_minor = {greatest}(excluded.budget_minor, {crises}.reserved_minor), \
             activated_at = coalesce({crises}.activated_at, excluded.activated_at), updated_at = {now} \
          WHERE ({crises}.revision, CASE {crises}.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END) \
-             < (excluded.revision, CASE excluded.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END)",
+             < (excluded.revision, CASE excluded.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END) \
+         RETURNING budget_minor",
         now = now(tx)
     );
-    let r = match tx {
-        Tx::Postgres(tx) => sqlx::query(&sql)
-            .bind(&e.crisis_id)
-            .bind(e.state.as_str())
-            .bind(e.revision)
-            .bind(&e.definition.budget.currency)
-            .bind(e.definition.budget.minor)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-        Tx::Sqlite(tx) => sqlx::query(&sql)
-            .bind(&e.crisis_id)
-            .bind(e.state.as_str())
-            .bind(e.revision)
-            .bind(&e.definition.budget.currency)
-            .bind(e.definition.budget.minor)
-            .bind(timestamp(at))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-    };
-    Ok(r == 1)
+    Ok(match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query_scalar(&sql)
+                .bind(&e.crisis_id)
+                .bind(e.state.as_str())
+                .bind(e.revision)
+                .bind(&e.definition.budget.currency)
+                .bind(e.definition.budget.minor)
+                .bind(at)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        Tx::Sqlite(tx) => {
+            sqlx::query_scalar(&sql)
+                .bind(&e.crisis_id)
+                .bind(e.state.as_str())
+                .bind(e.revision)
+                .bind(&e.definition.budget.currency)
+                .bind(e.definition.budget.minor)
+                .bind(timestamp(at))
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    })
 }
 
 /// Stores the latest decision per entitlement (by eligibility's change order).

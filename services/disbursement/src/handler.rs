@@ -180,7 +180,7 @@ impl Handler for DisbursementHandler {
                         // The projection and its trace context commit together.
                         let mut tx = self.store.begin().await?;
                         let saved = db::save_crisis(&mut tx, &e, m.envelope.time).await?;
-                        if saved {
+                        if saved.is_some() {
                             // Instructions are created later by the scheduler:
                             // they continue this event's trace through the crisis row.
                             let trace =
@@ -194,8 +194,13 @@ impl Handler for DisbursementHandler {
                             .await?;
                         }
                         tx.commit().await?;
-                        if saved && e.definition.budget.minor < 0 {
-                            warn!(crisis = %e.crisis_id, "Budget cut below what is reserved.");
+                        if let Some(kept) = saved.filter(|kept| *kept > e.definition.budget.minor) {
+                            warn!(
+                                crisis = %e.crisis_id,
+                                budget = e.definition.budget.minor,
+                                kept,
+                                "Budget cut below what is already reserved; the reserved amount stays the cap."
+                            );
                         }
                         changed.insert(e.crisis_id);
                         Verdict::Done
