@@ -53,29 +53,24 @@ pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Res
          RETURNING budget_minor",
         now = now(tx)
     );
+    // The same binds on both backends but the time: a `timestamptz` on
+    // PostgreSQL, the tables' RFC 3339 text on SQLite.
+    macro_rules! save {
+        ($conn:expr, $at:expr) => {
+            sqlx::query_scalar(&sql)
+                .bind(&e.crisis_id)
+                .bind(e.state.as_str())
+                .bind(e.revision)
+                .bind(&e.definition.budget.currency)
+                .bind(e.definition.budget.minor)
+                .bind($at)
+                .fetch_optional($conn)
+                .await?
+        };
+    }
     Ok(match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query_scalar(&sql)
-                .bind(&e.crisis_id)
-                .bind(e.state.as_str())
-                .bind(e.revision)
-                .bind(&e.definition.budget.currency)
-                .bind(e.definition.budget.minor)
-                .bind(at)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-        Tx::Sqlite(tx) => {
-            sqlx::query_scalar(&sql)
-                .bind(&e.crisis_id)
-                .bind(e.state.as_str())
-                .bind(e.revision)
-                .bind(&e.definition.budget.currency)
-                .bind(e.definition.budget.minor)
-                .bind(timestamp(at))
-                .fetch_optional(&mut **tx)
-                .await?
-        }
+        Tx::Postgres(tx) => save!(&mut **tx, at),
+        Tx::Sqlite(tx) => save!(&mut **tx, timestamp(at)),
     })
 }
 
