@@ -167,8 +167,14 @@ pub async fn run_seeded(
         ),
     )
     .await?;
-    let crisis_id =
-        crisis.with_context(|| format!("the alert was recorded as {outcome}, not acted on"))?;
+    let crisis_id = crisis.with_context(|| {
+        format!(
+            "the alert was recorded as {outcome}, not acted on: the flood rule declares only \
+                 over areas where more than 20% of registered households are poor, and a small \
+                 registry can leave the south with none; run the demo with more households \
+                 (--households, 100000 by default)"
+        )
+    })?;
     let (state, definition): (String, String) = wait_for(
         &store,
         "the crisis",
