@@ -186,7 +186,11 @@ async fn relay_while_leader(
         .bind(lock_key)
         .fetch_one(&mut *conn)
         .await?;
-    if !leader {
+    if leader {
+        // If this future is dropped while leading (its task aborted), the
+        // connection must not go back to the pool still holding the lock.
+        conn.close_on_drop();
+    } else {
         debug!(schema, "Another relay holds the outbox; standing by.");
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -468,10 +472,17 @@ async fn lead_table<O: TableOutbox>(
     let mut _file_lock = None;
     let leader = match (&mut conn, store) {
         (Conn::Postgres(c), _) => {
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            let leader = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(outbox.lock_key())
                 .fetch_one(&mut **c)
-                .await?
+                .await?;
+            if leader {
+                // Dropped while leading (its task aborted), the connection
+                // closes, releasing the lock, rather than going back to the
+                // pool with it.
+                c.close_on_drop();
+            }
+            leader
         }
         (Conn::Sqlite(_), Store::Sqlite(pool)) => {
             let name = format!("table-relay-{:x}", outbox.lock_key());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Settings;
 use crate::db::{Migrations, Store};
@@ -54,7 +55,9 @@ pub struct Service<'a> {
 /// `topics` — of which `foreign` are dead-lettered by their owners — until
 /// `shutdown`. The service's `background` tasks (relays, schedulers) were
 /// started on the same token: when the loop ends they are stopped and
-/// joined, and the first error of any of them is the result.
+/// joined, and the first error of any of them is the result. If this
+/// future is dropped instead (the task aborted, as a crash test does in
+/// process), they are aborted with it rather than left running detached.
 pub async fn run<H: Handler>(
     s: Service<'_>,
     topics: Vec<String>,
@@ -63,13 +66,15 @@ pub async fn run<H: Handler>(
     background: Vec<JoinHandle<Result<()>>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let background: Vec<_> = background.into_iter().map(AbortOnDropHandle::new).collect();
     let _http = crate::http::spawn(
         s.settings,
         s.name,
         s.store.clone(),
         s.outbox,
         shutdown.clone(),
-    )?;
+    )?
+    .map(AbortOnDropHandle::new);
     let config = LoopConfig {
         service: s.name.into(),
         group_id: s.settings.group_id(s.name),

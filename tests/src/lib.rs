@@ -132,6 +132,31 @@ impl TestEnv {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Whether no relay leads the outbox of `schema` in this test's
+    /// database: on PostgreSQL no session holds an advisory lock in it (the
+    /// relays' leadership; a test's services each have their own database),
+    /// on SQLite the relay's lock file can be locked. A crash test checks
+    /// that a killed service's relay went with it.
+    pub async fn outbox_relay_free(&self, schema: &str) -> bool {
+        match &self.store {
+            Store::Postgres(pool) => {
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                     WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+                )
+                .fetch_one(pool)
+                .await
+                .expect("pg_locks");
+                held == 0
+            }
+            Store::Sqlite(pool) => {
+                sumud_shared::db::sqlite::try_lock(pool, &format!("{schema}.relay"))
+                    .expect("the relay's lock file")
+                    .is_some()
+            }
+        }
+    }
+
     /// Rows read from the test's database; `sql` must read the same on both
     /// backends (`CAST(… AS bigint)`, not `::bigint`).
     pub async fn rows<T>(&self, sql: &str) -> Vec<T>

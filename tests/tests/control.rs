@@ -216,6 +216,12 @@ async fn events_committed_before_a_crash_are_published_after_the_restart(backend
     .await;
     let Control { env, service, .. } = c;
     service.kill().await;
+    // The crash took the relay with it: what is published from here on is
+    // the restarted service's doing, not a leftover relay's.
+    wait_for("the killed service's relay to let go", DEADLINE, || async {
+        env.outbox_relay_free("control").await.then_some(())
+    })
+    .await;
 
     let app = sumud_control::App::build(env.settings.clone(), no_four_eyes())
         .await

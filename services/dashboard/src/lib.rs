@@ -28,6 +28,7 @@ use sumud_shared::{Error, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 use crate::config::DashboardConfig;
@@ -97,25 +98,31 @@ impl App {
             self.store.clone(),
             None,
             shutdown.clone(),
-        )?;
+        )?
+        .map(AbortOnDropHandle::new);
+        // Should this future be dropped rather than shut down (its task
+        // aborted), its companions go with it: the tasks are aborted, and
+        // the reader thread is told to stop.
         let dead_letters = DeadLetterBoard::new(&self.settings.topics.deadletter);
         let lag = LagBoard::new();
+        let reader_stop = shutdown.child_token();
+        let _stop_reader_on_drop = reader_stop.clone().drop_guard();
         let dead_letter_reader =
-            deadletters::spawn(&self.settings, dead_letters.clone(), shutdown.clone())?;
-        let lag_reader = lag::spawn(
+            deadletters::spawn(&self.settings, dead_letters.clone(), reader_stop)?;
+        let lag_reader = AbortOnDropHandle::new(lag::spawn(
             &self.settings,
             lag.clone(),
             self.config.lag_refresh,
             shutdown.clone(),
-        )?;
+        )?);
         let monitor = Arc::new(Monitor::new(self.store.clone(), dead_letters, lag));
         let (frames, _) = watch::channel(None);
-        let publisher = tokio::spawn(snapshot::publish(
+        let publisher = AbortOnDropHandle::new(tokio::spawn(snapshot::publish(
             monitor.clone(),
             frames.clone(),
             self.config.refresh,
             shutdown.clone(),
-        ));
+        )));
         let state = Arc::new(AppState {
             monitor,
             frames,
