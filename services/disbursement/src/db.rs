@@ -195,6 +195,40 @@ pub async fn active_crises(store: &Store) -> Result<Vec<String>> {
     Ok(on_store!(store, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
 }
 
+/// What decides when a crisis's next tranche falls due: its activation
+/// time, the database's clock now (the pass's `now()`; on SQLite the
+/// service's, as its passes use), and each (interval in days, most
+/// tranches) of its entitled entitlements.
+pub async fn tranche_schedule(
+    store: &Store,
+    crisis_id: &str,
+) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>, Vec<(i32, i32)>)> {
+    const SCHEDULES: &str = "SELECT interval_days, max(tranches) FROM disbursement.entitlements \
+         WHERE crisis_id = $1 AND status = 'entitled' GROUP BY interval_days";
+    let (activated, now): (Option<DateTime<Utc>>, DateTime<Utc>) =
+        match store {
+            Store::Postgres(pool) => sqlx::query_as(
+                "SELECT (SELECT activated_at FROM disbursement.crises WHERE crisis_id = $1), now()",
+            )
+            .bind(crisis_id)
+            .fetch_one(pool)
+            .await?,
+            Store::Sqlite(pool) => (
+                sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                    "SELECT activated_at FROM disbursement.crises WHERE crisis_id = $1",
+                )
+                .bind(crisis_id)
+                .fetch_optional(pool)
+                .await?
+                .flatten(),
+                Utc::now(),
+            ),
+        };
+    let schedules =
+        on_store!(store, pool => sqlx::query_as(SCHEDULES).bind(crisis_id).fetch_all(pool).await)?;
+    Ok((activated, now, schedules))
+}
+
 /// Re-issues instructions whose retry time has come, as their next attempt.
 pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
     let r = match store {

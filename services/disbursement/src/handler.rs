@@ -154,6 +154,9 @@ impl DisbursementHandler {
         if matches!(e, Effect::Retry) {
             info!(instruction = %r.reference_id, attempt, reason, "Payment rejected; retry scheduled.");
         }
+        if matches!(e, Effect::Fail { .. } | Effect::Reverse) {
+            self.due.money_released([crisis]);
+        }
         Ok(Verdict::Done)
     }
 }

@@ -2,11 +2,12 @@
 //! first immediately on activation), re-issues scheduled retries, and flags
 //! instructions with no final status past their deadline.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sumud_shared::db::Store;
 use sumud_shared::Result;
 use tokio::sync::Notify;
@@ -16,12 +17,97 @@ use tracing::{info, warn};
 use crate::config::DisbursementConfig;
 use crate::{create, db};
 
+/// The longest a crisis whose last pass found nothing due goes unread by
+/// full passes when no tranche of it falls due sooner. What no event marks
+/// (a household the registry restores, for one) waits at most this long.
+const QUIET_MAX: Duration = Duration::from_secs(60);
+
+/// Crises a full pass may skip, until when: reading what is due costs a
+/// large crisis seconds of database time even when nothing is, and nothing
+/// falls due between its tranche dates unless an event changes the crisis
+/// (served at once, as changed) or money is released (see [`Due`]).
+#[derive(Debug, Default)]
+struct Quiet(HashMap<String, Instant>);
+
+impl Quiet {
+    fn skips(&self, crisis: &str, now: Instant) -> bool {
+        self.0.get(crisis).is_some_and(|until| now < *until)
+    }
+
+    /// After a pass over `crisis` created `created`: quiet until its next
+    /// tranche date (or [`QUIET_MAX`]) if it created nothing.
+    async fn after_pass(
+        &mut self,
+        store: &Store,
+        config: &DisbursementConfig,
+        crisis: &str,
+        created: u64,
+    ) -> Result<()> {
+        if created > 0 {
+            self.0.remove(crisis);
+            return Ok(());
+        }
+        let (activated, now, schedules) = db::tranche_schedule(store, crisis).await?;
+        let wait = activated
+            .and_then(|a| next_tranche_after(a, now, &schedules, config.day_seconds))
+            .and_then(|next| (next - now).to_std().ok())
+            // The clock of the next pass is the database's: a little late
+            // rather than early.
+            .map_or(QUIET_MAX, |w| {
+                (w + Duration::from_millis(50)).min(QUIET_MAX)
+            });
+        self.0.insert(crisis.to_owned(), Instant::now() + wait);
+        Ok(())
+    }
+
+    fn forget(&mut self, crises: impl IntoIterator<Item = String>) {
+        for c in crises {
+            self.0.remove(&c);
+        }
+    }
+}
+
+/// When the next tranche of a crisis activated at `activated` falls due
+/// after `now`. Tranche t of an entitlement is due (t − 1) × its interval
+/// in days after activation, a day being `day_seconds`, as the instruction
+/// pass reckons it; `schedules` holds each (interval in days, most
+/// tranches) of its entitled entitlements. `None` if every tranche is due.
+fn next_tranche_after(
+    activated: DateTime<Utc>,
+    now: DateTime<Utc>,
+    schedules: &[(i32, i32)],
+    day_seconds: f64,
+) -> Option<DateTime<Utc>> {
+    let elapsed = (now - activated).num_microseconds()? as f64 / 1e6;
+    schedules
+        .iter()
+        .filter_map(|&(interval_days, tranches)| {
+            let step = f64::from(interval_days) * day_seconds;
+            if step <= 0.0 {
+                return None;
+            }
+            // The first tranche index (t − 1) not yet due.
+            let k = (elapsed.max(0.0) / step).floor() + 1.0;
+            (k < f64::from(tranches))
+                .then(|| activated + chrono::Duration::microseconds((k * step * 1e6) as i64))
+        })
+        .min()
+}
+
 /// One pass over all due work; returns instructions created or re-issued.
 /// `publish` is nudged after each commit that created instructions.
-pub async fn tick(store: &Store, config: &DisbursementConfig, publish: &Notify) -> Result<u64> {
+async fn tick(
+    store: &Store,
+    config: &DisbursementConfig,
+    publish: &Notify,
+    quiet: &mut Quiet,
+) -> Result<u64> {
     let mut changed = 0;
     for crisis in db::active_crises(store).await? {
         let started = Instant::now();
+        if quiet.skips(&crisis, started) {
+            continue;
+        }
         let n = create::create_due(store, &crisis, config, publish).await?;
         if n > 0 {
             info!(
@@ -31,6 +117,7 @@ pub async fn tick(store: &Store, config: &DisbursementConfig, publish: &Notify) 
                 "Instructions created."
             );
         }
+        quiet.after_pass(store, config, &crisis, n).await?;
         changed += n;
     }
     changed += db::reissue_due(store, config.deadline_secs).await?;
@@ -52,6 +139,7 @@ pub async fn tick(store: &Store, config: &DisbursementConfig, publish: &Notify) 
 #[derive(Debug, Default)]
 pub struct Due {
     dirty: Mutex<BTreeSet<String>>,
+    released: Mutex<BTreeSet<String>>,
     full: AtomicBool,
     notify: Notify,
 }
@@ -68,6 +156,17 @@ impl Due {
     pub fn request_full_pass(&self) {
         self.full.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    /// Marks crises whose budget had money released (a failed or reversed
+    /// payment): a pass the budget cut short may go on, so the next full
+    /// pass reads them even if they were quiet.
+    pub fn money_released(&self, crises: impl IntoIterator<Item = String>) {
+        self.released.lock().expect("not poisoned").extend(crises);
+    }
+
+    fn take_released(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.released.lock().expect("not poisoned"))
     }
 
     fn take(&self) -> (BTreeSet<String>, bool) {
@@ -105,13 +204,17 @@ pub async fn run(
     let tick_every = Duration::from_millis(config.tick_ms);
     let mut last_full: Option<Instant> = None;
     let mut rest_until = Instant::now();
+    let mut quiet = Quiet::default();
     while !shutdown.is_cancelled() {
         let (crises, requested) = due.take();
+        // Changed crises are read now; those with money released, by the
+        // next full pass.
+        quiet.forget(crises.iter().cloned().chain(due.take_released()));
         let now = Instant::now();
         let timer = last_full.is_none_or(|t| now >= t + tick_every);
         let mut changed = 0;
         if now >= rest_until && (requested || timer) {
-            match tick(&store, &config, &publish).await {
+            match tick(&store, &config, &publish, &mut quiet).await {
                 Ok(n) => changed += n,
                 Err(e) => warn!(error = %e, "Scheduler pass failed; will retry."),
             }
@@ -143,4 +246,52 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_tranche_after;
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn the_next_tranche_is_the_first_whose_date_is_still_ahead() {
+        let activated = at("2026-11-01T00:00:00Z");
+        let day = 86_400.0;
+        // Three tranches 30 days apart: due on day 0, 30 and 60.
+        let next = |now| next_tranche_after(activated, now, &[(30, 3)], day);
+        assert_eq!(next(activated), Some(activated + Duration::days(30)));
+        assert_eq!(
+            next(at("2026-11-20T00:00:00Z")),
+            Some(activated + Duration::days(30))
+        );
+        // On the date itself the tranche is due: the next one is ahead.
+        assert_eq!(
+            next(activated + Duration::days(30)),
+            Some(activated + Duration::days(60))
+        );
+        assert_eq!(next(activated + Duration::days(60)), None);
+        assert_eq!(next(activated + Duration::days(400)), None);
+    }
+
+    #[test]
+    fn the_soonest_schedule_decides_and_single_or_instant_schedules_never_wait() {
+        let activated = at("2026-11-01T00:00:00Z");
+        let now = activated + Duration::days(10);
+        let both = next_tranche_after(activated, now, &[(30, 3), (7, 4)], 86_400.0);
+        assert_eq!(both, Some(activated + Duration::days(14)));
+        assert_eq!(
+            next_tranche_after(activated, now, &[(30, 1), (0, 5)], 86_400.0),
+            None
+        );
+        assert_eq!(next_tranche_after(activated, now, &[], 86_400.0), None);
+        // Test schedules run days in fractions of a second.
+        assert_eq!(
+            next_tranche_after(activated, activated, &[(30, 2)], 0.05),
+            Some(activated + Duration::milliseconds(1500))
+        );
+    }
 }
