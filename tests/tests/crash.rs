@@ -7,6 +7,8 @@
 //! budget holds. The same scenario runs on the embedded default's SQLite
 //! file, on a 20,000-household registry (`SUMUD_CRASH_HOUSEHOLDS` sets
 //! either), the killed process and the rest of the pipeline sharing the file.
+//! `SUMUD_CRASH_CHILD_LOG` sets the killed process's `RUST_LOG` (default
+//! `error`) when a run needs to see what it did between kills.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -25,7 +27,10 @@ fn spawn_disbursement(p: &Pipeline) -> Child {
         .env("SUMUD_TRANCHE_DAY_SECONDS", "0.05")
         .env("SUMUD_PAYMENT_RETRY_SECS", "0")
         .env("SUMUD_PAYMENT_MAX_ATTEMPTS", "5")
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("SUMUD_CRASH_CHILD_LOG").unwrap_or("error".into()),
+        )
         .spawn()
         .expect("sumud-node starts")
 }
@@ -89,8 +94,11 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
         let made = p
             .count("SELECT count(*) FROM disbursement.instructions")
             .await;
+        let settled = p
+            .count("SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')")
+            .await;
         eprintln!(
-            "kill {}/{kills} at {:.1}s: {made} instructions so far",
+            "kill {}/{kills} at {:.1}s: {made} instructions so far, {settled} settled",
             k + 1,
             started.elapsed().as_secs_f64()
         );
