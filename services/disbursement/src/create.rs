@@ -72,6 +72,7 @@ async fn create_due_postgres(
         config.day_seconds,
         config.deadline_secs,
     );
+    refresh_stale_statistics(pool).await?;
     // One snapshot for the whole pass, read through a cursor.
     let mut read = pool.begin().await?;
     // The query's row estimates (a generate_series per entitlement) are far
@@ -174,6 +175,34 @@ async fn next_chunk<'a>(
 ) -> Result<Chunk<'a>> {
     let due: Vec<Due> = sqlx::query_as(fetch).fetch_all(read).await?;
     Ok(Chunk::new(crisis_id, secret, deadline_secs, &due))
+}
+
+/// Rows changed since a table was last analysed past which a pass analyses
+/// it first, unless that is under a fifth of the rows it was analysed with.
+const STALE_AFTER: i64 = 1_000;
+
+/// Analyses the tables the pass reads if they changed a lot since they were
+/// last analysed. Planned on statistics taken while a crisis's entitlements
+/// or instructions were still arriving (autovacuum looks only once a
+/// minute), the pass's read joins them by nested loops that rescan one
+/// side per row of the other: 46 and 103 s for 8,000 tranches in the crash
+/// test, against 40 ms once analysed.
+async fn refresh_stale_statistics(pool: &PgPool) -> Result<()> {
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+         WHERE s.schemaname = 'disbursement' AND s.relname IN ('entitlements', 'instructions') \
+           AND s.n_mod_since_analyze > greatest($1, 0.2 * c.reltuples)",
+    )
+    .bind(STALE_AFTER)
+    .fetch_all(pool)
+    .await?;
+    for table in stale {
+        // The name comes from the fixed list above.
+        sqlx::query(&format!("ANALYZE disbursement.{table}"))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn analyze_instructions(pool: &PgPool) -> Result<()> {
