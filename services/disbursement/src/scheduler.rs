@@ -120,7 +120,15 @@ async fn tick(
         quiet.after_pass(store, config, &crisis, n).await?;
         changed += n;
     }
-    changed += db::reissue_due(store, config.deadline_secs).await?;
+    Ok(changed + retries_and_deadlines(store, config).await?)
+}
+
+/// Re-issues the retries now due and flags instructions past their
+/// deadline; returns the attempts re-issued. Both are indexed updates of
+/// the few rows concerned, so unlike reading what is due they need no rest
+/// after a long pass: a retry waits for its backoff, not for the database.
+async fn retries_and_deadlines(store: &Store, config: &DisbursementConfig) -> Result<u64> {
+    let reissued = db::reissue_due(store, config.deadline_secs).await?;
     let overdue = db::flag_overdue(store).await?;
     if overdue > 0 {
         warn!(
@@ -128,14 +136,14 @@ async fn tick(
             "Instructions overdue: no final status before their deadline."
         );
     }
-    Ok(changed)
+    Ok(reissued)
 }
 
 /// Crises whose state or entitlements changed since the scheduler last
 /// looked, marked by the consumer-loop handler. The scheduler serves them
 /// at once, one crisis at a time, so the first tranche of a new crisis does
 /// not wait behind a pass over every other active crisis; full passes (later
-/// tranches, retries, deadlines) keep their own, rested, cadence.
+/// tranches) keep their own, rested, cadence.
 #[derive(Debug, Default)]
 pub struct Due {
     dirty: Mutex<BTreeSet<String>>,
@@ -193,7 +201,9 @@ async fn targeted(
 /// `tick_ms` (or when asked) but never sooner than twice the last full pass's
 /// duration after it — a pass reads every entitlement of every active
 /// crisis, and the database must stay free for publishing what it created.
-/// `publish` is nudged when new attempts await publication.
+/// Retries and deadlines are served every `tick_ms` (and when asked) even
+/// while passes rest. `publish` is nudged when new attempts await
+/// publication.
 pub async fn run(
     store: Store,
     config: DisbursementConfig,
@@ -226,6 +236,12 @@ pub async fn run(
                 // Not yet: keep the request for when the rest is over.
                 due.full.store(true, Ordering::Release);
             }
+            if requested || timer {
+                match retries_and_deadlines(&store, &config).await {
+                    Ok(n) => changed += n,
+                    Err(e) => warn!(error = %e, "Re-issuing retries failed; will retry."),
+                }
+            }
             if !crises.is_empty() {
                 match targeted(&store, &config, &publish, &crises).await {
                     Ok(n) => changed += n,
@@ -239,10 +255,12 @@ pub async fn run(
             publish.notify_one();
         }
         let next_full = last_full.map_or(now, |t| t + tick_every).max(rest_until);
+        // While passes rest, wake every tick for retries and deadlines.
+        let next = next_full.min(Instant::now() + tick_every);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = due.notify.notified() => {}
-            _ = tokio::time::sleep_until(next_full.into()) => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
         }
     }
     Ok(())
