@@ -26,6 +26,7 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_DB_MAX_CONNECTIONS",
     "SUMUD_TOPIC_PARTITIONS",
     "SUMUD_GROUP_PREFIX",
+    "SUMUD_INSTANCE_ID",
     "SUMUD_BATCH_MAX",
     "SUMUD_BATCH_LINGER_MS",
     "SUMUD_MAX_MESSAGE_BYTES",
@@ -85,6 +86,12 @@ pub struct Settings {
     pub topic_partitions: i32,
     /// Consumer group prefix (`SUMUD_GROUP_PREFIX`); a service appends its name.
     pub group_prefix: String,
+    /// This instance's stable name among its service's instances
+    /// (`SUMUD_INSTANCE_ID`): with one, the service is a static member of
+    /// its consumer group (`group.instance.id`), so a restart after a crash
+    /// gets its partitions back at once instead of after the session
+    /// timeout. Two running instances must never share one.
+    pub instance_id: Option<String>,
     /// Most messages handled in one batch (`SUMUD_BATCH_MAX`).
     pub batch_max: usize,
     /// How long to wait to fill a batch (`SUMUD_BATCH_LINGER_MS`).
@@ -106,6 +113,7 @@ impl Default for Settings {
             topics: Topics::default(),
             topic_partitions: 3,
             group_prefix: "sumud".into(),
+            instance_id: None,
             batch_max: 2000,
             batch_linger: Duration::from_millis(20),
             limits: DecodeLimits::default(),
@@ -131,6 +139,7 @@ impl Settings {
                 "SUMUD_DB_MAX_CONNECTIONS" => s.db_max_connections = parse(&key, &value)?,
                 "SUMUD_TOPIC_PARTITIONS" => s.topic_partitions = parse(&key, &value)?,
                 "SUMUD_GROUP_PREFIX" => s.group_prefix = value,
+                "SUMUD_INSTANCE_ID" => s.instance_id = Some(value).filter(|v| !v.is_empty()),
                 "SUMUD_BATCH_MAX" => s.batch_max = parse(&key, &value)?,
                 "SUMUD_BATCH_LINGER_MS" => {
                     s.batch_linger = Duration::from_millis(parse(&key, &value)?)
@@ -199,6 +208,9 @@ impl Settings {
         ];
         if let Some(addr) = self.http_addr {
             v.push(("SUMUD_HTTP_ADDR".into(), addr.to_string()));
+        }
+        if let Some(id) = &self.instance_id {
+            v.push(("SUMUD_INSTANCE_ID".into(), id.clone()));
         }
         for (k, val) in &self.kafka_properties {
             v.push((
@@ -279,6 +291,7 @@ impl std::fmt::Debug for Settings {
             .field("topics", &self.topics)
             .field("topic_partitions", &self.topic_partitions)
             .field("group_prefix", &self.group_prefix)
+            .field("instance_id", &self.instance_id)
             .field("batch_max", &self.batch_max)
             .field("batch_linger", &self.batch_linger)
             .field("limits", &self.limits)
@@ -401,10 +414,20 @@ mod tests {
         s.topics = s.topics.with_suffix("x");
         s.kafka_properties
             .insert("security.protocol".into(), "SASL_SSL".into());
+        s.instance_id = Some("disbursement-1".into());
         let back = Settings::from_vars(s.env_vars()).unwrap();
         assert_eq!(back.topics, s.topics);
         assert_eq!(back.kafka_properties, s.kafka_properties);
         assert_eq!(back.database_url, s.database_url);
+        assert_eq!(back.instance_id, s.instance_id);
+    }
+
+    #[test]
+    fn an_empty_instance_id_means_dynamic_membership() {
+        let s = Settings::from_vars(vars(&[("SUMUD_INSTANCE_ID", "")])).unwrap();
+        assert_eq!(s.instance_id, None);
+        let s = Settings::from_vars(vars(&[("SUMUD_INSTANCE_ID", "node-a")])).unwrap();
+        assert_eq!(s.instance_id.as_deref(), Some("node-a"));
     }
 
     #[test]

@@ -27,6 +27,10 @@ fn spawn_disbursement(p: &Pipeline) -> Child {
         .env("SUMUD_TRANCHE_DAY_SECONDS", "0.05")
         .env("SUMUD_PAYMENT_RETRY_SECS", "0")
         .env("SUMUD_PAYMENT_MAX_ATTEMPTS", "5")
+        // Each restart rejoins as the same static group member, as a
+        // deployment with stable instance names does: the new process gets
+        // the killed one's partitions without waiting out its session.
+        .env("SUMUD_INSTANCE_ID", "disbursement-crash")
         .env(
             "RUST_LOG",
             std::env::var("SUMUD_CRASH_CHILD_LOG").unwrap_or("error".into()),

@@ -165,6 +165,12 @@ pub async fn run<H: Handler>(
             client.set(*property, *value);
         }
     }
+    if let Some(instance) = &settings.instance_id {
+        // A static member: the broker keeps its partitions for it through a
+        // restart (up to the session timeout) instead of rebalancing twice
+        // and leaving them unread meanwhile.
+        client.set("group.instance.id", instance);
+    }
     let consumer: StreamConsumer = client
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
