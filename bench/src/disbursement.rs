@@ -199,7 +199,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     // Baseline: the same messages (rebuilt from the rows, same keys, same
     // sizes) produced by a fresh producer with the service's settings to a
     // topic created the same way, everything enqueued at once.
-    let messages = messages(&pool).await?;
+    let (rows, messages) = messages(&pool).await?;
     let bytes: usize = messages.iter().map(|m| m.key.len() + m.payload.len()).sum();
     let avg =
         messages.iter().map(|m| m.payload.len()).sum::<usize>() as f64 / messages.len() as f64;
@@ -233,6 +233,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         (1, Record::Payload),
         (2, Record::Payload),
         (2, Record::Narrow),
+        (2, Record::Minimal),
+        (2, Record::MinimalRead),
+        (2, Record::MinimalRendered),
+        (2, Record::MinimalEndToEnd),
     ] {
         floors.push((
             writers,
@@ -241,6 +245,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
                 &env.settings,
                 &pool,
                 &floor_topic,
+                &rows,
                 &messages,
                 writers,
                 record,
@@ -249,6 +254,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         ));
     }
     drop(messages);
+    let read_s = read_due(&pool).await?;
 
     println!(
         "  instructions:               {count} (all published, {} reserved)",
@@ -288,6 +294,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let columns = match record {
             Record::Payload => "(id text, payload)",
             Record::Narrow => "(id uuid, key)",
+            Record::Minimal => "(the least an instruction row holds, outbox index)",
+            Record::MinimalRead => "(the same, each chunk after it is read, unsorted)",
+            Record::MinimalRendered => "(the same, no read, each message rendered after commit)",
+            Record::MinimalEndToEnd => "(the same, read unsorted and rendered after commit)",
         };
         println!(
             "  floor, {writers} writer(s): COPY {columns} per 20,000, produce after commit: \
@@ -295,6 +305,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             floor_s / baseline_s
         );
     }
+    println!(
+        "  floor, reading what is due (sorted, with payment details, no probe): {read_s:.2} s = {:.2} x baseline",
+        read_s / baseline_s
+    );
     println!(
         "  peak RSS of sumud-disbursement: {:.0} MB (target < 300 MB)",
         peak as f64 / 1e6
@@ -432,9 +446,8 @@ async fn phases(pool: &PgPool) -> anyhow::Result<Phases> {
     Ok(Phases { created_s: created })
 }
 
-/// The crisis's instruction messages as the relay built them: (instruction
-/// id, key, payload).
-async fn messages(pool: &PgPool) -> anyhow::Result<Vec<Message>> {
+/// The crisis's instructions and their messages as the relay built them.
+async fn messages(pool: &PgPool) -> anyhow::Result<(Vec<InstructionRow>, Vec<Message>)> {
     let rows: Vec<InstructionRow> = sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
                 currency, channel, provider, tranche, part, scheduled_at, change_seq \
@@ -443,14 +456,8 @@ async fn messages(pool: &PgPool) -> anyhow::Result<Vec<Message>> {
     .bind(CRISIS)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Message {
-            id: r.instruction_id.clone(),
-            key: r.beneficiary_ref.clone(),
-            payload: instruction_event(r).to_bytes(),
-        })
-        .collect())
+    let messages = rows.iter().map(Message::of).collect();
+    Ok((rows, messages))
 }
 
 /// Produces every message once with a fresh producer (service settings),
@@ -502,6 +509,17 @@ struct Message {
     payload: Vec<u8>,
 }
 
+impl Message {
+    /// The message the relay publishes for an instruction.
+    fn of(r: &InstructionRow) -> Message {
+        Message {
+            id: r.instruction_id.clone(),
+            key: r.beneficiary_ref.clone(),
+            payload: instruction_event(r).to_bytes(),
+        }
+    }
+}
+
 /// What the floor measurement records per instruction.
 #[derive(Debug, Clone, Copy)]
 enum Record {
@@ -510,6 +528,59 @@ enum Record {
     /// Only its id (a `uuid`) and its key: less than any record of an
     /// instruction can hold, so a floor below every real design.
     Narrow,
+    /// The least a real instruction row must hold to be the record of
+    /// truth and its own outbox: a `uuid` key, what it pays to whom for
+    /// which tranche (crisis, household, kind, tranche, part, amount), its
+    /// status, attempt and deadline, and the change counter with the
+    /// partial index the relay reads unpublished rows by. The payload is
+    /// rendered from memory, as a design that hands committed chunks to
+    /// the relay would.
+    Minimal,
+    /// [`Record::Minimal`], each chunk written only once that many due
+    /// tranches have been read (with payment details, through a cursor, in
+    /// no order, which is cheaper than the due order), the read running
+    /// alongside the writers: the least a real design does end to end.
+    MinimalRead,
+    /// [`Record::Minimal`] with nothing read, as if every due tranche and
+    /// its payment details were already in memory at activation, but each
+    /// message rendered (as the relay renders it) once its chunk has
+    /// committed rather than before the clock started.
+    MinimalRendered,
+    /// Both: each chunk written once read, its messages rendered once it
+    /// has committed — the least a real design does from activation to
+    /// the last acknowledgement.
+    MinimalEndToEnd,
+}
+
+/// A due tranche as the floors read it: what its instruction carries.
+type DueRow = (String, String, i64, String, i32, String, String, String);
+
+/// Every due (first) tranche of a crisis with its payment details, in no
+/// order: the scheduler's read without its probe for tranches already
+/// instructed.
+const DUE: &str = "SELECT e.household_id, e.kind, e.amount_minor, e.currency, e.crisis_revision, \
+            h.payment_channel, h.payment_provider, h.account_token \
+     FROM disbursement.entitlements e \
+     JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
+     JOIN registry.households_v h ON h.household_id = e.household_id \
+     WHERE e.crisis_id = $1 AND e.status = 'entitled'";
+
+/// The least any design reads before its first instruction: every due
+/// tranche of the crisis with the payment details its message carries, in
+/// due order (what is created is a prefix of that order when the budget
+/// runs out), read by the client. Cheaper than the scheduler's read, which
+/// also probes for tranches already instructed. Seconds.
+async fn read_due(pool: &PgPool) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let rows: Vec<DueRow> = sqlx::query_as(&format!(
+        "{DUE} ORDER BY c.activated_at, e.household_id, e.kind"
+    ))
+    .bind(CRISIS)
+    .fetch_all(pool)
+    .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(!rows.is_empty(), "nothing due was read");
+    Ok(elapsed)
 }
 
 /// Rows per transaction in the floor measurement (the scheduler's chunk).
@@ -517,14 +588,18 @@ const FLOOR_CHUNK: usize = 20_000;
 
 /// The least work a design can do and still have PostgreSQL record every
 /// instruction before Kafka sees it: `writers` connections COPY the
-/// messages, 20,000 to a transaction, into a table of (id primary key,
-/// payload) — or, narrower than any real record, (uuid primary key, key) —
-/// and each chunk is produced the moment its transaction has committed. No reservation, no computing, no marks. Seconds from the
+/// messages, 20,000 to a transaction, into a table shaped by `record` (see
+/// [`Record`]), and each chunk is produced the moment its transaction has
+/// committed. No reservation and no marks; ids and pseudonyms are not
+/// computed, and messages are rendered beforehand unless `record` says so
+/// (from `rows`, which `messages` were rendered from). Seconds from the
 /// first COPY to the last acknowledgement.
+#[allow(clippy::too_many_arguments)]
 async fn floor(
     settings: &Settings,
     pool: &PgPool,
     topic: &str,
+    rows: &[InstructionRow],
     messages: &[Message],
     writers: usize,
     record: Record,
@@ -541,13 +616,66 @@ async fn floor(
             "CREATE TABLE public.bench_floor (instruction_id uuid PRIMARY KEY, key text NOT NULL)",
             "COPY public.bench_floor (instruction_id, key) FROM STDIN (FORMAT csv)",
         ),
+        Record::Minimal
+        | Record::MinimalRead
+        | Record::MinimalRendered
+        | Record::MinimalEndToEnd => (
+            "CREATE TABLE public.bench_floor (instruction_id uuid PRIMARY KEY, crisis_id text NOT NULL, \
+             household_id text NOT NULL, kind text NOT NULL, tranche integer NOT NULL, part integer NOT NULL, \
+             amount_minor bigint NOT NULL, status text NOT NULL DEFAULT 'instructed', \
+             attempt integer NOT NULL DEFAULT 1, deadline_at timestamptz NOT NULL DEFAULT now(), \
+             change_seq bigserial, published_seq bigint); \
+             CREATE INDEX bench_floor_unpublished ON public.bench_floor (change_seq) \
+             WHERE published_seq IS DISTINCT FROM change_seq",
+            "COPY public.bench_floor (instruction_id, crisis_id, household_id, kind, tranche, part, amount_minor) \
+             FROM STDIN (FORMAT csv)",
+        ),
     };
-    sqlx::query(table).execute(pool).await?;
+    sqlx::raw_sql(table).execute(pool).await?;
     let producer = warm_producer(settings, topic).await?;
     sqlx::query("CHECKPOINT").execute(pool).await?;
     let chunks: Vec<&[Message]> = messages.chunks(FLOOR_CHUNK).collect();
+    // The rows to render each chunk's messages from, when the floor renders.
+    let to_render: Vec<std::sync::Arc<Vec<InstructionRow>>> =
+        if matches!(record, Record::MinimalRendered | Record::MinimalEndToEnd) {
+            rows.chunks(FLOOR_CHUNK)
+                .map(|c| std::sync::Arc::new(c.to_vec()))
+                .collect()
+        } else {
+            Vec::new()
+        };
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    // Chunks read so far (all of them at once unless the floor reads).
+    let reads = matches!(record, Record::MinimalRead | Record::MinimalEndToEnd);
+    let (read_tx, read_rx) = tokio::sync::watch::channel(if reads { 0 } else { chunks.len() });
+    // A task of its own (decoding rows is work for a thread), as the
+    // scheduler's read is to the relay.
+    let (read_pool, expected) = (pool.clone(), chunks.len());
+    let read = tokio::spawn(async move {
+        if !reads {
+            return anyhow::Ok(());
+        }
+        let mut conn = read_pool.acquire().await?;
+        let mut t = sqlx::Acquire::begin(&mut *conn).await?;
+        sqlx::query(&format!("DECLARE due NO SCROLL CURSOR FOR {DUE}"))
+            .bind(CRISIS)
+            .execute(&mut *t)
+            .await?;
+        let fetch = format!("FETCH {FLOOR_CHUNK} FROM due");
+        let mut read = 0;
+        loop {
+            let rows: Vec<DueRow> = sqlx::query_as(&fetch).fetch_all(&mut *t).await?;
+            if rows.is_empty() {
+                break;
+            }
+            read += 1;
+            read_tx.send_replace(read);
+        }
+        anyhow::ensure!(read == expected, "read {read} chunks of {expected}");
+        t.rollback().await?;
+        anyhow::Ok(())
+    });
     let copies = async {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let writer = || async {
@@ -557,11 +685,22 @@ async fn floor(
                 let Some(chunk) = chunks.get(i) else {
                     return anyhow::Ok(());
                 };
+                read_rx.clone().wait_for(|&n| n > i).await?;
                 let mut csv = Vec::with_capacity(chunk.len() * 900);
                 for m in chunk.iter() {
                     let field = match record {
                         Record::Payload => m.payload.as_slice(),
                         Record::Narrow => m.key.as_bytes(),
+                        Record::Minimal
+                        | Record::MinimalRead
+                        | Record::MinimalRendered
+                        | Record::MinimalEndToEnd => {
+                            csv.extend_from_slice(m.id.as_bytes());
+                            csv.extend_from_slice(b",crisis-bench,");
+                            csv.extend_from_slice(m.key.as_bytes());
+                            csv.extend_from_slice(b",topup,1,0,9114\n");
+                            continue;
+                        }
                     };
                     csv.extend_from_slice(m.id.as_bytes());
                     csv.extend_from_slice(b",\"");
@@ -592,14 +731,25 @@ async fn floor(
     let produce = async {
         let mut acks = Vec::with_capacity(messages.len());
         while let Some(i) = rx.recv().await {
-            enqueue_all(&producer, topic, chunks[i], &mut acks).await?;
+            if let Some(owned) = to_render.get(i) {
+                // Rendered on a thread of its own, as a relay would, while
+                // the writers go on.
+                let owned = owned.clone();
+                let rendered: Vec<Message> =
+                    tokio::task::spawn_blocking(move || owned.iter().map(Message::of).collect())
+                        .await?;
+                enqueue_all(&producer, topic, &rendered, &mut acks).await?;
+            } else {
+                enqueue_all(&producer, topic, chunks[i], &mut acks).await?;
+            }
         }
         for ack in acks {
             ack.await?;
         }
         anyhow::Ok(())
     };
-    let (copied, produced) = tokio::join!(copies, produce);
+    let (copied, produced, read) = tokio::join!(copies, produce, read);
+    read??;
     copied?;
     produced?;
     let elapsed = started.elapsed().as_secs_f64();
