@@ -132,7 +132,7 @@ pub async fn relay(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let lock_key = lock_key(schema);
+    let lock_key = relay_lock_key(schema);
     let mut backoff = relay_backoff();
     while !shutdown.is_cancelled() {
         let started = std::time::Instant::now();
@@ -163,7 +163,10 @@ pub async fn relay(
 /// An outbox row as the relay reads it: (seq, topic, key, payload, traceparent).
 type OutboxRow = (i64, String, String, Vec<u8>, Option<String>);
 
-fn lock_key(schema: &str) -> i64 {
+/// The PostgreSQL advisory-lock key a schema's outbox relay leads under,
+/// so that a check for its leader (a test that a killed relay let go) can
+/// look for this lock and no other.
+pub fn relay_lock_key(schema: &str) -> i64 {
     // A stable 63-bit key per schema (FNV-1a).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in format!("sumud-outbox:{schema}").bytes() {

@@ -133,17 +133,20 @@ impl TestEnv {
     }
 
     /// Whether no relay leads the outbox of `schema` in this test's
-    /// database: on PostgreSQL no session holds an advisory lock in it (the
-    /// relays' leadership; a test's services each have their own database),
-    /// on SQLite the relay's lock file can be locked. A crash test checks
-    /// that a killed service's relay went with it.
+    /// database: on PostgreSQL no session holds the relay's advisory lock in
+    /// it, on SQLite the relay's lock file can be locked. A crash test
+    /// checks that a killed service's relay went with it.
     pub async fn outbox_relay_free(&self, schema: &str) -> bool {
         match &self.store {
             Store::Postgres(pool) => {
+                // A bigint advisory key is held as (classid, objid) = its
+                // high and low 32 bits, with objsubid 1.
                 let held: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-                     WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+                     WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted \
+                       AND l.objsubid = 1 AND (l.classid::int8 << 32 | l.objid::int8) = $1",
                 )
+                .bind(sumud_shared::outbox::relay_lock_key(schema))
                 .fetch_one(pool)
                 .await
                 .expect("pg_locks");
