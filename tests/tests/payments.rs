@@ -658,5 +658,8 @@ async fn a_pass_first_analyses_tables_whose_statistics_are_stale() {
 
     assert_eq!(created, 2000);
     let after = analysed().await.expect("still analysed");
-    assert!(after > before, "entitlements analysed again: {after} > {before}");
+    assert!(
+        after > before,
+        "entitlements analysed again: {after} > {before}"
+    );
 }
