@@ -183,48 +183,6 @@ impl Due {
     }
 }
 
-/// When the scheduler's loop does what: full passes rest after themselves,
-/// retries and deadlines do not.
-#[derive(Debug, Clone, Copy)]
-struct Cadence {
-    tick_every: Duration,
-    /// When the last full pass finished.
-    last_full: Option<Instant>,
-    /// No full pass before this.
-    rest_until: Instant,
-}
-
-/// What one turn of the loop does besides serving changed crises.
-#[derive(Debug, PartialEq, Eq)]
-struct Turn {
-    /// A full pass (which also re-issues retries and flags deadlines).
-    full_pass: bool,
-    /// Only re-issue retries and flag deadlines (passes are resting).
-    retries: bool,
-}
-
-impl Cadence {
-    fn turn(&self, now: Instant, requested: bool) -> Turn {
-        let timer = self.last_full.is_none_or(|t| now >= t + self.tick_every);
-        let due = requested || timer;
-        let full_pass = due && now >= self.rest_until;
-        Turn {
-            full_pass,
-            retries: due && !full_pass,
-        }
-    }
-
-    /// When to look again unless woken: the next full pass, or the next
-    /// tick for retries while passes rest.
-    fn next_wake(&self, now: Instant) -> Instant {
-        let next_full = self
-            .last_full
-            .map_or(now, |t| t + self.tick_every)
-            .max(self.rest_until);
-        next_full.min(now + self.tick_every)
-    }
-}
-
 /// Creates what is due for the given crises only.
 async fn targeted(
     store: &Store,
@@ -263,14 +221,9 @@ pub async fn run(
         // next full pass.
         quiet.forget(crises.iter().cloned().chain(due.take_released()));
         let now = Instant::now();
-        let cadence = Cadence {
-            tick_every,
-            last_full,
-            rest_until,
-        };
-        let turn = cadence.turn(now, requested);
+        let timer = last_full.is_none_or(|t| now >= t + tick_every);
         let mut changed = 0;
-        if turn.full_pass {
+        if now >= rest_until && (requested || timer) {
             match tick(&store, &config, &publish, &mut quiet).await {
                 Ok(n) => changed += n,
                 Err(e) => warn!(error = %e, "Scheduler pass failed; will retry."),
@@ -283,7 +236,7 @@ pub async fn run(
                 // Not yet: keep the request for when the rest is over.
                 due.full.store(true, Ordering::Release);
             }
-            if turn.retries {
+            if requested || timer {
                 match retries_and_deadlines(&store, &config).await {
                     Ok(n) => changed += n,
                     Err(e) => warn!(error = %e, "Re-issuing retries failed; will retry."),
@@ -301,15 +254,13 @@ pub async fn run(
         if changed > 0 {
             publish.notify_one();
         }
-        let cadence = Cadence {
-            tick_every,
-            last_full,
-            rest_until,
-        };
+        let next_full = last_full.map_or(now, |t| t + tick_every).max(rest_until);
+        // While passes rest, wake every tick for retries and deadlines.
+        let next = next_full.min(Instant::now() + tick_every);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = due.notify.notified() => {}
-            _ = tokio::time::sleep_until(cadence.next_wake(Instant::now()).into()) => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
         }
     }
     Ok(())
@@ -317,61 +268,8 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::{next_tranche_after, Cadence, Turn};
+    use super::next_tranche_after;
     use chrono::{DateTime, Duration, Utc};
-
-    #[test]
-    fn retries_are_served_every_tick_while_a_long_pass_rests() {
-        let tick = std::time::Duration::from_millis(250);
-        let t0 = std::time::Instant::now();
-        // A pass that took 100 s finished at t0: no full pass for 200 s.
-        let resting = Cadence {
-            tick_every: tick,
-            last_full: Some(t0),
-            rest_until: t0 + std::time::Duration::from_secs(200),
-        };
-        let at = |ms| t0 + std::time::Duration::from_millis(ms);
-        let retries_only = Turn {
-            full_pass: false,
-            retries: true,
-        };
-        assert_eq!(resting.turn(at(300), false), retries_only);
-        assert_eq!(resting.turn(at(100), true), retries_only);
-        assert_eq!(
-            resting.turn(at(100), false),
-            Turn {
-                full_pass: false,
-                retries: false
-            }
-        );
-        assert_eq!(resting.next_wake(at(300)), at(550));
-        // The rest over, a full pass (retries included).
-        assert_eq!(
-            resting.turn(at(200_000), false),
-            Turn {
-                full_pass: true,
-                retries: false
-            }
-        );
-    }
-
-    #[test]
-    fn without_a_rest_the_next_wake_is_the_next_full_pass() {
-        let tick = std::time::Duration::from_millis(250);
-        let t0 = std::time::Instant::now();
-        let fresh = Cadence {
-            tick_every: tick,
-            last_full: Some(t0),
-            rest_until: t0 + std::time::Duration::from_millis(10),
-        };
-        assert_eq!(fresh.next_wake(t0), t0 + tick);
-        let first = Cadence {
-            tick_every: tick,
-            last_full: None,
-            rest_until: t0,
-        };
-        assert!(first.turn(t0, false).full_pass);
-    }
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()
