@@ -78,7 +78,7 @@ fn database_hint(e: &sqlx::Error) -> &'static str {
 
 /// Connection trouble, timeouts, serialization failures and deadlocks are
 /// transient; constraint violations and bad SQL are not.
-fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
+pub(crate) fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut

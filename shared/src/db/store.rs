@@ -54,6 +54,9 @@ impl From<SqlitePool> for Store {
     }
 }
 
+/// Tries of a service's SQLite migrations while the file is locked.
+pub const MIGRATE_ATTEMPTS: u32 = 20;
+
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite://path`), waiting up to
     /// `patience` for a PostgreSQL server that is still starting.
@@ -77,7 +80,8 @@ impl Store {
         }
     }
 
-    /// Applies a service's migrations for this backend.
+    /// Applies a service's migrations for this backend; on SQLite a locked
+    /// file is waited out (up to [`MIGRATE_ATTEMPTS`] tries, about 15 s).
     pub async fn migrate(&self, m: &Migrations) -> Result<()> {
         match self {
             Store::Postgres(pool) => super::migrate(pool, m.postgres).await,
@@ -85,8 +89,24 @@ impl Store {
                 let Some(migrator) = m.sqlite else {
                     return Err(unsupported(m.service));
                 };
-                super::lenient(migrator).run(pool).await?;
-                Ok(())
+                // Services sharing the file may hold its write lock, or
+                // leave this migration's snapshot stale (BUSY at once, past
+                // any busy timeout). Each migration is its own transaction,
+                // so running them again goes on from the last one applied.
+                let mut wait = Duration::from_millis(50);
+                for attempt in 1.. {
+                    match super::lenient(migrator).run(pool).await {
+                        Err(sqlx::migrate::MigrateError::Execute(e))
+                            if attempt < MIGRATE_ATTEMPTS
+                                && crate::error::is_retryable_sqlx(&e) =>
+                        {
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(1));
+                        }
+                        result => return Ok(result?),
+                    }
+                }
+                unreachable!("the attempts end in a return")
             }
         }
     }
