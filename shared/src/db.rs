@@ -3,6 +3,7 @@
 //! ignores the versions that belong to other services. [`Store`] is the pool
 //! on either backend (PostgreSQL, or the embedded default's SQLite file).
 
+pub mod copy;
 pub mod sqlite;
 mod store;
 

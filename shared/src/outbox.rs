@@ -461,9 +461,7 @@ fn wait_after(backoff: &mut crate::backoff::Backoff, started: std::time::Instant
     backoff.next_wait()
 }
 
-/// Leads while this relay holds the table's lock: a PostgreSQL advisory
-/// lock on the connection it reads with, or on SQLite an exclusive lock on
-/// a file beside the database.
+/// Leads while this relay holds the table's lock (see [`Leadership`]).
 async fn lead_table<O: TableOutbox>(
     store: &Store,
     outbox: &O,
@@ -471,50 +469,80 @@ async fn lead_table<O: TableOutbox>(
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let mut conn = store.acquire().await?;
-    let mut _file_lock = None;
-    let leader = match (&mut conn, store) {
-        (Conn::Postgres(c), _) => {
-            let leader = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(outbox.lock_key())
-                .fetch_one(&mut **c)
-                .await?;
-            if leader {
-                // Dropped while leading (its task aborted), the connection
-                // closes, releasing the lock, rather than going back to the
-                // pool with it.
-                c.close_on_drop();
-            }
-            leader
-        }
-        (Conn::Sqlite(_), Store::Sqlite(pool)) => {
-            let name = format!("table-relay-{:x}", outbox.lock_key());
-            _file_lock = crate::db::sqlite::try_lock(pool, &name)?;
-            _file_lock.is_some()
-        }
-        (Conn::Sqlite(_), Store::Postgres(_)) => {
-            unreachable!("a store's connections share its backend")
-        }
-    };
-    if !leader {
+    let Some(mut leader) = Leadership::try_acquire(store, outbox.lock_key()).await? else {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         return Ok(());
-    }
-    let result = if O::PIPELINED {
-        lead_pipelined(store, &mut conn, outbox, producer, wake, shutdown).await
-    } else {
-        lead_serial(&mut conn, outbox, producer, wake, shutdown).await
     };
-    if let Conn::Postgres(c) = &mut conn {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(outbox.lock_key())
-            .execute(&mut **c)
-            .await;
-    }
+    let result = if O::PIPELINED {
+        lead_pipelined(store, leader.conn(), outbox, producer, wake, shutdown).await
+    } else {
+        lead_serial(leader.conn(), outbox, producer, wake, shutdown).await
+    };
+    leader.release().await;
     result
+}
+
+/// The right to publish an outbox, held by one relay at a time so that
+/// exactly one publishes and per-key order holds: a PostgreSQL advisory
+/// lock on the connection it carries, or on SQLite an exclusive lock on a
+/// file beside the database. Both die with the process that holds them.
+pub struct Leadership {
+    conn: Conn,
+    key: i64,
+    _file: Option<std::fs::File>,
+}
+
+impl Leadership {
+    /// Takes the lock `key` if nobody holds it; `None` if another relay does.
+    pub async fn try_acquire(store: &Store, key: i64) -> Result<Option<Leadership>> {
+        let mut conn = store.acquire().await?;
+        let mut file = None;
+        let leader = match (&mut conn, store) {
+            (Conn::Postgres(c), _) => {
+                let leader = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut **c)
+                    .await?;
+                if leader {
+                    // Dropped while leading (its task aborted), the connection
+                    // closes, releasing the lock, rather than going back to the
+                    // pool with it.
+                    c.close_on_drop();
+                }
+                leader
+            }
+            (Conn::Sqlite(_), Store::Sqlite(pool)) => {
+                file = crate::db::sqlite::try_lock(pool, &format!("table-relay-{key:x}"))?;
+                file.is_some()
+            }
+            (Conn::Sqlite(_), Store::Postgres(_)) => {
+                unreachable!("a store's connections share its backend")
+            }
+        };
+        Ok(leader.then_some(Leadership {
+            conn,
+            key,
+            _file: file,
+        }))
+    }
+
+    /// The connection the lock is held on (on SQLite, any connection).
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// Lets go of the lock (best effort: a lost connection lets go anyway).
+    pub async fn release(mut self) {
+        if let Conn::Postgres(c) = &mut self.conn {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(self.key)
+                .execute(&mut **c)
+                .await;
+        }
+    }
 }
 
 /// One batch at a time: read, enqueue, await every acknowledgement, mark.
@@ -764,12 +792,14 @@ async fn enqueue_batch<O: TableOutbox>(
 /// The `send` spans of a relayed batch: one per topic and stored trace
 /// context, child of that context, counting its messages. Empty (and free)
 /// when spans are not exported: the stored context then travels as is.
-struct SendSpans {
+/// Kept until the batch's acknowledgements are in, so the spans end then.
+pub struct SendSpans {
     spans: std::collections::HashMap<(String, Option<String>), (tracing::Span, Option<String>)>,
 }
 
 impl SendSpans {
-    fn of<'a>(messages: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> SendSpans {
+    /// The spans of a batch of (topic, stored trace context) messages.
+    pub fn of<'a>(messages: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> SendSpans {
         let mut spans = std::collections::HashMap::new();
         if crate::telemetry::exporting() {
             let mut counts: std::collections::HashMap<(&str, Option<&str>), usize> =
@@ -790,7 +820,7 @@ impl SendSpans {
     }
 
     /// The `traceparent` header of a message of the batch.
-    fn header<'a>(&'a self, topic: &str, stored: Option<&'a str>) -> Option<&'a str> {
+    pub fn header<'a>(&'a self, topic: &str, stored: Option<&'a str>) -> Option<&'a str> {
         if self.spans.is_empty() {
             return stored;
         }

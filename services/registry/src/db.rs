@@ -43,6 +43,9 @@ pub mod sqlite;
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgPool};
+use sumud_shared::db::copy::{
+    boolean, bytes, field_end, field_start, float8, int4, int8, null, row, HEADER, TRAILER,
+};
 use sumud_shared::db::{Migrations, Store};
 use sumud_shared::Result;
 
@@ -278,25 +281,21 @@ async fn copy_winners(
         .await?;
     let mut first = true;
     for chunk in winners.chunks(COPY_CHUNK_ROWS) {
-        let mut data = Vec::with_capacity(chunk.len() * 400 + COPY_HEADER.len());
+        let mut data = Vec::with_capacity(chunk.len() * 400 + HEADER.len());
         if first {
-            data.extend_from_slice(COPY_HEADER);
+            data.extend_from_slice(HEADER);
             first = false;
         }
         encode_rows(&mut data, batch, chunk);
         copy.send(data).await?;
     }
     if first {
-        copy.send(COPY_HEADER).await?;
+        copy.send(HEADER).await?;
     }
-    copy.send(COPY_TRAILER).await?;
+    copy.send(TRAILER).await?;
     copy.finish().await
 }
 
-/// Binary `COPY` signature, flags and (empty) header extension.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// Binary `COPY` end of data.
-const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 /// Fields per row, as in [`COLUMNS`].
 const FIELDS: i16 = 17;
 /// The `text` type, elements of `text[]`.
@@ -311,7 +310,7 @@ pub fn encode_rows(out: &mut Vec<u8>, batch: &[Versioned], winners: &[usize]) {
     let mut joined = String::new();
     for &i in winners {
         let v = &batch[i];
-        out.extend_from_slice(&FIELDS.to_be_bytes());
+        row(out, FIELDS);
         bytes(out, v.household_id.as_bytes());
         int8(out, v.version);
         match &v.change {
@@ -372,47 +371,6 @@ pub fn encode_rows(out: &mut Vec<u8>, batch: &[Versioned], winners: &[usize]) {
         int4(out, v.partition);
         int8(out, v.offset);
     }
-}
-
-fn null(out: &mut Vec<u8>) {
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-}
-
-fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-    // Fields are far below 2 GiB: messages are limited to SUMUD_MAX_MESSAGE_BYTES.
-    out.extend_from_slice(&(b.len() as i32).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-fn boolean(out: &mut Vec<u8>, b: bool) {
-    out.extend_from_slice(&1i32.to_be_bytes());
-    out.push(u8::from(b));
-}
-
-fn int4(out: &mut Vec<u8>, n: i32) {
-    out.extend_from_slice(&4i32.to_be_bytes());
-    out.extend_from_slice(&n.to_be_bytes());
-}
-
-fn int8(out: &mut Vec<u8>, n: i64) {
-    out.extend_from_slice(&8i32.to_be_bytes());
-    out.extend_from_slice(&n.to_be_bytes());
-}
-
-fn float8(out: &mut Vec<u8>, x: f64) {
-    out.extend_from_slice(&8i32.to_be_bytes());
-    out.extend_from_slice(&x.to_bits().to_be_bytes());
-}
-
-/// Reserves a field's length word; [`field_end`] fills it in.
-fn field_start(out: &mut Vec<u8>) -> usize {
-    out.extend_from_slice(&[0; 4]);
-    out.len()
-}
-
-fn field_end(out: &mut [u8], at: usize) {
-    let len = (out.len() - at) as i32;
-    out[at - 4..at].copy_from_slice(&len.to_be_bytes());
 }
 
 /// A one-dimensional `text[]` holding what `string_to_array(joined, ',')`
