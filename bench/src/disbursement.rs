@@ -11,8 +11,9 @@
 //! (`disbursement.entitlements`), with the crisis as `proposed`; none of
 //! that is timed. The service consumes `org.sumud.crisis.activated`, the
 //! scheduler creates every instruction (reserving each amount against the
-//! budget in the same transaction) and the relay publishes them from the
-//! instructions table, marking each only after the broker's acknowledgement.
+//! budget and recording its outbox batch in the same transaction) and the
+//! relay publishes each committed batch, marking it only after the broker
+//! has acknowledged every message of it.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -162,18 +163,25 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 
     // Every instruction is there once, reserved and marked published.
     let marked = Instant::now();
-    wait_until_every(&[&service], Duration::from_millis(50), "the last publication mark", || async {
-        let lagging: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM disbursement.instructions WHERE published_seq IS DISTINCT FROM change_seq",
-        )
-        .fetch_one(&pool)
-        .await?;
-        Ok((lagging == 0).then_some(()))
-    })
+    wait_until_every(
+        &[&service],
+        Duration::from_millis(50),
+        "the last publication mark",
+        || async {
+            let lagging: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM disbursement.instruction_batches WHERE published_at IS NULL",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok((lagging == 0).then_some(()))
+        },
+    )
     .await?;
     let mark_lag_s = marked.elapsed().as_secs_f64();
     let (rows, published, amount, reserved): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE published_seq = change_seq), \
+        "SELECT count(*), \
+                (SELECT coalesce(sum(cardinality(ids)), 0)::bigint FROM disbursement.instruction_batches \
+                 WHERE crisis_id = $1 AND published_at IS NOT NULL), \
                 coalesce(sum(amount_minor), 0)::bigint, \
                 (SELECT reserved_minor FROM disbursement.crises WHERE crisis_id = $1) \
          FROM disbursement.instructions WHERE crisis_id = $1",
@@ -450,8 +458,8 @@ async fn phases(pool: &PgPool) -> anyhow::Result<Phases> {
 async fn messages(pool: &PgPool) -> anyhow::Result<(Vec<InstructionRow>, Vec<Message>)> {
     let rows: Vec<InstructionRow> = sqlx::query_as(
         "SELECT instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-                currency, channel, provider, tranche, part, scheduled_at, change_seq \
-         FROM disbursement.instructions WHERE crisis_id = $1 ORDER BY change_seq",
+                currency, channel, provider, tranche, part, scheduled_at \
+         FROM disbursement.instructions WHERE crisis_id = $1 ORDER BY created_at, instruction_id",
     )
     .bind(CRISIS)
     .fetch_all(pool)

@@ -36,7 +36,6 @@ fn rows() -> Vec<InstructionRow> {
             })
             .unwrap()
             .with_timezone(&Utc),
-            change_seq: i,
         })
         .collect()
 }

@@ -586,7 +586,57 @@ async fn a_reversal_that_overtakes_its_success_still_releases_the_money(backend:
     p.stop().await;
 }
 
+/// A provider that never answers some attempts: once their deadline has
+/// passed, exactly those (still `instructed`) are flagged overdue, the paid
+/// ones never are, and the reconciliation counts them.
+async fn instructions_with_no_final_status_by_their_deadline_are_flagged_overdue(backend: Backend) {
+    let provider = Behaviour {
+        timeout_rate: 0.3,
+        ..Behaviour::honest()
+    };
+    let schedule = DisbursementConfig {
+        deadline_secs: 2,
+        ..fast_schedule()
+    };
+    let p =
+        Pipeline::start_with_payments_on(backend, 1000, no_four_eyes(), schedule, provider).await;
+    let areas = ["JO-AM"];
+    let n = expected(&p.households, &areas).len() as i64;
+    let mut one = definition(&areas, "10000000");
+    one.response.overrides.tranches = Some(1);
+    p.send(&p.alice, &claims(CommandKind::Declare, "PAY-9", Some(one)))
+        .await;
+    p.wait_count(
+        "every instruction paid or flagged",
+        "SELECT count(*) FROM disbursement.instructions \
+         WHERE status = 'succeeded' OR (status = 'instructed' AND overdue)",
+        n,
+    )
+    .await;
+
+    let unanswered = p
+        .count("SELECT count(*) FROM disbursement.instructions WHERE status = 'instructed'")
+        .await;
+    assert!(
+        unanswered > 0 && unanswered < n,
+        "{unanswered} of {n} never answered"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM disbursement.instructions WHERE overdue")
+            .await,
+        unanswered,
+        "exactly the unanswered ones are overdue"
+    );
+    let lines = sumud_disbursement::db::reconcile(&p.env.store, "PAY-9")
+        .await
+        .unwrap();
+    assert_eq!(lines.iter().map(|l| l.overdue).sum::<i64>(), unanswered);
+    assert_eq!(lines.iter().map(|l| l.outstanding).sum::<i64>(), unanswered);
+    p.stop().await;
+}
+
 on_both_backends!(
+    instructions_with_no_final_status_by_their_deadline_are_flagged_overdue,
     a_reversal_that_overtakes_its_success_still_releases_the_money,
     a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche,
     retryable_rejections_are_retried_and_permanent_ones_raise_field_verification,
@@ -603,7 +653,7 @@ on_both_backends!(
 /// analyses the tables that changed a lot since. PostgreSQL only; SQLite
 /// plans without statistics.
 #[tokio::test]
-async fn a_pass_first_analyses_tables_whose_statistics_are_stale() {
+async fn a_pass_first_analyses_entitlements_whose_statistics_are_stale() {
     let env = sumud_tests::TestEnv::new().await;
     sumud_shared::db::migrate(&env.pool, &sumud_registry::db::MIGRATOR)
         .await
@@ -647,11 +697,13 @@ async fn a_pass_first_analyses_tables_whose_statistics_are_stale() {
     .unwrap();
     drop(conn);
 
+    // One chunk: the handoff holds it without a relay.
+    let (handoff, _handed) = sumud_disbursement::publisher::Handoff::new();
     let created = sumud_disbursement::create::create_due(
         &env.store,
         "STALE-1",
         &DisbursementConfig::default(),
-        &tokio::sync::Notify::new(),
+        &handoff,
     )
     .await
     .unwrap();

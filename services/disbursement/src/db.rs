@@ -1,14 +1,18 @@
 //! All SQL of the disbursement service, on PostgreSQL and on SQLite (the
-//! instruction-creating pass is in `create.rs`). Statements that read the
+//! instruction-creating pass is in `create.rs`; the batches that are the
+//! instructions' outbox, retries and deadlines in `db/batches.rs`). Statements that read the
 //! same on both are written once; on SQLite, times are bound as
 //! [`timestamp`] text and lists as JSON arrays.
 
 use chrono::{DateTime, Utc};
-use sumud_shared::db::sqlite::{json_list, timestamp};
-use sumud_shared::db::{Conn, Store, Tx};
+use sumud_shared::db::sqlite::timestamp;
+use sumud_shared::db::{Store, Tx};
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::{EntitlementDecision, EntitlementStatus};
-use sumud_shared::{on_conn, on_store, on_tx, Result};
+use sumud_shared::{on_store, on_tx, Result};
+
+mod batches;
+pub use batches::*;
 
 /// The disbursement service's PostgreSQL migrations (schema `disbursement`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -229,161 +233,6 @@ pub async fn tranche_schedule(
     Ok((activated, now, schedules))
 }
 
-/// Re-issues instructions whose retry time has come, as their next attempt.
-pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
-    let r = match store {
-        Store::Postgres(pool) => sqlx::query(
-            "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', reason_code = NULL, \
-                 next_attempt_at = NULL, deadline_at = now() + make_interval(secs => $1::float8), overdue = false, \
-                 updated_at = now(), change_seq = nextval('disbursement.change_seq') \
-             WHERE status = 'retry_scheduled' AND next_attempt_at <= now()",
-        )
-        .bind(deadline_secs as f64)
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        // A trigger numbers the new attempt.
-        Store::Sqlite(pool) => {
-            let now = Utc::now();
-            sqlx::query(
-                "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', \
-                     reason_code = NULL, next_attempt_at = NULL, deadline_at = ?2, overdue = 0, updated_at = ?1 \
-                 WHERE status = 'retry_scheduled' AND next_attempt_at <= ?1",
-            )
-            .bind(timestamp(now))
-            .bind(timestamp(now + chrono::Duration::seconds(deadline_secs)))
-            .execute(pool)
-            .await?
-            .rows_affected()
-        }
-    };
-    Ok(r)
-}
-
-/// Flags instructions with no final status past their deadline.
-pub async fn flag_overdue(store: &Store) -> Result<u64> {
-    let r = match store {
-        Store::Postgres(pool) => sqlx::query(
-            "UPDATE disbursement.instructions SET overdue = true, updated_at = now() \
-             WHERE status IN ('instructed', 'received', 'pending') AND deadline_at < now() AND NOT overdue",
-        )
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Store::Sqlite(pool) => sqlx::query(
-            "UPDATE disbursement.instructions SET overdue = 1, updated_at = ?1 \
-             WHERE status IN ('instructed', 'received', 'pending') AND deadline_at < ?1 AND NOT overdue",
-        )
-        .bind(timestamp(Utc::now()))
-        .execute(pool)
-        .await?
-        .rows_affected(),
-    };
-    Ok(r)
-}
-
-/// An instruction attempt to publish.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct InstructionRow {
-    /// Id.
-    pub instruction_id: String,
-    /// Attempt.
-    pub attempt: i32,
-    /// Crisis.
-    pub crisis_id: String,
-    /// Crisis revision.
-    pub crisis_revision: i32,
-    /// Pseudonym.
-    pub beneficiary_ref: String,
-    /// Account token.
-    pub account_token: String,
-    /// Amount.
-    pub amount_minor: i64,
-    /// Currency.
-    pub currency: String,
-    /// Channel.
-    pub channel: String,
-    /// Provider.
-    pub provider: String,
-    /// Tranche.
-    pub tranche: i32,
-    /// 0 for the tranche itself, n for its n-th top-up.
-    pub part: i32,
-    /// Due time.
-    pub scheduled_at: DateTime<Utc>,
-    /// Change counter.
-    pub change_seq: i64,
-}
-
-/// The columns of [`InstructionRow`].
-const INSTRUCTION_COLUMNS: &str =
-    "instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
-     currency, channel, provider, tranche, part, scheduled_at, change_seq";
-
-/// Attempts not yet published, in change order.
-pub async fn unpublished(conn: &mut Conn, limit: i64) -> Result<Vec<InstructionRow>> {
-    let sql = format!(
-        "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
-         WHERE {} AND status = 'instructed' ORDER BY change_seq LIMIT $1",
-        sumud_shared::outbox::lagging(conn)
-    );
-    Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
-}
-
-/// Attempts not yet published whose change counter is above `after`, in
-/// change order (the relay's next batch while earlier ones are in flight).
-pub async fn unpublished_after(
-    conn: &mut Conn,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<InstructionRow>> {
-    let sql = format!(
-        "SELECT {INSTRUCTION_COLUMNS} FROM disbursement.instructions \
-         WHERE {} AND status = 'instructed' AND change_seq > $1 ORDER BY change_seq LIMIT $2",
-        sumud_shared::outbox::lagging(conn)
-    );
-    Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(c).await)?)
-}
-
-/// Marks attempts published at the change they were published at.
-pub async fn mark_published(conn: &mut Conn, ids: &[String], seqs: &[i64]) -> Result<()> {
-    sumud_shared::outbox::mark_published_at(
-        conn,
-        "disbursement.instructions",
-        "instruction_id",
-        ids,
-        seqs,
-    )
-    .await
-}
-
-/// Marks published the attempts whose change counter is still one of
-/// `seqs` (all acknowledged); an attempt changed since stays unpublished.
-/// Reads through the unpublished index, in change order.
-pub async fn mark_published_seqs(conn: &mut Conn, seqs: &[i64]) -> Result<()> {
-    match conn {
-        Conn::Postgres(c) => {
-            sqlx::query(
-                "UPDATE disbursement.instructions SET published_seq = change_seq \
-                 WHERE change_seq = ANY($1::int8[]) AND published_seq IS DISTINCT FROM change_seq",
-            )
-            .bind(seqs)
-            .execute(&mut **c)
-            .await?;
-        }
-        Conn::Sqlite(c) => {
-            sqlx::query(
-                "UPDATE disbursement.instructions SET published_seq = change_seq \
-                 WHERE change_seq IN (SELECT value FROM json_each(?1)) AND published_seq IS NOT change_seq",
-            )
-            .bind(json_list(seqs))
-            .execute(&mut **c)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// The instruction a report is about, locked (on SQLite the transaction
 /// holds the write lock), or None if unknown.
 pub async fn instruction_for_update(
@@ -433,7 +282,10 @@ pub async fn status_seen(tx: &mut Tx, event_id: &str) -> Result<bool> {
     Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(event_id).fetch_one(conn).await)?)
 }
 
-/// Sets an instruction's status (and what goes with it).
+/// Sets an instruction's status (and what goes with it). An overdue
+/// attempt stays flagged while it is still open (received, pending): the
+/// deadline is checked once per batch (see [`flag_overdue`]), and a late
+/// acknowledgement does not pay it.
 pub async fn set_status(
     tx: &mut Tx,
     id: &str,
@@ -444,7 +296,8 @@ pub async fn set_status(
 ) -> Result<()> {
     let sql = format!(
         "UPDATE disbursement.instructions SET status = $2, reason_code = coalesce($3, reason_code), \
-             provider_ref = coalesce($4, provider_ref), next_attempt_at = $5, overdue = false, \
+             provider_ref = coalesce($4, provider_ref), next_attempt_at = $5, \
+             overdue = CASE WHEN $2 IN ('received', 'pending') THEN overdue ELSE false END, \
              updated_at = {} \
          WHERE instruction_id = $1",
         now(tx)

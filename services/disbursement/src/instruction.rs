@@ -35,8 +35,26 @@ pub fn part_id(crisis: &str, household: &str, kind: &str, tranche: u32, part: u3
 /// A stable pseudonym for a household, keyed by a deployment secret, so
 /// providers can group payments to one beneficiary without learning who it is.
 pub fn beneficiary_ref(secret: &str, household: &str) -> String {
-    let ns = Uuid::new_v5(&NAMESPACE, secret.as_bytes());
-    format!("ben-{}", Uuid::new_v5(&ns, household.as_bytes()).simple())
+    Pseudonyms::new(secret).of(household)
+}
+
+/// [`beneficiary_ref`] for many households under one secret: the secret's
+/// namespace is derived once, not once per household.
+pub struct Pseudonyms(Uuid);
+
+impl Pseudonyms {
+    /// The pseudonyms keyed by `secret`.
+    pub fn new(secret: &str) -> Self {
+        Pseudonyms(Uuid::new_v5(&NAMESPACE, secret.as_bytes()))
+    }
+
+    /// The pseudonym of `household`.
+    pub fn of(&self, household: &str) -> String {
+        format!(
+            "ben-{}",
+            Uuid::new_v5(&self.0, household.as_bytes()).simple()
+        )
+    }
 }
 
 /// Stored instruction statuses, in the order a payment moves through them.

@@ -1,7 +1,7 @@
 //! The disbursement service: turns entitlements into payment instructions,
 //! tranche by tranche, with each amount reserved against the crisis budget
-//! in the transaction that creates the instruction; publishes them through
-//! the instructions table as its outbox; applies provider status, retries
+//! in the transaction that creates the instruction and records it in the
+//! outbox of instruction batches; publishes them; applies provider status, retries
 //! retryable rejections, raises field-verification tasks for permanent ones,
 //! flags overdue instructions and reconciles.
 
@@ -21,8 +21,7 @@ use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup::Service;
-use sumud_shared::{outbox, startup, Result};
-use tokio::sync::Notify;
+use sumud_shared::{startup, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DisbursementConfig;
@@ -70,21 +69,30 @@ impl App {
             async move { metrics::refresh(&store).await }
         });
         let due = Arc::new(scheduler::Due::default());
-        let wake_publisher = Arc::new(Notify::new());
-        let publisher = tokio::spawn(outbox::relay_table(
+        let (handoff, handed) = publisher::Handoff::new();
+        let relay_handoff = handoff.clone();
+        let (store, topic, producer, relay_shutdown) = (
             self.store.clone(),
-            publisher::Instructions {
-                topic: self.settings.topics.instructions.clone(),
-            },
+            self.settings.topics.instructions.clone(),
             self.producer.clone(),
-            wake_publisher.clone(),
             shutdown.clone(),
-        ));
+        );
+        let publisher = tokio::spawn(async move {
+            publisher::relay(
+                store,
+                topic,
+                producer,
+                &relay_handoff,
+                handed,
+                relay_shutdown,
+            )
+            .await
+        });
         let scheduler = tokio::spawn(scheduler::run(
             self.store.clone(),
             self.config.clone(),
             due.clone(),
-            wake_publisher,
+            handoff,
             shutdown.clone(),
         ));
         let handler = DisbursementHandler::new(self.store.clone(), self.config.clone(), due);

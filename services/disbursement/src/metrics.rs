@@ -1,20 +1,28 @@
 //! The disbursement service's Prometheus gauges, refreshed from its tables
-//! when `/metrics` is scraped: instructions by crisis and status, and the
-//! money instructed, paid and failed per crisis. Labels stop at the crisis
+//! when `/metrics` is scraped: instructions by crisis and status, the money
+//! instructed, paid and failed per crisis, and the attempts committed but
+//! not yet published (the outbox backlog). Labels stop at the crisis
 //! id: never an instruction or household id.
 
 use std::collections::BTreeMap;
 
 use sumud_shared::db::Store;
-use sumud_shared::metrics::{CrisisAmountLabels, CrisisStatusLabels, Metrics};
+use sumud_shared::metrics::{CrisisAmountLabels, CrisisStatusLabels, Metrics, ServiceLabels};
 
 /// Reads the figures and replaces the gauges' values. A failed read leaves
 /// the last values.
 pub async fn refresh(store: &Store) {
+    let m = Metrics::global();
+    if let Ok(n) = crate::db::unpublished_attempts(store).await {
+        m.outbox_backlog
+            .get_or_create(&ServiceLabels {
+                service: crate::SERVICE.to_owned(),
+            })
+            .set(n);
+    }
     let Ok(rows) = crate::db::gauges(store).await else {
         return;
     };
-    let m = Metrics::global();
     m.instructions.clear();
     let mut amounts: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
     for (crisis, currency, status, n, amount) in rows {

@@ -212,7 +212,6 @@ mod tests {
                 scheduled_at: DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")
                     .unwrap()
                     .with_timezone(&Utc),
-                change_seq: i,
             })
             .collect()
     }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::DisbursementConfig;
+use crate::publisher::Handoff;
 use crate::{create, db};
 
 /// The longest a crisis whose last pass found nothing due goes unread by
@@ -95,11 +96,11 @@ fn next_tranche_after(
 }
 
 /// One pass over all due work; returns instructions created or re-issued.
-/// `publish` is nudged after each commit that created instructions.
+/// Committed chunks go to the relay through `handoff`.
 async fn tick(
     store: &Store,
     config: &DisbursementConfig,
-    publish: &Notify,
+    handoff: &Handoff,
     quiet: &mut Quiet,
 ) -> Result<u64> {
     let mut changed = 0;
@@ -108,7 +109,7 @@ async fn tick(
         if quiet.skips(&crisis, started) {
             continue;
         }
-        let n = create::create_due(store, &crisis, config, publish).await?;
+        let n = create::create_due(store, &crisis, config, handoff).await?;
         if n > 0 {
             info!(
                 crisis = %crisis,
@@ -120,15 +121,23 @@ async fn tick(
         quiet.after_pass(store, config, &crisis, n).await?;
         changed += n;
     }
-    Ok(changed + retries_and_deadlines(store, config).await?)
+    Ok(changed + retries_and_deadlines(store, config, handoff).await?)
 }
 
 /// Re-issues the retries now due and flags instructions past their
 /// deadline; returns the attempts re-issued. Both are indexed updates of
 /// the few rows concerned, so unlike reading what is due they need no rest
 /// after a long pass: a retry waits for its backoff, not for the database.
-async fn retries_and_deadlines(store: &Store, config: &DisbursementConfig) -> Result<u64> {
+/// The relay is nudged to read back the batches of re-issued attempts.
+async fn retries_and_deadlines(
+    store: &Store,
+    config: &DisbursementConfig,
+    handoff: &Handoff,
+) -> Result<u64> {
     let reissued = db::reissue_due(store, config.deadline_secs).await?;
+    if reissued > 0 {
+        handoff.nudge();
+    }
     let overdue = db::flag_overdue(store).await?;
     if overdue > 0 {
         warn!(
@@ -187,12 +196,12 @@ impl Due {
 async fn targeted(
     store: &Store,
     config: &DisbursementConfig,
-    publish: &Notify,
+    handoff: &Handoff,
     crises: &BTreeSet<String>,
 ) -> Result<u64> {
     let mut changed = 0;
     for crisis in crises {
-        changed += create::create_due(store, crisis, config, publish).await?;
+        changed += create::create_due(store, crisis, config, handoff).await?;
     }
     Ok(changed)
 }
@@ -202,13 +211,12 @@ async fn targeted(
 /// duration after it — a pass reads every entitlement of every active
 /// crisis, and the database must stay free for publishing what it created.
 /// Retries and deadlines are served every `tick_ms` (and when asked) even
-/// while passes rest. `publish` is nudged when new attempts await
-/// publication.
+/// while passes rest. What is created goes to the relay through `handoff`.
 pub async fn run(
     store: Store,
     config: DisbursementConfig,
     due: Arc<Due>,
-    publish: Arc<Notify>,
+    handoff: Handoff,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let tick_every = Duration::from_millis(config.tick_ms);
@@ -222,11 +230,9 @@ pub async fn run(
         quiet.forget(crises.iter().cloned().chain(due.take_released()));
         let now = Instant::now();
         let timer = last_full.is_none_or(|t| now >= t + tick_every);
-        let mut changed = 0;
         if now >= rest_until && (requested || timer) {
-            match tick(&store, &config, &publish, &mut quiet).await {
-                Ok(n) => changed += n,
-                Err(e) => warn!(error = %e, "Scheduler pass failed; will retry."),
+            if let Err(e) = tick(&store, &config, &handoff, &mut quiet).await {
+                warn!(error = %e, "Scheduler pass failed; will retry.");
             }
             let finished = Instant::now();
             rest_until = finished + (finished - now) * 2;
@@ -237,22 +243,15 @@ pub async fn run(
                 due.full.store(true, Ordering::Release);
             }
             if requested || timer {
-                match retries_and_deadlines(&store, &config).await {
-                    Ok(n) => changed += n,
-                    Err(e) => warn!(error = %e, "Re-issuing retries failed; will retry."),
+                if let Err(e) = retries_and_deadlines(&store, &config, &handoff).await {
+                    warn!(error = %e, "Re-issuing retries failed; will retry.");
                 }
             }
             if !crises.is_empty() {
-                match targeted(&store, &config, &publish, &crises).await {
-                    Ok(n) => changed += n,
-                    Err(e) => {
-                        warn!(error = %e, "Scheduling changed crises failed; the next full pass covers them.")
-                    }
+                if let Err(e) = targeted(&store, &config, &handoff, &crises).await {
+                    warn!(error = %e, "Scheduling changed crises failed; the next full pass covers them.");
                 }
             }
-        }
-        if changed > 0 {
-            publish.notify_one();
         }
         let next_full = last_full.map_or(now, |t| t + tick_every).max(rest_until);
         // While passes rest, wake every tick for retries and deadlines.

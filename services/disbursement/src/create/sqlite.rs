@@ -2,17 +2,20 @@
 //! transaction holding the file's write lock (`BEGIN IMMEDIATE`): it reads
 //! the crisis's budget, reads the first [`CHUNK`] tranches due and not yet
 //! instructed, in due order, keeps the prefix that fits the remaining
-//! budget, inserts it and reserves its amount. Nothing can insert between
-//! the read and the write, so a chunk never meets an instruction another
-//! pass created.
+//! budget, inserts it, reserves its amount and records its outbox batch.
+//! Nothing can insert between the read and the write, so a chunk never
+//! meets an instruction another pass created.
 
 use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
 use sumud_shared::db::sqlite::timestamp;
+use sumud_shared::db::Tx;
 use sumud_shared::Result;
 
 use super::{fitting, Chunk, Due, CHUNK};
 use crate::config::DisbursementConfig;
+use crate::db;
+use crate::publisher::Handoff;
 
 /// The tranches due and not yet instructed, and the top-ups of tranches an
 /// amendment raised, in due order, with what their instructions need: the
@@ -63,53 +66,65 @@ pub(super) async fn create_due(
     pool: &SqlitePool,
     crisis_id: &str,
     config: &DisbursementConfig,
-    committed: &tokio::sync::Notify,
+    handoff: &Handoff,
 ) -> Result<u64> {
-    let (secret, day_seconds, deadline_secs) = (
-        config.pseudonym_secret.as_str(),
-        config.day_seconds,
-        config.deadline_secs,
-    );
     let mut created = 0;
     loop {
-        let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
+        let mut tx = Tx::Sqlite(sumud_shared::db::sqlite::begin(pool).await?);
+        let Tx::Sqlite(conn) = &mut tx else {
+            unreachable!("an SQLite transaction")
+        };
         let now = Utc::now();
-        let Some((budget, reserved)) = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT budget_minor, reserved_minor FROM disbursement.crises \
+        let Some((budget, reserved, traceparent)) =
+            sqlx::query_as::<_, (i64, i64, Option<String>)>(
+                "SELECT budget_minor, reserved_minor, traceparent FROM disbursement.crises \
              WHERE crisis_id = ?1 AND state = 'active'",
-        )
-        .bind(crisis_id)
-        .fetch_optional(&mut *tx)
-        .await?
+            )
+            .bind(crisis_id)
+            .fetch_optional(&mut **conn)
+            .await?
         else {
             break;
         };
         let due: Vec<Due> = sqlx::query_as(DUE)
             .bind(crisis_id)
-            .bind(day_seconds)
+            .bind(config.day_seconds)
             .bind(timestamp(now))
             .bind(CHUNK as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **conn)
             .await?;
         let full = due.len() == CHUNK;
-        let mut chunk = Chunk::new(crisis_id, secret, deadline_secs, &due);
-        let fits = fitting(&chunk.amounts, budget - reserved);
+        let mut chunk = Chunk::new(crisis_id, &config.pseudonym_secret, due);
+        let fits = fitting(
+            chunk.news.iter().map(|n| n.row.amount_minor),
+            budget - reserved,
+        );
         let complete = fits == chunk.len();
         chunk.truncate(fits);
         if fits > 0 {
-            let deadline = now + chrono::Duration::seconds(deadline_secs);
-            let amount = insert(&mut tx, &chunk, deadline).await?;
+            let deadline = now + chrono::Duration::seconds(config.deadline_secs);
+            insert(conn, &chunk, deadline).await?;
             // The CHECK on the crisis row refuses a reservation past the cap.
             sqlx::query(
                 "UPDATE disbursement.crises SET reserved_minor = reserved_minor + ?2 WHERE crisis_id = ?1",
             )
             .bind(crisis_id)
-            .bind(amount)
-            .execute(&mut *tx)
+            .bind(chunk.total())
+            .execute(&mut **conn)
+            .await?;
+            let batch_id = db::insert_batch(
+                &mut tx,
+                crisis_id,
+                &chunk.attempts(),
+                traceparent.as_deref(),
+                deadline,
+            )
             .await?;
             tx.commit().await?;
             created += fits as u64;
-            committed.notify_one();
+            handoff
+                .committed(chunk.committed(batch_id, traceparent))
+                .await;
         }
         if !(complete && full) {
             break;
@@ -118,29 +133,27 @@ pub(super) async fn create_due(
     Ok(created)
 }
 
-/// Inserts a chunk in due order (so the trigger numbers its changes in due
-/// order), in one statement over a JSON array of rows; returns its amount.
-async fn insert(
-    conn: &mut SqliteConnection,
-    c: &Chunk<'_>,
-    deadline_at: DateTime<Utc>,
-) -> Result<i64> {
-    let rows: Vec<serde_json::Value> = (0..c.len())
-        .map(|i| {
+/// Inserts a chunk in due order, in one statement over a JSON array of rows.
+async fn insert(conn: &mut SqliteConnection, c: &Chunk, deadline_at: DateTime<Utc>) -> Result<()> {
+    let rows: Vec<serde_json::Value> = c
+        .news
+        .iter()
+        .map(|n| {
+            let r = &n.row;
             serde_json::json!([
-                c.ids[i],
-                c.households[i],
-                c.kinds[i],
-                c.tranches[i],
-                c.parts[i],
-                c.amounts[i],
-                c.currencies[i],
-                c.refs[i],
-                c.channels[i],
-                c.providers[i],
-                c.tokens[i],
-                timestamp(c.scheduled[i]),
-                c.revisions[i],
+                r.instruction_id,
+                n.household_id,
+                n.kind,
+                r.tranche,
+                r.part,
+                r.amount_minor,
+                r.currency,
+                r.beneficiary_ref,
+                r.channel,
+                r.provider,
+                r.account_token,
+                timestamp(r.scheduled_at),
+                r.crisis_revision,
             ])
         })
         .collect();
@@ -153,9 +166,9 @@ async fn insert(
          FROM json_each(?1) ORDER BY key",
     )
     .bind(serde_json::Value::Array(rows).to_string())
-    .bind(c.crisis_id)
+    .bind(&c.crisis_id)
     .bind(timestamp(deadline_at))
     .execute(&mut *conn)
     .await?;
-    Ok(c.amounts.iter().sum())
+    Ok(())
 }

@@ -1,0 +1,372 @@
+//! The SQL of the instructions' outbox: `disbursement.instruction_batches`,
+//! one row per transaction that created or re-issued attempts, listing them
+//! in publication order with their shared deadline. The relay publishes a
+//! batch and then marks that one row; the deadline watch reads the batches
+//! whose deadline passed. Re-issuing retries writes its batch here too.
+//! On SQLite a batch's attempts are one JSON array of [id, attempt] pairs.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+use sumud_shared::db::sqlite::{json_list, timestamp};
+use sumud_shared::db::{Conn, Store, Tx};
+use sumud_shared::Result;
+
+/// An instruction attempt as published (and as exported to pain.001).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct InstructionRow {
+    /// Id.
+    pub instruction_id: String,
+    /// Attempt.
+    pub attempt: i32,
+    /// Crisis.
+    pub crisis_id: String,
+    /// Crisis revision.
+    pub crisis_revision: i32,
+    /// Pseudonym.
+    pub beneficiary_ref: String,
+    /// Account token.
+    pub account_token: String,
+    /// Amount.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Channel.
+    pub channel: String,
+    /// Provider.
+    pub provider: String,
+    /// Tranche.
+    pub tranche: i32,
+    /// 0 for the tranche itself, n for its n-th top-up.
+    pub part: i32,
+    /// Due time.
+    pub scheduled_at: DateTime<Utc>,
+}
+
+/// The columns of [`InstructionRow`].
+pub(crate) const INSTRUCTION_COLUMNS: &str =
+    "instruction_id, attempt, crisis_id, crisis_revision, beneficiary_ref, account_token, amount_minor, \
+     currency, channel, provider, tranche, part, scheduled_at";
+
+/// A committed batch not yet marked published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Its outbox sequence number.
+    pub batch_id: i64,
+    /// The attempts it publishes, in order: (instruction id, attempt).
+    pub attempts: Vec<(String, i32)>,
+    /// The trace context its messages continue.
+    pub traceparent: Option<String>,
+}
+
+/// Records a batch of attempts of one crisis in the caller's transaction:
+/// the outbox entry the relay publishes them by, and their deadline watch.
+/// Returns its sequence number.
+pub async fn insert_batch(
+    tx: &mut Tx,
+    crisis_id: &str,
+    attempts: &[(String, i32)],
+    traceparent: Option<&str>,
+    deadline_at: DateTime<Utc>,
+) -> Result<i64> {
+    Ok(match tx {
+        Tx::Postgres(c) => {
+            let (ids, numbers): (Vec<&str>, Vec<i32>) =
+                attempts.iter().map(|(id, a)| (id.as_str(), *a)).unzip();
+            sqlx::query_scalar(
+                "INSERT INTO disbursement.instruction_batches \
+                     (crisis_id, ids, attempts, traceparent, deadline_at) VALUES ($1, $2, $3, $4, $5) \
+                 RETURNING batch_id",
+            )
+            .bind(crisis_id)
+            .bind(&ids)
+            .bind(&numbers)
+            .bind(traceparent)
+            .bind(deadline_at)
+            .fetch_one(&mut **c)
+            .await?
+        }
+        Tx::Sqlite(c) => {
+            insert_batch_sqlite(c, crisis_id, attempts, traceparent, deadline_at).await?
+        }
+    })
+}
+
+/// [`insert_batch`] on SQLite.
+async fn insert_batch_sqlite(
+    conn: &mut SqliteConnection,
+    crisis_id: &str,
+    attempts: &[(String, i32)],
+    traceparent: Option<&str>,
+    deadline_at: DateTime<Utc>,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO disbursement.instruction_batches \
+             (crisis_id, attempts, traceparent, deadline_at) VALUES (?1, ?2, ?3, ?4) \
+         RETURNING batch_id",
+    )
+    .bind(crisis_id)
+    .bind(json_list(attempts))
+    .bind(traceparent)
+    .bind(timestamp(deadline_at))
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A batch row as PostgreSQL returns it: (id, ids, attempts, traceparent).
+type PgBatchRow = (i64, Vec<String>, Vec<i32>, Option<String>);
+
+/// Batches not yet marked published, oldest first, at most `limit`.
+pub async fn unpublished_batches(conn: &mut Conn, limit: i64) -> Result<Vec<Batch>> {
+    let batches = match conn {
+        Conn::Postgres(c) => {
+            let rows: Vec<PgBatchRow> = sqlx::query_as(
+                "SELECT batch_id, ids, attempts, traceparent FROM disbursement.instruction_batches \
+                 WHERE published_at IS NULL ORDER BY batch_id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&mut **c)
+            .await?;
+            rows.into_iter()
+                .map(|(batch_id, ids, attempts, traceparent)| Batch {
+                    batch_id,
+                    attempts: ids.into_iter().zip(attempts).collect(),
+                    traceparent,
+                })
+                .collect()
+        }
+        Conn::Sqlite(c) => {
+            let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+                "SELECT batch_id, attempts, traceparent FROM disbursement.instruction_batches \
+                 WHERE published_at IS NULL ORDER BY batch_id LIMIT ?1",
+            )
+            .bind(limit)
+            .fetch_all(&mut **c)
+            .await?;
+            let mut batches = Vec::with_capacity(rows.len());
+            for (batch_id, attempts, traceparent) in rows {
+                batches.push(Batch {
+                    batch_id,
+                    attempts: serde_json::from_str(&attempts).map_err(|e| {
+                        sumud_shared::Error::Other(format!(
+                            "batch {batch_id} lists no attempts: {e}"
+                        ))
+                    })?,
+                    traceparent,
+                });
+            }
+            batches
+        }
+    };
+    Ok(batches)
+}
+
+/// The attempts of a batch that still await publication (the instruction
+/// is at that attempt and has no status from its provider yet), in the
+/// batch's order. An attempt that moved on since (a status arrived, so it
+/// was published) is left out.
+pub async fn batch_rows(conn: &mut Conn, batch: &Batch) -> Result<Vec<InstructionRow>> {
+    let columns = INSTRUCTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("i.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(match conn {
+        Conn::Postgres(c) => {
+            let (ids, attempts): (Vec<&str>, Vec<i32>) = batch
+                .attempts
+                .iter()
+                .map(|(id, a)| (id.as_str(), *a))
+                .unzip();
+            sqlx::query_as(&format!(
+                "SELECT {columns} FROM UNNEST($1::text[], $2::int4[]) WITH ORDINALITY AS u(id, attempt, n) \
+                 JOIN disbursement.instructions i ON i.instruction_id = u.id AND i.attempt = u.attempt \
+                 WHERE i.status = 'instructed' ORDER BY u.n"
+            ))
+            .bind(&ids)
+            .bind(&attempts)
+            .fetch_all(&mut **c)
+            .await?
+        }
+        Conn::Sqlite(c) => {
+            sqlx::query_as(&format!(
+                "SELECT {columns} FROM json_each(?1) u \
+                 JOIN disbursement.instructions i \
+                   ON i.instruction_id = u.value ->> 0 AND i.attempt = u.value ->> 1 \
+                 WHERE i.status = 'instructed' ORDER BY u.key"
+            ))
+            .bind(json_list(&batch.attempts))
+            .fetch_all(&mut **c)
+            .await?
+        }
+    })
+}
+
+/// Marks batches published (every message of each acknowledged).
+pub async fn mark_batches_published(conn: &mut Conn, batch_ids: &[i64]) -> Result<()> {
+    match conn {
+        Conn::Postgres(c) => {
+            sqlx::query(
+                "UPDATE disbursement.instruction_batches SET published_at = now() \
+                 WHERE batch_id = ANY($1) AND published_at IS NULL",
+            )
+            .bind(batch_ids)
+            .execute(&mut **c)
+            .await?;
+        }
+        Conn::Sqlite(c) => {
+            sqlx::query(
+                "UPDATE disbursement.instruction_batches \
+                 SET published_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+                 WHERE batch_id IN (SELECT value FROM json_each(?1)) AND published_at IS NULL",
+            )
+            .bind(json_list(batch_ids))
+            .execute(&mut **c)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Attempts committed and not yet published, for the outbox backlog.
+pub async fn unpublished_attempts(store: &Store) -> Result<i64> {
+    let sql = match store {
+        Store::Postgres(_) => {
+            "SELECT CAST(coalesce(sum(cardinality(ids)), 0) AS bigint) \
+             FROM disbursement.instruction_batches WHERE published_at IS NULL"
+        }
+        Store::Sqlite(_) => {
+            "SELECT coalesce(sum(json_array_length(attempts)), 0) \
+             FROM disbursement.instruction_batches WHERE published_at IS NULL"
+        }
+    };
+    Ok(sumud_shared::on_store!(store, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?)
+}
+
+/// Re-issues the instructions whose retry time has come as their next
+/// attempt, with a fresh deadline, and records each crisis's re-issued
+/// attempts as one batch in the same transaction. Returns how many.
+pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
+    match store {
+        // One statement: the batches are written with the attempts they list.
+        Store::Postgres(pool) => {
+            let n: i64 = sqlx::query_scalar(
+                "WITH r AS ( \
+                    UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', \
+                        reason_code = NULL, next_attempt_at = NULL, \
+                        deadline_at = now() + make_interval(secs => $1::float8), overdue = false, updated_at = now() \
+                    WHERE next_attempt_at <= now() AND status = 'retry_scheduled' \
+                    RETURNING instruction_id, attempt, crisis_id, deadline_at), \
+                 b AS ( \
+                    INSERT INTO disbursement.instruction_batches (crisis_id, ids, attempts, traceparent, deadline_at) \
+                    SELECT r.crisis_id, array_agg(r.instruction_id ORDER BY r.instruction_id), \
+                           array_agg(r.attempt ORDER BY r.instruction_id), \
+                           (SELECT c.traceparent FROM disbursement.crises c WHERE c.crisis_id = r.crisis_id), \
+                           max(r.deadline_at) \
+                    FROM r GROUP BY r.crisis_id RETURNING cardinality(ids) AS n) \
+                 SELECT CAST(coalesce(sum(n), 0) AS bigint) FROM b",
+            )
+            .bind(deadline_secs as f64)
+            .fetch_one(pool)
+            .await?;
+            Ok(n as u64)
+        }
+        Store::Sqlite(pool) => {
+            let now = Utc::now();
+            let deadline = now + chrono::Duration::seconds(deadline_secs);
+            let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
+            let rows: Vec<(String, i32, String)> = sqlx::query_as(
+                "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', \
+                     reason_code = NULL, next_attempt_at = NULL, deadline_at = ?2, overdue = 0, updated_at = ?1 \
+                 WHERE next_attempt_at <= ?1 AND status = 'retry_scheduled' \
+                 RETURNING instruction_id, attempt, crisis_id",
+            )
+            .bind(timestamp(now))
+            .bind(timestamp(deadline))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut by_crisis: std::collections::BTreeMap<String, Vec<(String, i32)>> =
+                Default::default();
+            for (id, attempt, crisis) in rows {
+                by_crisis.entry(crisis).or_default().push((id, attempt));
+            }
+            let mut n = 0;
+            for (crisis, mut attempts) in by_crisis {
+                attempts.sort();
+                let trace: Option<String> = sqlx::query_scalar(
+                    "SELECT traceparent FROM disbursement.crises WHERE crisis_id = ?1",
+                )
+                .bind(&crisis)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+                n += attempts.len() as u64;
+                insert_batch_sqlite(&mut tx, &crisis, &attempts, trace.as_deref(), deadline)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(n)
+        }
+    }
+}
+
+/// Flags the attempts that have no final status past their deadline, once
+/// per batch: each batch whose deadline passed is checked, and its attempts
+/// still open (instructed, received or pending at that attempt) are marked
+/// overdue. Returns how many were flagged.
+pub async fn flag_overdue(store: &Store) -> Result<u64> {
+    let r = match store {
+        Store::Postgres(pool) => sqlx::query(
+            "WITH due AS ( \
+                UPDATE disbursement.instruction_batches SET deadline_checked = true \
+                WHERE NOT deadline_checked AND deadline_at < now() RETURNING ids, attempts) \
+             UPDATE disbursement.instructions i SET overdue = true, updated_at = now() \
+             FROM (SELECT u.id, u.attempt FROM due, UNNEST(due.ids, due.attempts) AS u(id, attempt)) d \
+             WHERE i.instruction_id = d.id AND i.attempt = d.attempt \
+               AND i.status IN ('instructed', 'received', 'pending') AND NOT i.overdue",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Store::Sqlite(pool) => {
+            let now = timestamp(Utc::now());
+            let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
+            let flagged = sqlx::query(
+                "UPDATE disbursement.instructions SET overdue = 1, updated_at = ?1 \
+                 FROM (SELECT u.value ->> 0 AS id, u.value ->> 1 AS attempt \
+                       FROM disbursement.instruction_batches b, json_each(b.attempts) u \
+                       WHERE NOT b.deadline_checked AND b.deadline_at < ?1) d \
+                 WHERE instructions.instruction_id = d.id AND instructions.attempt = d.attempt \
+                   AND NOT instructions.overdue AND instructions.status IN ('instructed', 'received', 'pending')",
+            )
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE disbursement.instruction_batches SET deadline_checked = 1 \
+                 WHERE NOT deadline_checked AND deadline_at < ?1",
+            )
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            flagged
+        }
+    };
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::INSTRUCTION_COLUMNS;
+
+    #[test]
+    fn the_row_columns_name_every_field_once() {
+        let columns: Vec<&str> = INSTRUCTION_COLUMNS.split(", ").map(str::trim).collect();
+        let mut unique = columns.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), columns.len());
+        assert_eq!(columns.len(), 13);
+    }
+}
