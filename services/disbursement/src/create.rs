@@ -21,7 +21,7 @@ use crate::publisher::{Committed, Handoff, Renderer};
 /// Instructions created per transaction of a pass: each transaction
 /// reserves what it creates, and the relay publishes one while the next
 /// is written.
-const CHUNK: usize = 20_000;
+const CHUNK: usize = 10_000;
 
 /// A tranche now due, read with what its instruction needs.
 #[derive(sqlx::FromRow)]

@@ -53,7 +53,7 @@ const PURPOSE: &str = "crisis-cash-transfer";
 
 /// Batches handed over and not yet taken by the relay, at most: a pass
 /// waits (its memory bounded) while the relay is this far behind.
-const HANDOFF_BATCHES: usize = 4;
+const HANDOFF_BATCHES: usize = 1;
 
 /// Batches enqueued and not yet acknowledged, at most.
 const IN_FLIGHT_BATCHES: usize = 16;

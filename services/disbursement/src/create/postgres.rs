@@ -31,42 +31,43 @@ use crate::config::DisbursementConfig;
 use crate::publisher::Handoff;
 
 /// The tranches due and not yet instructed, and the top-ups of tranches an
-/// amendment raised, with what their instructions need. `$1` crisis, `$2`
-/// seconds per day.
-const DUE: &str = "SELECT d.household_id, d.kind, d.tranche, d.part, d.amount_minor, d.currency, d.crisis_revision, \
-            d.scheduled_at, h.payment_channel, h.payment_provider, h.account_token \
-     FROM (SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amount_minor, e.currency, e.crisis_revision, \
-                  c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) AS scheduled_at \
-           FROM disbursement.entitlements e \
-           JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
-           CROSS JOIN LATERAL generate_series(1, e.tranches) AS t \
-           WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
-             AND c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) <= now() \
-             AND NOT EXISTS (SELECT 1 FROM disbursement.instructions i \
-                             WHERE i.crisis_id = e.crisis_id AND i.household_id = e.household_id \
-                               AND i.kind = e.kind AND i.tranche = t) \
-           UNION ALL \
-           /* Top-ups: tranches already instructed for less than the \
-              entitlement's amount now (an amendment raised it), none of \
-              whose parts failed or was reversed, and still among its \
-              tranches (a cut cannot take back one already paid, but it \
-              gets no top-up); due at once. */ \
-           SELECT e.household_id, e.kind, p.tranche, p.next_part, (e.amount_minor - p.instructed)::bigint, e.currency, \
-                  e.crisis_revision, now() \
-           FROM disbursement.entitlements e \
-           JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
-           JOIN (SELECT household_id, kind, tranche, sum(amount_minor)::bigint AS instructed, max(part) + 1 AS next_part, \
-                        bool_or(status IN ('failed', 'reversed')) AS broken \
-                 FROM disbursement.instructions WHERE crisis_id = $1 \
-                 GROUP BY household_id, kind, tranche) p \
-             ON p.household_id = e.household_id AND p.kind = e.kind \
-           WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
-             AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches \
-           OFFSET 0) d \
-     JOIN registry.households_v h ON h.household_id = d.household_id";
+/// amendment raised, with what their instructions need. Each branch joins
+/// the registry itself, so that the first (nearly everything) streams from
+/// a merge of the entitlements' and the households' indexes. `$1` crisis,
+/// `$2` seconds per day.
+const DUE: &str = "SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amount_minor, e.currency, e.crisis_revision, \
+            c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) AS scheduled_at, \
+            h.payment_channel, h.payment_provider, h.account_token \
+     FROM disbursement.entitlements e \
+     JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
+     JOIN registry.households_v h ON h.household_id = e.household_id \
+     CROSS JOIN LATERAL generate_series(1, e.tranches) AS t \
+     WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
+       AND c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) <= now() \
+       AND NOT EXISTS (SELECT 1 FROM disbursement.instructions i \
+                       WHERE i.crisis_id = e.crisis_id AND i.household_id = e.household_id \
+                         AND i.kind = e.kind AND i.tranche = t) \
+     UNION ALL \
+     /* Top-ups: tranches already instructed for less than the \
+        entitlement's amount now (an amendment raised it), none of \
+        whose parts failed or was reversed, and still among its \
+        tranches (a cut cannot take back one already paid, but it \
+        gets no top-up); due at once. */ \
+     SELECT e.household_id, e.kind, p.tranche, p.next_part, (e.amount_minor - p.instructed)::bigint, e.currency, \
+            e.crisis_revision, now(), h.payment_channel, h.payment_provider, h.account_token \
+     FROM disbursement.entitlements e \
+     JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
+     JOIN (SELECT household_id, kind, tranche, sum(amount_minor)::bigint AS instructed, max(part) + 1 AS next_part, \
+                  bool_or(status IN ('failed', 'reversed')) AS broken \
+           FROM disbursement.instructions WHERE crisis_id = $1 \
+           GROUP BY household_id, kind, tranche) p \
+       ON p.household_id = e.household_id AND p.kind = e.kind \
+     JOIN registry.households_v h ON h.household_id = e.household_id \
+     WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
+       AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches";
 
 /// The due order: what a pass creates when the budget cannot cover all.
-const DUE_ORDER: &str = " ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche, d.part";
+const DUE_ORDER: &str = " ORDER BY scheduled_at, household_id, kind, tranche, part";
 
 /// Whether the remaining budget covers every tranche of every entitled
 /// entitlement, due or not, instructed or not: a bound on what any pass
@@ -169,6 +170,11 @@ struct Prepared {
     deadline_at: DateTime<Utc>,
 }
 
+/// The first chunk of a pass: small, so that the first instructions are
+/// committed (and published) while the next chunks are still being read,
+/// instead of after a whole chunk's preparation and `COPY`.
+const FIRST_CHUNK: usize = 2_000;
+
 /// Reads the cursor chunk by chunk. Each chunk is prepared (ids,
 /// pseudonyms, messages, `COPY` text) on a blocking thread while the next
 /// is fetched: reading and preparing, not writing, set the pace of a pass.
@@ -178,7 +184,6 @@ async fn read_chunks(
     config: &DisbursementConfig,
     chunks: mpsc::Sender<Prepared>,
 ) -> Result<()> {
-    let fetch = format!("FETCH {CHUNK} FROM due");
     let mut preparing: Option<tokio::task::JoinHandle<Prepared>> = None;
     for index in 0.. {
         // A deadline counts from the chunk's creation.
@@ -187,8 +192,11 @@ async fn read_chunks(
                 .bind(config.deadline_secs as f64)
                 .fetch_one(&mut *read)
                 .await?;
+        let size = if index == 0 { FIRST_CHUNK } else { CHUNK };
         let started = std::time::Instant::now();
-        let due: Vec<Due> = sqlx::query_as(&fetch).fetch_all(&mut *read).await?;
+        let due: Vec<Due> = sqlx::query_as(&format!("FETCH {size} FROM due"))
+            .fetch_all(&mut *read)
+            .await?;
         debug!(
             chunk = index,
             rows = due.len(),
@@ -204,7 +212,7 @@ async fn read_chunks(
         if due.is_empty() {
             return Ok(());
         }
-        let last = due.len() < CHUNK;
+        let last = due.len() < size;
         let (crisis, secret) = (crisis_id.to_owned(), config.pseudonym_secret.clone());
         preparing = Some(tokio::task::spawn_blocking(move || {
             let chunk = Chunk::new(&crisis, &secret, due);
@@ -306,6 +314,8 @@ impl Pass<'_> {
         // in this chunk's turn.
         let started = std::time::Instant::now();
         let copied = copy(self.pool, &p.copy).await;
+        // The rows are in the transaction: their COPY data can go.
+        drop(p.copy);
         let copy_ms = started.elapsed().as_millis() as u64;
         let now = self.wait_for_turn(p.index).await;
         debug!(
