@@ -36,7 +36,7 @@ CREATE TABLE disbursement.instruction_batches (
     deadline_checked boolean NOT NULL DEFAULT false,
     CHECK (cardinality(ids) = cardinality(attempts) AND cardinality(ids) > 0)
 );
--- A batch lists up to 20,000 ids: kept out of line uncompressed, since
+-- A batch lists up to 10,000 ids: kept out of line uncompressed, since
 -- pglz spent more time compressing each list than writing it.
 ALTER TABLE disbursement.instruction_batches ALTER COLUMN ids SET STORAGE EXTERNAL,
     ALTER COLUMN attempts SET STORAGE EXTERNAL;

@@ -23,8 +23,9 @@ use crate::publisher::{Committed, Handoff, Renderer};
 /// is written.
 const CHUNK: usize = 10_000;
 
-/// A tranche now due, read with what its instruction needs.
-#[derive(sqlx::FromRow)]
+/// A tranche now due, read with what its instruction needs, in the column
+/// order of the passes' queries (decoded by position: a pass decodes
+/// hundreds of thousands of rows, and by name each field is a lookup).
 struct Due {
     household_id: String,
     kind: String,
@@ -38,6 +39,32 @@ struct Due {
     payment_provider: String,
     account_token: String,
 }
+
+/// [`Due`] from a row of either backend, by position.
+macro_rules! due_from_row {
+    ($row:ty) => {
+        impl sqlx::FromRow<'_, $row> for Due {
+            fn from_row(r: &$row) -> sqlx::Result<Self> {
+                use sqlx::Row;
+                Ok(Due {
+                    household_id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    tranche: r.try_get(2)?,
+                    part: r.try_get(3)?,
+                    amount_minor: r.try_get(4)?,
+                    currency: r.try_get(5)?,
+                    crisis_revision: r.try_get(6)?,
+                    scheduled_at: r.try_get(7)?,
+                    payment_channel: r.try_get(8)?,
+                    payment_provider: r.try_get(9)?,
+                    account_token: r.try_get(10)?,
+                })
+            }
+        }
+    };
+}
+due_from_row!(sqlx::postgres::PgRow);
+due_from_row!(sqlx::sqlite::SqliteRow);
 
 /// Creates every instruction now due for one crisis, each in the
 /// transaction that reserves its amount against the budget and records it

@@ -374,10 +374,14 @@ async fn lead(
         while !shutdown.is_cancelled() && !in_flight.is_closed() {
             if look {
                 look = false;
-                for batch in db::unpublished_batches(conn, READ_BACK).await? {
-                    if !seen.first_time(batch.batch_id) {
+                for batch_id in db::unpublished_batch_ids(conn, READ_BACK).await? {
+                    if !seen.first_time(batch_id) {
                         continue;
                     }
+                    // Marked meanwhile (by another relay before this one led).
+                    let Some(batch) = db::unpublished_batch(conn, batch_id).await? else {
+                        continue;
+                    };
                     let flight = read_back(conn, topic, producer, &batch).await?;
                     if in_flight.send(flight).await.is_err() {
                         return Ok(());

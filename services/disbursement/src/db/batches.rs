@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use sumud_shared::db::sqlite::{json_list, timestamp};
 use sumud_shared::db::{Conn, Store, Tx};
-use sumud_shared::Result;
+use sumud_shared::{on_conn, Result};
 
 /// An instruction attempt as published (and as exported to pain.001).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -112,39 +112,43 @@ async fn insert_batch_sqlite(
     .await?)
 }
 
-/// A batch row as PostgreSQL returns it: (id, ids, attempts, traceparent).
-type PgBatchRow = (i64, Vec<String>, Vec<i32>, Option<String>);
+/// The oldest batches not yet marked published, at most `limit`: their ids
+/// only, so that a relay looking for batches nobody handed over does not
+/// read again the lists of those it is publishing.
+pub async fn unpublished_batch_ids(conn: &mut Conn, limit: i64) -> Result<Vec<i64>> {
+    const SQL: &str = "SELECT batch_id FROM disbursement.instruction_batches \
+         WHERE published_at IS NULL ORDER BY batch_id LIMIT $1";
+    Ok(on_conn!(conn, c => sqlx::query_scalar(SQL).bind(limit).fetch_all(c).await)?)
+}
 
-/// Batches not yet marked published, oldest first, at most `limit`.
-pub async fn unpublished_batches(conn: &mut Conn, limit: i64) -> Result<Vec<Batch>> {
-    let batches = match conn {
+/// A batch by id, if it is still unpublished.
+pub async fn unpublished_batch(conn: &mut Conn, batch_id: i64) -> Result<Option<Batch>> {
+    Ok(match conn {
         Conn::Postgres(c) => {
-            let rows: Vec<PgBatchRow> = sqlx::query_as(
-                "SELECT batch_id, ids, attempts, traceparent FROM disbursement.instruction_batches \
-                 WHERE published_at IS NULL ORDER BY batch_id LIMIT $1",
+            let row: Option<(Vec<String>, Vec<i32>, Option<String>)> = sqlx::query_as(
+                "SELECT ids, attempts, traceparent FROM disbursement.instruction_batches \
+                 WHERE batch_id = $1 AND published_at IS NULL",
             )
-            .bind(limit)
-            .fetch_all(&mut **c)
+            .bind(batch_id)
+            .fetch_optional(&mut **c)
             .await?;
-            rows.into_iter()
-                .map(|(batch_id, ids, attempts, traceparent)| Batch {
-                    batch_id,
-                    attempts: ids.into_iter().zip(attempts).collect(),
-                    traceparent,
-                })
-                .collect()
+            row.map(|(ids, attempts, traceparent)| Batch {
+                batch_id,
+                attempts: ids.into_iter().zip(attempts).collect(),
+                traceparent,
+            })
         }
         Conn::Sqlite(c) => {
-            let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
-                "SELECT batch_id, attempts, traceparent FROM disbursement.instruction_batches \
-                 WHERE published_at IS NULL ORDER BY batch_id LIMIT ?1",
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT attempts, traceparent FROM disbursement.instruction_batches \
+                 WHERE batch_id = ?1 AND published_at IS NULL",
             )
-            .bind(limit)
-            .fetch_all(&mut **c)
+            .bind(batch_id)
+            .fetch_optional(&mut **c)
             .await?;
-            let mut batches = Vec::with_capacity(rows.len());
-            for (batch_id, attempts, traceparent) in rows {
-                batches.push(Batch {
+            match row {
+                None => None,
+                Some((attempts, traceparent)) => Some(Batch {
                     batch_id,
                     attempts: serde_json::from_str(&attempts).map_err(|e| {
                         sumud_shared::Error::Other(format!(
@@ -152,12 +156,10 @@ pub async fn unpublished_batches(conn: &mut Conn, limit: i64) -> Result<Vec<Batc
                         ))
                     })?,
                     traceparent,
-                });
+                }),
             }
-            batches
         }
-    };
-    Ok(batches)
+    })
 }
 
 /// The attempts of a batch that still await publication (the instruction
