@@ -9,7 +9,6 @@
 use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
 use sumud_shared::db::sqlite::timestamp;
-use sumud_shared::db::Tx;
 use sumud_shared::Result;
 
 use super::{fitting, Chunk, Due, CHUNK};
@@ -70,10 +69,7 @@ pub(super) async fn create_due(
 ) -> Result<u64> {
     let mut created = 0;
     loop {
-        let mut tx = Tx::Sqlite(sumud_shared::db::sqlite::begin(pool).await?);
-        let Tx::Sqlite(conn) = &mut tx else {
-            unreachable!("an SQLite transaction")
-        };
+        let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
         let now = Utc::now();
         let Some((budget, reserved, traceparent)) =
             sqlx::query_as::<_, (i64, i64, Option<String>)>(
@@ -81,7 +77,7 @@ pub(super) async fn create_due(
              WHERE crisis_id = ?1 AND state = 'active'",
             )
             .bind(crisis_id)
-            .fetch_optional(&mut **conn)
+            .fetch_optional(&mut *tx)
             .await?
         else {
             break;
@@ -91,7 +87,7 @@ pub(super) async fn create_due(
             .bind(config.day_seconds)
             .bind(timestamp(now))
             .bind(CHUNK as i64)
-            .fetch_all(&mut **conn)
+            .fetch_all(&mut *tx)
             .await?;
         let full = due.len() == CHUNK;
         let mut chunk = Chunk::new(crisis_id, &config.pseudonym_secret, due);
@@ -103,16 +99,16 @@ pub(super) async fn create_due(
         chunk.truncate(fits);
         if fits > 0 {
             let deadline = now + chrono::Duration::seconds(config.deadline_secs);
-            insert(conn, &chunk, deadline).await?;
+            insert(&mut tx, &chunk, deadline).await?;
             // The CHECK on the crisis row refuses a reservation past the cap.
             sqlx::query(
                 "UPDATE disbursement.crises SET reserved_minor = reserved_minor + ?2 WHERE crisis_id = ?1",
             )
             .bind(crisis_id)
             .bind(chunk.total())
-            .execute(&mut **conn)
+            .execute(&mut *tx)
             .await?;
-            let batch_id = db::insert_batch(
+            let batch_id = db::insert_batch_sqlite(
                 &mut tx,
                 crisis_id,
                 &chunk.attempts(),

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use sumud_shared::db::sqlite::{json_list, timestamp};
-use sumud_shared::db::{Conn, Store, Tx};
+use sumud_shared::db::{Conn, Store};
 use sumud_shared::{on_conn, Result};
 
 /// An instruction attempt as published (and as exported to pain.001).
@@ -58,41 +58,12 @@ pub struct Batch {
     pub traceparent: Option<String>,
 }
 
-/// Records a batch of attempts of one crisis in the caller's transaction:
-/// the outbox entry the relay publishes them by, and their deadline watch.
-/// Returns its sequence number.
-pub async fn insert_batch(
-    tx: &mut Tx,
-    crisis_id: &str,
-    attempts: &[(String, i32)],
-    traceparent: Option<&str>,
-    deadline_at: DateTime<Utc>,
-) -> Result<i64> {
-    Ok(match tx {
-        Tx::Postgres(c) => {
-            let (ids, numbers): (Vec<&str>, Vec<i32>) =
-                attempts.iter().map(|(id, a)| (id.as_str(), *a)).unzip();
-            sqlx::query_scalar(
-                "INSERT INTO disbursement.instruction_batches \
-                     (crisis_id, ids, attempts, traceparent, deadline_at) VALUES ($1, $2, $3, $4, $5) \
-                 RETURNING batch_id",
-            )
-            .bind(crisis_id)
-            .bind(&ids)
-            .bind(&numbers)
-            .bind(traceparent)
-            .bind(deadline_at)
-            .fetch_one(&mut **c)
-            .await?
-        }
-        Tx::Sqlite(c) => {
-            insert_batch_sqlite(c, crisis_id, attempts, traceparent, deadline_at).await?
-        }
-    })
-}
-
-/// [`insert_batch`] on SQLite.
-async fn insert_batch_sqlite(
+/// Records a batch of attempts of one crisis in the caller's SQLite
+/// transaction: the outbox entry the relay publishes them by, and their
+/// deadline watch. Returns its sequence number. (On PostgreSQL the pass
+/// and the re-issue each write their batch in the statement that reserves
+/// or re-issues.)
+pub async fn insert_batch_sqlite(
     conn: &mut SqliteConnection,
     crisis_id: &str,
     attempts: &[(String, i32)],
