@@ -113,6 +113,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     sqlx::query("CHECKPOINT").execute(&pool).await?;
 
     // Timed: activation acknowledged → last instruction acknowledged.
+    let meter = crate::cpu::Meter::start(Some(service.pid()));
     activate(&env, CRISIS, budget).await?;
     let acked = Instant::now();
     let mut active_s = None;
@@ -160,6 +161,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let service_s = acked.elapsed().as_secs_f64();
+    let service_cpu = meter.used();
 
     // Every instruction is there once, reserved and marked published.
     let marked = Instant::now();
@@ -219,12 +221,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     )
     .await?;
     let mut baseline_runs = Vec::new();
+    let mut baseline_cpus = Vec::new();
     for _ in 0..o.baseline_runs.max(1) {
+        let meter = crate::cpu::Meter::start(None);
         baseline_runs.push(baseline(&env.settings, &baseline_topic, &messages).await?);
+        baseline_cpus.push(meter.used().machine);
     }
-    let mut sorted = baseline_runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let baseline_s = sorted[sorted.len() / 2];
+    let baseline_s = median(&baseline_runs);
+    let baseline_cpu = median(&baseline_cpus);
     // The floor of any design that records an instruction in PostgreSQL
     // before publishing it: the same messages, COPYed into a table of
     // (id, payload) in 20,000-row transactions, each chunk produced as soon
@@ -298,6 +302,17 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "  ratio service / baseline:   {:.2} (target <= 2.5)",
         service_s / baseline_s
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "  CPU over the service's window: {:.2} core-seconds on the machine ({:.2} in \
+         sumud-disbursement, {:.2} in PostgreSQL, the broker and the rest), {:.0} % of its {cores} cores; \
+         baseline {baseline_cpu:.2} core-seconds (median): {:.2} x",
+        service_cpu.machine,
+        service_cpu.process,
+        service_cpu.machine - service_cpu.process,
+        100.0 * service_cpu.machine / (cores as f64 * service_s),
+        service_cpu.machine / baseline_cpu
+    );
     for (writers, record, floor_s) in &floors {
         let columns = match record {
             Record::Payload => "(id text, payload)",
@@ -342,6 +357,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         drop_database(env).await?;
     }
     Ok(())
+}
+
+/// The median of some measurements (the upper one of an even count).
+fn median(xs: &[f64]) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 fn money(minor: i64) -> String {

@@ -90,6 +90,11 @@ impl Service {
         Ok(())
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("not poisoned").id()
+    }
+
     pub fn peak_rss(&self) -> u64 {
         rss::peak_rss(self.child.lock().expect("not poisoned").id()).unwrap_or(0)
     }

@@ -5,6 +5,7 @@
 //! Kafka and PostgreSQL first).
 
 mod alerts;
+mod cpu;
 mod disbursement;
 mod eligibility;
 mod harness;
