@@ -1,6 +1,7 @@
-//! CPU time, from /proc (Linux): a machine whose speed drifts from minute
-//! to minute moves wall times by a third, while the CPU time a piece of
-//! work needs barely moves, so the benchmarks print both.
+//! CPU time, from /proc (Linux): how busy the machine was over a timed
+//! window and which process used it. A wall-time ratio alone cannot tell a
+//! design that waits from one that is short of cores, nor a slow run from
+//! one the machine's other work slowed.
 
 use std::sync::OnceLock;
 
