@@ -61,32 +61,32 @@ pub struct Meter {
 }
 
 /// What a [`Meter`] measured, in CPU seconds.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Used {
     /// Busy time summed over every core.
     pub machine: f64,
-    /// The process's own time, if one was metered.
-    pub process: f64,
+    /// The process's own time, if one was metered and is still readable.
+    pub process: Option<f64>,
 }
 
 impl Meter {
-    /// Starts metering the machine, and `pid` if given.
-    pub fn start(pid: Option<u32>) -> Meter {
-        Meter {
-            machine: machine_busy_seconds().unwrap_or(0.0),
+    /// Starts metering the machine, and `pid` if given; `None` where /proc
+    /// cannot be read (the figures are then left out, not printed as 0).
+    pub fn start(pid: Option<u32>) -> Option<Meter> {
+        Some(Meter {
+            machine: machine_busy_seconds()?,
             process: pid.and_then(|p| process_seconds(p).map(|s| (p, s))),
-        }
+        })
     }
 
-    /// CPU used since [`Meter::start`].
-    pub fn used(&self) -> Used {
-        Used {
-            machine: machine_busy_seconds().unwrap_or(0.0) - self.machine,
+    /// CPU used since [`Meter::start`], if /proc is still readable.
+    pub fn used(&self) -> Option<Used> {
+        Some(Used {
+            machine: machine_busy_seconds()? - self.machine,
             process: self
                 .process
-                .and_then(|(p, s)| process_seconds(p).map(|now| now - s))
-                .unwrap_or(0.0),
-        }
+                .and_then(|(p, s)| process_seconds(p).map(|now| now - s)),
+        })
     }
 }
 
@@ -97,19 +97,21 @@ mod tests {
     #[test]
     fn this_process_and_the_machine_report_cpu_time_that_grows_with_work() {
         let me = std::process::id();
-        let meter = Meter::start(Some(me));
+        let meter = Meter::start(Some(me)).expect("/proc/stat is readable");
+        let process = || meter.used().and_then(|u| u.process).unwrap_or(0.0);
         // Spin until this process has used a measurable amount of CPU.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut x = 0u64;
-        while meter.used().process < 0.05 && std::time::Instant::now() < deadline {
+        while process() < 0.05 && std::time::Instant::now() < deadline {
             for i in 0..1_000_000u64 {
                 x = x.wrapping_mul(31).wrapping_add(i);
             }
         }
         std::hint::black_box(x);
-        let used = meter.used();
-        assert!(used.process >= 0.05, "process used {used:?}");
+        let used = meter.used().expect("/proc/stat is still readable");
+        let process = used.process.expect("this process's stat is readable");
+        assert!(process >= 0.05, "process used {used:?}");
         // The machine was at least as busy as this process on it.
-        assert!(used.machine + 0.02 >= used.process, "{used:?}");
+        assert!(used.machine + 0.02 >= process, "{used:?}");
     }
 }

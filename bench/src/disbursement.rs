@@ -161,7 +161,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let service_s = acked.elapsed().as_secs_f64();
-    let service_cpu = meter.used();
+    let service_cpu = meter.and_then(|m| m.used());
 
     // Every instruction is there once, reserved and marked published.
     let marked = Instant::now();
@@ -225,10 +225,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     for _ in 0..o.baseline_runs.max(1) {
         let meter = crate::cpu::Meter::start(None);
         baseline_runs.push(baseline(&env.settings, &baseline_topic, &messages).await?);
-        baseline_cpus.push(meter.used().machine);
+        baseline_cpus.extend(meter.and_then(|m| m.used()).map(|u| u.machine));
     }
     let baseline_s = median(&baseline_runs);
-    let baseline_cpu = median(&baseline_cpus);
+
     // The floor of any design that records an instruction in PostgreSQL
     // before publishing it: the same messages, COPYed into a table of
     // (id, payload) in 20,000-row transactions, each chunk produced as soon
@@ -302,17 +302,23 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         "  ratio service / baseline:   {:.2} (target <= 2.5)",
         service_s / baseline_s
     );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "  CPU over the service's window: {:.2} core-seconds on the machine ({:.2} in \
-         sumud-disbursement, {:.2} in PostgreSQL, the broker and the rest), {:.0} % of its {cores} cores; \
-         baseline {baseline_cpu:.2} core-seconds (median): {:.2} x",
-        service_cpu.machine,
-        service_cpu.process,
-        service_cpu.machine - service_cpu.process,
-        100.0 * service_cpu.machine / (cores as f64 * service_s),
-        service_cpu.machine / baseline_cpu
-    );
+    match (service_cpu, baseline_cpus.len() == baseline_runs.len()) {
+        (Some(used), true) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let own = used.process.unwrap_or(f64::NAN);
+            let baseline_cpu = median(&baseline_cpus);
+            println!(
+                "  CPU over the service's window: {:.2} core-seconds on the machine ({own:.2} in \
+                 sumud-disbursement, {:.2} in PostgreSQL, the broker and the rest), {:.0} % of its {cores} cores; \
+                 baseline {baseline_cpu:.2} core-seconds (median): {:.2} x",
+                used.machine,
+                used.machine - own,
+                100.0 * used.machine / (cores as f64 * service_s),
+                used.machine / baseline_cpu
+            );
+        }
+        _ => println!("  CPU: not metered (/proc could not be read)"),
+    }
     for (writers, record, floor_s) in &floors {
         let columns = match record {
             Record::Payload => "(id text, payload)",
@@ -357,13 +363,6 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         drop_database(env).await?;
     }
     Ok(())
-}
-
-/// The median of some measurements (the upper one of an even count).
-fn median(xs: &[f64]) -> f64 {
-    let mut sorted = xs.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 fn money(minor: i64) -> String {

@@ -288,9 +288,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
             want.count
         );
     }
-    let mut sorted = baseline_runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let baseline_s = sorted[sorted.len() / 2];
+    let baseline_s = median(&baseline_runs);
     let (only_service, only_baseline): (i64, i64) = sqlx::query_as(&format!(
         "SELECT (SELECT count(*) FROM (SELECT {COMPARED} FROM eligibility.entitlements WHERE crisis_id = $1 \
                    EXCEPT ALL SELECT {COMPARED} FROM eligibility.entitlements_baseline) a), \

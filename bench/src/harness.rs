@@ -96,7 +96,7 @@ impl Service {
     }
 
     pub fn peak_rss(&self) -> u64 {
-        rss::peak_rss(self.child.lock().expect("not poisoned").id()).unwrap_or(0)
+        rss::peak_rss(self.pid()).unwrap_or(0)
     }
 }
 
@@ -263,4 +263,12 @@ pub async fn drop_database(env: TestEnv) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     Ok(())
+}
+
+/// The median of some measurements (the upper one of an even count), as
+/// every benchmark's ratio uses against its baseline runs.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
