@@ -37,8 +37,10 @@ fn now(tx: &Tx) -> &'static str {
 
 /// Stores the crisis projection; a budget cut below what is already reserved
 /// keeps the reserved amount as the cap (money already instructed cannot be
-/// un-instructed) and is reported by the caller. Returns the budget stored
-/// when the event was newer than the projection, `None` when it was not.
+/// un-instructed) and is reported by the caller, while the budget the
+/// operator authorised is kept beside it for [`release`] to return to.
+/// Returns the cap stored when the event was newer than the projection,
+/// `None` when it was not.
 pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Result<Option<i64>> {
     // Only a later (revision, state) replaces the projection.
     let (greatest, crises) = match tx {
@@ -46,11 +48,12 @@ pub async fn save_crisis(tx: &mut Tx, e: &CrisisEvent, at: DateTime<Utc>) -> Res
         Tx::Sqlite(_) => ("max", "crises"),
     };
     let sql = format!(
-        "INSERT INTO disbursement.crises (crisis_id, state, revision, currency, budget_minor, activated_at) \
-         VALUES ($1, $2, $3, $4, $5, CASE WHEN $2 = 'active' THEN $6 END) \
+        "INSERT INTO disbursement.crises (crisis_id, state, revision, currency, budget_minor, authorised_minor, activated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5, CASE WHEN $2 = 'active' THEN $6 END) \
          ON CONFLICT (crisis_id) DO UPDATE SET \
             state = excluded.state, revision = excluded.revision, \
             budget_minor = {greatest}(excluded.budget_minor, {crises}.reserved_minor), \
+            authorised_minor = excluded.authorised_minor, \
             activated_at = coalesce({crises}.activated_at, excluded.activated_at), updated_at = {now} \
          WHERE ({crises}.revision, CASE {crises}.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END) \
              < (excluded.revision, CASE excluded.state WHEN 'proposed' THEN 0 WHEN 'active' THEN 1 ELSE 2 END) \
@@ -326,10 +329,21 @@ pub async fn set_status(
 }
 
 /// Returns an instruction's amount to the crisis budget (failed or reversed).
+/// After a cut below what was reserved, the cap comes down with the
+/// reservation until it is back at the authorised budget: released money is
+/// instructed again only within the budget the operator cut to.
 pub async fn release(tx: &mut Tx, crisis_id: &str, amount: i64) -> Result<()> {
-    const SQL: &str =
-        "UPDATE disbursement.crises SET reserved_minor = reserved_minor - $2 WHERE crisis_id = $1";
-    on_tx!(tx, conn => sqlx::query(SQL)
+    let greatest = match tx {
+        Tx::Postgres(_) => "GREATEST",
+        Tx::Sqlite(_) => "max",
+    };
+    // Both right-hand sides read the row as it was before this update.
+    let sql = format!(
+        "UPDATE disbursement.crises SET reserved_minor = reserved_minor - $2, \
+            budget_minor = {greatest}(coalesce(authorised_minor, budget_minor), reserved_minor - $2) \
+         WHERE crisis_id = $1"
+    );
+    on_tx!(tx, conn => sqlx::query(&sql)
         .bind(crisis_id)
         .bind(amount)
         .execute(conn)

@@ -202,7 +202,7 @@ impl Handler for DisbursementHandler {
                                 crisis = %e.crisis_id,
                                 budget = e.definition.budget.minor,
                                 kept,
-                                "Budget cut below what is already reserved; the reserved amount stays the cap."
+                                "Budget cut below what is already reserved; instructed money stays reserved, and money it releases is instructed again only within the new budget."
                             );
                         }
                         changed.insert(e.crisis_id);
