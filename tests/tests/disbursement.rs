@@ -1,16 +1,21 @@
 //! The disbursement service's own statements and outbox relay on the real
 //! database and broker, driven directly (no consumer, no scheduler): the
-//! budget after a cut.
+//! budget after a cut, and what a new relay leadership publishes.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sumud_disbursement::config::DisbursementConfig;
-use sumud_disbursement::publisher::{Committed, Handoff};
+use sumud_disbursement::publisher::{self, Handed, Handoff};
 use sumud_shared::events::crisis::{CrisisEvent, CrisisState};
+use sumud_shared::kafka::producer::EventProducer;
 use sumud_tests::pipeline::definition;
-use sumud_tests::{on_both_backends, Backend, TestEnv};
+use sumud_tests::{on_both_backends, wait_for, Backend, TestEnv};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 const CRISIS: &str = "DISB-1";
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A fresh world on `backend` with the registry's and the service's tables.
 async fn world(backend: Backend) -> TestEnv {
@@ -113,7 +118,7 @@ async fn cap(env: &TestEnv) -> (i64, i64) {
 }
 
 /// Empties the handoff, as a relay would take what passes hand it.
-fn drain(handed: &mut mpsc::Receiver<Committed>) {
+fn drain(handed: &mut mpsc::Receiver<Handed>) {
     while handed.try_recv().is_ok() {}
 }
 
@@ -165,4 +170,68 @@ async fn money_released_after_a_budget_cut_is_instructed_again_only_within_the_c
     );
 }
 
-on_both_backends!(money_released_after_a_budget_cut_is_instructed_again_only_within_the_cut,);
+/// A batch handed over before a relay leadership began may have been read
+/// back, published and marked by an earlier leadership (its attempts may
+/// have moved on since): the new leadership leaves it to the table, which
+/// says it is done, and publishes only what is still unpublished.
+async fn a_new_leadership_does_not_republish_a_batch_handed_over_before_it(backend: Backend) {
+    let env = world(backend).await;
+    entitle(&env, 1, 3).await;
+    save_crisis(&env, 1, "1.000", Utc::now() - chrono::Duration::minutes(1)).await;
+    let (handoff, handed) = Handoff::new();
+    // Committed and handed over while no relay leads ...
+    assert_eq!(pass(&env, &handoff).await, 3);
+    // ... and published and marked meanwhile, as an earlier leadership that
+    // read it back would have.
+    sumud_shared::on_store!(&env.store, pool => sqlx::query(
+        "UPDATE disbursement.instruction_batches SET published_at = CURRENT_TIMESTAMP"
+    )
+    .execute(pool)
+    .await
+    .map(drop))
+    .unwrap();
+
+    // A relay starts leading; then one more household is entitled and
+    // instructed, its batch handed over behind the first.
+    let topic = env.settings.topics.instructions.clone();
+    let shutdown = CancellationToken::new();
+    let relay = {
+        let (store, topic, handoff, shutdown) = (
+            env.store.clone(),
+            topic.clone(),
+            handoff.clone(),
+            shutdown.clone(),
+        );
+        let producer = EventProducer::new(&env.settings).unwrap();
+        tokio::spawn(async move {
+            publisher::relay(store, topic, producer, &handoff, handed, shutdown).await
+        })
+    };
+    entitle(&env, 4, 4).await;
+    assert_eq!(pass(&env, &handoff).await, 1);
+    wait_for("the second batch marked", DEADLINE, || async {
+        (env.count(
+            "SELECT count(*) FROM disbursement.instruction_batches WHERE published_at IS NULL",
+        )
+        .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+
+    // The relay awaits acknowledgements in order, so a republished first
+    // batch would be on the topic by now: only the fourth household is.
+    let on_topic = env.read_topic(&topic, 4, Duration::from_secs(3));
+    let keys: Vec<&str> = on_topic.iter().map(|(k, _)| k.as_str()).collect();
+    let fourth: Vec<(String,)> = env
+        .rows("SELECT beneficiary_ref FROM disbursement.instructions WHERE household_id = 'HH-4'")
+        .await;
+    assert_eq!(keys, vec![fourth[0].0.as_str()]);
+}
+
+on_both_backends!(
+    money_released_after_a_budget_cut_is_instructed_again_only_within_the_cut,
+    a_new_leadership_does_not_republish_a_batch_handed_over_before_it,
+);

@@ -82,6 +82,7 @@ pub async fn create_due(
     config: &DisbursementConfig,
     handoff: &Handoff,
 ) -> Result<u64> {
+    let handoff = &handoff.for_pass();
     match store {
         Store::Postgres(pool) => postgres::create_due(pool, crisis_id, config, handoff).await,
         Store::Sqlite(pool) => sqlite::create_due(pool, crisis_id, config, handoff).await,

@@ -24,6 +24,7 @@
 //! before it, so a later attempt is never published ahead of an earlier one.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -221,32 +222,71 @@ pub struct Committed {
     pub messages: Vec<(String, Vec<u8>)>,
 }
 
+/// A committed batch on its way to the relay, stamped with the relay's
+/// leadership count as it was before the batch committed.
+pub struct Handed {
+    leadership: u64,
+    batch: Committed,
+}
+
 /// The writers' side of the relay: committed batches go to it in memory,
 /// and a nudge makes it look for batches it was not handed.
+///
+/// Why the stamp: a batch can wait in the handoff while the relay reads it
+/// back from the table, publishes and marks it, and then loses its
+/// leadership before taking the handed copy. The next leadership starts with
+/// nothing seen; publishing that copy would repeat attempts that may have
+/// moved on since (re-issued after a rejection), out of order. A leadership
+/// therefore only publishes batches stamped with its own count: those
+/// committed after it began, which no earlier leadership can have read
+/// back. Older ones are left to the read-back, which checks the table.
 #[derive(Clone)]
 pub struct Handoff {
-    batches: mpsc::Sender<Committed>,
+    batches: mpsc::Sender<Handed>,
     wake: Arc<Notify>,
+    leaderships: Arc<AtomicU64>,
+    stamp: u64,
 }
 
 impl Handoff {
     /// A handoff and the receiving end the relay takes.
-    pub fn new() -> (Handoff, mpsc::Receiver<Committed>) {
+    pub fn new() -> (Handoff, mpsc::Receiver<Handed>) {
         let (batches, rx) = mpsc::channel(HANDOFF_BATCHES);
         (
             Handoff {
                 batches,
                 wake: Arc::new(Notify::new()),
+                leaderships: Arc::new(AtomicU64::new(0)),
+                stamp: 0,
             },
             rx,
         )
+    }
+
+    /// This handoff for one pass: what it hands over is stamped with the
+    /// relay's leadership count as it is now, before the pass commits
+    /// anything.
+    pub fn for_pass(&self) -> Handoff {
+        Handoff {
+            stamp: self.leaderships.load(Ordering::SeqCst),
+            ..self.clone()
+        }
     }
 
     /// Hands over a committed batch; waits while the relay is
     /// [`HANDOFF_BATCHES`] behind. A relay that has stopped drops it: it is
     /// read back from the table by whichever relay leads.
     pub async fn committed(&self, batch: Committed) {
-        let _ = self.batches.send(batch).await;
+        let handed = Handed {
+            leadership: self.stamp,
+            batch,
+        };
+        let _ = self.batches.send(handed).await;
+    }
+
+    /// Counts a new leadership; returns its number.
+    fn lead(&self) -> u64 {
+        self.leaderships.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Asks the relay to look for batches committed without a handoff.
@@ -263,7 +303,7 @@ pub async fn relay(
     topic: String,
     producer: EventProducer,
     handoff: &Handoff,
-    mut handed: mpsc::Receiver<Committed>,
+    mut handed: mpsc::Receiver<Handed>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut backoff =
@@ -294,7 +334,7 @@ pub async fn relay(
             leader.conn(),
             &topic,
             &producer,
-            &handoff.wake,
+            handoff,
             &mut handed,
             &shutdown,
         )
@@ -361,10 +401,14 @@ async fn lead(
     conn: &mut Conn,
     topic: &str,
     producer: &EventProducer,
-    wake: &Notify,
-    handed: &mut mpsc::Receiver<Committed>,
+    handoff: &Handoff,
+    handed: &mut mpsc::Receiver<Handed>,
     shutdown: &CancellationToken,
 ) -> Result<()> {
+    // Counted before the first look: every batch committed from now on
+    // carries at most this number, and is found either way.
+    let leadership = handoff.lead();
+    let wake = &handoff.wake;
     let (in_flight, acks) = mpsc::channel::<InFlight>(IN_FLIGHT_BATCHES);
     let publishing = async move {
         let mut seen = Seen::default();
@@ -394,8 +438,14 @@ async fn lead(
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = in_flight.closed() => {}
-                b = handed.recv() => match b {
-                    Some(b) if seen.first_time(b.batch_id) => {
+                h = handed.recv() => match h {
+                    Some(h) if h.leadership != leadership => {
+                        // Stamped before this leadership began: an earlier
+                        // one may have published it; the table says.
+                        debug!(batch = h.batch.batch_id, "Handed batch left to the read-back.");
+                        look = true;
+                    }
+                    Some(Handed { batch: b, .. }) if seen.first_time(b.batch_id) => {
                         let flight = enqueue(topic, producer, b.batch_id, b.traceparent.as_deref(), &b.messages).await?;
                         if in_flight.send(flight).await.is_err() {
                             return Ok(());
