@@ -112,7 +112,8 @@ pub struct DeadLetter {
     pub source_partition: i32,
     /// Offset of the original.
     pub source_offset: i64,
-    /// The original Kafka key, if it was valid UTF-8.
+    /// The original Kafka key, if it was valid UTF-8 and no longer than
+    /// [`MAX_FIELD_BYTES`] (a replay re-sends it as it was, never cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_key: Option<String>,
     /// CloudEvent id of the original, when it could be read.
@@ -131,6 +132,27 @@ pub struct DeadLetter {
     /// was kept (see [`withhold_personal`]); a replay then carries none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub personal_redacted: bool,
+}
+
+/// Longest text a dead letter carries in one field, in bytes. A rejected
+/// message may be as large as the decode limit; echoing one of its
+/// attributes whole (a huge `specversion`, key or id) could make the dead
+/// letter larger than the producer may send, and publishing it would then be
+/// retried for ever while the partition waits.
+pub const MAX_FIELD_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary, a `…` marking
+/// the cut: for anything a dead letter or a log line echoes from a message.
+pub fn cut_short(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// The field of a registry record that holds personal identifiers (name,
@@ -174,7 +196,7 @@ pub fn withhold_personal(original: &[u8]) -> (std::borrow::Cow<'_, [u8]>, bool) 
 
 #[cfg(test)]
 mod personal_tests {
-    use super::withhold_personal;
+    use super::{cut_short, withhold_personal};
 
     #[test]
     fn a_registry_record_is_kept_without_its_personal_identifiers() {
@@ -214,5 +236,13 @@ mod personal_tests {
         let (kept, withheld) = withhold_personal(b"not json");
         assert!(!withheld);
         assert_eq!(&kept[..], b"not json");
+    }
+
+    #[test]
+    fn text_is_cut_on_a_character_boundary_and_the_cut_is_marked() {
+        assert_eq!(cut_short("short".into(), 10), "short");
+        assert_eq!(cut_short("abcdef".into(), 3), "abc…");
+        // "é" is two bytes: a cut at 3 would split the second one.
+        assert_eq!(cut_short("ééé".into(), 3), "é…");
     }
 }

@@ -7,6 +7,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::deadletter::Reason;
+use crate::events::alert::{ALERT_CAP, CAP_XML};
 use crate::schema::SchemaRegistry;
 
 /// The only CloudEvents version we speak.
@@ -90,11 +91,13 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// Builds a rejection.
+    /// Builds a rejection; the detail is cut to
+    /// [`MAX_FIELD_BYTES`](crate::deadletter::MAX_FIELD_BYTES), since it may
+    /// quote the message it rejects.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
-            detail: detail.into(),
+            detail: crate::deadletter::cut_short(detail.into(), crate::deadletter::MAX_FIELD_BYTES),
         }
     }
 }
@@ -181,7 +184,11 @@ pub fn decode(
             ),
         ));
     }
-    if envelope.datacontenttype == "application/json" {
+    // Only a CAP alert may carry its `data` as XML text, which the alerts
+    // service parses itself; any other type claiming XML is still held to
+    // its JSON Schema, so a content type cannot switch validation off.
+    let cap_text = envelope.event_type == ALERT_CAP && envelope.datacontenttype == CAP_XML;
+    if !cap_text {
         schemas
             .validate_data(&envelope.event_type, &envelope.data)
             .map_err(|detail| Rejection::new(Reason::SchemaInvalid, detail))?;
@@ -211,6 +218,24 @@ mod tests {
             &DecodeLimits::default(),
             Utc::now(),
         )
+    }
+
+    #[test]
+    fn a_content_type_does_not_switch_off_data_validation() {
+        let mut v = removed_event();
+        v["datacontenttype"] = CAP_XML.into();
+        v["data"] = serde_json::json!({"household_id": 7});
+        assert_eq!(run(&v).unwrap_err().reason, Reason::SchemaInvalid);
+    }
+
+    #[test]
+    fn a_huge_attribute_is_not_echoed_whole_in_the_detail() {
+        let mut v = removed_event();
+        v["specversion"] = "é".repeat(100_000).into();
+        let r = run(&v).unwrap_err();
+        assert_eq!(r.reason, Reason::UnsupportedSpecversion);
+        assert!(r.detail.len() <= crate::deadletter::MAX_FIELD_BYTES + '…'.len_utf8());
+        assert!(r.detail.starts_with("specversion \"é"), "{}", r.detail);
     }
 
     #[test]

@@ -138,17 +138,9 @@ impl SchemaRegistry {
 fn first_error(validator: &Validator, instance: &Value) -> Result<(), String> {
     match validator.iter_errors(instance).next() {
         None => Ok(()),
-        Some(e) => {
-            let mut msg = format!("at {}: {}", e.instance_path(), e);
-            if msg.len() > 200 {
-                let cut = (0..=200)
-                    .rev()
-                    .find(|i| msg.is_char_boundary(*i))
-                    .unwrap_or(0);
-                msg.truncate(cut);
-                msg.push('…');
-            }
-            Err(msg)
-        }
+        Some(e) => Err(crate::deadletter::cut_short(
+            format!("at {}: {}", e.instance_path(), e),
+            200,
+        )),
     }
 }

@@ -329,6 +329,12 @@ async fn poison_messages_are_dead_lettered_with_their_reason_while_good_ones_are
             with(1, &|v| v["specversion"] = "0.3".into()),
         ),
         (
+            // Under the size limit, but echoing it whole (quotes escaped
+            // twice over) would make a dead letter too large to publish.
+            Reason::UnsupportedSpecversion,
+            with(8, &|v| v["specversion"] = "\"".repeat(400_000).into()),
+        ),
+        (
             Reason::UnknownEventType,
             with(2, &|v| v["type"] = "org.sumud.household.exploded".into()),
         ),
@@ -392,7 +398,14 @@ async fn poison_messages_are_dead_lettered_with_their_reason_while_good_ones_are
         assert_eq!(letter.reason, *reason, "detail: {}", letter.detail);
         assert_eq!(letter.source_topic, topic);
         assert_eq!(letter.service, "registry");
-        assert_eq!(letter.original_truncated, *reason == Reason::TooLarge);
+        assert_eq!(
+            letter.original_truncated,
+            shown.len() > env.settings.limits.max_bytes / 2
+        );
+        assert!(
+            letter.detail.len() <= 1024,
+            "a dead letter's detail is bounded"
+        );
     }
     service.stop().await;
 }

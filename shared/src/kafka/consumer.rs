@@ -37,10 +37,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::config::Settings;
-use crate::deadletter::{DeadLetter, Reason};
+use crate::deadletter::{cut_short, DeadLetter, Reason, MAX_FIELD_BYTES};
 use crate::envelope::{decode, DecodeLimits, Envelope, Rejection};
 use crate::events::deadletter::DEADLETTER_RECORDED;
-use crate::kafka::producer::EventProducer;
+use crate::kafka::producer::{EventProducer, MAX_RECORD_BYTES};
 use crate::metrics::{Metrics, PartitionLabels, ServiceLabels};
 use crate::schema::SchemaRegistry;
 use crate::Result;
@@ -706,14 +706,21 @@ impl DeadLetterSink<'_> {
         rej: &Rejection,
         shutdown: &CancellationToken,
     ) -> bool {
+        let short = |s: String| cut_short(s, MAX_FIELD_BYTES);
         let original_id = envelope
             .map(|e| e.id.clone())
-            .or_else(|| peek(&raw.payload, "id"));
+            .or_else(|| peek(&raw.payload, "id"))
+            .map(short);
         let original_type = envelope
             .map(|e| e.event_type.clone())
-            .or_else(|| peek(&raw.payload, "type"));
+            .or_else(|| peek(&raw.payload, "type"))
+            .map(short);
         let (shown, personal_redacted) = crate::deadletter::withhold_personal(&raw.payload);
-        let kept = &shown[..shown.len().min(self.max_bytes / 2)];
+        // Half the decode limit, and never more than base64 (4 bytes per 3)
+        // can carry in a record the producer may send, with room to spare
+        // for the other fields (each at most MAX_FIELD_BYTES).
+        let room = (MAX_RECORD_BYTES - 64 * 1024) / 4 * 3;
+        let kept = &shown[..shown.len().min(self.max_bytes / 2).min(room)];
         let letter = DeadLetter {
             reason: rej.reason,
             detail: rej.detail.clone(),
@@ -724,6 +731,7 @@ impl DeadLetterSink<'_> {
             source_key: raw
                 .key
                 .as_ref()
+                .filter(|k| k.len() <= MAX_FIELD_BYTES)
                 .and_then(|k| String::from_utf8(k.clone()).ok()),
             original_id,
             original_type,

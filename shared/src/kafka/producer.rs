@@ -32,6 +32,11 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// Largest record the producer sends (librdkafka's `message.max.bytes`; the
+/// broker script allows the same). Whatever a service writes must fit, dead
+/// letters included.
+pub const MAX_RECORD_BYTES: usize = 2_000_000;
+
 /// A cheap-to-clone idempotent producer.
 #[derive(Clone)]
 pub struct EventProducer {
@@ -46,7 +51,7 @@ impl EventProducer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("message.max.bytes", "2000000")
+            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
             .set("message.timeout.ms", "120000")
             .create()?;
         Ok(EventProducer { inner })
