@@ -579,6 +579,52 @@ async fn a_price_rise_over_the_window_proposes_one_top_up(backend: Backend) {
     p.stop().await;
 }
 
+/// A redelivery (a consumer restart, a rebalance) may come after the alert
+/// expired; it is the same alert, already applied: nothing to say about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_alert_redelivered_after_it_expired_is_a_duplicate_not_a_dead_letter() {
+    let mut p = Pipeline::start_early_warning(Backend::Postgres, 300, no_four_eyes()).await;
+    p.start_alerts(RuleBook::default_book()).await;
+    let expires_at = Utc::now() + chrono::Duration::seconds(20);
+    let soon = expires_at.to_rfc3339_opts(SecondsFormat::Secs, false);
+    let (doc, _) = document(
+        "jordan-flood-alert.xml",
+        "NCSC-SOON",
+        &[("{{EXPIRES}}", &soon)],
+    );
+    let alert = cap_event(doc);
+    p.publish_alert("ncsc.gov.jo", &alert).await;
+    assert_eq!(alert_outcome(&p, "NCSC-SOON").await.0, "declared");
+
+    wait_for("the alert to expire", DEADLINE, || async {
+        (Utc::now() > expires_at + chrono::Duration::seconds(1)).then_some(())
+    })
+    .await;
+    p.publish_alert("ncsc.gov.jo", &alert).await;
+    // A sentinel on the same key, processed after the redelivery: the
+    // first dead letter must be its.
+    let past =
+        (Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, false);
+    let (old, _) = document(
+        "jordan-flood-alert.xml",
+        "NCSC-STALE",
+        &[("{{EXPIRES}}", &past)],
+    );
+    let sentinel = cap_event(old);
+    p.publish_alert("ncsc.gov.jo", &sentinel).await;
+
+    let letters = p.dead_letters(1);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(
+        letters[0].original_id.as_deref(),
+        Some(sentinel.id.as_str())
+    );
+    assert_eq!(letters[0].reason, Reason::Expired);
+    assert_eq!(p.count("SELECT count(*) FROM alerts.alerts").await, 1);
+    assert_eq!(p.count("SELECT count(*) FROM control.crises").await, 1);
+    p.stop().await;
+}
+
 on_both_backends!(
     bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded,
     an_alert_update_and_cancel_declare_amend_and_close_one_crisis,

@@ -99,6 +99,23 @@ impl AlertsHandler {
             }
         }
         let ours: BTreeSet<String> = footprints.iter().flatten().cloned().collect();
+        let mut tx = self.store.begin().await?;
+        match db::alert_sent(&mut tx, &a.sender, &a.identifier).await? {
+            Some(sent) if sent == utc(a.sent) => return Ok(Verdict::Done),
+            Some(_) => {
+                return Ok(reject(
+                    Reason::Replayed,
+                    format!(
+                        "{} already sent an alert with identifier {} at another time; CAP identifiers are unique per sender",
+                        a.sender, a.identifier
+                    ),
+                ))
+            }
+            None => {}
+        }
+        // Expiry is judged only for an alert not seen before: a redelivery
+        // of one already applied may arrive after it expired, and is a
+        // duplicate, not news.
         let acts = matches!(a.message_type, MessageType::Alert | MessageType::Update);
         if acts
             && !ours.is_empty()
@@ -114,20 +131,6 @@ impl AlertsHandler {
                     a.identifier, a.sender
                 ),
             ));
-        }
-        let mut tx = self.store.begin().await?;
-        match db::alert_sent(&mut tx, &a.sender, &a.identifier).await? {
-            Some(sent) if sent == utc(a.sent) => return Ok(Verdict::Done),
-            Some(_) => {
-                return Ok(reject(
-                    Reason::Replayed,
-                    format!(
-                        "{} already sent an alert with identifier {} at another time; CAP identifiers are unique per sender",
-                        a.sender, a.identifier
-                    ),
-                ))
-            }
-            None => {}
         }
         let decision = self.decide(&mut tx, a, &footprints, &ours, now).await?;
         let actual = a.status == Status::Actual;
