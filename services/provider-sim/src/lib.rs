@@ -72,8 +72,12 @@ fn report(
             Outcome::Reject(r) if status == PaymentStatus::Rejected => Some(r),
             _ => None,
         },
-        provider_ref: (status == PaymentStatus::Succeeded)
-            .then(|| format!("SIM-{}-{}", &i.reference_id[..8], i.attempt)),
+        provider_ref: (status == PaymentStatus::Succeeded).then(|| {
+            // By characters, not bytes: a reference id from outside need
+            // not be ASCII, nor eight long.
+            let prefix: String = i.reference_id.chars().take(8).collect();
+            format!("SIM-{prefix}-{}", i.attempt)
+        }),
         timestamp: Utc::now(),
     };
     let mut e = Envelope::new(
