@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
+use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::crisis::CrisisDefinition;
@@ -632,6 +633,59 @@ async fn instructions_with_no_final_status_by_their_deadline_are_flagged_overdue
         .unwrap();
     assert_eq!(lines.iter().map(|l| l.overdue).sum::<i64>(), unanswered);
     assert_eq!(lines.iter().map(|l| l.outstanding).sum::<i64>(), unanswered);
+    p.stop().await;
+}
+
+/// Disbursement is the only reader of the entitlements topic: it records
+/// what it cannot read there, while a bad message on the crisis topic is
+/// eligibility's to record, once. Payments go on either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_entitlement_is_dead_lettered_once_and_payments_go_on() {
+    let p = start(Backend::Postgres, 300).await;
+    let t = &p.env.settings.topics;
+    p.env
+        .publish(
+            &t.entitlements,
+            "PAY-DL/HH-1",
+            b"{\"not\": \"a cloudevent\"}",
+        )
+        .await;
+    p.env.publish(&t.crisis, "PAY-DL", b"\x00 not json").await;
+    let areas = ["JO-MA"];
+    let want = expected(&p.households, &areas);
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "PAY-DL",
+            Some(definition(&areas, "10000000")),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "every tranche paid",
+        "SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'",
+        (want.len() * 3) as i64,
+    )
+    .await;
+
+    // Asks for one more than expected: a second letter for either would show.
+    let letters = p.dead_letters(3);
+    let mut got: Vec<(String, String, Reason)> = letters
+        .iter()
+        .map(|l| (l.source_topic.clone(), l.service.clone(), l.reason))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want_letters = vec![
+        (
+            t.entitlements.clone(),
+            "disbursement".to_string(),
+            Reason::NotCloudevent,
+        ),
+        (t.crisis.clone(), "eligibility".to_string(), Reason::NotJson),
+    ];
+    want_letters.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, want_letters);
     p.stop().await;
 }
 

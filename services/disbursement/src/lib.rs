@@ -98,7 +98,10 @@ impl App {
         let handler = DisbursementHandler::new(self.store.clone(), self.config.clone(), due);
         let t = &self.settings.topics;
         let topics = vec![t.crisis.clone(), t.entitlements.clone(), t.status.clone()];
-        let foreign = vec![t.crisis.clone(), t.entitlements.clone()];
+        // Eligibility reads (and dead-letters) the crisis topic too; the
+        // entitlements topic has no other consumer, so its rejects are ours
+        // to record.
+        let foreign = vec![t.crisis.clone()];
         let service = Service {
             name: SERVICE,
             settings: &self.settings,

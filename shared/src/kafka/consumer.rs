@@ -96,7 +96,9 @@ pub struct LoopConfig {
     pub topics: Vec<String>,
     /// Topics read here but validated (and dead-lettered) by the service that
     /// owns them; their rejects are skipped quietly so that one bad message
-    /// yields one dead letter, not one per consumer.
+    /// yields one dead letter, not one per consumer. Only topics whose owner
+    /// judges the same things belong here; `handler_failed` is dead-lettered
+    /// whatever the topic.
     pub foreign_topics: Vec<String>,
 }
 
@@ -278,7 +280,7 @@ pub async fn run<H: Handler>(
             rejects.push((raw, None, rej));
         }
         rejects.retain(|(raw, _, rej)| {
-            let foreign = config.foreign_topics.contains(&raw.topic);
+            let foreign = owner_records(&config.foreign_topics, &raw.topic, rej.reason);
             if foreign {
                 debug!(topic = %raw.topic, offset = raw.offset, reason = %rej.reason, "Skipped a message its owner dead-letters.");
             }
@@ -765,10 +767,43 @@ impl DeadLetterSink<'_> {
     }
 }
 
+/// Whether a reject on `topic` is left to the topic's owner to dead-letter.
+/// The owner rejects what it cannot decode or accept; a handler failing
+/// here is this service's own story and is always told.
+fn owner_records(foreign_topics: &[String], topic: &str, reason: Reason) -> bool {
+    reason != Reason::HandlerFailed && foreign_topics.iter().any(|t| t == topic)
+}
+
 /// Reads one top-level string attribute from a possibly invalid message.
 fn peek(payload: &[u8], field: &str) -> Option<String> {
     let v: Value = serde_json::from_slice(payload).ok()?;
     v.get(field)?
         .as_str()
         .map(|s| s.chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_on_a_foreign_topic_are_left_to_its_owner_but_handler_failures_are_not() {
+        let foreign = vec!["sumud.crisis.v1".to_string()];
+        assert!(owner_records(&foreign, "sumud.crisis.v1", Reason::NotJson));
+        assert!(owner_records(
+            &foreign,
+            "sumud.crisis.v1",
+            Reason::SchemaInvalid
+        ));
+        assert!(!owner_records(
+            &foreign,
+            "sumud.crisis.v1",
+            Reason::HandlerFailed
+        ));
+        assert!(!owner_records(
+            &foreign,
+            "sumud.entitlements.v1",
+            Reason::NotJson
+        ));
+    }
 }
