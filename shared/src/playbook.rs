@@ -145,8 +145,19 @@ impl PlaybookBook {
                     p.id
                 ));
             }
-            if p.tranches == 0 {
-                return Err(format!("playbook {} has no tranches", p.id));
+            // The bounds a crisis override has (crisis.event schema); the
+            // entitlement contract carries the same.
+            if !(1..=24).contains(&p.tranches) {
+                return Err(format!(
+                    "playbook {} has {} tranches; 1 to 24 are allowed",
+                    p.id, p.tranches
+                ));
+            }
+            if p.interval_days > 366 {
+                return Err(format!(
+                    "playbook {} spaces tranches {} days apart; at most 366 are allowed",
+                    p.id, p.interval_days
+                ));
             }
             let amounts = p
                 .vertical
@@ -290,5 +301,19 @@ mod tests {
     fn a_playbook_without_any_expansion_is_refused() {
         let text = r#"{"version":"x","playbooks":[{"id":"p","title":"t","hazards":["flood"],"tranches":1,"interval_days":0}]}"#;
         assert!(PlaybookBook::from_json(text).is_err());
+    }
+
+    #[test]
+    fn a_playbook_outside_the_schedule_bounds_is_refused() {
+        let book = |tranches: u32, days: u32| {
+            PlaybookBook::from_json(&format!(
+                r#"{{"version":"x","playbooks":[{{"id":"p","title":"t","hazards":["flood"],"tranches":{tranches},"interval_days":{days},
+                    "vertical":{{"programme":"X","flat_minor":1,"per_member_minor":0,"cap_minor":1}}}}]}}"#
+            ))
+        };
+        assert!(book(24, 366).is_ok());
+        assert!(book(0, 30).is_err());
+        assert!(book(25, 30).is_err());
+        assert!(book(3, 367).is_err());
     }
 }
