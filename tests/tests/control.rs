@@ -201,6 +201,51 @@ async fn forged_revoked_and_stale_commands_are_dead_lettered_and_change_nothing(
     c.service.stop().await;
 }
 
+/// Signed claims are not schema-checked on the way in; the crisis event a
+/// command would publish is, so control never holds a crisis its consumers
+/// must reject.
+async fn a_command_whose_crisis_event_would_break_its_contract_is_refused(backend: Backend) {
+    let c = start(backend, no_four_eyes()).await;
+    send(
+        &c.env,
+        &c.alice,
+        &claims(
+            CommandKind::Declare,
+            "bad id!",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+    )
+    .await;
+    let mut long_title = definition(&["JO-MN"], "1000");
+    long_title.title = "t".repeat(201);
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Declare, "X7", Some(long_title)),
+    )
+    .await;
+    send(
+        &c.env,
+        &c.alice,
+        &claims(
+            CommandKind::Declare,
+            "X8",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+    )
+    .await;
+    c.wait_state("X8", CrisisState::Active).await;
+
+    let letters = dead_letters(&c.env, 3);
+    let reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
+    assert_eq!(reasons, vec![Reason::InvalidCommand; 2], "{letters:#?}");
+    assert!(letters.iter().all(|l| l.detail.contains("contract")));
+    assert_eq!(c.env.count("SELECT count(*) FROM control.crises").await, 1);
+    assert_eq!(c.env.count("SELECT count(*) FROM control.audit").await, 1);
+    assert_eq!(c.crisis_events(2).len(), 1);
+    c.service.stop().await;
+}
+
 async fn events_committed_before_a_crash_are_published_after_the_restart(backend: Backend) {
     let c = start(backend, no_four_eyes()).await;
     let crises: Vec<String> = (0..30).map(|i| format!("CR-{i:02}")).collect();
@@ -257,6 +302,7 @@ async fn events_committed_before_a_crash_are_published_after_the_restart(backend
 }
 
 on_both_backends!(
+    a_command_whose_crisis_event_would_break_its_contract_is_refused,
     a_declaration_is_applied_and_published_once_and_a_replay_is_refused,
     four_eyes_hold_a_large_declaration_until_another_principal_approves,
     forged_revoked_and_stale_commands_are_dead_lettered_and_change_nothing,

@@ -14,6 +14,7 @@ use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::outbox::{self, Pending};
 use sumud_shared::playbook::PlaybookBook;
+use sumud_shared::schema::SchemaRegistry;
 use sumud_shared::{Error, Result};
 use tokio::sync::Notify;
 use tracing::info;
@@ -88,7 +89,7 @@ impl ControlHandler {
             Ok(c) => c,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
-        let age = now.timestamp() - claims.iat;
+        let age = now.timestamp().saturating_sub(claims.iat);
         if age > self.config.max_command_age_secs || age < -self.config.max_clock_skew_secs {
             return Ok(reject(
                 Reason::Expired,
@@ -148,6 +149,42 @@ impl ControlHandler {
         } else {
             None
         };
+        // The event this command would publish, checked against its
+        // contract before anything is saved: what the signed claims carry
+        // (an id, a title, overrides) is not schema-checked on the way in,
+        // and an event downstream services must reject would leave control
+        // holding a crisis no one else knows.
+        let event = match t.event_type {
+            Some(event_type) => {
+                let data = CrisisEvent {
+                    crisis_id: t.crisis.id.clone(),
+                    state: t.crisis.state,
+                    revision: t.crisis.revision,
+                    definition: t.crisis.definition.clone(),
+                    pending: t.crisis.pending.clone(),
+                    command_id: claims.jti.clone(),
+                    signed_by: key.principal.clone(),
+                    trigger: claims.trigger.clone(),
+                };
+                let value = serde_json::to_value(&data).expect("a crisis event serialises");
+                if let Err(detail) = SchemaRegistry::global().validate_data(event_type, &value) {
+                    return Ok(reject(
+                        Reason::InvalidCommand,
+                        format!("the crisis event it would publish breaks its contract: {detail}"),
+                    ));
+                }
+                let mut event = Envelope::new(
+                    "urn:sumud:control",
+                    event_type,
+                    Some(t.crisis.id.clone()),
+                    data,
+                );
+                event.id = format!("{}:{}", claims.jti, event_type);
+                event.traceparent = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+                Some(event)
+            }
+            None => None,
+        };
         db::save_crisis(&mut tx, &t.crisis, trigger).await?;
         let issued_at = DateTime::from_timestamp(claims.iat, 0).unwrap_or_default();
         db::record(
@@ -168,25 +205,7 @@ impl ControlHandler {
             &at,
         )
         .await?;
-        if let Some(event_type) = t.event_type {
-            let data = CrisisEvent {
-                crisis_id: t.crisis.id.clone(),
-                state: t.crisis.state,
-                revision: t.crisis.revision,
-                definition: t.crisis.definition.clone(),
-                pending: t.crisis.pending.clone(),
-                command_id: claims.jti.clone(),
-                signed_by: key.principal.clone(),
-                trigger: claims.trigger.clone(),
-            };
-            let mut event = Envelope::new(
-                "urn:sumud:control",
-                event_type,
-                Some(t.crisis.id.clone()),
-                data,
-            );
-            event.id = format!("{}:{}", claims.jti, event_type);
-            event.traceparent = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+        if let Some(event) = event {
             outbox::enqueue_tx(
                 &mut tx,
                 "control",
