@@ -624,6 +624,10 @@ async fn isolate<H: Handler>(
     Some(verdicts)
 }
 
+/// How long an ordering wait (`NotReady`) stays at debug level before each
+/// further retry is logged as a warning.
+const NOT_READY_QUIET: Duration = Duration::from_secs(30);
+
 /// Calls `f` until it succeeds or fails permanently, sleeping with jittered
 /// exponential backoff (100 ms doubling to 10 s) between transient failures.
 /// `None` means shutdown was requested while waiting.
@@ -634,13 +638,19 @@ where
 {
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let started = std::time::Instant::now();
     loop {
         match f().await {
             Err(e) if e.is_retryable() => {
                 let wait = backoff.next_wait();
-                if matches!(e, crate::Error::NotReady(_)) {
+                let waited = started.elapsed();
+                if matches!(e, crate::Error::NotReady(_)) && waited < NOT_READY_QUIET {
                     // Expected ordering waits (another service not caught up yet).
                     debug!(error = %e, wait_ms = wait.as_millis() as u64, "Not ready; will retry.");
+                } else if matches!(e, crate::Error::NotReady(_)) {
+                    // Past the quiet spell the wait is news: the other service
+                    // may be down or stuck, and this partition waits on it.
+                    warn!(error = %e, waited_s = waited.as_secs(), wait_ms = wait.as_millis() as u64, "Still not ready; the partition waits on another service.");
                 } else {
                     warn!(error = %e, wait_ms = wait.as_millis() as u64, "Transient failure; will retry.");
                 }
