@@ -133,14 +133,45 @@ impl SchemaRegistry {
 }
 
 /// The first violation, as "at /path: message". Validation messages quote
-/// the offending value, so they are cut short to keep personal data out of
-/// dead-letter details and logs as far as a schema error allows.
+/// the offending value: under `personal` (a registry record's identifiers)
+/// only the broken keyword is named, and elsewhere the message is cut short,
+/// to keep personal data out of dead-letter details and logs.
 fn first_error(validator: &Validator, instance: &Value) -> Result<(), String> {
     match validator.iter_errors(instance).next() {
         None => Ok(()),
-        Some(e) => Err(crate::deadletter::cut_short(
-            format!("at {}: {}", e.instance_path(), e),
-            200,
-        )),
+        Some(e) => {
+            let path = e.instance_path().to_string();
+            let personal = path == "/personal" || path.starts_with("/personal/");
+            Err(if personal {
+                format!(
+                    "at {path}: breaks `{}` (value withheld: personal data)",
+                    e.kind().keyword()
+                )
+            } else {
+                crate::deadletter::cut_short(format!("at {path}: {e}"), 200)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::household::HOUSEHOLD_UPSERTED;
+
+    #[test]
+    fn a_personal_value_that_breaks_the_schema_is_not_quoted() {
+        let example =
+            include_str!("../../schemas/examples/household.upserted/valid/with-personal-data.json");
+        let mut data = serde_json::from_str::<Value>(example).unwrap()["data"].take();
+        data["personal"]["name"] = "Canary Qasem ".repeat(20).into();
+        let err = SchemaRegistry::global()
+            .validate_data(HOUSEHOLD_UPSERTED, &data)
+            .unwrap_err();
+        assert!(
+            err.starts_with("at /personal/name: breaks `maxLength`"),
+            "{err}"
+        );
+        assert!(!err.contains("Canary"), "{err}");
     }
 }
