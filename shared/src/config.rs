@@ -64,6 +64,11 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_SIM_SEED",
     "SUMUD_DASHBOARD_ADDR",
     "SUMUD_DASHBOARD_REFRESH_MS",
+    // Read by mimalloc, the allocator of the registry and disbursement
+    // binaries: 0 turns transparent huge pages off for the process, which
+    // its `no_thp` build feature alone cannot do on hosts whose THP mode is
+    // `always` (docs/operations.md, "Huge pages").
+    "MIMALLOC_ALLOW_THP",
 ];
 
 /// Everything a service needs to connect and behave.
