@@ -75,9 +75,19 @@ impl<T: Serialize> Envelope<T> {
 
 impl Envelope<Value> {
     /// Reads `data` into the event's Rust type. Only called after schema
-    /// validation, so a failure here means schema and type disagree.
+    /// validation, so a failure here means schema and type disagree. serde
+    /// quotes the offending value, so the detail names the field and, under
+    /// `personal`, withholds the value (as schema violations do).
     pub fn typed<T: DeserializeOwned>(&self) -> Result<T, Rejection> {
-        T::deserialize(&self.data).map_err(|e| Rejection::new(Reason::SchemaInvalid, e.to_string()))
+        serde_path_to_error::deserialize(&self.data).map_err(|e| {
+            let path = e.path().to_string();
+            let detail = if path == "personal" || path.starts_with("personal.") {
+                format!("at {path}: does not fit the event type (value withheld: personal data)")
+            } else {
+                format!("at {path}: {}", e.inner())
+            };
+            Rejection::new(Reason::SchemaInvalid, detail)
+        })
     }
 }
 
@@ -218,6 +228,34 @@ mod tests {
             &DecodeLimits::default(),
             Utc::now(),
         )
+    }
+
+    #[test]
+    fn a_personal_value_that_does_not_fit_the_type_is_not_quoted() {
+        let mut v = removed_event();
+        v["data"] = serde_json::json!({"household_id": "HH-1", "personal": "Canary Qasem"});
+        let envelope: Envelope<Value> = serde_json::from_value(v).unwrap();
+        let err = envelope
+            .typed::<crate::events::household::Household>()
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::SchemaInvalid);
+        assert!(err.detail.starts_with("at personal: "), "{}", err.detail);
+        assert!(!err.detail.contains("Canary"), "{}", err.detail);
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_the_type_is_named_by_its_field() {
+        let mut v = removed_event();
+        v["data"] = serde_json::json!({"household_id": "HH-1", "version": "two"});
+        let envelope: Envelope<Value> = serde_json::from_value(v).unwrap();
+        let err = envelope
+            .typed::<crate::events::household::HouseholdRemoved>()
+            .unwrap_err();
+        assert!(
+            err.detail.starts_with("at version: invalid type"),
+            "{}",
+            err.detail
+        );
     }
 
     #[test]
