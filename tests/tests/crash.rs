@@ -9,6 +9,13 @@
 //! either), the killed process and the rest of the pipeline sharing the file.
 //! `SUMUD_CRASH_CHILD_LOG` sets the killed process's `RUST_LOG` (default
 //! `error`) when a run needs to see what it did between kills.
+//!
+//! The failover tests run two disbursement processes at once on one
+//! database and one consumer group, as a deployment with two replicas does:
+//! both schedulers race on the same crisis, one relay leads, and one
+//! instance is killed part way and never restarted. The survivor must finish
+//! the work alone with the same audit as above, and on a budget that covers
+//! only part of the caseload the two together never reserve past it.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -20,23 +27,59 @@ use sumud_shared::events::control::CommandKind;
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, wait_for, Backend};
 
-fn spawn_disbursement(p: &Pipeline) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sumud-node"))
-        .arg("disbursement")
-        .envs(p.env.settings.env_vars())
-        .env("SUMUD_TRANCHE_DAY_SECONDS", "0.05")
-        .env("SUMUD_PAYMENT_RETRY_SECS", "0")
-        .env("SUMUD_PAYMENT_MAX_ATTEMPTS", "5")
-        // Each restart rejoins as the same static group member, as a
-        // deployment with stable instance names does: the new process gets
-        // the killed one's partitions without waiting out its session.
-        .env("SUMUD_INSTANCE_ID", "disbursement-crash")
-        .env(
-            "RUST_LOG",
-            std::env::var("SUMUD_CRASH_CHILD_LOG").unwrap_or("error".into()),
-        )
-        .spawn()
-        .expect("sumud-node starts")
+/// A disbursement process of the test. Dropping it kills it, so that a
+/// failing test leaves no process behind to hold the suite's output open.
+struct Replica(Child);
+
+impl Replica {
+    /// The crash test's process: tranches 0.05 s apart per day, restarted
+    /// under one static member name.
+    fn crash(p: &Pipeline) -> Replica {
+        Replica::spawn(p, "disbursement-crash", "0.05")
+    }
+
+    /// A process joining the group as static member `instance`, a tranche
+    /// day lasting `day_seconds`.
+    fn spawn(p: &Pipeline, instance: &str, day_seconds: &str) -> Replica {
+        let child = Command::new(env!("CARGO_BIN_EXE_sumud-node"))
+            .arg("disbursement")
+            .envs(p.env.settings.env_vars())
+            .env("SUMUD_TRANCHE_DAY_SECONDS", day_seconds)
+            .env("SUMUD_PAYMENT_RETRY_SECS", "0")
+            .env("SUMUD_PAYMENT_MAX_ATTEMPTS", "5")
+            // Each restart rejoins as the same static group member, as a
+            // deployment with stable instance names does: the new process
+            // gets the killed one's partitions without waiting out its
+            // session.
+            .env("SUMUD_INSTANCE_ID", instance)
+            .env(
+                "RUST_LOG",
+                std::env::var("SUMUD_CRASH_CHILD_LOG").unwrap_or("error".into()),
+            )
+            .spawn()
+            .expect("sumud-node starts");
+        Replica(child)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("the killed process is reaped");
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.0
+            .try_wait()
+            .expect("the process can be asked")
+            .is_none()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(backend: Backend) {
@@ -51,31 +94,12 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
             Backend::Postgres => 100_000,
             Backend::Sqlite => 20_000,
         });
-    let provider = Behaviour {
-        latency_ms: 5,
-        retryable_reject_rate: 0.05,
-        permanent_reject_rate: 0.0,
-        duplicate_rate: 0.05,
-        late_pending_rate: 0.05,
-        ..Behaviour::default()
-    };
-    let config = ControlConfig {
-        four_eyes_threshold_minor: i64::MAX / 4,
-        ..ControlConfig::default()
-    };
-    // Registry, control, eligibility and the provider in-process; disbursement as a killable process.
-    let p =
-        Pipeline::start_with_payments_on(backend, households, config, Default::default(), provider)
-            .await;
-    let mut services = p.services;
-    let in_process_disbursement = services.remove(3);
-    in_process_disbursement.stop().await;
-    let p = Pipeline { services, ..p };
+    let p = pipeline_without_disbursement(backend, households).await;
 
     let areas = ["JO-AM"];
     let mut def = definition(&areas, "100000000");
     def.response.overrides.tranches = Some(2);
-    let mut child = spawn_disbursement(&p);
+    let mut child = Replica::crash(&p);
     p.send(
         &p.alice,
         &claims(CommandKind::Declare, "CRASH-1", Some(def)),
@@ -96,8 +120,7 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
         // and kills that came faster never landed while they were applied.
         let wait = rand::rng().random_range(300..6000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        child.kill();
         let made = p
             .count("SELECT count(*) FROM disbursement.instructions")
             .await;
@@ -109,7 +132,7 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
             k + 1,
             started.elapsed().as_secs_f64()
         );
-        child = spawn_disbursement(&p);
+        child = Replica::crash(&p);
     }
 
     let total = entitled * 2;
@@ -117,10 +140,16 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
         (p.count("SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')").await == total).then_some(())
     })
     .await;
-    child.kill().ok();
-    child.wait().ok();
+    drop(child);
 
-    // Exactly one instruction per entitled household per tranche.
+    audit_paid_exactly_once(&p, "CRASH-1", total).await;
+    p.stop().await;
+}
+
+/// The end-of-run audit: exactly one instruction per entitled household
+/// per tranche (`total` in all), the provider's ledger agreeing with ours
+/// (nothing paid twice, no id with two contents), and the budget holding.
+async fn audit_paid_exactly_once(p: &Pipeline, crisis: &str, total: i64) {
     let pairs = p
         .count(
             "SELECT count(*) FROM eligibility.entitlements e JOIN disbursement.instructions i \
@@ -147,8 +176,105 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
         .await;
     assert_eq!(paid_by_provider, paid_by_us);
     // The budget holds and reservations match the instructions.
-    p.assert_budget_holds("CRASH-1").await;
+    p.assert_budget_holds(crisis).await;
+}
+
+/// The provider of the crash and failover tests: quick, with retryable
+/// rejections, duplicate deliveries and late `pending`s.
+fn unreliable_provider() -> Behaviour {
+    Behaviour {
+        latency_ms: 5,
+        retryable_reject_rate: 0.05,
+        permanent_reject_rate: 0.0,
+        duplicate_rate: 0.05,
+        late_pending_rate: 0.05,
+        ..Behaviour::default()
+    }
+}
+
+/// The pipeline with registry, control, eligibility and the provider
+/// in-process and no disbursement: the test runs it as processes.
+async fn pipeline_without_disbursement(backend: Backend, households: u64) -> Pipeline {
+    let config = ControlConfig {
+        four_eyes_threshold_minor: i64::MAX / 4,
+        ..ControlConfig::default()
+    };
+    let p = Pipeline::start_with_payments_on(
+        backend,
+        households,
+        config,
+        Default::default(),
+        unreliable_provider(),
+    )
+    .await;
+    let mut services = p.services;
+    let in_process_disbursement = services.remove(3);
+    in_process_disbursement.stop().await;
+    Pipeline { services, ..p }
+}
+
+async fn two_instances_never_duplicate_and_the_survivor_finishes_when_one_is_killed(
+    backend: Backend,
+) {
+    let households = match backend {
+        Backend::Postgres => 20_000,
+        Backend::Sqlite => 10_000,
+    };
+    let p = pipeline_without_disbursement(backend, households).await;
+    let mut def = definition(&["JO-AM"], "100000000");
+    def.response.overrides.tranches = Some(3);
+    // Two replicas: both schedulers read and create what is due for the
+    // same crisis, the group splits the topics' partitions between them,
+    // and one relay leads. A tranche day of 0.3 s: 9 s between tranches, so that the kill below
+    // lands while tranches are still to fall due.
+    let mut a = Replica::spawn(&p, "disbursement-a", "0.3");
+    let mut b = Replica::spawn(&p, "disbursement-b", "0.3");
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Declare, "FAILOVER-1", Some(def)),
+    )
+    .await;
+    let entitled = wait_for("the expansion", DEADLINE * 2, || async {
+        let n = p
+            .count("SELECT count(*) FROM eligibility.entitlements WHERE status = 'entitled'")
+            .await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    let total = entitled * 3;
+
+    // Kill one replica while both are at work: payments are settling and
+    // tranches are still to fall due; where in its work it is, is chance.
+    wait_for("the first payments settled", DEADLINE * 2, || async {
+        (p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'")
+            .await
+            > 0)
+        .then_some(())
+    })
+    .await;
+    let wait = rand::rng().random_range(0..3000);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let made = p
+        .count("SELECT count(*) FROM disbursement.instructions")
+        .await;
+    assert!(
+        made < total,
+        "the kill lands before every tranche is instructed ({made} of {total})"
+    );
+    a.kill();
+    eprintln!("killed replica a with {made} of {total} instructions made");
+
+    wait_for("every instruction final", Duration::from_secs(600), || async {
+        (p.count("SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')").await == total).then_some(())
+    })
+    .await;
+    assert!(b.is_running(), "the surviving replica is still running");
+    drop(b);
+    audit_paid_exactly_once(&p, "FAILOVER-1", total).await;
     p.stop().await;
 }
 
-on_both_backends!(killing_disbursement_repeatedly_never_duplicates_loses_or_overspends);
+on_both_backends!(
+    killing_disbursement_repeatedly_never_duplicates_loses_or_overspends,
+    two_instances_never_duplicate_and_the_survivor_finishes_when_one_is_killed,
+);
