@@ -11,11 +11,15 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x5d1f_6c2b_91e4_4f0a_8a35_2c7e_b0d4_91a
 /// The deterministic id of (crisis, household, kind, tranche): the
 /// idempotency key and end-to-end id of every attempt at that payment.
 pub fn instruction_id(crisis: &str, household: &str, kind: &str, tranche: u32) -> String {
-    Uuid::new_v5(
+    let id = Uuid::new_v5(
         &NAMESPACE,
         format!("{crisis}\u{1f}{household}\u{1f}{kind}\u{1f}{tranche}").as_bytes(),
-    )
-    .to_string()
+    );
+    // Encoded directly rather than through `Display`: a pass makes
+    // hundreds of thousands of ids, and the text is the same.
+    id.hyphenated()
+        .encode_lower(&mut Uuid::encode_buffer())
+        .to_owned()
 }
 
 /// The id of a top-up part (`part` ≥ 1) of a tranche: as stable as the
@@ -50,10 +54,11 @@ impl Pseudonyms {
 
     /// The pseudonym of `household`.
     pub fn of(&self, household: &str) -> String {
-        format!(
-            "ben-{}",
-            Uuid::new_v5(&self.0, household.as_bytes()).simple()
-        )
+        let id = Uuid::new_v5(&self.0, household.as_bytes());
+        let mut text = String::with_capacity(4 + uuid::fmt::Simple::LENGTH);
+        text.push_str("ben-");
+        text.push_str(id.simple().encode_lower(&mut Uuid::encode_buffer()));
+        text
     }
 }
 
@@ -151,6 +156,21 @@ mod tests {
         assert_eq!(a, instruction_id("C", "H", "vertical", 1));
         assert_ne!(a, instruction_id("C", "H", "vertical", 2));
         assert_ne!(a, instruction_id("C", "H", "horizontal", 1));
+    }
+
+    #[test]
+    fn ids_and_pseudonyms_keep_their_text_form() {
+        // Computed independently (Python's uuid.uuid5): an id or pseudonym
+        // that changed its text would no longer match the rows, the
+        // provider's ledger or the outbox written before the change.
+        assert_eq!(
+            instruction_id("FL-1", "HH-7", "vertical", 2),
+            "b002d21e-af6e-5865-99d5-60a47de78ea8"
+        );
+        assert_eq!(
+            beneficiary_ref("secret", "HH-7"),
+            "ben-ec661223d84b542b92017208c3fec4e6"
+        );
     }
 
     #[test]
