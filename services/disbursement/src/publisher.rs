@@ -162,7 +162,7 @@ impl Renderer {
         key(&mut after_subject, "dataschema", true);
         value(
             &mut after_subject,
-            &sumud_shared::schema::schema_uri(INSTRUCTION_ISSUED),
+            sumud_shared::schema::schema_uri(INSTRUCTION_ISSUED),
         );
         key(&mut after_subject, "data", true);
         after_subject.push(b'{');
