@@ -116,13 +116,13 @@ fn write_note(out: &mut String, row: &InstructionRow) {
 }
 
 /// Renders the messages of many attempts: the bytes [`instruction_event`]
-/// serializes to. A pass renders hundreds of thousands, so the runs of JSON
-/// that are the same in every message of a pass (keys, the envelope's
-/// constant attributes, the event time) are serialized once, by serde_json,
-/// and each message writes only its own values between them, each through
-/// serde_json (its escaping and number formatting). Building the owned
-/// event of each cost twice as much as borrowed fields, and those twice
-/// as much as this. A unit test holds the renderings equal byte for byte.
+/// serializes to. A pass renders hundreds of thousands, so the envelope's
+/// runs that are the same in every message of a pass (its constant
+/// attributes and the event time, with their keys) are serialized once, by
+/// serde_json; each message writes its own values and the keys of `data`
+/// between them, each through serde_json (its escaping and number
+/// formatting), into one buffer, composing its id, payee and note in a
+/// reused one. A unit test holds the renderings equal byte for byte.
 pub struct Renderer {
     /// From the opening brace to the `id` value.
     head: Vec<u8>,
