@@ -230,14 +230,19 @@ mod tests {
         )
     }
 
+    /// The rejection of `data` read as `T`.
+    fn typed_error<T: DeserializeOwned + std::fmt::Debug>(data: Value) -> Rejection {
+        let mut v = removed_event();
+        v["data"] = data;
+        let envelope: Envelope<Value> = serde_json::from_value(v).unwrap();
+        envelope.typed::<T>().unwrap_err()
+    }
+
     #[test]
     fn a_personal_value_that_does_not_fit_the_type_is_not_quoted() {
-        let mut v = removed_event();
-        v["data"] = serde_json::json!({"household_id": "HH-1", "personal": "Canary Qasem"});
-        let envelope: Envelope<Value> = serde_json::from_value(v).unwrap();
-        let err = envelope
-            .typed::<crate::events::household::Household>()
-            .unwrap_err();
+        let err = typed_error::<crate::events::household::Household>(
+            serde_json::json!({"household_id": "HH-1", "personal": "Canary Qasem"}),
+        );
         assert_eq!(err.reason, Reason::SchemaInvalid);
         assert!(err.detail.starts_with("at personal: "), "{}", err.detail);
         assert!(!err.detail.contains("Canary"), "{}", err.detail);
@@ -245,12 +250,9 @@ mod tests {
 
     #[test]
     fn a_value_that_does_not_fit_the_type_is_named_by_its_field() {
-        let mut v = removed_event();
-        v["data"] = serde_json::json!({"household_id": "HH-1", "version": "two"});
-        let envelope: Envelope<Value> = serde_json::from_value(v).unwrap();
-        let err = envelope
-            .typed::<crate::events::household::HouseholdRemoved>()
-            .unwrap_err();
+        let err = typed_error::<crate::events::household::HouseholdRemoved>(
+            serde_json::json!({"household_id": "HH-1", "version": "two"}),
+        );
         assert!(
             err.detail.starts_with("at version: invalid type"),
             "{}",

@@ -24,6 +24,7 @@ use rand::Rng;
 use sumud_control::config::ControlConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::crisis::CrisisDefinition;
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, wait_for, Backend};
 
@@ -100,18 +101,7 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
     let mut def = definition(&areas, "100000000");
     def.response.overrides.tranches = Some(2);
     let mut child = Replica::crash(&p);
-    p.send(
-        &p.alice,
-        &claims(CommandKind::Declare, "CRASH-1", Some(def)),
-    )
-    .await;
-    let entitled = wait_for("the expansion", DEADLINE * 2, || async {
-        let n = p
-            .count("SELECT count(*) FROM eligibility.entitlements WHERE status = 'entitled'")
-            .await;
-        (n > 0).then_some(n)
-    })
-    .await;
+    let entitled = declare(&p, "CRASH-1", def).await;
 
     let started = Instant::now();
     for k in 0..kills {
@@ -179,6 +169,20 @@ async fn audit_paid_exactly_once(p: &Pipeline, crisis: &str, total: i64) {
     p.assert_budget_holds(crisis).await;
 }
 
+/// Declares `crisis` and waits for its expansion; returns how many
+/// households it entitled.
+async fn declare(p: &Pipeline, crisis: &str, def: CrisisDefinition) -> i64 {
+    p.send(&p.alice, &claims(CommandKind::Declare, crisis, Some(def)))
+        .await;
+    wait_for("the expansion", DEADLINE * 2, || async {
+        let n = p
+            .count("SELECT count(*) FROM eligibility.entitlements WHERE status = 'entitled'")
+            .await;
+        (n > 0).then_some(n)
+    })
+    .await
+}
+
 /// The provider of the crash and failover tests: quick, with retryable
 /// rejections, duplicate deliveries and late `pending`s.
 fn unreliable_provider() -> Behaviour {
@@ -225,22 +229,11 @@ async fn two_instances_never_duplicate_and_the_survivor_finishes_when_one_is_kil
     def.response.overrides.tranches = Some(3);
     // Two replicas: both schedulers read and create what is due for the
     // same crisis, the group splits the topics' partitions between them,
-    // and one relay leads. A tranche day of 0.3 s: 9 s between tranches, so that the kill below
-    // lands while tranches are still to fall due.
+    // and one relay leads. A tranche day of 0.3 s: 9 s between tranches,
+    // so that the kill below lands while tranches are still to fall due.
     let mut a = Replica::spawn(&p, "disbursement-a", "0.3");
     let mut b = Replica::spawn(&p, "disbursement-b", "0.3");
-    p.send(
-        &p.alice,
-        &claims(CommandKind::Declare, "FAILOVER-1", Some(def)),
-    )
-    .await;
-    let entitled = wait_for("the expansion", DEADLINE * 2, || async {
-        let n = p
-            .count("SELECT count(*) FROM eligibility.entitlements WHERE status = 'entitled'")
-            .await;
-        (n > 0).then_some(n)
-    })
-    .await;
+    let entitled = declare(&p, "FAILOVER-1", def).await;
     let total = entitled * 3;
 
     // Kill one replica while both are at work: payments are settling and
