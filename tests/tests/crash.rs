@@ -10,12 +10,11 @@
 //! `SUMUD_CRASH_CHILD_LOG` sets the killed process's `RUST_LOG` (default
 //! `error`) when a run needs to see what it did between kills.
 //!
-//! The failover tests run two disbursement processes at once on one
+//! The failover test runs two disbursement processes at once on one
 //! database and one consumer group, as a deployment with two replicas does:
 //! both schedulers race on the same crisis, one relay leads, and one
 //! instance is killed part way and never restarted. The survivor must finish
-//! the work alone with the same audit as above, and on a budget that covers
-//! only part of the caseload the two together never reserve past it.
+//! the work alone and pass the same audit as above.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -33,8 +32,8 @@ use sumud_tests::{on_both_backends, wait_for, Backend};
 struct Replica(Child);
 
 impl Replica {
-    /// The crash test's process: tranches 0.05 s apart per day, restarted
-    /// under one static member name.
+    /// The crash test's process: a tranche day of 0.05 s, restarted under
+    /// one static member name.
     fn crash(p: &Pipeline) -> Replica {
         Replica::spawn(p, "disbursement-crash", "0.05")
     }
