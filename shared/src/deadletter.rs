@@ -157,7 +157,15 @@ pub fn cut_short(mut text: String, max: usize) -> String {
 
 /// The field of a registry record that holds personal identifiers (name,
 /// national id, phone). Only the registry's own table may keep it.
-const PERSONAL: &str = "personal";
+pub const PERSONAL: &str = "personal";
+
+/// Whether a path into `data` (its segments split by `sep`: `/` for a JSON
+/// pointer, `.` for serde's paths) lies under [`PERSONAL`], where a value
+/// must never be quoted.
+pub fn under_personal(path: &str, sep: char) -> bool {
+    let path = path.strip_prefix(sep).unwrap_or(path);
+    path.split(sep).next() == Some(PERSONAL)
+}
 
 /// What of a rejected message may be kept on the dead-letter topic, which
 /// operators read and replay from and which is retained like any topic:
@@ -197,6 +205,15 @@ pub fn withhold_personal(original: &[u8]) -> (std::borrow::Cow<'_, [u8]>, bool) 
 #[cfg(test)]
 mod personal_tests {
     use super::{cut_short, withhold_personal};
+
+    #[test]
+    fn only_paths_that_start_at_personal_are_personal() {
+        use super::under_personal;
+        assert!(under_personal("/personal", '/') && under_personal("/personal/name", '/'));
+        assert!(under_personal("personal", '.') && under_personal("personal.name", '.'));
+        assert!(!under_personal("/personality", '/') && !under_personal("/payment/personal", '/'));
+        assert!(!under_personal(".", '.') && !under_personal("version", '.'));
+    }
 
     #[test]
     fn a_registry_record_is_kept_without_its_personal_identifiers() {

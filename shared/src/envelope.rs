@@ -81,7 +81,7 @@ impl Envelope<Value> {
     pub fn typed<T: DeserializeOwned>(&self) -> Result<T, Rejection> {
         serde_path_to_error::deserialize(&self.data).map_err(|e| {
             let path = e.path().to_string();
-            let detail = if path == "personal" || path.starts_with("personal.") {
+            let detail = if crate::deadletter::under_personal(&path, '.') {
                 format!("at {path}: does not fit the event type (value withheld: personal data)")
             } else {
                 format!("at {path}: {}", e.inner())

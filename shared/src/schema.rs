@@ -141,7 +141,7 @@ fn first_error(validator: &Validator, instance: &Value) -> Result<(), String> {
         None => Ok(()),
         Some(e) => {
             let path = e.instance_path().to_string();
-            let personal = path == "/personal" || path.starts_with("/personal/");
+            let personal = crate::deadletter::under_personal(&path, '/');
             Err(if personal {
                 format!(
                     "at {path}: breaks `{}` (value withheld: personal data)",
