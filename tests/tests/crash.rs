@@ -125,10 +125,7 @@ async fn killing_disbursement_repeatedly_never_duplicates_loses_or_overspends(ba
     }
 
     let total = entitled * 2;
-    wait_for("every instruction final", Duration::from_secs(600), || async {
-        (p.count("SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')").await == total).then_some(())
-    })
-    .await;
+    wait_until_all_final(&p, total).await;
     drop(child);
 
     audit_paid_exactly_once(&p, "CRASH-1", total).await;
@@ -166,6 +163,14 @@ async fn audit_paid_exactly_once(p: &Pipeline, crisis: &str, total: i64) {
     assert_eq!(paid_by_provider, paid_by_us);
     // The budget holds and reservations match the instructions.
     p.assert_budget_holds(crisis).await;
+}
+
+/// Waits until all `total` instructions have a final status.
+async fn wait_until_all_final(p: &Pipeline, total: i64) {
+    wait_for("every instruction final", Duration::from_secs(600), || async {
+        (p.count("SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')").await == total).then_some(())
+    })
+    .await;
 }
 
 /// Declares `crisis` and waits for its expansion; returns how many
@@ -256,10 +261,7 @@ async fn two_instances_never_duplicate_and_the_survivor_finishes_when_one_is_kil
     a.kill();
     eprintln!("killed replica a with {made} of {total} instructions made");
 
-    wait_for("every instruction final", Duration::from_secs(600), || async {
-        (p.count("SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')").await == total).then_some(())
-    })
-    .await;
+    wait_until_all_final(&p, total).await;
     assert!(b.is_running(), "the surviving replica is still running");
     drop(b);
     audit_paid_exactly_once(&p, "FAILOVER-1", total).await;
