@@ -202,6 +202,16 @@ pub async fn active_crises(store: &Store) -> Result<Vec<String>> {
     Ok(on_store!(store, pool => sqlx::query_scalar(SQL).fetch_all(pool).await)?)
 }
 
+/// The clock passes reckon due dates by: the database's on PostgreSQL, the
+/// service's on SQLite (as its passes use). Read before a pass, it is no
+/// later than the moment the pass's snapshot was taken.
+pub async fn clock(store: &Store) -> Result<DateTime<Utc>> {
+    Ok(match store {
+        Store::Postgres(pool) => sqlx::query_scalar("SELECT now()").fetch_one(pool).await?,
+        Store::Sqlite(_) => Utc::now(),
+    })
+}
+
 /// What decides when a crisis's next tranche falls due: its activation
 /// time, the database's clock now (the pass's `now()`; on SQLite the
 /// service's, as its passes use), and each (interval in days, most

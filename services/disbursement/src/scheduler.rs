@@ -24,9 +24,13 @@ use crate::{create, db};
 const QUIET_MAX: Duration = Duration::from_secs(60);
 
 /// Crises a full pass may skip, until when: reading what is due costs a
-/// large crisis seconds of database time even when nothing is, and nothing
-/// falls due between its tranche dates unless an event changes the crisis
-/// (served at once, as changed) or money is released (see [`Due`]).
+/// large crisis seconds of database time even when nothing is, and after a
+/// pass nothing falls due until its next tranche date unless an event
+/// changes the crisis (served at once, as changed) or money is released
+/// (see [`Due`]). A pass creates everything due at its snapshot that the
+/// budget allows, so the crisis goes quiet after every pass, not only after
+/// one that found nothing: a second pass right after a large one would read
+/// every entitlement again to find nothing.
 #[derive(Debug, Default)]
 struct Quiet(HashMap<String, Instant>);
 
@@ -35,29 +39,20 @@ impl Quiet {
         self.0.get(crisis).is_some_and(|until| now < *until)
     }
 
-    /// After a pass over `crisis` created `created`: quiet until its next
-    /// tranche date (or [`QUIET_MAX`]) if it created nothing.
+    /// After a pass over `crisis` that began at `started` (the passes'
+    /// clock, [`db::clock`]): quiet for [`quiet_for`].
     async fn after_pass(
         &mut self,
         store: &Store,
         config: &DisbursementConfig,
         crisis: &str,
-        created: u64,
+        started: DateTime<Utc>,
     ) -> Result<()> {
-        if created > 0 {
-            self.0.remove(crisis);
-            return Ok(());
-        }
         let (activated, now, schedules) = db::tranche_schedule(store, crisis).await?;
-        let wait = activated
-            .and_then(|a| next_tranche_after(a, now, &schedules, config.day_seconds))
-            .and_then(|next| (next - now).to_std().ok())
-            // The clock of the next pass is the database's: a little late
-            // rather than early.
-            .map_or(QUIET_MAX, |w| {
-                (w + Duration::from_millis(50)).min(QUIET_MAX)
-            });
-        self.0.insert(crisis.to_owned(), Instant::now() + wait);
+        match quiet_for(activated, started, now, &schedules, config.day_seconds) {
+            Some(wait) => self.0.insert(crisis.to_owned(), Instant::now() + wait),
+            None => self.0.remove(crisis),
+        };
         Ok(())
     }
 
@@ -66,6 +61,26 @@ impl Quiet {
             self.0.remove(&c);
         }
     }
+}
+
+/// How long full passes may leave a crisis unread after a pass that began
+/// at `started` and ended by `now`: until the first tranche date after
+/// `started` (a little late rather than early, the clock of the next pass
+/// being the database's), at most [`QUIET_MAX`]; `None` if that date has
+/// already come — a tranche fell due while the pass was reading.
+fn quiet_for(
+    activated: Option<DateTime<Utc>>,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+    schedules: &[(i32, i32)],
+    day_seconds: f64,
+) -> Option<Duration> {
+    let Some(next) = activated.and_then(|a| next_tranche_after(a, started, schedules, day_seconds))
+    else {
+        return Some(QUIET_MAX);
+    };
+    let wait = (next - now).to_std().ok()?;
+    Some((wait + Duration::from_millis(50)).min(QUIET_MAX))
 }
 
 /// When the next tranche of a crisis activated at `activated` falls due
@@ -105,23 +120,37 @@ async fn tick(
 ) -> Result<u64> {
     let mut changed = 0;
     for crisis in db::active_crises(store).await? {
-        let started = Instant::now();
-        if quiet.skips(&crisis, started) {
+        if quiet.skips(&crisis, Instant::now()) {
             continue;
         }
-        let n = create::create_due(store, &crisis, config, handoff).await?;
-        if n > 0 {
-            info!(
-                crisis = %crisis,
-                instructions = n,
-                seconds = started.elapsed().as_secs_f64(),
-                "Instructions created."
-            );
-        }
-        quiet.after_pass(store, config, &crisis, n).await?;
-        changed += n;
+        changed += pass(store, config, handoff, quiet, &crisis).await?;
     }
     Ok(changed + retries_and_deadlines(store, config, handoff).await?)
+}
+
+/// One pass over one crisis, after which it is quiet (see [`Quiet`]).
+async fn pass(
+    store: &Store,
+    config: &DisbursementConfig,
+    handoff: &Handoff,
+    quiet: &mut Quiet,
+    crisis: &str,
+) -> Result<u64> {
+    let started = Instant::now();
+    // Before the pass, so no later than its snapshot: what falls due after
+    // this moment is left to the next pass.
+    let clock = db::clock(store).await?;
+    let n = create::create_due(store, crisis, config, handoff).await?;
+    if n > 0 {
+        info!(
+            crisis = %crisis,
+            instructions = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "Instructions created."
+        );
+    }
+    quiet.after_pass(store, config, crisis, clock).await?;
+    Ok(n)
 }
 
 /// Re-issues the retries now due and flags instructions past their
@@ -197,11 +226,12 @@ async fn targeted(
     store: &Store,
     config: &DisbursementConfig,
     handoff: &Handoff,
+    quiet: &mut Quiet,
     crises: &BTreeSet<String>,
 ) -> Result<u64> {
     let mut changed = 0;
     for crisis in crises {
-        changed += create::create_due(store, crisis, config, handoff).await?;
+        changed += pass(store, config, handoff, quiet, crisis).await?;
     }
     Ok(changed)
 }
@@ -248,7 +278,7 @@ pub async fn run(
                 }
             }
             if !crises.is_empty() {
-                if let Err(e) = targeted(&store, &config, &handoff, &crises).await {
+                if let Err(e) = targeted(&store, &config, &handoff, &mut quiet, &crises).await {
                     warn!(error = %e, "Scheduling changed crises failed; the next full pass covers them.");
                 }
             }
@@ -267,7 +297,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::next_tranche_after;
+    use super::{next_tranche_after, quiet_for, QUIET_MAX};
     use chrono::{DateTime, Duration, Utc};
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -309,6 +339,52 @@ mod tests {
         assert_eq!(
             next_tranche_after(activated, activated, &[(30, 2)], 0.05),
             Some(activated + Duration::milliseconds(1500))
+        );
+    }
+
+    #[test]
+    fn a_crisis_is_quiet_after_a_pass_until_the_tranche_after_the_pass_began() {
+        let activated = at("2026-11-01T00:00:00Z");
+        let day = 86_400.0;
+        let started = activated + Duration::days(10);
+        let now = started + Duration::seconds(3);
+        // Next tranche on day 30: quiet, but never longer than QUIET_MAX.
+        assert_eq!(
+            quiet_for(Some(activated), started, now, &[(30, 3)], day),
+            Some(QUIET_MAX)
+        );
+        // Due 20 s after the pass ended: quiet until then (and 50 ms).
+        let soon = activated + Duration::days(30) - Duration::seconds(23);
+        assert_eq!(
+            quiet_for(
+                Some(activated),
+                soon,
+                soon + Duration::seconds(3),
+                &[(30, 3)],
+                day
+            ),
+            Some(std::time::Duration::from_millis(20_050))
+        );
+        // Every tranche due, or no activation: nothing more can fall due.
+        assert_eq!(
+            quiet_for(Some(activated), started, now, &[(30, 1)], day),
+            Some(QUIET_MAX)
+        );
+        assert_eq!(
+            quiet_for(None, started, now, &[(30, 3)], day),
+            Some(QUIET_MAX)
+        );
+    }
+
+    #[test]
+    fn a_tranche_that_fell_due_while_the_pass_read_keeps_the_crisis_awake() {
+        let activated = at("2026-11-01T00:00:00Z");
+        // Tranche 2 falls due 1 s into a 3 s pass: its snapshot missed it.
+        let started = activated + Duration::days(30) - Duration::seconds(1);
+        let now = started + Duration::seconds(3);
+        assert_eq!(
+            quiet_for(Some(activated), started, now, &[(30, 3)], 86_400.0),
+            None
         );
     }
 }
