@@ -213,37 +213,22 @@ pub async fn clock(store: &Store) -> Result<DateTime<Utc>> {
 }
 
 /// What decides when a crisis's next tranche falls due: its activation
-/// time, the database's clock now (the pass's `now()`; on SQLite the
-/// service's, as its passes use), and each (interval in days, most
-/// tranches) of its entitled entitlements.
+/// time and each (interval in days, most tranches) of its entitled
+/// entitlements. The clock to compare them with is [`clock`].
 pub async fn tranche_schedule(
     store: &Store,
     crisis_id: &str,
-) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>, Vec<(i32, i32)>)> {
+) -> Result<(Option<DateTime<Utc>>, Vec<(i32, i32)>)> {
+    const ACTIVATED: &str = "SELECT activated_at FROM disbursement.crises WHERE crisis_id = $1";
     const SCHEDULES: &str = "SELECT interval_days, max(tranches) FROM disbursement.entitlements \
          WHERE crisis_id = $1 AND status = 'entitled' GROUP BY interval_days";
-    let (activated, now): (Option<DateTime<Utc>>, DateTime<Utc>) =
-        match store {
-            Store::Postgres(pool) => sqlx::query_as(
-                "SELECT (SELECT activated_at FROM disbursement.crises WHERE crisis_id = $1), now()",
-            )
-            .bind(crisis_id)
-            .fetch_one(pool)
-            .await?,
-            Store::Sqlite(pool) => (
-                sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
-                    "SELECT activated_at FROM disbursement.crises WHERE crisis_id = $1",
-                )
-                .bind(crisis_id)
-                .fetch_optional(pool)
-                .await?
-                .flatten(),
-                Utc::now(),
-            ),
-        };
+    let activated: Option<Option<DateTime<Utc>>> = on_store!(store, pool => sqlx::query_scalar(ACTIVATED)
+        .bind(crisis_id)
+        .fetch_optional(pool)
+        .await)?;
     let schedules =
         on_store!(store, pool => sqlx::query_as(SCHEDULES).bind(crisis_id).fetch_all(pool).await)?;
-    Ok((activated, now, schedules))
+    Ok((activated.flatten(), schedules))
 }
 
 /// The instruction a report is about, locked (on SQLite the transaction

@@ -48,7 +48,8 @@ impl Quiet {
         crisis: &str,
         started: DateTime<Utc>,
     ) -> Result<()> {
-        let (activated, now, schedules) = db::tranche_schedule(store, crisis).await?;
+        let (activated, schedules) = db::tranche_schedule(store, crisis).await?;
+        let now = db::clock(store).await?;
         match quiet_for(activated, started, now, &schedules, config.day_seconds) {
             Some(wait) => self.0.insert(crisis.to_owned(), Instant::now() + wait),
             None => self.0.remove(crisis),
