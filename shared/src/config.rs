@@ -31,6 +31,8 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_BATCH_LINGER_MS",
     "SUMUD_MAX_MESSAGE_BYTES",
     "SUMUD_HTTP_ADDR",
+    "SUMUD_CONSUMER_JOIN_SECS",
+    "SUMUD_CONSUMER_STALL_SECS",
     "SUMUD_TOPIC_CONTROL",
     "SUMUD_TOPIC_ALERTS",
     "SUMUD_TOPIC_REGISTRY",
@@ -106,6 +108,11 @@ pub struct Settings {
     /// Where to serve `/healthz`, `/readyz` and `/metrics`
     /// (`SUMUD_HTTP_ADDR`, e.g. `0.0.0.0:9100`); unset serves nothing.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// How long a consumer may stay outside its group before it is made
+    /// anew (`SUMUD_CONSUMER_JOIN_SECS`, default 120), and how long it may
+    /// stand still on a backlog before the service is not ready
+    /// (`SUMUD_CONSUMER_STALL_SECS`, default 120).
+    pub consumer_bounds: crate::kafka::health::Bounds,
 }
 
 impl Default for Settings {
@@ -123,6 +130,7 @@ impl Default for Settings {
             batch_linger: Duration::from_millis(20),
             limits: DecodeLimits::default(),
             http_addr: None,
+            consumer_bounds: crate::kafka::health::Bounds::default(),
         }
     }
 }
@@ -151,6 +159,12 @@ impl Settings {
                 }
                 "SUMUD_MAX_MESSAGE_BYTES" => s.limits.max_bytes = parse(&key, &value)?,
                 "SUMUD_HTTP_ADDR" => s.http_addr = Some(parse(&key, &value)?),
+                "SUMUD_CONSUMER_JOIN_SECS" => {
+                    s.consumer_bounds.join_within = Duration::from_secs(parse(&key, &value)?)
+                }
+                "SUMUD_CONSUMER_STALL_SECS" => {
+                    s.consumer_bounds.stall_after = Duration::from_secs(parse(&key, &value)?)
+                }
                 "SUMUD_TOPIC_CONTROL" => s.topics.control = value,
                 "SUMUD_TOPIC_ALERTS" => s.topics.alerts = value,
                 "SUMUD_TOPIC_REGISTRY" => s.topics.registry = value,
@@ -170,6 +184,11 @@ impl Settings {
         if s.batch_max == 0 || s.topic_partitions < 1 {
             return Err(Error::Config(
                 "SUMUD_BATCH_MAX and SUMUD_TOPIC_PARTITIONS must be at least 1".into(),
+            ));
+        }
+        if s.consumer_bounds.join_within.is_zero() || s.consumer_bounds.stall_after.is_zero() {
+            return Err(Error::Config(
+                "SUMUD_CONSUMER_JOIN_SECS and SUMUD_CONSUMER_STALL_SECS must be at least 1".into(),
             ));
         }
         Ok(s)
@@ -214,6 +233,14 @@ impl Settings {
         if let Some(addr) = self.http_addr {
             v.push(("SUMUD_HTTP_ADDR".into(), addr.to_string()));
         }
+        v.push((
+            "SUMUD_CONSUMER_JOIN_SECS".into(),
+            self.consumer_bounds.join_within.as_secs().to_string(),
+        ));
+        v.push((
+            "SUMUD_CONSUMER_STALL_SECS".into(),
+            self.consumer_bounds.stall_after.as_secs().to_string(),
+        ));
         if let Some(id) = &self.instance_id {
             v.push(("SUMUD_INSTANCE_ID".into(), id.clone()));
         }
@@ -301,6 +328,7 @@ impl std::fmt::Debug for Settings {
             .field("batch_linger", &self.batch_linger)
             .field("limits", &self.limits)
             .field("http_addr", &self.http_addr)
+            .field("consumer_bounds", &self.consumer_bounds)
             .finish()
     }
 }

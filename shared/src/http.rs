@@ -1,6 +1,7 @@
 //! Every service's small HTTP surface, when `SUMUD_HTTP_ADDR` is set:
 //! `/healthz` (the process answers), `/readyz` (Kafka and the database answer
-//! now; 503 with the reason otherwise) and `/metrics` (Prometheus text).
+//! now, and the service's consumer is a member of its group that keeps up;
+//! 503 with the reason otherwise) and `/metrics` (Prometheus text).
 //!
 //! Several services in one process (`sumud demo`, tests) share one metrics
 //! registry; the first to bind the address serves it and the others say so
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::db::Store;
+use crate::kafka::health::ConsumerHealth;
 use crate::metrics::{Metrics, PoolLabels, ServiceLabels};
 
 /// How long a readiness probe waits for each dependency.
@@ -33,32 +35,35 @@ struct Probe {
     store: Store,
     kafka: Arc<BaseConsumer>,
     outbox: Option<&'static str>,
+    consumer: Option<Arc<ConsumerHealth>>,
 }
 
 /// Serves the endpoints until `shutdown`, if `settings.http_addr` is set.
 /// `outbox` names the service's `<schema>.outbox` table, if it has one, for
-/// the backlog gauge.
+/// the backlog gauge; `consumer` is the health of the service's consumer,
+/// if it consumes, which readiness then requires.
 pub fn spawn(
     settings: &Settings,
     service: &'static str,
     store: Store,
     outbox: Option<&'static str>,
+    consumer: Option<Arc<ConsumerHealth>>,
     shutdown: CancellationToken,
 ) -> crate::Result<Option<JoinHandle<()>>> {
     let Some(addr) = settings.http_addr else {
         return Ok(None);
     };
-    let kafka: BaseConsumer = crate::kafka::client_config(settings)
-        .set(
-            "group.id",
-            format!("{}-{service}-probe", settings.group_prefix),
-        )
-        .create()?;
+    // A metadata client only: no `group.id`, so it has no group coordinator
+    // to wait for when dropped (librdkafka closes a consumer with a group by
+    // waiting on its coordinator, which after a broker restart may never
+    // answer, on whatever thread drops it).
+    let kafka: BaseConsumer = crate::kafka::client_config(settings).create()?;
     let probe = Arc::new(Probe {
         service,
         store,
         kafka: Arc::new(kafka),
         outbox,
+        consumer,
     });
     Ok(Some(tokio::spawn(serve(addr, probe, shutdown))))
 }
@@ -110,7 +115,12 @@ async fn ready(State(p): State<Arc<Probe>>) -> Response {
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let status = if db.is_ok() && kafka.is_ok() {
+    let consumer = p
+        .consumer
+        .as_ref()
+        .map(|h| h.report(std::time::Instant::now()));
+    let consuming = consumer.as_ref().is_none_or(|(ok, _)| *ok);
+    let status = if db.is_ok() && kafka.is_ok() && consuming {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -120,12 +130,15 @@ async fn ready(State(p): State<Arc<Probe>>) -> Response {
         crate::db::Backend::Postgres => "postgresql",
         crate::db::Backend::Sqlite => "sqlite",
     };
-    let body = json!({
+    let mut body = json!({
         "service": p.service,
         "ready": status == StatusCode::OK,
         backend: db.err().unwrap_or_else(|| "ok".into()),
         "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
     });
+    if let Some((_, report)) = consumer {
+        body["consumer"] = report;
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod health;
 pub mod producer;
 pub mod spans;
 

@@ -123,6 +123,11 @@ pub struct Metrics {
     pub batch_seconds: Histograms<ServiceLabels>,
     /// High watermark minus the consumer's position, per partition.
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// 1 while a service's consumer is a member of its group that keeps
+    /// up, 0 while it is joining or stalled (`/readyz` says which).
+    pub consumer_ready: Family<ServiceLabels, Gauge>,
+    /// Consumers made anew because the old one never joined its group.
+    pub consumers_recreated: Family<ServiceLabels, Counter>,
     /// Database connections by state (set when scraped).
     pub db_connections: Family<PoolLabels, Gauge>,
     /// Rows waiting in a service's outbox (set when scraped).
@@ -152,6 +157,8 @@ impl Metrics {
         let batch_seconds: Histograms<ServiceLabels> =
             Family::new_with_constructor(latency_histogram);
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
+        let consumer_ready = Family::<ServiceLabels, Gauge>::default();
+        let consumers_recreated = Family::<ServiceLabels, Counter>::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
         let outbox_backlog = Family::<ServiceLabels, Gauge>::default();
         let crises = Family::<StateLabels, Gauge>::default();
@@ -183,6 +190,16 @@ impl Metrics {
             "consumer_lag_messages",
             "High watermark minus the consumer's position, per partition",
             consumer_lag.clone(),
+        );
+        registry.register(
+            "consumer_ready",
+            "1 while a service's consumer is a member of its group that keeps up, 0 while joining or stalled",
+            consumer_ready.clone(),
+        );
+        registry.register(
+            "consumers_recreated",
+            "Consumers made anew because the old one did not join its group in time",
+            consumers_recreated.clone(),
         );
         registry.register(
             "db_pool_connections",
@@ -222,6 +239,8 @@ impl Metrics {
             produced,
             batch_seconds,
             consumer_lag,
+            consumer_ready,
+            consumers_recreated,
             db_connections,
             outbox_backlog,
             crises,
@@ -276,6 +295,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("messages_produced", "counter"),
     ("batch_processing_seconds", "histogram"),
     ("consumer_lag_messages", "gauge"),
+    ("consumer_ready", "gauge"),
+    ("consumers_recreated", "counter"),
     ("db_pool_connections", "gauge"),
     ("outbox_backlog_rows", "gauge"),
     ("crises", "gauge"),
@@ -404,6 +425,8 @@ mod tests {
             })
             .set(1);
         m.outbox_backlog.get_or_create(&service).set(0);
+        m.consumer_ready.get_or_create(&service).set(1);
+        m.consumers_recreated.get_or_create(&service).inc();
         m.crises
             .get_or_create(&StateLabels {
                 state: "active".into(),

@@ -14,6 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::config::Settings;
 use crate::db::{Migrations, Store};
 use crate::kafka::consumer::{self, Handler, LoopConfig};
+use crate::kafka::health::ConsumerHealth;
 use crate::kafka::producer::EventProducer;
 use crate::{Error, Result};
 
@@ -67,19 +68,23 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let background: Vec<_> = background.into_iter().map(AbortOnDropHandle::new).collect();
+    let group_id = s.settings.group_id(s.name);
+    let health = ConsumerHealth::new(&group_id, s.settings.consumer_bounds);
     let _http = crate::http::spawn(
         s.settings,
         s.name,
         s.store.clone(),
         s.outbox,
+        Some(health.clone()),
         shutdown.clone(),
     )?
     .map(AbortOnDropHandle::new);
     let config = LoopConfig {
         service: s.name.into(),
-        group_id: s.settings.group_id(s.name),
+        group_id,
         topics,
         foreign_topics: foreign,
+        health,
     };
     let mut result = consumer::run(s.settings, config, handler, s.producer, shutdown.clone()).await;
     if !background.is_empty() {

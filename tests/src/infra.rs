@@ -53,6 +53,10 @@ impl Server {
     }
 }
 
+/// How long a start or stop script may run (the broker's own start timeout
+/// is 90 s and its stop timeout 45 s).
+pub const SCRIPT_WITHIN: Duration = Duration::from_secs(180);
+
 /// A Kafka broker and a PostgreSQL server owned by one test: stopped and
 /// their state deleted when dropped, also when the test panics.
 pub struct PrivateInfra {
@@ -140,14 +144,24 @@ impl PrivateInfra {
     }
 
     /// Runs `scripts/<server>.sh <action>` against the private instance;
-    /// `Err` carries the script's output.
+    /// `Err` carries the script's output, or says it did not finish within
+    /// [`SCRIPT_WITHIN`] (the script is then killed).
     pub async fn script(&self, server: Server, action: &str) -> Result<(), String> {
-        let out = tokio::process::Command::new("bash")
+        crate::watchdog::phase(format!("{} {action}", server.script()));
+        let run = tokio::process::Command::new("bash")
             .args(script_args(server, action))
             .envs(self.script_env())
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(SCRIPT_WITHIN, run)
             .await
+            .map_err(|_| {
+                format!(
+                    "{} {action} did not finish within {SCRIPT_WITHIN:?}",
+                    server.script()
+                )
+            })?
             .map_err(|e| format!("cannot run {}: {e}", server.script()))?;
         if out.status.success() {
             Ok(())
@@ -381,8 +395,16 @@ impl Probes {
     }
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
+/// A plain HTTP/1.1 GET: (status, body); `None` if nothing answered in
+/// full within 10 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    tokio::time::timeout(Duration::from_secs(10), http_get_unbounded(addr, path))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn http_get_unbounded(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).await.ok()?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -473,11 +495,10 @@ pub async fn start_payments(
 /// each partition from the beginning to its high watermark, so republished
 /// duplicates are all seen.
 pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
+    // No group: assigned partitions need none, and librdkafka closes a
+    // consumer with a group by waiting on its coordinator, which after a
+    // broker restart may never answer.
     let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
-        .set(
-            "group.id",
-            format!("reader-{}", uuid::Uuid::new_v4().simple()),
-        )
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod infra;
 pub mod pipeline;
+pub mod watchdog;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use watchdog::bounded;
 
 /// One test's private world on the shared infrastructure.
 pub struct TestEnv {
@@ -33,6 +35,8 @@ pub struct TestEnv {
     sqlite_dir: Option<std::path::PathBuf>,
     /// A producer for publishing test input.
     pub producer: EventProducer,
+    /// Ends the process with a report should this test outlive its budget.
+    _watchdog: watchdog::Watchdog,
 }
 
 /// The admin URL of the PostgreSQL server the tests use (a test that brings
@@ -61,17 +65,28 @@ impl TestEnv {
     /// that other tests of the binary read.
     pub async fn on(bootstrap: String, admin: String) -> TestEnv {
         let _ = sumud_shared::telemetry::init("tests");
-        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        let id = short_id();
+        let watchdog = watchdog::Watchdog::arm(&format!("test world {id}"));
+        watchdog::phase(format!("test world {id}: database and topics"));
+        let mut conn = bounded(
+            "connect to PostgreSQL",
+            SETUP,
+            PgConnection::connect(&admin),
+        )
+        .await
+        .unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL is not reachable at {admin} ({e}); run the tests with scripts/test.sh"
             )
         });
-        let id = short_id();
         let db = format!("sumud_t_{id}");
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
+        bounded(
+            "create the test database",
+            SETUP,
+            sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn),
+        )
+        .await
+        .expect("create test database");
         let database_url = match admin.rfind('/') {
             Some(i) => format!("{}/{db}", &admin[..i]),
             None => panic!("DATABASE_URL {admin} has no database name"),
@@ -84,12 +99,20 @@ impl TestEnv {
             ..Settings::default()
         };
         settings.topics = settings.topics.with_suffix(&id);
-        sumud_shared::kafka::admin::ensure_topics(&settings)
-            .await
-            .expect("Kafka is not reachable; run the tests with scripts/test.sh");
-        let pool = sumud_shared::db::connect(&settings.database_url, 5, Duration::from_secs(10))
-            .await
-            .expect("connect to the test database");
+        bounded(
+            "create the test's topics",
+            SETUP,
+            sumud_shared::kafka::admin::ensure_topics(&settings),
+        )
+        .await
+        .expect("Kafka is not reachable; run the tests with scripts/test.sh");
+        let pool = bounded(
+            "connect to the test database",
+            SETUP,
+            sumud_shared::db::connect(&settings.database_url, 5, Duration::from_secs(10)),
+        )
+        .await
+        .expect("connect to the test database");
         let producer = EventProducer::new(&settings).expect("producer");
         TestEnv {
             settings,
@@ -97,6 +120,7 @@ impl TestEnv {
             pool,
             producer,
             sqlite_dir: None,
+            _watchdog: watchdog,
         }
     }
 
@@ -192,8 +216,9 @@ impl TestEnv {
         expected: usize,
         deadline: Duration,
     ) -> Vec<(String, Vec<u8>)> {
+        // No group: assigned partitions need none, and a consumer without
+        // one closes at once (see `infra::read_all`).
         let consumer: BaseConsumer = sumud_shared::kafka::client_config(&self.settings)
-            .set("group.id", format!("reader-{}", short_id()))
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
@@ -273,10 +298,11 @@ impl Running {
         Running { token, task }
     }
 
-    /// Graceful stop: finish the batch, commit offsets.
+    /// Graceful stop: finish the batch, commit offsets; a service that
+    /// has not stopped after [`STOP_WITHIN`] fails the test.
     pub async fn stop(self) {
         self.token.cancel();
-        self.task
+        bounded("a service to stop", STOP_WITHIN, self.task)
             .await
             .expect("service task")
             .expect("service result");
@@ -296,7 +322,17 @@ impl Running {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+/// How long a test's setup step (a connection, a database, its topics)
+/// may take.
+pub const SETUP: Duration = Duration::from_secs(120);
+
+/// How long a service may take to stop gracefully (its consumer closes
+/// within 30 s even when the broker does not answer).
+pub const STOP_WITHIN: Duration = Duration::from_secs(90);
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the
+/// deadline. Each attempt is itself cut off at the deadline, so a check
+/// that never resolves fails the test instead of hanging it.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -304,8 +340,15 @@ where
 {
     let end = Instant::now() + deadline;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        let left = end.saturating_duration_since(Instant::now());
+        // The last attempt gets a moment even when the deadline has passed.
+        let attempt = left.max(Duration::from_secs(1));
+        match tokio::time::timeout(attempt, check()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(_) => panic!(
+                "timed out after {deadline:?} waiting for {what}: the last check did not return"
+            ),
         }
         if Instant::now() > end {
             panic!("timed out after {deadline:?} waiting for {what}");

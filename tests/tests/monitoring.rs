@@ -42,11 +42,21 @@ async fn a_service_reports_health_readiness_and_what_it_consumed() {
     })
     .await;
     assert_eq!((status, body.trim()), (200, "ok"));
-    let (status, body) = http_get(addr, "/readyz").await.unwrap();
-    assert_eq!(status, 200, "{body}");
+    // Ready once its consumer has joined its group (a moment after start).
+    let body = wait_for("/readyz to answer 200", Duration::from_secs(60), || async {
+        let (status, body) = http_get(addr, "/readyz").await?;
+        (status == 200).then_some(body)
+    })
+    .await;
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["kafka"], "ok");
     assert_eq!(ready["postgresql"], "ok");
+    assert_eq!(ready["consumer"]["status"], "ok");
+    assert_eq!(
+        ready["consumer"]["group"],
+        env.settings.group_id("registry")
+    );
+    assert_eq!(ready["consumer"]["partitions"], 3, "{body}");
 
     let consumed =
         format!(r#"sumud_messages_consumed_total{{service="registry",topic="{topic}"}} 6"#);
@@ -84,6 +94,7 @@ async fn readiness_fails_with_the_reason_when_kafka_does_not_answer() {
         "probe-test",
         env.pool.clone().into(),
         None,
+        None,
         shutdown.clone(),
     )
     .unwrap()
@@ -103,6 +114,203 @@ async fn readiness_fails_with_the_reason_when_kafka_does_not_answer() {
     );
     shutdown.cancel();
     server.await.unwrap();
+}
+
+/// `/readyz` as (status, JSON body), once it answers.
+async fn readyz(addr: std::net::SocketAddr) -> Option<(u16, serde_json::Value)> {
+    let (status, body) = http_get(addr, "/readyz").await?;
+    Some((status, serde_json::from_str(&body).ok()?))
+}
+
+/// A member of `group` that takes every partition of `topic` and holds the
+/// group with an assignor no Sumud consumer offers (`cooperative-sticky`
+/// alone), so the broker refuses their JoinGroup (inconsistent group
+/// protocol) for as long as it stays: a consumer that cannot join, made
+/// from outside the service. Leaves the group when dropped.
+struct GroupSquatter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupSquatter {
+    fn start(settings: &sumud_shared::config::Settings, group: &str, topic: &str) -> Self {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
+            .set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("squatter");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (holds, held) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut told = false;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+                if !told && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    let _ = holds.send(());
+                    told = true;
+                }
+            }
+            // Dropping closes the consumer: it leaves the group.
+        });
+        held.recv_timeout(Duration::from_secs(60))
+            .expect("the squatter holds the group within 60 s");
+        GroupSquatter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GroupSquatter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_cannot_join_its_group_is_not_ready_and_is_made_anew_until_it_joins() {
+    // Arrange: the registry's group held by a member the service's
+    // consumer cannot share it with; a join bound of 5 s.
+    let env = TestEnv::new().await;
+    let addr = free_addr();
+    let mut settings = env.settings.clone();
+    settings.http_addr = Some(addr);
+    settings.consumer_bounds.join_within = Duration::from_secs(5);
+    let group = env.settings.group_id("registry");
+    let squatter = GroupSquatter::start(&env.settings, &group, &env.settings.topics.registry);
+    let registry = sumud_registry::App::build(settings).await.unwrap();
+    let running = Running::spawn(|t| registry.run(t));
+
+    // Assert: not ready, saying why; then made anew, and still not ready.
+    let (_, body) = wait_for("/readyz to refuse for the group", DEADLINE, || async {
+        let (status, body) = readyz(addr).await?;
+        (status == 503).then_some(((), body))
+    })
+    .await;
+    assert_eq!(body["kafka"], "ok", "{body}");
+    assert_eq!(body["postgresql"], "ok", "{body}");
+    let status = body["consumer"]["status"].as_str().unwrap_or_default();
+    assert!(
+        status.contains(&format!("not a member of group {group}")),
+        "{body}"
+    );
+    let body = wait_for("the consumer to be made anew", DEADLINE, || async {
+        let (status, body) = readyz(addr).await?;
+        (status == 503 && body["consumer"]["recreated"].as_u64() >= Some(1)).then_some(body)
+    })
+    .await;
+    assert_eq!(body["ready"], false);
+    let metric = r#"sumud_consumers_recreated_total{service="registry"}"#;
+    let (_, text) = http_get(addr, "/metrics").await.unwrap();
+    assert!(sample(&text, metric).is_some_and(|n| n >= 1), "{text}");
+    assert_eq!(
+        sample(&text, r#"sumud_consumer_ready{service="registry"}"#),
+        Some(0)
+    );
+
+    // Act: the squatter leaves.
+    drop(squatter);
+
+    // Assert: the current consumer joins, is ready and consumes.
+    let body = wait_for(
+        "/readyz to answer 200 after the group is free",
+        DEADLINE,
+        || async {
+            let (status, body) = readyz(addr).await?;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["consumer"]["partitions"], 3, "{body}");
+    let h = synthetic::household(AreaCatalog::default_catalog(), 9, 1);
+    let e = Envelope::new(
+        "urn:test",
+        HOUSEHOLD_UPSERTED,
+        Some(h.household_id.clone()),
+        &h,
+    );
+    env.publish(
+        &env.settings.topics.registry,
+        &h.household_id,
+        &e.to_bytes(),
+    )
+    .await;
+    wait_for("the household stored", DEADLINE, || async {
+        (env.count("SELECT count(*) FROM registry.households").await == 1).then_some(())
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_makes_no_progress_on_waiting_messages_is_not_ready_until_it_moves() {
+    // Arrange: a ready registry with a stall bound of 2 s, and its table
+    // locked by the test, so its handler waits on the lock.
+    let env = TestEnv::new().await;
+    let addr = free_addr();
+    let mut settings = env.settings.clone();
+    settings.http_addr = Some(addr);
+    settings.consumer_bounds.stall_after = Duration::from_secs(2);
+    let registry = sumud_registry::App::build(settings).await.unwrap();
+    let running = Running::spawn(|t| registry.run(t));
+    wait_for("/readyz to answer 200", DEADLINE, || async {
+        let (status, _) = readyz(addr).await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let mut lock = env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE registry.households IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    // Act: a household arrives and cannot be stored.
+    let h = synthetic::household(AreaCatalog::default_catalog(), 9, 2);
+    let e = Envelope::new(
+        "urn:test",
+        HOUSEHOLD_UPSERTED,
+        Some(h.household_id.clone()),
+        &h,
+    );
+    env.publish(
+        &env.settings.topics.registry,
+        &h.household_id,
+        &e.to_bytes(),
+    )
+    .await;
+
+    // Assert: not ready, saying no progress with one message waiting,
+    // while the database and Kafka answer.
+    let body = wait_for("/readyz to report the stall", DEADLINE, || async {
+        let (status, body) = readyz(addr).await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["postgresql"], "ok", "{body}");
+    assert_eq!(body["kafka"], "ok", "{body}");
+    let status = body["consumer"]["status"].as_str().unwrap_or_default();
+    assert!(status.starts_with("no progress for"), "{body}");
+    assert_eq!(body["consumer"]["lag"], 1, "{body}");
+
+    // Act: the lock goes; Assert: stored, and ready again.
+    lock.rollback().await.unwrap();
+    wait_for("the household stored", DEADLINE, || async {
+        (env.count("SELECT count(*) FROM registry.households").await == 1).then_some(())
+    })
+    .await;
+    wait_for("/readyz to answer 200 again", DEADLINE, || async {
+        let (status, _) = readyz(addr).await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    running.stop().await;
 }
 
 /// The value of the sample `name{labels}` in an exposition, if present.
@@ -138,6 +346,7 @@ async fn crisis_figures_are_exposed_by_status_and_follow_the_payments() {
         &settings,
         "monitoring-test",
         p.env.pool.clone().into(),
+        None,
         None,
         shutdown.clone(),
     )

@@ -97,6 +97,7 @@ impl App {
             SERVICE,
             self.store.clone(),
             None,
+            None,
             shutdown.clone(),
         )?
         .map(AbortOnDropHandle::new);

@@ -40,6 +40,7 @@ use crate::config::Settings;
 use crate::deadletter::{cut_short, DeadLetter, Reason, MAX_FIELD_BYTES};
 use crate::envelope::{decode, DecodeLimits, Envelope, Rejection};
 use crate::events::deadletter::DEADLETTER_RECORDED;
+use crate::kafka::health::{ConsumerHealth, HealthContext};
 use crate::kafka::producer::{EventProducer, MAX_RECORD_BYTES};
 use crate::metrics::{Metrics, PartitionLabels, ServiceLabels};
 use crate::schema::SchemaRegistry;
@@ -100,6 +101,8 @@ pub struct LoopConfig {
     /// judges the same things belong here; `handler_failed` is dead-lettered
     /// whatever the topic.
     pub foreign_topics: Vec<String>,
+    /// Membership and progress, shared with the readiness probe.
+    pub health: Arc<ConsumerHealth>,
 }
 
 /// A received message before decoding.
@@ -151,6 +154,12 @@ const PREFETCH_DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// Runs the loop until `shutdown` is cancelled, then commits stored offsets.
+///
+/// A consumer that has not joined its group within the health bound
+/// (`SUMUD_CONSUMER_JOIN_SECS`) while the broker answers is closed and a new
+/// one made in its place: librdkafka's group coordinator connection can
+/// wedge after a broker restart so that the old consumer never joins again
+/// (docs/reliability.md, "A consumer that never joins").
 pub async fn run<H: Handler>(
     settings: &Settings,
     config: LoopConfig,
@@ -158,6 +167,44 @@ pub async fn run<H: Handler>(
     producer: &EventProducer,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    loop {
+        match session(settings, &config, handler, producer, &shutdown).await? {
+            Ended::Shutdown => return Ok(()),
+            Ended::Recreate => {
+                config.health.recreated();
+                Metrics::global()
+                    .consumers_recreated
+                    .get_or_create(&ServiceLabels {
+                        service: config.service.clone(),
+                    })
+                    .inc();
+                warn!(
+                    service = %config.service,
+                    group = %config.group_id,
+                    bound_s = config.health.bounds().join_within.as_secs(),
+                    "The consumer did not join its group within the bound although the broker answers; made a new one."
+                );
+            }
+        }
+    }
+}
+
+/// Why a consumer session ended.
+enum Ended {
+    /// Shutdown was requested (or the handler side stopped).
+    Shutdown,
+    /// The consumer never joined its group: make a new one.
+    Recreate,
+}
+
+/// One consumer, from creation to close.
+async fn session<H: Handler>(
+    settings: &Settings,
+    config: &LoopConfig,
+    handler: &H,
+    producer: &EventProducer,
+    shutdown: &CancellationToken,
+) -> Result<Ended> {
     let mut client = super::client_config(settings);
     // The loop keeps a decoded batch of its own in hand, so librdkafka's
     // prefetch queue need not be its default 64 MB; its back-off when that
@@ -173,7 +220,7 @@ pub async fn run<H: Handler>(
         // and leaving them unread meanwhile.
         client.set("group.instance.id", instance);
     }
-    let consumer: StreamConsumer = client
+    let consumer: StreamConsumer<HealthContext> = client
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -182,7 +229,9 @@ pub async fn run<H: Handler>(
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("max.poll.interval.ms", "300000")
-        .create()?;
+        .create_with_context(HealthContext {
+            health: config.health.clone(),
+        })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     info!(service = %config.service, group = %config.group_id, topics = ?config.topics, "Consuming.");
@@ -214,17 +263,26 @@ pub async fn run<H: Handler>(
         ready,
         stop.clone(),
     ));
+    // The watch runs beside the handler, so a handler that never returns
+    // still shows as a stall.
+    let recreate = CancellationToken::new();
+    let watcher = tokio::spawn(watch(
+        consumer.clone(),
+        config.service.clone(),
+        config.health.clone(),
+        stop.clone(),
+        recreate.clone(),
+    ));
     let metrics = Metrics::global();
-    let mut last_lag = Instant::now();
-    let mut lag_report: Option<tokio::task::JoinHandle<()>> = None;
-    loop {
+    let ended = loop {
         let waiting = Instant::now();
         let prepared = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ended::Shutdown,
+            _ = recreate.cancelled() => break Ended::Recreate,
             p = batches.recv() => match p {
                 Some(p) => p,
-                None => break,
+                None => break Ended::Shutdown,
             },
         };
         let Prepared {
@@ -257,12 +315,12 @@ pub async fn run<H: Handler>(
                 })),
         );
         let handling = Instant::now();
-        let Some(verdicts) = handle_with_retries(handler, &decoded, &shutdown)
+        let Some(verdicts) = handle_with_retries(handler, &decoded, shutdown)
             .instrument(span.clone())
             .await
         else {
             // Shutting down mid-retry: store nothing, the batch comes again.
-            break;
+            break Ended::Shutdown;
         };
         metrics
             .batch_seconds
@@ -289,7 +347,7 @@ pub async fn run<H: Handler>(
         let mut published = true;
         for (raw, envelope, rej) in &rejects {
             if !deadletters
-                .publish(raw, *envelope, rej, &shutdown)
+                .publish(raw, *envelope, rej, shutdown)
                 .instrument(span.clone())
                 .await
             {
@@ -298,43 +356,106 @@ pub async fn run<H: Handler>(
             }
         }
         if !published {
-            break;
+            break Ended::Shutdown;
         }
         store_offsets(&consumer, &positions);
         count_batch(&config.service, &decoded, &rejects);
-        let reporting = lag_report.as_ref().is_some_and(|r| !r.is_finished());
-        if last_lag.elapsed() >= LAG_EVERY && !reporting {
-            // Watermarks are a broker round trip: off the loop.
-            let (c, service) = (consumer.clone(), config.service.clone());
-            lag_report = Some(tokio::task::spawn_blocking(move || {
-                report_lag(&c, &service)
-            }));
-            last_lag = Instant::now();
-        }
         drop(rejects);
         // Freeing a large batch's JSON trees takes a while: do it off the
         // loop so the next batch is handled at once.
         if decoded.len() > DECODE_INLINE_MAX {
             tokio::task::spawn_blocking(move || drop(decoded));
         }
-    }
+    };
     stop.cancel();
     drop(batches);
-    // The report holds the consumer: the loop is over only when nothing
+    // The watch holds the consumer: the session is over only when nothing
     // uses it any more (an embedded broker may stop right after).
-    if let Some(report) = lag_report {
-        let _ = report.await;
-    }
+    let _ = watcher.await;
     if let Err(e) = fetcher.await {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
         }
     }
-    commit_and_stop(&consumer)
+    close(consumer, &config.group_id).await;
+    Ok(ended)
 }
 
-/// How often the loop reports consumer lag.
+/// How often the loop reports consumer lag and checks its membership.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// How long closing a consumer (final commit, leaving the group) may take
+/// before it is left to finish on its own thread.
+const CLOSE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Every [`LAG_EVERY`]: reports lag and progress to the health, and asks
+/// for a new consumer (cancels `recreate`) when this one has stayed outside
+/// its group past the bound while the broker answers.
+async fn watch(
+    consumer: Arc<StreamConsumer<HealthContext>>,
+    service: String,
+    health: Arc<ConsumerHealth>,
+    stop: CancellationToken,
+    recreate: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (c, s, h) = (consumer.clone(), service.clone(), health.clone());
+        // Watermarks and metadata are broker round trips: off the runtime.
+        let give_up = tokio::task::spawn_blocking(move || {
+            report_lag(&c, &s, &h);
+            Metrics::global()
+                .consumer_ready
+                .get_or_create(&ServiceLabels { service: s })
+                .set(i64::from(h.verdict(Instant::now()).is_ready()));
+            h.should_recreate(Instant::now())
+                && c.fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok_and(|m| !m.brokers().is_empty())
+        })
+        .await
+        .unwrap_or(false);
+        if give_up {
+            recreate.cancel();
+            return;
+        }
+    }
+}
+
+/// Commits what was stored and closes the consumer, on a thread of its own
+/// and for at most [`CLOSE_WITHIN`]: librdkafka's close waits for the group
+/// coordinator, which may never answer (a broker gone, or a coordinator
+/// connection that wedged), and a runtime thread blocked there starves
+/// every other task of the process.
+async fn close(consumer: Arc<StreamConsumer<HealthContext>>, group: &str) {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("sumud-consumer-close".into())
+        .spawn(move || {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is the usual cause.
+                info!(error = %e, "Final offset commit skipped.");
+            }
+            drop(consumer);
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "Could not start a thread to close the consumer; it is leaked.");
+        return;
+    }
+    match tokio::time::timeout(CLOSE_WITHIN, closed).await {
+        Ok(_) => info!(group, "Consumer stopped."),
+        Err(_) => warn!(
+            group,
+            within_s = CLOSE_WITHIN.as_secs(),
+            "The consumer did not close in time (its group coordinator does not answer); it goes on closing in the background."
+        ),
+    }
+}
 
 /// Counts a handled batch: consumed per topic (decoded messages and the
 /// undecodable ones), dead letters per topic and reason.
@@ -361,20 +482,41 @@ fn count_batch(
     }
 }
 
-/// Sets the lag gauge of every assigned partition (blocking: asks the
-/// broker for each partition's high watermark).
-fn report_lag(consumer: &StreamConsumer, service: &str) {
-    let Ok(positions) = consumer.position() else {
+/// Sets the lag gauge of every assigned partition (high watermark minus
+/// the position the consumer has read to) and tells the health how far
+/// the work is durable (the committed offsets, which follow the stored
+/// ones within a second): a handler that never returns holds those still
+/// while the reader runs ahead. Blocking: broker round trips.
+fn report_lag(consumer: &StreamConsumer<HealthContext>, service: &str, health: &ConsumerHealth) {
+    const ASK: Duration = Duration::from_secs(2);
+    let (Ok(read), Ok(assigned)) = (consumer.position(), consumer.assignment()) else {
+        health.unobserved();
         return;
     };
+    let Ok(committed) = consumer.committed_offsets(assigned, ASK) else {
+        health.unobserved();
+        return;
+    };
+    let read: BTreeMap<(String, i32), Offset> = read
+        .elements()
+        .iter()
+        .map(|e| ((e.topic().to_owned(), e.partition()), e.offset()))
+        .collect();
     let metrics = Metrics::global();
-    for e in positions.elements() {
-        let Offset::Offset(position) = e.offset() else {
-            continue;
+    let (mut durable, mut waiting) = (0i64, 0i64);
+    for e in committed.elements() {
+        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), ASK) else {
+            health.unobserved();
+            return;
         };
-        if let Ok((_, high)) =
-            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
-        {
+        // Nothing committed yet: everything from the log's start waits.
+        let done = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
+        durable += done;
+        waiting += (high - done).max(0);
+        if let Some(Offset::Offset(position)) = read.get(&(e.topic().to_owned(), e.partition())) {
             metrics
                 .consumer_lag
                 .get_or_create(&PartitionLabels {
@@ -385,11 +527,12 @@ fn report_lag(consumer: &StreamConsumer, service: &str) {
                 .set((high - position).max(0));
         }
     }
+    health.observed(durable, waiting, Instant::now());
 }
 
 /// What the background fetcher needs, owned.
 struct Fetcher {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<HealthContext>>,
     batch_max: usize,
     batch_linger: Duration,
     limits: DecodeLimits,
@@ -539,7 +682,7 @@ fn raw_of(inc: &Incoming) -> Raw {
 /// Waits for the first message, then gathers more until the batch is full or
 /// the linger time has passed. `None` means shutdown.
 async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<HealthContext>,
     batch_max: usize,
     linger: Duration,
     shutdown: &CancellationToken,
@@ -681,7 +824,7 @@ fn highest_offsets(batch: &[Raw]) -> BTreeMap<(String, i32), i64> {
 
 /// Stores, per partition, the highest offset of a durable batch. librdkafka's
 /// `rd_kafka_offset_store` records `offset + 1`, the next one to read.
-fn store_offsets(consumer: &StreamConsumer, highest: &BTreeMap<(String, i32), i64>) {
+fn store_offsets(consumer: &StreamConsumer<HealthContext>, highest: &BTreeMap<(String, i32), i64>) {
     for ((topic, partition), offset) in highest {
         if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
             // After a rebalance the partition may belong to another member:
@@ -689,15 +832,6 @@ fn store_offsets(consumer: &StreamConsumer, highest: &BTreeMap<(String, i32), i6
             warn!(topic, partition, offset, error = %e, "Could not store offset.");
         }
     }
-}
-
-fn commit_and_stop(consumer: &StreamConsumer) -> Result<()> {
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing stored since the last commit is the usual cause.
-        info!(error = %e, "Final offset commit skipped.");
-    }
-    info!("Consumer stopped.");
-    Ok(())
 }
 
 /// Publishes dead letters and waits for their acknowledgement.
