@@ -23,3 +23,18 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
     }
     c
 }
+
+/// Drops a Kafka client on a thread of its own, never joined: librdkafka
+/// closes a consumer that has a `group.id` when it is dropped, waiting on
+/// its group coordinator without a limit, and a runtime or test thread
+/// blocked there stalls everything behind it (docs/reliability.md, "A
+/// consumer that never joins"). For clients nobody waits on; the consumer
+/// loop's own close is bounded and logged instead.
+pub fn drop_detached<T: Send + 'static>(client: T) {
+    let spawned = std::thread::Builder::new()
+        .name("sumud-kafka-drop".into())
+        .spawn(move || drop(client));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "Could not start a thread to close a Kafka client; it is leaked.");
+    }
+}

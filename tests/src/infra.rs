@@ -27,7 +27,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{Pipeline, DEADLINE, SEED};
-use crate::{wait_for, Running, TestEnv};
+use crate::watchdog::{bounded, phase};
+use crate::{wait_for, Running, TestEnv, SETUP};
 
 /// A loopback address nobody listens on right now.
 pub fn free_addr() -> SocketAddr {
@@ -435,9 +436,14 @@ pub async fn start_payments(
     let households: Vec<Household> = (0..n)
         .map(|i| synthetic::household(AreaCatalog::default_catalog(), SEED, i))
         .collect();
-    sumud::registry_cmd::publish_synthetic(&env.settings, n, SEED, true)
-        .await
-        .expect("publish the registry");
+    phase(format!("payments pipeline: publishing a registry of {n}"));
+    bounded(
+        "publish the registry",
+        SETUP,
+        sumud::registry_cmd::publish_synthetic(&env.settings, n, SEED, true),
+    )
+    .await
+    .expect("publish the registry");
     let mut addrs = Vec::new();
     let mut settings_of = |name: &'static str| -> Settings {
         let mut s = env.settings.clone();
@@ -449,22 +455,42 @@ pub async fn start_payments(
         addrs.push((name, addr));
         s
     };
-    let registry = sumud_registry::App::build(settings_of("registry"))
-        .await
-        .expect("registry builds");
-    let control_app = sumud_control::App::build(settings_of("control"), control)
-        .await
-        .expect("control builds");
-    let eligibility = sumud_eligibility::App::build(settings_of("eligibility"))
-        .await
-        .expect("eligibility builds");
-    let disbursement_app =
-        sumud_disbursement::App::build(settings_of("disbursement"), disbursement)
-            .await
-            .expect("disbursement builds");
-    let sim = sumud_provider_sim::App::build(settings_of("provider-sim"), behaviour)
-        .await
-        .expect("provider simulator builds");
+    phase("payments pipeline: building the services");
+    let registry = bounded(
+        "build registry",
+        SETUP,
+        sumud_registry::App::build(settings_of("registry")),
+    )
+    .await
+    .expect("registry builds");
+    let control_app = bounded(
+        "build control",
+        SETUP,
+        sumud_control::App::build(settings_of("control"), control),
+    )
+    .await
+    .expect("control builds");
+    let eligibility = bounded(
+        "build eligibility",
+        SETUP,
+        sumud_eligibility::App::build(settings_of("eligibility")),
+    )
+    .await
+    .expect("eligibility builds");
+    let disbursement_app = bounded(
+        "build disbursement",
+        SETUP,
+        sumud_disbursement::App::build(settings_of("disbursement"), disbursement),
+    )
+    .await
+    .expect("disbursement builds");
+    let sim = bounded(
+        "build the provider simulator",
+        SETUP,
+        sumud_provider_sim::App::build(settings_of("provider-sim"), behaviour),
+    )
+    .await
+    .expect("provider simulator builds");
     let (alice, bob) = crate::pipeline::register_operators(&env.store).await;
     let services = vec![
         Running::spawn(|t| registry.run(t)),
@@ -480,6 +506,7 @@ pub async fn start_payments(
         bob,
         households,
     };
+    phase("payments pipeline: registry stored, services joining their groups");
     p.wait_count(
         "the registry",
         "SELECT count(*) FROM registry.households",
@@ -488,6 +515,7 @@ pub async fn start_payments(
     .await;
     let probes = Probes { addrs };
     probes.wait_all(&SERVICES, 200, DEADLINE).await;
+    phase("payments pipeline: every service ready");
     (p, probes)
 }
 
@@ -495,10 +523,11 @@ pub async fn start_payments(
 /// each partition from the beginning to its high watermark, so republished
 /// duplicates are all seen.
 pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
-    // No group: assigned partitions need none, and librdkafka closes a
-    // consumer with a group by waiting on its coordinator, which after a
-    // broker restart may never answer.
     let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
+        .set(
+            "group.id",
+            format!("reader-{}", uuid::Uuid::new_v4().simple()),
+        )
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
@@ -519,6 +548,7 @@ pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
     }
     let mut out = Vec::new();
     if ends.is_empty() {
+        sumud_shared::kafka::drop_detached(consumer);
         return out;
     }
     consumer.assign(&tpl).expect("assign");
@@ -540,5 +570,6 @@ pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
             }
         }
     }
+    sumud_shared::kafka::drop_detached(consumer);
     out
 }

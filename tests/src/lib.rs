@@ -216,9 +216,8 @@ impl TestEnv {
         expected: usize,
         deadline: Duration,
     ) -> Vec<(String, Vec<u8>)> {
-        // No group: assigned partitions need none, and a consumer without
-        // one closes at once (see `infra::read_all`).
         let consumer: BaseConsumer = sumud_shared::kafka::client_config(&self.settings)
+            .set("group.id", format!("reader-{}", short_id()))
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
@@ -242,6 +241,7 @@ impl TestEnv {
                 out.push((key, m.payload().unwrap_or_default().to_vec()));
             }
         }
+        sumud_shared::kafka::drop_detached(consumer);
         out
     }
 }

@@ -22,6 +22,7 @@ use sumud_shared::events::household::Household;
 use sumud_shared::money::Money;
 use sumud_shared::synthetic;
 
+use crate::watchdog::phase;
 use crate::{wait_for, Backend, Running, TestEnv};
 
 /// How far down the pipeline a test runs.
@@ -105,6 +106,9 @@ impl Pipeline {
         stages: Stages,
     ) -> Pipeline {
         let env = TestEnv::with(backend).await;
+        phase(format!(
+            "pipeline on {backend:?}: registry of {n}, services starting"
+        ));
         let households: Vec<Household> = (0..n)
             .map(|i| synthetic::household(AreaCatalog::default_catalog(), SEED, i))
             .collect();
@@ -145,12 +149,14 @@ impl Pipeline {
             bob,
             households,
         };
+        phase("pipeline: waiting for the registry to be stored");
         p.wait_count(
             "the registry",
             "SELECT count(*) FROM registry.households",
             n as i64,
         )
         .await;
+        phase("pipeline: started");
         p
     }
 

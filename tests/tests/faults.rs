@@ -26,6 +26,7 @@ use sumud_tests::infra::{
     read_all, start_payments, PrivateInfra, Probes, Server, TcpProxy, SERVICES,
 };
 use sumud_tests::pipeline::{claims, definition, expected, no_four_eyes, Pipeline};
+use sumud_tests::watchdog::phase;
 use sumud_tests::{wait_for, TestEnv};
 
 /// Households in the synthetic registry of each scenario.
@@ -103,6 +104,9 @@ async fn declare(p: &Pipeline, crisis: &str) -> i64 {
 /// invariant holds between the database, the topic and the ledger.
 async fn assert_healed(p: Pipeline, probes: &Probes, crisis: &str, entitled: i64, label: &str) {
     let total = entitled * TRANCHES;
+    phase(format!(
+        "[{label}] waiting for every instruction to be paid"
+    ));
     let settled = Instant::now();
     loop {
         let paid = try_count(
@@ -134,6 +138,9 @@ async fn assert_healed(p: Pipeline, probes: &Probes, crisis: &str, entitled: i64
         settled.elapsed().as_secs_f64()
     );
 
+    phase(format!(
+        "[{label}] auditing the database, the topic and the ledger"
+    ));
     // No service returned, panicked or needed a restart; all are ready.
     for (name, s) in SERVICES.iter().zip(&p.services) {
         assert!(s.is_running(), "{name} stopped during {label}");
@@ -451,6 +458,7 @@ async fn scenarios(infra: &PrivateInfra) {
             continue;
         }
         let t = Instant::now();
+        phase(format!("faults: scenario {name}"));
         match scenario {
             0 => broker_restart(infra).await,
             1 => database_restart(infra).await,

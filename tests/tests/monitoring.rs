@@ -251,15 +251,61 @@ async fn a_consumer_that_cannot_join_its_group_is_not_ready_and_is_made_anew_unt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_makes_no_progress_on_waiting_messages_is_not_ready_until_it_moves() {
-    // Arrange: a ready registry with a stall bound of 2 s, and its table
-    // locked by the test, so its handler waits on the lock.
+    // Arrange: a ready registry and a dashboard, both with a stall bound of
+    // 2 s; one household stored (so the group has committed offsets the
+    // dashboard can read); then the registry's table locked by the test,
+    // so its handler waits on the lock.
     let env = TestEnv::new().await;
     let addr = free_addr();
     let mut settings = env.settings.clone();
     settings.http_addr = Some(addr);
     settings.consumer_bounds.stall_after = Duration::from_secs(2);
-    let registry = sumud_registry::App::build(settings).await.unwrap();
+    let registry = sumud_registry::App::build(settings.clone()).await.unwrap();
     let running = Running::spawn(|t| registry.run(t));
+    let dashboard = sumud_dashboard::App::build(
+        settings,
+        sumud_dashboard::config::DashboardConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            refresh: Duration::from_millis(250),
+            lag_refresh: Duration::from_secs(1),
+        },
+    )
+    .await
+    .unwrap();
+    let dash_addr = dashboard.local_addr();
+    let dash = Running::spawn(|t| dashboard.run(t));
+    let (group, topic) = (
+        env.settings.group_id("registry"),
+        env.settings.topics.registry.clone(),
+    );
+    // The dashboard's row of the registry's group on its topic.
+    let row = || async {
+        let (_, body) = http_get(dash_addr, "/api/lag").await?;
+        let lag: serde_json::Value = serde_json::from_str(&body).ok()?;
+        lag["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["group"] == group.as_str() && g["topic"] == topic.as_str())
+            .cloned()
+    };
+    let h = synthetic::household(AreaCatalog::default_catalog(), 9, 2);
+    let e = Envelope::new(
+        "urn:test",
+        HOUSEHOLD_UPSERTED,
+        Some(h.household_id.clone()),
+        &h,
+    );
+    env.publish(&topic, &h.household_id, &e.to_bytes()).await;
+    wait_for(
+        "the first household stored and committed",
+        DEADLINE,
+        || async {
+            let r = row().await?;
+            (r["lag"] == 0 && env.count("SELECT count(*) FROM registry.households").await == 1)
+                .then_some(())
+        },
+    )
+    .await;
     wait_for("/readyz to answer 200", DEADLINE, || async {
         let (status, _) = readyz(addr).await?;
         (status == 200).then_some(())
@@ -271,20 +317,8 @@ async fn a_consumer_that_makes_no_progress_on_waiting_messages_is_not_ready_unti
         .await
         .unwrap();
 
-    // Act: a household arrives and cannot be stored.
-    let h = synthetic::household(AreaCatalog::default_catalog(), 9, 2);
-    let e = Envelope::new(
-        "urn:test",
-        HOUSEHOLD_UPSERTED,
-        Some(h.household_id.clone()),
-        &h,
-    );
-    env.publish(
-        &env.settings.topics.registry,
-        &h.household_id,
-        &e.to_bytes(),
-    )
-    .await;
+    // Act: the household comes again and cannot be stored.
+    env.publish(&topic, &h.household_id, &e.to_bytes()).await;
 
     // Assert: not ready, saying no progress with one message waiting,
     // while the database and Kafka answer.
@@ -298,18 +332,27 @@ async fn a_consumer_that_makes_no_progress_on_waiting_messages_is_not_ready_unti
     let status = body["consumer"]["status"].as_str().unwrap_or_default();
     assert!(status.starts_with("no progress for"), "{body}");
     assert_eq!(body["consumer"]["lag"], 1, "{body}");
-
-    // Act: the lock goes; Assert: stored, and ready again.
-    lock.rollback().await.unwrap();
-    wait_for("the household stored", DEADLINE, || async {
-        (env.count("SELECT count(*) FROM registry.households").await == 1).then_some(())
+    // The dashboard, judging from outside by the committed offsets, shows
+    // the group stalled on its topic.
+    let stalled = wait_for("the dashboard to show the stall", DEADLINE, || async {
+        row().await?["stalled_s"].as_u64()
     })
     .await;
+    assert!(stalled >= 2, "{stalled}");
+
+    // Act: the lock goes; Assert: ready again, caught up on the dashboard.
+    lock.rollback().await.unwrap();
     wait_for("/readyz to answer 200 again", DEADLINE, || async {
         let (status, _) = readyz(addr).await?;
         (status == 200).then_some(())
     })
     .await;
+    wait_for("the dashboard to clear the stall", DEADLINE, || async {
+        let r = row().await?;
+        (r["lag"] == 0 && r["stalled_s"].is_null()).then_some(())
+    })
+    .await;
+    dash.stop().await;
     running.stop().await;
 }
 

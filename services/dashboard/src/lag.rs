@@ -7,10 +7,14 @@
 //! runs; read from the broker, the lag of a stopped service keeps growing on
 //! the dashboard, which is when staff need to see it. It is read every few
 //! seconds rather than per snapshot: one request per partition adds up.
+//!
+//! A group whose committed offsets on a topic stand still while messages
+//! wait, past the stall bound, is shown as stalled: the same judgement a
+//! service's `/readyz` makes of its own consumer, made here from outside.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -64,6 +68,26 @@ impl LagBoard {
 struct Reader {
     topics: Vec<String>,
     groups: Vec<(&'static str, String, BaseConsumer)>,
+    /// Per (group, topic): the sum of committed offsets last seen with
+    /// messages waiting, and since when it has stood there.
+    standing: Mutex<HashMap<(String, String), (i64, Instant)>>,
+    stall_after: Duration,
+}
+
+/// Where a (group, topic) stands after a reading of `at` (the sum of its
+/// committed offsets) with `lag` waiting, given where it stood before.
+/// `None` when nothing waits.
+fn stand(
+    before: Option<(i64, Instant)>,
+    at: i64,
+    lag: i64,
+    now: Instant,
+) -> Option<(i64, Instant)> {
+    match before {
+        _ if lag <= 0 => None,
+        Some((was, since)) if was == at => Some((was, since)),
+        _ => Some((at, now)),
+    }
 }
 
 /// Reads lag every `every` until `shutdown`.
@@ -90,6 +114,8 @@ pub fn spawn(
             .map(|t| t.to_string())
             .collect(),
         groups,
+        standing: Mutex::new(HashMap::new()),
+        stall_after: settings.consumer_bounds.stall_after,
     });
     Ok(tokio::spawn(async move {
         loop {
@@ -99,10 +125,13 @@ pub fn spawn(
                 Err(e) => tracing::warn!(error = %e, "Consumer lag reader failed."),
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(every) => {}
             }
         }
+        // The reader's consumers have group ids: closing them waits on the
+        // coordinator, which must not hold a runtime thread.
+        sumud_shared::kafka::drop_detached(reader);
     }))
 }
 
@@ -144,7 +173,8 @@ impl Reader {
         let mut out = Vec::new();
         for (service, group, consumer) in &self.groups {
             let committed = consumer.committed_offsets(tpl.clone(), REQUEST_TIMEOUT)?;
-            let mut per_topic: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            // (lag, partitions, sum of committed offsets) per topic.
+            let mut per_topic: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
             for e in committed.elements() {
                 let Offset::Offset(at) = e.offset() else {
                     continue; // this group never committed on this partition
@@ -162,17 +192,46 @@ impl Reader {
                 let t = per_topic.entry(e.topic().to_owned()).or_default();
                 t.0 += (hw - at).max(0);
                 t.1 += 1;
+                t.2 += at;
             }
-            for (topic, (lag, partitions)) in per_topic {
+            let now = Instant::now();
+            let mut standing = self.standing.lock().expect("lag standing lock");
+            for (topic, (lag, partitions, at)) in per_topic {
+                let key = (group.clone(), topic.clone());
+                let stalled_s = match stand(standing.remove(&key), at, lag, now) {
+                    Some(s) => {
+                        standing.insert(key, s);
+                        let still = now.saturating_duration_since(s.1);
+                        (still >= self.stall_after).then_some(still.as_secs())
+                    }
+                    None => None,
+                };
                 out.push(GroupLag {
                     service: (*service).to_owned(),
                     group: group.clone(),
                     topic,
                     lag,
                     partitions,
+                    stalled_s,
                 });
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_stands_from_its_first_reading_at_a_position_with_messages_waiting() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(30);
+        let first = stand(None, 100, 5, t0);
+        assert_eq!(first, Some((100, t0)));
+        assert_eq!(stand(first, 100, 7, t1), Some((100, t0)), "still there");
+        assert_eq!(stand(first, 101, 7, t1), Some((101, t1)), "moved");
+        assert_eq!(stand(first, 100, 0, t1), None, "caught up");
     }
 }

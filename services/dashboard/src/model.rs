@@ -259,6 +259,12 @@ pub struct GroupLag {
     pub lag: i64,
     /// Partitions with a committed offset.
     pub partitions: i64,
+    /// Seconds the group's committed offsets on this topic have stood
+    /// still while messages wait, once past the stall bound
+    /// (`SUMUD_CONSUMER_STALL_SECS`); `None` while it moves or is caught
+    /// up. The same judgement as the service's own `/readyz`, made from
+    /// outside, so it shows also when the service is down.
+    pub stalled_s: Option<u64>,
 }
 
 /// One crisis with its area table and recent audit trail.

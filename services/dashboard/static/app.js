@@ -19,7 +19,7 @@ const T = {
     open: "Open", overdue: "Overdue", ack_p50: "Acknowledged in (median)", ack_p95: "(95%)",
     rejection_rate: "Rejected", top_reasons: "Main reasons",
     dead_letters: "Dead letters", reason: "Reason", service: "Service", count: "Count", last_at: "Last",
-    consumer_lag: "Consumer lag", topic: "Topic", lag: "Behind",
+    consumer_lag: "Consumer lag", topic: "Topic", lag: "Behind", stalled: "Stalled for",
     affected: "Affected", eligible: "Eligible", waitlisted: "Waitlisted", instructed: "Instructed",
     in_flight: "In flight", households: "households", payments: "payments",
     pending_approval: "awaiting approval", no_alert: "declared by an operator",
@@ -40,7 +40,7 @@ const T = {
     open: "مفتوحة", overdue: "متأخرة", ack_p50: "زمن الإقرار (الوسيط)", ack_p95: "(٩٥٪)",
     rejection_rate: "نسبة الرفض", top_reasons: "أهم الأسباب",
     dead_letters: "الرسائل المرفوضة", reason: "السبب", service: "الخدمة", count: "العدد", last_at: "الأخيرة",
-    consumer_lag: "تأخر المستهلكين", topic: "الموضوع", lag: "متأخر بـ",
+    consumer_lag: "تأخر المستهلكين", topic: "الموضوع", lag: "متأخر بـ", stalled: "متوقف منذ",
     affected: "المتأثرون", eligible: "المؤهلون", waitlisted: "قائمة الانتظار", instructed: "صدرت أوامرهم",
     in_flight: "قيد التنفيذ", households: "أسرة", payments: "دفعة",
     pending_approval: "بانتظار الموافقة", no_alert: "أعلنها مشغّل",
@@ -242,7 +242,9 @@ function renderLag(snap) {
   const rows = lag.groups.map((g) => el("tr", { "data-group": g.group },
     el("td", {}, g.service),
     el("td", { class: "code" }, g.topic),
-    el("td", { class: "num" + (g.lag > 0 ? " warn" : ""), "data-value": g.lag }, fmtInt(g.lag))));
+    el("td", { class: "num" + (g.lag > 0 ? " warn" : ""), "data-value": g.lag }, fmtInt(g.lag)),
+    el("td", { class: "num" + (g.stalled_s != null ? " warn" : ""), "data-stalled": g.stalled_s ?? "" },
+      g.stalled_s != null ? fmtDuration(g.stalled_s) : "")));
   fill(document.querySelector("#lag tbody"), rows);
 }
 

@@ -258,6 +258,7 @@ fn snapshots_with_every_optional_field_set_or_unset_validate() {
                 topic: "sumud.registry.v1".into(),
                 lag: 0,
                 partitions: 3,
+                stalled_s: None,
             }],
         },
         sources: Sources::default(),
