@@ -52,6 +52,12 @@ stop_private() {
         [ -d "$dir" ] || continue
         SUMUD_STATE_DIR=${dir%/} scripts/kafka.sh stop >/dev/null 2>&1 || true
         SUMUD_STATE_DIR=${dir%/} scripts/postgres.sh stop >/dev/null 2>&1 || true
+        # Their logs are what a hang leaves to read.
+        local keep
+        keep="$ROOT/target/faults-logs/$(basename "$dir")"
+        mkdir -p "$keep"
+        cp "$dir"kafka/broker.log* "$dir"postgres/cluster/postgres.log "$keep"/ 2>/dev/null || true
+        log test "a private server of a test that did not finish was stopped; its logs are in $keep"
         rm -rf "$dir"
     done
 }

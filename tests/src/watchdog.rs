@@ -120,7 +120,7 @@ fn over_budget(test: &str, what: &str, budget: Duration) -> ! {
         say(&format!("  {p}"));
     }
     say(&format!(
-        "==== Server logs of private brokers and databases: {}/.local/faults/*/ (kept: the process ends without stopping them; scripts/test.sh stops them)",
+        "==== Private brokers and databases of fault tests are left running under {}/.local/faults/; scripts/test.sh stops them and keeps their logs in target/faults-logs/",
         crate::infra::repo_root().display()
     ));
     say("==== Thread stacks:");
