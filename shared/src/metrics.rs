@@ -76,6 +76,13 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+/// A crisis alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrisisLabels {
+    /// Crisis id.
+    pub crisis: String,
+}
+
 /// A crisis state alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -128,6 +135,9 @@ pub struct Metrics {
     pub consumer_ready: Family<ServiceLabels, Gauge>,
     /// Consumers made anew because the old one never joined its group.
     pub consumers_recreated: Family<ServiceLabels, Counter>,
+    /// Disbursement passes over one crisis that failed for a reason of
+    /// that crisis's own (the others went on).
+    pub crisis_pass_failures: Family<CrisisLabels, Counter>,
     /// Database connections by state (set when scraped).
     pub db_connections: Family<PoolLabels, Gauge>,
     /// Rows waiting in a service's outbox (set when scraped).
@@ -159,6 +169,7 @@ impl Metrics {
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let consumer_ready = Family::<ServiceLabels, Gauge>::default();
         let consumers_recreated = Family::<ServiceLabels, Counter>::default();
+        let crisis_pass_failures = Family::<CrisisLabels, Counter>::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
         let outbox_backlog = Family::<ServiceLabels, Gauge>::default();
         let crises = Family::<StateLabels, Gauge>::default();
@@ -202,6 +213,11 @@ impl Metrics {
             consumers_recreated.clone(),
         );
         registry.register(
+            "crisis_pass_failures",
+            "Disbursement passes over one crisis that failed for a reason of its own; the other crises went on",
+            crisis_pass_failures.clone(),
+        );
+        registry.register(
             "db_pool_connections",
             "Database pool connections by state",
             db_connections.clone(),
@@ -241,6 +257,7 @@ impl Metrics {
             consumer_lag,
             consumer_ready,
             consumers_recreated,
+            crisis_pass_failures,
             db_connections,
             outbox_backlog,
             crises,
@@ -297,6 +314,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("consumer_lag_messages", "gauge"),
     ("consumer_ready", "gauge"),
     ("consumers_recreated", "counter"),
+    ("crisis_pass_failures", "counter"),
     ("db_pool_connections", "gauge"),
     ("outbox_backlog_rows", "gauge"),
     ("crises", "gauge"),
@@ -427,6 +445,11 @@ mod tests {
         m.outbox_backlog.get_or_create(&service).set(0);
         m.consumer_ready.get_or_create(&service).set(1);
         m.consumers_recreated.get_or_create(&service).inc();
+        m.crisis_pass_failures
+            .get_or_create(&CrisisLabels {
+                crisis: "unit-crisis".into(),
+            })
+            .inc();
         m.crises
             .get_or_create(&StateLabels {
                 state: "active".into(),

@@ -220,6 +220,21 @@ impl PlaybookBook {
                 .unwrap_or(scale(h.per_member_minor)),
             cap_minor: scale(h.cap_minor).max(o.horizontal_flat_minor.unwrap_or(0)),
         });
+        // A response that pays nothing is no response: an entitlement of 0
+        // can never be instructed (the instructions' CHECK refuses it on
+        // every pass), so it is refused here, where control judges a
+        // declaration or amendment (`invalid_command`).
+        for (kind, a) in [("vertical", &vertical), ("horizontal", &horizontal)] {
+            if let Some(a) = a {
+                if a.cap_minor <= 0 || (a.flat_minor <= 0 && a.per_member_minor <= 0) {
+                    return Err(format!(
+                        "the {kind} response of playbook {} with these overrides pays nothing \
+                         (flat {}, per member {}, cap {}): give it a positive amount",
+                        p.id, a.flat_minor, a.per_member_minor, a.cap_minor
+                    ));
+                }
+            }
+        }
         Ok(Resolved {
             playbook: format!("{}@{}", p.id, self.version),
             programme: p.vertical.as_ref().map(|v| v.programme.clone()),
@@ -284,6 +299,28 @@ mod tests {
         assert_eq!(r.tranches, 5);
         assert_eq!(r.max_welfare_score, Some(12.5));
         assert!(r.playbook.starts_with("flood-standard@"));
+    }
+
+    #[test]
+    fn a_response_that_pays_nothing_is_refused() {
+        let zero = ResponseOverrides {
+            vertical_flat_minor: Some(0),
+            vertical_per_member_minor: Some(0),
+            ..Default::default()
+        };
+        let err = PlaybookBook::default_book()
+            .resolve(&def(Severity::Severe, zero))
+            .unwrap_err();
+        assert!(err.contains("pays nothing"), "{err}");
+        // Zero flat but a per-member amount still pays every household.
+        let per_member = ResponseOverrides {
+            vertical_flat_minor: Some(0),
+            vertical_per_member_minor: Some(1),
+            ..Default::default()
+        };
+        assert!(PlaybookBook::default_book()
+            .resolve(&def(Severity::Severe, per_member))
+            .is_ok());
     }
 
     #[test]

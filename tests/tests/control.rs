@@ -301,7 +301,45 @@ async fn events_committed_before_a_crash_are_published_after_the_restart(backend
     restarted.stop().await;
 }
 
+/// A declaration whose overrides pay every household nothing would make
+/// entitlements of 0 that can never be instructed; it is refused at the
+/// source, and the next declaration is applied as usual.
+async fn a_declaration_that_pays_nothing_is_an_invalid_command(backend: Backend) {
+    let c = start(backend, no_four_eyes()).await;
+    let mut zero = definition(&["JO-MN"], "1000");
+    zero.response.overrides.vertical_flat_minor = Some(0);
+    zero.response.overrides.vertical_per_member_minor = Some(0);
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Declare, "Z0", Some(zero)),
+    )
+    .await;
+    send(
+        &c.env,
+        &c.alice,
+        &claims(
+            CommandKind::Declare,
+            "Z1",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+    )
+    .await;
+    c.wait_state("Z1", CrisisState::Active).await;
+    let letters = dead_letters(&c.env, 1);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].reason, Reason::InvalidCommand);
+    assert!(
+        letters[0].detail.contains("pays nothing"),
+        "{}",
+        letters[0].detail
+    );
+    assert_eq!(c.state("Z0").await, None);
+    c.service.stop().await;
+}
+
 on_both_backends!(
+    a_declaration_that_pays_nothing_is_an_invalid_command,
     a_command_whose_crisis_event_would_break_its_contract_is_refused,
     a_declaration_is_applied_and_published_once_and_a_replay_is_refused,
     four_eyes_hold_a_large_declaration_until_another_principal_approves,

@@ -34,6 +34,12 @@ async fn world(backend: Backend) -> TestEnv {
 /// Registers households `HH-<first>` to `HH-<last>`, each entitled in
 /// [`CRISIS`] to one tranche of 100 (minor units).
 async fn entitle(env: &TestEnv, first: u32, last: u32) {
+    entitle_in(env, CRISIS, first, last, 100).await;
+}
+
+/// Registers households `HH-<first>` to `HH-<last>`, each entitled in
+/// `crisis` to one tranche of `amount` (minor units).
+async fn entitle_in(env: &TestEnv, crisis: &str, first: u32, last: u32, amount: i64) {
     let (households, entitlements): (Vec<String>, Vec<String>) = (first..=last)
         .map(|i| {
             (
@@ -42,7 +48,7 @@ async fn entitle(env: &TestEnv, first: u32, last: u32) {
                       'tok-{i}', 'ev-{i}', 0, {i})"
                 ),
                 format!(
-                    "('{CRISIS}/HH-{i}/vertical', '{CRISIS}', 'HH-{i}', 'vertical', 'entitled', 100, \
+                    "('{crisis}/HH-{i}/vertical', '{crisis}', 'HH-{i}', 'vertical', 'entitled', {amount}, \
                       'JOD', 1, 30, 1, {i})"
                 ),
             )
@@ -69,8 +75,19 @@ async fn save_crisis(
     budget: &str,
     activated: DateTime<Utc>,
 ) -> Option<i64> {
+    save_crisis_as(env, CRISIS, revision, budget, activated).await
+}
+
+/// [`save_crisis`] for any crisis id.
+async fn save_crisis_as(
+    env: &TestEnv,
+    crisis: &str,
+    revision: i32,
+    budget: &str,
+    activated: DateTime<Utc>,
+) -> Option<i64> {
     let event = CrisisEvent {
-        crisis_id: CRISIS.into(),
+        crisis_id: crisis.into(),
         state: CrisisState::Active,
         revision,
         definition: definition(&["JO-AM"], budget),
@@ -231,7 +248,61 @@ async fn a_new_leadership_does_not_republish_a_batch_handed_over_before_it(backe
     assert_eq!(keys, vec![fourth[0].0.as_str()]);
 }
 
+/// A crisis whose pass fails for a reason of its own (here entitlements
+/// of 0, which the instructions' CHECK refuses: what a zero-amount
+/// response once produced) is set aside by the running scheduler, counted,
+/// and tried again later, while a crisis sorted after it is paid.
+async fn one_broken_crisis_does_not_stop_the_others(backend: Backend) {
+    // Arrange: "AAA-BROKEN" sorts first and cannot be instructed; "ZZZ-OK"
+    // has three households of 100 each.
+    let env = world(backend).await;
+    let now = Utc::now();
+    save_crisis_as(&env, "AAA-BROKEN", 1, "1000", now).await;
+    save_crisis_as(&env, "ZZZ-OK", 1, "1000", now).await;
+    entitle_in(&env, "AAA-BROKEN", 1, 2, 0).await;
+    entitle_in(&env, "ZZZ-OK", 3, 5, 100).await;
+    let (handoff, mut handed) = Handoff::new();
+    let drainer = tokio::spawn(async move { while handed.recv().await.is_some() {} });
+    let shutdown = CancellationToken::new();
+    let scheduler = tokio::spawn(sumud_disbursement::scheduler::run(
+        env.store.clone(),
+        DisbursementConfig {
+            tick_ms: 100,
+            ..DisbursementConfig::default()
+        },
+        std::sync::Arc::new(sumud_disbursement::scheduler::Due::default()),
+        handoff,
+        shutdown.clone(),
+    ));
+
+    // Assert: the sound crisis is instructed in full, the broken one not
+    // at all, and its failure is counted.
+    wait_for("the sound crisis instructed", DEADLINE, || async {
+        (env.count("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'ZZZ-OK'")
+            .await
+            == 3)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM disbursement.instructions WHERE crisis_id = 'AAA-BROKEN'")
+            .await,
+        0
+    );
+    let failures = sumud_shared::metrics::Metrics::global()
+        .crisis_pass_failures
+        .get_or_create(&sumud_shared::metrics::CrisisLabels {
+            crisis: "AAA-BROKEN".into(),
+        })
+        .get();
+    assert!(failures >= 1, "{failures}");
+    shutdown.cancel();
+    scheduler.await.unwrap().unwrap();
+    drainer.abort();
+}
+
 on_both_backends!(
     money_released_after_a_budget_cut_is_instructed_again_only_within_the_cut,
     a_new_leadership_does_not_republish_a_batch_handed_over_before_it,
+    one_broken_crisis_does_not_stop_the_others,
 );

@@ -124,9 +124,46 @@ async fn tick(
         if quiet.skips(&crisis, Instant::now()) {
             continue;
         }
-        changed += pass(store, config, handoff, quiet, &crisis).await?;
+        changed += isolated(
+            pass(store, config, handoff, quiet, &crisis).await,
+            quiet,
+            &crisis,
+        )?;
     }
     Ok(changed + retries_and_deadlines(store, config, handoff).await?)
+}
+
+/// How long a crisis whose pass failed for a reason of its own is left
+/// alone before it is tried again.
+const FAILED_PAUSE: Duration = Duration::from_secs(60);
+
+/// The outcome of one crisis's pass, kept to that crisis: a failure of its
+/// own (its data breaks a constraint, say) is logged, counted and tried
+/// again after [`FAILED_PAUSE`], while every other crisis keeps paying; a
+/// transient failure (the database away) is the whole pass's, as before.
+fn isolated(outcome: Result<u64>, quiet: &mut Quiet, crisis: &str) -> Result<u64> {
+    match outcome {
+        Ok(n) => Ok(n),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => {
+            warn!(
+                crisis = %crisis,
+                error = %e,
+                retry_s = FAILED_PAUSE.as_secs(),
+                "A pass over this crisis failed; the other crises go on, and it is tried again later."
+            );
+            sumud_shared::metrics::Metrics::global()
+                .crisis_pass_failures
+                .get_or_create(&sumud_shared::metrics::CrisisLabels {
+                    crisis: crisis.to_owned(),
+                })
+                .inc();
+            quiet
+                .0
+                .insert(crisis.to_owned(), Instant::now() + FAILED_PAUSE);
+            Ok(0)
+        }
+    }
 }
 
 /// One pass over one crisis, after which it is quiet (see [`Quiet`]).
@@ -232,7 +269,11 @@ async fn targeted(
 ) -> Result<u64> {
     let mut changed = 0;
     for crisis in crises {
-        changed += pass(store, config, handoff, quiet, crisis).await?;
+        changed += isolated(
+            pass(store, config, handoff, quiet, crisis).await,
+            quiet,
+            crisis,
+        )?;
     }
     Ok(changed)
 }
