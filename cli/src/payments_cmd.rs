@@ -129,7 +129,15 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
             m(reserved, &first.currency)
         );
     }
-    let problems = unexplained(&lines, budget);
+    let mut problems = unexplained(&lines, budget);
+    // Money that moved as the rules forbid (payment_state.rs): each open
+    // incident is a problem until an operator resolves it with the provider.
+    for (kind, instruction, attempt, provider_ref) in db::incidents(store, crisis).await? {
+        problems.push(format!(
+            "{kind}: instruction {instruction}, attempt {attempt}, provider reference {}",
+            provider_ref.as_deref().unwrap_or("none")
+        ));
+    }
     for p in &problems {
         println!("UNEXPLAINED: {p}");
     }

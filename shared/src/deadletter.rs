@@ -30,6 +30,9 @@ pub enum Reason {
     UnknownHousehold,
     /// A status report for an instruction (or attempt) never issued.
     UnknownInstruction,
+    /// A status report from a provider other than the one holding the
+    /// instruction.
+    WrongProvider,
     /// An older or equal version than what is already stored.
     StaleVersion,
     /// The message is a replay of one already processed.
@@ -73,6 +76,7 @@ impl Reason {
             Reason::UnknownCrisis => "unknown_crisis",
             Reason::UnknownHousehold => "unknown_household",
             Reason::UnknownInstruction => "unknown_instruction",
+            Reason::WrongProvider => "wrong_provider",
             Reason::StaleVersion => "stale_version",
             Reason::Replayed => "replayed",
             Reason::Unsigned => "unsigned",

@@ -129,6 +129,7 @@ async fn every_served_instruction_is_answered_and_none_is_paid_twice(backend: Ba
                 assert_eq!(e.data.reason_code, Some(reason));
             }
             Outcome::Silence => panic!("no timeouts were configured"),
+            Outcome::AlreadyPaid => panic!("the behaviour alone never says already paid"),
         }
     }
     let foreign_ids: BTreeSet<&str> = foreign.iter().map(|i| i.reference_id.as_str()).collect();
@@ -159,4 +160,69 @@ async fn every_served_instruction_is_answered_and_none_is_paid_twice(backend: Ba
     sim.stop().await;
 }
 
-on_both_backends!(every_served_instruction_is_answered_and_none_is_paid_twice);
+/// A reference is the provider's unit of work: a second attempt of a
+/// reference already paid is answered with that payment (same provider
+/// reference) and not paid again.
+async fn a_second_attempt_of_a_paid_reference_is_answered_with_that_payment_not_paid_again(
+    backend: Backend,
+) {
+    let env = TestEnv::with(backend).await;
+    let behaviour = Behaviour {
+        providers: vec!["wallet-a".into()],
+        latency_ms: 5,
+        ..Behaviour::honest()
+    };
+    let app = sumud_provider_sim::App::build(env.settings.clone(), behaviour)
+        .await
+        .expect("the simulator builds");
+    let sim = Running::spawn(|t| app.run(t));
+    let first = instruction(1, "wallet-a");
+    publish(&env, &first).await;
+    wait_for("attempt 1 paid", DEADLINE, || async {
+        let (_, paid, _) = paid_rows(&env).await;
+        (paid == 1).then_some(())
+    })
+    .await;
+
+    // Act: the same reference again as attempt 2 (our retry after a
+    // report we took for a timeout).
+    let second = Instruction {
+        attempt: 2,
+        ..first.clone()
+    };
+    publish(&env, &second).await;
+    wait_for("attempt 2 answered", DEADLINE, || async {
+        let (seen, _, _) = paid_rows(&env).await;
+        (seen == 2).then_some(())
+    })
+    .await;
+
+    // Assert: one payment in the ledger; both answers name it.
+    assert_eq!(paid_rows(&env).await, (2, 1, 0));
+    let refs: BTreeSet<(u32, Option<String>)> = wait_for("two successes", DEADLINE, || async {
+        let refs: BTreeSet<(u32, Option<String>)> = statuses(&env)
+            .into_iter()
+            .filter(|e| e.data.status == PaymentStatus::Succeeded)
+            .map(|e| (e.data.attempt, e.data.provider_ref))
+            .collect();
+        (refs.len() == 2).then_some(refs)
+    })
+    .await;
+    let provider_refs: BTreeSet<Option<String>> = refs.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(provider_refs.len(), 1, "{provider_refs:?}");
+    sim.stop().await;
+}
+
+/// (attempts recorded, attempts paid, references paid twice) in the ledger.
+async fn paid_rows(env: &TestEnv) -> (i64, i64, i64) {
+    let (seen, twice, _) = sumud_provider_sim::ledger_audit(&env.store).await.unwrap();
+    let paid = env
+        .count("SELECT count(*) FROM provider_sim.ledger WHERE paid")
+        .await;
+    (seen, paid, twice)
+}
+
+on_both_backends!(
+    every_served_instruction_is_answered_and_none_is_paid_twice,
+    a_second_attempt_of_a_paid_reference_is_answered_with_that_payment_not_paid_again,
+);

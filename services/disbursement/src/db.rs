@@ -233,19 +233,72 @@ pub async fn tranche_schedule(
 
 /// The instruction a report is about, locked (on SQLite the transaction
 /// holds the write lock), or None if unknown.
-pub async fn instruction_for_update(
-    tx: &mut Tx,
-    id: &str,
-) -> Result<Option<(String, i32, String, String, i64)>> {
+pub async fn instruction_for_update(tx: &mut Tx, id: &str) -> Result<Option<Held>> {
     let lock = match tx {
         Tx::Postgres(_) => " FOR UPDATE",
         Tx::Sqlite(_) => "",
     };
     let sql = format!(
-        "SELECT status, attempt, crisis_id, household_id, amount_minor FROM disbursement.instructions \
-         WHERE instruction_id = $1{lock}"
+        "SELECT status, attempt, crisis_id, household_id, amount_minor, provider, provider_ref \
+         FROM disbursement.instructions WHERE instruction_id = $1{lock}"
     );
     Ok(on_tx!(tx, conn => sqlx::query_as(&sql).bind(id).fetch_optional(conn).await)?)
+}
+
+/// An instruction as a status report finds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Held {
+    /// Stored status.
+    pub status: String,
+    /// Latest attempt issued.
+    pub attempt: i32,
+    /// The crisis paying.
+    pub crisis_id: String,
+    /// The household paid.
+    pub household_id: String,
+    /// Amount, minor units.
+    pub amount_minor: i64,
+    /// The provider that holds it.
+    pub provider: String,
+    /// The provider's reference of the payment, once paid.
+    pub provider_ref: Option<String>,
+}
+
+/// Records an incident a status report revealed (once per report).
+pub async fn record_incident(
+    tx: &mut Tx,
+    held: &Held,
+    r: &sumud_shared::events::payment::StatusReport,
+    kind: &str,
+    event_id: &str,
+) -> Result<()> {
+    const SQL: &str = "INSERT INTO disbursement.incidents \
+            (instruction_id, crisis_id, kind, attempt, provider, provider_ref, event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
+    on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(&r.reference_id)
+        .bind(&held.crisis_id)
+        .bind(kind)
+        .bind(r.attempt as i32)
+        .bind(&r.provider)
+        .bind(r.provider_ref.as_deref())
+        .bind(event_id)
+        .execute(conn)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+/// Open incidents of a crisis as (kind, instruction, attempt, provider
+/// reference), for reconciliation.
+pub async fn incidents(
+    store: &Store,
+    crisis_id: &str,
+) -> Result<Vec<(String, String, i32, Option<String>)>> {
+    const SQL: &str =
+        "SELECT kind, instruction_id, attempt, provider_ref FROM disbursement.incidents \
+         WHERE crisis_id = $1 AND resolved_at IS NULL ORDER BY incident_id";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await)?)
 }
 
 /// Whether this status event was already processed; records it if not.

@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use crate::config::DisbursementConfig;
 use crate::db;
-use crate::instruction::{effect, retry_delay, Effect};
+use crate::instruction::retry_delay;
+use crate::payment_state::{effect, Effect, Report, Standing};
 use crate::scheduler::Due;
 
 /// Handles crisis, decision and status events.
@@ -51,15 +52,13 @@ impl DisbursementHandler {
         if db::status_seen(&mut tx, &event_id).await? {
             return Ok(Verdict::Done); // the same report delivered again
         }
-        let Some((status, attempt, crisis, household, amount)) =
-            db::instruction_for_update(&mut tx, &r.reference_id).await?
-        else {
+        let Some(held) = db::instruction_for_update(&mut tx, &r.reference_id).await? else {
             return Ok(reject(
                 Reason::UnknownInstruction,
                 format!("no instruction {}", r.reference_id),
             ));
         };
-        let attempt = attempt as u32;
+        let attempt = held.attempt as u32;
         if r.attempt > attempt {
             return Ok(reject(
                 Reason::UnknownInstruction,
@@ -69,24 +68,35 @@ impl DisbursementHandler {
                 ),
             ));
         }
-        if r.attempt < attempt {
-            db::log_status(
-                &mut tx,
-                &event_id,
-                &r,
-                false,
-                Some("report on an earlier attempt"),
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Verdict::Done);
+        // Only the provider holding the instruction may move it: under the
+        // documented ACLs every provider writes the one status topic.
+        if r.provider != held.provider {
+            return Ok(reject(
+                Reason::WrongProvider,
+                format!(
+                    "{} is held by another provider; a report from {:?} changes nothing",
+                    r.reference_id, r.provider
+                ),
+            ));
         }
         let e = effect(
-            &status,
-            r.status,
-            r.reason_code,
-            attempt,
+            Standing {
+                status: &held.status,
+                attempt,
+                provider_ref: held.provider_ref.as_deref(),
+            },
+            Report {
+                status: r.status,
+                reason: r.reason_code,
+                attempt: r.attempt,
+                provider_ref: r.provider_ref.as_deref(),
+            },
             self.config.max_attempts,
+        );
+        let (crisis, household, amount) = (
+            held.crisis_id.clone(),
+            &held.household_id,
+            held.amount_minor,
         );
         let reason = r.reason_code.map(|c| c.as_str());
         let note = match &e {
@@ -134,7 +144,7 @@ impl DisbursementHandler {
                 if *verify {
                     db::verification_task(
                         &mut tx,
-                        &household,
+                        household,
                         &r.reference_id,
                         reason.unwrap_or("unknown"),
                     )
@@ -146,6 +156,17 @@ impl DisbursementHandler {
                 db::set_status(&mut tx, &r.reference_id, "reversed", None, None, None).await?;
                 db::release(&mut tx, &crisis, amount).await?;
                 None
+            }
+            Effect::Incident(kind) => {
+                db::record_incident(&mut tx, &held, &r, kind.as_str(), &event_id).await?;
+                warn!(
+                    instruction = %r.reference_id,
+                    crisis = %crisis,
+                    attempt = r.attempt,
+                    incident = kind.as_str(),
+                    "Payment incident: money moved as the rules forbid; recorded for reconciliation."
+                );
+                Some(kind.as_str())
             }
             Effect::Ignore(why) => Some(*why),
         };

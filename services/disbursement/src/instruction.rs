@@ -1,9 +1,8 @@
-//! The pure rules of money movement: instruction identity, pseudonymous
-//! beneficiary references, which provider statuses may replace which, and
-//! when a rejection is retried.
+//! The pure rules of instruction identity: deterministic ids, pseudonymous
+//! beneficiary references, and the backoff of retries. What a provider's
+//! report does is the payment state machine's (`payment_state.rs`).
 
 use chrono::Duration;
-use sumud_shared::events::payment::{PaymentStatus, RejectionReason};
 use uuid::Uuid;
 
 const NAMESPACE: Uuid = Uuid::from_u128(0x5d1f_6c2b_91e4_4f0a_8a35_2c7e_b0d4_91aa);
@@ -94,84 +93,6 @@ impl Pseudonyms {
     }
 }
 
-/// Stored instruction statuses, in the order a payment moves through them.
-pub fn rank(status: &str) -> u8 {
-    match status {
-        "instructed" | "retry_scheduled" => 0,
-        "received" => 1,
-        "pending" => 2,
-        "succeeded" | "failed" => 3,
-        "reversed" => 4,
-        _ => 0,
-    }
-}
-
-/// What a status report does to an instruction at a given status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Move to this status.
-    Advance(&'static str),
-    /// Paid: move to succeeded.
-    Paid,
-    /// Re-issue later as the next attempt.
-    Retry,
-    /// Give up: failed (budget released; field verification if permanent).
-    Fail {
-        /// Whether the household needs a field-verification visit.
-        verify: bool,
-    },
-    /// Money came back: reversed (budget released).
-    Reverse,
-    /// Late, duplicate or contradictory: recorded, no change.
-    Ignore(&'static str),
-}
-
-/// Decides the effect of a report on the current attempt.
-pub fn effect(
-    current: &str,
-    report: PaymentStatus,
-    reason: Option<RejectionReason>,
-    attempt: u32,
-    max_attempts: u32,
-) -> Effect {
-    let cur = rank(current);
-    match report {
-        PaymentStatus::Received if cur < 1 && current != "retry_scheduled" => {
-            Effect::Advance("received")
-        }
-        PaymentStatus::Pending if cur < 2 && current != "retry_scheduled" => {
-            Effect::Advance("pending")
-        }
-        PaymentStatus::Succeeded if cur < 3 && current != "retry_scheduled" => Effect::Paid,
-        PaymentStatus::Rejected if cur < 3 && current != "retry_scheduled" => match reason {
-            Some(r) if r.is_retryable() && attempt < max_attempts => Effect::Retry,
-            Some(r) => Effect::Fail {
-                verify: !r.is_retryable(),
-            },
-            None => Effect::Fail { verify: false },
-        },
-        // A provider reverses only what it paid: a reversal of the current
-        // attempt that arrives before its success (reports may overtake
-        // each other) is the later event, so it applies, and the success
-        // that follows is ignored as behind it. Ignoring it instead would
-        // leave the money counted as paid and its reservation held.
-        PaymentStatus::Reversed
-            if current == "succeeded" || (cur < 3 && current != "retry_scheduled") =>
-        {
-            Effect::Reverse
-        }
-        PaymentStatus::Received | PaymentStatus::Pending => {
-            Effect::Ignore("late status: the payment is already further along")
-        }
-        PaymentStatus::Succeeded | PaymentStatus::Rejected => {
-            Effect::Ignore("the attempt already has a final status")
-        }
-        PaymentStatus::Reversed => {
-            Effect::Ignore("only a payment that went through can be reversed, and only once")
-        }
-    }
-}
-
 /// Backoff before attempt `next` (2, 3, …): base × 2^(next-2), capped.
 pub fn retry_delay(base: Duration, next: u32) -> Duration {
     let factor = 1i32 << next.saturating_sub(2).min(10);
@@ -240,86 +161,6 @@ mod tests {
         assert!(!r.contains("123"));
         assert_eq!(r, beneficiary_ref("s", "HH-123"));
         assert_ne!(r, beneficiary_ref("other", "HH-123"));
-    }
-
-    #[test]
-    fn a_late_pending_never_overwrites_succeeded() {
-        assert_eq!(
-            effect("succeeded", PaymentStatus::Pending, None, 1, 3),
-            Effect::Ignore("late status: the payment is already further along")
-        );
-        assert_eq!(
-            effect("pending", PaymentStatus::Succeeded, None, 1, 3),
-            Effect::Paid
-        );
-        assert_eq!(
-            effect("instructed", PaymentStatus::Pending, None, 1, 3),
-            Effect::Advance("pending")
-        );
-    }
-
-    #[test]
-    fn retryable_rejections_retry_until_the_limit_then_fail() {
-        let t = Some(RejectionReason::Timeout);
-        assert_eq!(
-            effect("received", PaymentStatus::Rejected, t, 1, 3),
-            Effect::Retry
-        );
-        assert_eq!(
-            effect("received", PaymentStatus::Rejected, t, 3, 3),
-            Effect::Fail { verify: false }
-        );
-        let closed = Some(RejectionReason::AccountClosed);
-        assert_eq!(
-            effect("received", PaymentStatus::Rejected, closed, 1, 3),
-            Effect::Fail { verify: true }
-        );
-    }
-
-    #[test]
-    fn only_a_paid_instruction_can_be_reversed_and_only_once_paid() {
-        assert_eq!(
-            effect("succeeded", PaymentStatus::Reversed, None, 1, 3),
-            Effect::Reverse
-        );
-        for done in ["reversed", "failed", "retry_scheduled"] {
-            assert!(
-                matches!(
-                    effect(done, PaymentStatus::Reversed, None, 1, 3),
-                    Effect::Ignore(_)
-                ),
-                "a reversal of a {done} attempt changes nothing"
-            );
-        }
-        assert!(matches!(
-            effect(
-                "succeeded",
-                PaymentStatus::Rejected,
-                Some(RejectionReason::Timeout),
-                1,
-                3
-            ),
-            Effect::Ignore(_)
-        ));
-    }
-
-    #[test]
-    fn a_reversal_that_overtakes_its_success_applies_and_the_success_is_then_late() {
-        for open in ["instructed", "received", "pending"] {
-            assert_eq!(
-                effect(open, PaymentStatus::Reversed, None, 1, 3),
-                Effect::Reverse,
-                "a reversal reported while the attempt is {open}"
-            );
-        }
-        assert!(matches!(
-            effect("reversed", PaymentStatus::Succeeded, None, 1, 3),
-            Effect::Ignore(_)
-        ));
-        assert!(matches!(
-            effect("reversed", PaymentStatus::Pending, None, 1, 3),
-            Effect::Ignore(_)
-        ));
     }
 
     #[test]

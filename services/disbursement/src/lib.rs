@@ -12,6 +12,7 @@ pub mod handler;
 pub mod instruction;
 pub mod metrics;
 pub mod pain001;
+pub mod payment_state;
 pub mod publisher;
 pub mod scheduler;
 

@@ -49,6 +49,9 @@ pub enum Outcome {
     Reject(RejectionReason),
     /// Never answer.
     Silence,
+    /// Another attempt of the same reference was paid: answer with that
+    /// payment, pay nothing.
+    AlreadyPaid,
 }
 
 impl Outcome {
@@ -59,6 +62,7 @@ impl Outcome {
             Outcome::Reject(r) if r.is_retryable() => "rejected_retryable",
             Outcome::Reject(_) => "rejected_permanent",
             Outcome::Silence => "silence",
+            Outcome::AlreadyPaid => "already_paid",
         }
     }
 }
@@ -146,7 +150,7 @@ mod tests {
                 Outcome::Silence => counts[0] += 1,
                 Outcome::Reject(r) if r.is_retryable() => counts[1] += 1,
                 Outcome::Reject(_) => counts[2] += 1,
-                Outcome::Pay => {}
+                Outcome::Pay | Outcome::AlreadyPaid => {}
             }
         }
         let share = |c: usize| c as f64 / n as f64;

@@ -56,11 +56,14 @@ struct Sim {
 }
 
 /// A status report on `i`, carrying `traceparent` (the trace of the
-/// instruction it answers).
+/// instruction it answers); a success names the payment of attempt
+/// `paid_as` (an attempt of a reference already paid is answered with that
+/// payment, not paid again).
 fn report(
     i: &Instruction,
     status: PaymentStatus,
     outcome: Outcome,
+    paid_as: u32,
     traceparent: &Option<String>,
 ) -> Envelope<StatusReport> {
     let data = StatusReport {
@@ -76,7 +79,7 @@ fn report(
             // By characters, not bytes: a reference id from outside need
             // not be ASCII, nor eight long.
             let prefix: String = i.reference_id.chars().take(8).collect();
-            format!("SIM-{prefix}-{}", i.attempt)
+            format!("SIM-{prefix}-{paid_as}")
         }),
         timestamp: Utc::now(),
     };
@@ -102,6 +105,19 @@ impl Sim {
         }))
         .await
         .map(|_| ())
+    }
+
+    /// The attempt whose payment of this reference stands, if another
+    /// attempt paid it: the reference is the unit of work, paid once.
+    async fn paid_by_another(&self, i: &Instruction) -> Result<Option<u32>> {
+        const PAID: &str = "SELECT attempt FROM provider_sim.ledger \
+             WHERE reference_id = $1 AND paid AND attempt <> $2";
+        let attempt: Option<i32> = on_store!(&self.store, pool => sqlx::query_scalar(PAID)
+            .bind(&i.reference_id)
+            .bind(i.attempt as i32)
+            .fetch_optional(pool)
+            .await?);
+        Ok(attempt.map(|a| a as u32))
     }
 
     /// Records the attempt; returns true only the first time it is seen.
@@ -145,7 +161,16 @@ impl Handler for Sim {
             if !self.behaviour.serves(&i.provider) {
                 continue;
             }
-            let outcome = self.behaviour.outcome(&i.reference_id, i.attempt);
+            let mut outcome = self.behaviour.outcome(&i.reference_id, i.attempt);
+            // An attempt of a reference another attempt paid is answered
+            // with that payment and not paid again.
+            let paid_as = match self.paid_by_another(&i).await? {
+                Some(paid) => {
+                    outcome = Outcome::AlreadyPaid;
+                    paid
+                }
+                None => i.attempt,
+            };
             // A redelivery is never paid again, but it is answered again with
             // the same reports (same event ids), as a real provider answers a
             // repeated request with its original result: the first answer
@@ -156,21 +181,27 @@ impl Handler for Sim {
                 continue;
             }
             let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
-            received.push(report(&i, PaymentStatus::Received, outcome, &trace));
-            finals.push((i, outcome, trace, first));
+            received.push(report(
+                &i,
+                PaymentStatus::Received,
+                outcome,
+                paid_as,
+                &trace,
+            ));
+            finals.push((i, outcome, paid_as, trace, first));
         }
         self.send_all(&received).await?;
         if !finals.is_empty() {
             tokio::time::sleep(Duration::from_millis(self.behaviour.latency_ms)).await;
         }
         let mut answers = Vec::new();
-        for (i, outcome, trace, first) in finals {
-            let status = if outcome == Outcome::Pay {
+        for (i, outcome, paid_as, trace, first) in finals {
+            let status = if matches!(outcome, Outcome::Pay | Outcome::AlreadyPaid) {
                 PaymentStatus::Succeeded
             } else {
                 PaymentStatus::Rejected
             };
-            let e = report(&i, status, outcome, &trace);
+            let e = report(&i, status, outcome, paid_as, &trace);
             if first && self.behaviour.duplicates(&i.reference_id, i.attempt) {
                 // The simulated misbehaviour happens the first time only.
                 answers.push(e.clone());
@@ -180,7 +211,7 @@ impl Handler for Sim {
                 && outcome == Outcome::Pay
                 && self.behaviour.late_pending(&i.reference_id, i.attempt)
             {
-                answers.push(report(&i, PaymentStatus::Pending, outcome, &trace));
+                answers.push(report(&i, PaymentStatus::Pending, outcome, paid_as, &trace));
             }
         }
         self.send_all(&answers).await?;
