@@ -254,7 +254,46 @@ async fn an_earlier_attempts_success_after_the_retry_went_out_is_paid_once_and_a
     p.stop().await;
 }
 
+async fn a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_reason(
+    backend: Backend,
+) {
+    // Arrange: one attempt times out, its retry due in 3 s.
+    let (p, held) = start(backend, "PR-CLOSE", 3).await;
+    let provider = held.provider.clone();
+    let (_, reserved) = p.assert_budget_holds("PR-CLOSE").await;
+    let amount: i64 = p
+        .count(&format!(
+            "SELECT amount_minor FROM disbursement.instructions WHERE instruction_id = '{}'",
+            held.id
+        ))
+        .await;
+    send(&p, &held, &provider, 1, PaymentStatus::Rejected, None).await;
+    recorded(&p, &held, 1).await;
+    assert_eq!(standing(&p, &held).await, ("retry_scheduled".into(), 1));
+
+    // Act: the crisis is closed before the retry falls due.
+    p.send(&p.alice, &claims(CommandKind::Close, "PR-CLOSE", None))
+        .await;
+
+    // Assert: the retry ends failed with its reason, never as attempt 2,
+    // and its money is back in the budget.
+    let sql = format!(
+        "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
+         AND status = 'failed' AND reason_code = 'crisis_closed'",
+        held.id
+    );
+    p.wait_count("the retry ended as crisis_closed", &sql, 1)
+        .await;
+    // Past the retry's due time, it stays as it ended.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(standing(&p, &held).await, ("failed".into(), 1));
+    let (_, after) = p.assert_budget_holds("PR-CLOSE").await;
+    assert_eq!(after, reserved - amount);
+    p.stop().await;
+}
+
 on_both_backends!(
+    a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_reason,
     a_report_from_a_provider_that_does_not_hold_the_instruction_changes_nothing,
     a_success_after_a_timeout_is_the_payment_and_cancels_the_retry,
     an_earlier_attempts_success_after_the_retry_went_out_is_paid_once_and_a_second_payment_is_an_incident,

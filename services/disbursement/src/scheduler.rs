@@ -201,6 +201,17 @@ async fn retries_and_deadlines(
     config: &DisbursementConfig,
     handoff: &Handoff,
 ) -> Result<u64> {
+    // First end the retries that must not go out (crisis closed,
+    // entitlement cancelled): nothing is re-issued for them.
+    let stopped = db::stop_retries(store).await?;
+    if !stopped.is_empty() {
+        let crises: BTreeSet<&str> = stopped.iter().map(|(_, c, _)| c.as_str()).collect();
+        info!(
+            instructions = stopped.len(),
+            crises = ?crises,
+            "Scheduled retries ended: their crisis is closed or their entitlement cancelled; money released."
+        );
+    }
     let reissued = db::reissue_due(store, config.deadline_secs).await?;
     if reissued > 0 {
         handoff.nudge();

@@ -215,6 +215,41 @@ pub async fn unpublished_attempts(store: &Store) -> Result<i64> {
     Ok(sumud_shared::on_store!(store, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?)
 }
 
+/// Ends the scheduled retries that must not go out: those of a crisis no
+/// longer active (`crisis_closed`) and those whose entitlement is no longer
+/// entitled — cancelled, or its household removed from the registry
+/// (`entitlement_cancelled`). Each ends `failed` with that reason and its
+/// money goes back to the budget, in one transaction. On PostgreSQL an
+/// instruction a status report holds locked is left to the next round.
+/// Returns (instruction, crisis, reason) of each.
+pub async fn stop_retries(store: &Store) -> Result<Vec<(String, String, String)>> {
+    let lock = match store {
+        Store::Postgres(_) => " FOR UPDATE OF i SKIP LOCKED",
+        Store::Sqlite(_) => "",
+    };
+    let find = format!(
+        "SELECT i.instruction_id, i.crisis_id, i.amount_minor, \
+                CASE WHEN c.state <> 'active' THEN 'crisis_closed' ELSE 'entitlement_cancelled' END \
+         FROM disbursement.instructions i JOIN disbursement.crises c ON c.crisis_id = i.crisis_id \
+         WHERE i.status = 'retry_scheduled' AND (c.state <> 'active' OR NOT EXISTS ( \
+             SELECT 1 FROM disbursement.entitlements e WHERE e.crisis_id = i.crisis_id \
+               AND e.household_id = i.household_id AND e.kind = i.kind AND e.status = 'entitled')) \
+         ORDER BY i.instruction_id{lock}"
+    );
+    let mut tx = store.begin().await?;
+    let rows: Vec<(String, String, i64, String)> =
+        sumud_shared::on_tx!(&mut tx, conn => sqlx::query_as(&find).fetch_all(conn).await)?;
+    for (id, crisis, amount, reason) in &rows {
+        super::set_status(&mut tx, id, "failed", Some(reason), None, None).await?;
+        super::release(&mut tx, crisis, *amount).await?;
+    }
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, crisis, _, reason)| (id, crisis, reason))
+        .collect())
+}
+
 /// Re-issues the instructions whose retry time has come as their next
 /// attempt, with a fresh deadline, and records each crisis's re-issued
 /// attempts as one batch in the same transaction. Returns how many.
