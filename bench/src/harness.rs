@@ -74,6 +74,12 @@ impl Service {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         );
+        // Disbursement refuses to start without a deployment's secret; a
+        // benchmark run is its own deployment.
+        cmd.env(
+            "SUMUD_PSEUDONYM_SECRET",
+            "benchmark-run-pseudonym-secret-32-bytes+",
+        );
         for (k, v) in extra {
             cmd.env(k, v);
         }

@@ -68,7 +68,9 @@ pub async fn run_seeded(
         disbursement: DisbursementConfig {
             day_seconds: 0.2,
             retry_base_secs: 2,
-            ..DisbursementConfig::from_env()?
+            // A demo run makes a new registry: a secret of its own for the
+            // run, unless the environment names one.
+            ..DisbursementConfig::from_env_or_secret(Some(up::random_secret()))?
         },
         provider: Some(Behaviour {
             latency_ms: 20,

@@ -66,6 +66,14 @@ pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<
     print_table(&connect(settings).await?, crisis).await
 }
 
+/// The disbursement schema on either backend (migrating it if needed), for
+/// the provider registry.
+pub async fn disbursement_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = connect(settings).await?;
+    store.migrate(&sumud_disbursement::db::MIGRATIONS).await?;
+    Ok(store)
+}
+
 /// The pipeline's database, on either backend.
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     Ok(Store::connect(

@@ -166,7 +166,16 @@ impl Pipeline {
             tokio::spawn(disbursement.run(s())),
             tokio::spawn(dashboard.run(s())),
         ];
-        if let Some(behaviour) = tuning.provider {
+        if let Some(mut behaviour) = tuning.provider {
+            // The simulator pays as the synthetic registry's providers and
+            // signs as each of them, with keys made for this run and
+            // registered here, as a real provider registers its own.
+            for provider in sumud_shared::synthetic::PROVIDERS {
+                let key = Jwk::generate(&format!("{provider}-sim"));
+                sumud_disbursement::db::add_provider(&store, provider, Some((&key.kid, &key.x)))
+                    .await?;
+                behaviour.keys.insert(provider.to_owned(), key);
+            }
             let provider = sumud_provider_sim::App::build(settings.clone(), behaviour).await?;
             services.push(tokio::spawn(provider.run(s())));
         }
@@ -223,7 +232,9 @@ pub async fn run(
         }
     };
     let tuning = Tuning {
-        disbursement: DisbursementConfig::from_env()?,
+        disbursement: DisbursementConfig::from_env_or_secret(Some(data_dir_secret(
+            &args.data_dir,
+        )?))?,
         provider: with_provider.then(Behaviour::default),
         dashboard: DashboardConfig::from_env()?,
     };
@@ -267,6 +278,43 @@ fn data_dir_key(dir: &Path) -> anyhow::Result<Jwk> {
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
     crate::crisis_cmd::generate_key(&format!("alerts-{:x}", rand::random::<u32>()), &path)?;
     Ok(sumud_alerts::config::read_key(&path)?)
+}
+
+/// The embedded default's pseudonym secret, when `SUMUD_PSEUDONYM_SECRET`
+/// is unset: read from the data directory, or generated there (32 random
+/// bytes, mode 0600) on first start, so pseudonyms stay stable across
+/// restarts of the same data.
+fn data_dir_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("pseudonym-secret");
+    if path.exists() {
+        return Ok(std::fs::read_to_string(&path)?.trim().to_owned());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let secret = random_secret();
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+/// 32 random bytes as base64url: a pseudonym secret.
+pub fn random_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// What to check when the services do not start, by database.

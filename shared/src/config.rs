@@ -64,6 +64,7 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_SIM_DUPLICATE_RATE",
     "SUMUD_SIM_LATE_PENDING_RATE",
     "SUMUD_SIM_SEED",
+    "SUMUD_SIM_KEYS_DIR",
     "SUMUD_DASHBOARD_ADDR",
     "SUMUD_DASHBOARD_REFRESH_MS",
     // Read by mimalloc, the allocator of the registry and disbursement

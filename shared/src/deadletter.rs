@@ -33,6 +33,8 @@ pub enum Reason {
     /// A status report from a provider other than the one holding the
     /// instruction.
     WrongProvider,
+    /// A status report from a provider that is not registered.
+    UnknownProvider,
     /// An older or equal version than what is already stored.
     StaleVersion,
     /// The message is a replay of one already processed.
@@ -77,6 +79,7 @@ impl Reason {
             Reason::UnknownHousehold => "unknown_household",
             Reason::UnknownInstruction => "unknown_instruction",
             Reason::WrongProvider => "wrong_provider",
+            Reason::UnknownProvider => "unknown_provider",
             Reason::StaleVersion => "stale_version",
             Reason::Replayed => "replayed",
             Reason::Unsigned => "unsigned",

@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod jws;
 pub mod kafka;
 pub mod metrics;
 pub mod money;

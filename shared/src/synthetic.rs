@@ -19,6 +19,10 @@ pub const REGULAR_PROGRAMME: &str = "NAF-CASH";
 /// registry: a crude stand-in for the real welfare geography.
 const POORER: [&str; 5] = ["JO-MN", "JO-MA", "JO-AT", "JO-KA", "JO-AJ"];
 
+/// The payment providers the synthetic registry pays through: what the
+/// provider simulator serves and a demo or test registers.
+pub const PROVIDERS: [&str; 4] = ["wallet-a", "wallet-b", "bank-a", "post-office"];
+
 /// Generates household `index` (0-based) of a registry made with `seed`.
 /// Each household depends only on (seed, index), so a registry of a million
 /// can be produced in parallel or streamed.
@@ -52,6 +56,7 @@ pub fn household(catalog: &AreaCatalog, seed: u64, index: u64) -> Household {
         programmes.push(REGULAR_PROGRAMME.to_owned());
     }
     let roll: f64 = rng.random();
+    // The providers of PROVIDERS, in that order.
     let (channel, provider) = if roll < 0.35 {
         (Channel::EWallet, "wallet-a")
     } else if roll < 0.55 {

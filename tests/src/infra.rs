@@ -484,6 +484,11 @@ pub async fn start_payments(
     )
     .await
     .expect("disbursement builds");
+    let provider_keys = crate::pipeline::register_providers(disbursement_app.store()).await;
+    let behaviour = Behaviour {
+        keys: provider_keys.clone(),
+        ..behaviour
+    };
     let sim = bounded(
         "build the provider simulator",
         SETUP,
@@ -505,6 +510,7 @@ pub async fn start_payments(
         alice,
         bob,
         households,
+        provider_keys,
     };
     phase("payments pipeline: registry stored, services joining their groups");
     p.wait_count(

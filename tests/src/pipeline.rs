@@ -52,6 +52,9 @@ pub struct Pipeline {
     pub bob: Jwk,
     /// The synthetic registry as published.
     pub households: Vec<Household>,
+    /// The providers' signing keys, registered with disbursement (empty
+    /// without payments): a test reporting as a provider signs with them.
+    pub provider_keys: BTreeMap<String, Jwk>,
 }
 
 impl Pipeline {
@@ -132,10 +135,13 @@ impl Pipeline {
                 .unwrap();
             services.push(Running::spawn(|t| eligibility.run(t)));
         }
-        if let Stages::Payments(disbursement, behaviour) = stages {
+        let mut provider_keys = BTreeMap::new();
+        if let Stages::Payments(disbursement, mut behaviour) = stages {
             let d = sumud_disbursement::App::build(env.settings.clone(), disbursement)
                 .await
                 .unwrap();
+            provider_keys = register_providers(d.store()).await;
+            behaviour.keys = provider_keys.clone();
             let sim = sumud_provider_sim::App::build(env.settings.clone(), behaviour)
                 .await
                 .unwrap();
@@ -148,6 +154,7 @@ impl Pipeline {
             alice,
             bob,
             households,
+            provider_keys,
         };
         phase("pipeline: waiting for the registry to be stored");
         p.wait_count(
@@ -290,6 +297,21 @@ pub async fn register_operators(store: &sumud_shared::db::Store) -> (Jwk, Jwk) {
     let alice = operator(store, "alice-1", "alice", &["declare", "close"]).await;
     let bob = operator(store, "bob-1", "bob", &["approve", "declare"]).await;
     (alice, bob)
+}
+
+/// The synthetic registry's providers, each registered with disbursement
+/// with a fresh signing key; returns the private keys by provider (the
+/// simulator signs with them, as a test reporting as a provider must).
+pub async fn register_providers(store: &sumud_shared::db::Store) -> BTreeMap<String, Jwk> {
+    let mut keys = BTreeMap::new();
+    for provider in sumud_shared::synthetic::PROVIDERS {
+        let key = Jwk::generate(&format!("{provider}-1"));
+        sumud_disbursement::db::add_provider(store, provider, Some((&key.kid, &key.x)))
+            .await
+            .expect("register a provider");
+        keys.insert(provider.to_owned(), key);
+    }
+    keys
 }
 
 /// A fresh key `kid` for `principal`, registered with control with `roles`.

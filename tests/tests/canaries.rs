@@ -85,7 +85,10 @@ impl Node {
             .env("SUMUD_FOUR_EYES_THRESHOLD_MINOR", i64::MAX.to_string())
             .env("SUMUD_TRANCHE_DAY_SECONDS", "0.05")
             .env("SUMUD_PAYMENT_RETRY_SECS", "0")
-            .env("SUMUD_PSEUDONYM_SECRET", "canary-test-secret")
+            .env(
+                "SUMUD_PSEUDONYM_SECRET",
+                "canary-test-secret-of-at-least-32-bytes",
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -298,6 +301,16 @@ async fn personal_data_never_leaves_the_registry_table() {
         (n == HOUSEHOLDS as i64).then_some(())
     })
     .await;
+    // The simulator process signs nothing: its providers are registered
+    // without keys (bound to the instructions they hold only).
+    for provider in sumud_shared::synthetic::PROVIDERS {
+        wait_for("disbursement's provider table", DEADLINE, || async {
+            sumud_disbursement::db::add_provider(&env.store, provider, None)
+                .await
+                .ok()
+        })
+        .await;
+    }
     let alice = Jwk::generate("alice-1");
     wait_for("control's operator table", DEADLINE, || async {
         sumud_control::db::add_operator(

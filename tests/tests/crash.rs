@@ -47,6 +47,10 @@ impl Replica {
             .env("SUMUD_TRANCHE_DAY_SECONDS", day_seconds)
             .env("SUMUD_PAYMENT_RETRY_SECS", "0")
             .env("SUMUD_PAYMENT_MAX_ATTEMPTS", "5")
+            .env(
+                "SUMUD_PSEUDONYM_SECRET",
+                "crash-test-secret-of-at-least-32-bytes",
+            )
             // Each restart rejoins as the same static group member, as a
             // deployment with stable instance names does: the new process
             // gets the killed one's partitions without waiting out its

@@ -499,9 +499,14 @@ async fn a_raise_that_also_cuts_tranches_tops_up_only_the_tranches_still_due(bac
 }
 
 /// A status report for `instruction`'s first attempt, as its provider
-/// would publish it.
-fn report(instruction: &str, provider: &str, status: PaymentStatus) -> Envelope<StatusReport> {
-    let report = StatusReport {
+/// would publish it, signed with its key.
+fn report(
+    p: &Pipeline,
+    instruction: &str,
+    provider: &str,
+    status: PaymentStatus,
+) -> Envelope<StatusReport> {
+    let mut report = StatusReport {
         reference_id: instruction.to_string(),
         attempt: 1,
         provider: provider.to_string(),
@@ -509,7 +514,9 @@ fn report(instruction: &str, provider: &str, status: PaymentStatus) -> Envelope<
         reason_code: None,
         provider_ref: Some(format!("ref-{instruction}")),
         timestamp: Utc::now(),
+        signature: None,
     };
+    report.signature = Some(sumud_shared::jws::sign(&report, &p.provider_keys[provider]).unwrap());
     Envelope::new("urn:provider", PAYMENT_STATUS, None, report)
 }
 
@@ -550,7 +557,7 @@ async fn a_reversal_that_overtakes_its_success_still_releases_the_money(backend:
         PaymentStatus::Reversed,
         PaymentStatus::Succeeded,
     ] {
-        let e = report(&id, &provider, status);
+        let e = report(&p, &id, &provider, status);
         p.env
             .publish(&p.env.settings.topics.status, &id, &e.to_bytes())
             .await;

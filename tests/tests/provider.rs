@@ -72,6 +72,7 @@ async fn every_served_instruction_is_answered_and_none_is_paid_twice(backend: Ba
         late_pending_rate: 0.0,
         timeout_rate: 0.0,
         seed: 7,
+        keys: Default::default(),
     };
     let app = sumud_provider_sim::App::build(env.settings.clone(), behaviour.clone())
         .await

@@ -65,7 +65,7 @@ async fn send(
     status: PaymentStatus,
     provider_ref: Option<&str>,
 ) {
-    let report = StatusReport {
+    let mut report = StatusReport {
         reference_id: held.id.clone(),
         attempt,
         provider: provider.to_owned(),
@@ -73,9 +73,19 @@ async fn send(
         reason_code: (status == PaymentStatus::Rejected).then_some(RejectionReason::Timeout),
         provider_ref: provider_ref.map(str::to_owned),
         timestamp: Utc::now(),
+        signature: None,
     };
+    // Signed as the named provider would, when the test holds its key.
+    if let Some(key) = p.provider_keys.get(provider) {
+        report.signature = Some(sumud_shared::jws::sign(&report, key).unwrap());
+    }
+    publish(p, held, report).await;
+}
+
+/// Publishes a report as given (forged ones too).
+async fn publish(p: &Pipeline, held: &Held, report: StatusReport) {
     let e = Envelope::new(
-        &format!("urn:provider:{provider}"),
+        &format!("urn:provider:{}", report.provider),
         PAYMENT_STATUS,
         None,
         report,
@@ -146,6 +156,71 @@ async fn a_report_from_a_provider_that_does_not_hold_the_instruction_changes_not
     .await;
     recorded(&p, &held, 1).await;
     assert_eq!(standing(&p, &held).await, ("succeeded".into(), 1));
+    p.stop().await;
+}
+
+/// The holder's name on a report is not proof: without its signature, with
+/// another key, altered after signing, or from a provider no longer
+/// registered, a report is dead-lettered and changes nothing.
+async fn forged_reports_in_the_holders_name_are_dead_lettered_and_change_nothing(backend: Backend) {
+    let (p, held) = start(backend, "PR-FORGED", 3600).await;
+    let (_, reserved) = p.assert_budget_holds("PR-FORGED").await;
+    let genuine = |status| StatusReport {
+        reference_id: held.id.clone(),
+        attempt: 1,
+        provider: held.provider.clone(),
+        status,
+        reason_code: None,
+        provider_ref: Some("F-1".into()),
+        timestamp: Utc::now(),
+        signature: None,
+    };
+
+    // Act: unsigned; signed by a key of the attacker's naming the holder's
+    // kid; signed by the holder, then altered; all claiming success or a
+    // reversal.
+    publish(&p, &held, genuine(PaymentStatus::Succeeded)).await;
+    let mut own = sumud_shared::jws::Jwk::generate(&p.provider_keys[&held.provider].kid);
+    own.kid = p.provider_keys[&held.provider].kid.clone();
+    let mut forged = genuine(PaymentStatus::Reversed);
+    forged.signature = Some(sumud_shared::jws::sign(&forged, &own).unwrap());
+    publish(&p, &held, forged).await;
+    let mut altered = genuine(PaymentStatus::Received);
+    altered.signature =
+        Some(sumud_shared::jws::sign(&altered, &p.provider_keys[&held.provider]).unwrap());
+    altered.status = PaymentStatus::Succeeded;
+    publish(&p, &held, altered).await;
+
+    // Assert: three dead letters with their codes; nothing moved.
+    let letters = p.dead_letters(3);
+    let reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
+    assert_eq!(
+        reasons,
+        vec![Reason::Unsigned, Reason::BadSignature, Reason::BadSignature],
+        "{letters:#?}"
+    );
+    assert_eq!(standing(&p, &held).await, ("instructed".into(), 1));
+    assert_eq!(p.assert_budget_holds("PR-FORGED").await.1, reserved);
+
+    // A provider no longer registered is not heard at all, even signed.
+    let deleted = format!(
+        "DELETE FROM disbursement.providers WHERE provider_id = '{}'",
+        held.provider
+    );
+    sumud_shared::on_store!(&p.env.store, pool => sqlx::query(&deleted).execute(pool).await.map(drop))
+        .unwrap();
+    send(
+        &p,
+        &held,
+        &held.provider.clone(),
+        1,
+        PaymentStatus::Succeeded,
+        Some("P-1"),
+    )
+    .await;
+    let letters = p.dead_letters(4);
+    assert_eq!(letters[3].reason, Reason::UnknownProvider, "{letters:#?}");
+    assert_eq!(standing(&p, &held).await, ("instructed".into(), 1));
     p.stop().await;
 }
 
@@ -293,6 +368,7 @@ async fn a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_
 }
 
 on_both_backends!(
+    forged_reports_in_the_holders_name_are_dead_lettered_and_change_nothing,
     a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_reason,
     a_report_from_a_provider_that_does_not_hold_the_instruction_changes_nothing,
     a_success_after_a_timeout_is_the_payment_and_cancels_the_retry,

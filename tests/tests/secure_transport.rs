@@ -379,9 +379,13 @@ async fn sasl_scenario(broker: SaslHandle) {
         sumud_disbursement::App::build(broker.user("sumud-disbursement", &database_url), schedule)
             .await
             .unwrap();
+    let keys = sumud_tests::pipeline::register_providers(disbursement.store()).await;
     let sim = sumud_provider_sim::App::build(
         broker.user("sumud-provider-sim", &database_url),
-        Behaviour::honest(),
+        Behaviour {
+            keys,
+            ..Behaviour::honest()
+        },
     )
     .await
     .unwrap();

@@ -331,6 +331,7 @@ fn status_items(t: &str) -> Vec<Item> {
             reason_code: None,
             provider_ref: Some(format!("p-{i}")),
             timestamp: Utc::now(),
+            signature: None,
         };
         let e = Envelope::new("urn:provider", PAYMENT_STATUS, None, report);
         items.push(item(

@@ -22,6 +22,14 @@ pub struct DisbursementConfig {
     pub tick_ms: u64,
 }
 
+/// The development secret of [`DisbursementConfig::default`]: published in
+/// this repository, so a provider holding it could reverse every pseudonym
+/// by enumerating household ids. [`DisbursementConfig::from_env`] refuses it.
+pub const DEVELOPMENT_SECRET: &str = "sumud-default-pseudonym-secret-change-me";
+
+/// The shortest pseudonym secret a deployment may use, in bytes.
+pub const SECRET_MIN_BYTES: usize = 32;
+
 impl Default for DisbursementConfig {
     fn default() -> Self {
         DisbursementConfig {
@@ -29,15 +37,36 @@ impl Default for DisbursementConfig {
             max_attempts: 3,
             retry_base_secs: 300,
             deadline_secs: 172_800,
-            pseudonym_secret: "sumud-default-pseudonym-secret-change-me".into(),
+            pseudonym_secret: DEVELOPMENT_SECRET.into(),
             tick_ms: 250,
         }
     }
 }
 
+/// Whether `secret` may key the pseudonyms of a deployment: not the
+/// published development secret, and at least [`SECRET_MIN_BYTES`] long.
+pub fn check_secret(secret: &str) -> Result<()> {
+    if secret == DEVELOPMENT_SECRET || secret.len() < SECRET_MIN_BYTES {
+        return Err(Error::Config(format!(
+            "SUMUD_PSEUDONYM_SECRET must be a random secret of at least {SECRET_MIN_BYTES} bytes \
+             (e.g. `openssl rand -base64 32`), set once per deployment: the development default \
+             is public, and a provider holding it could reverse every beneficiary reference"
+        )));
+    }
+    Ok(())
+}
+
 impl DisbursementConfig {
-    /// Reads the settings, defaulting what is unset.
+    /// Reads the settings, defaulting what is unset but the pseudonym
+    /// secret, which must be set (see [`check_secret`]).
     pub fn from_env() -> Result<Self> {
+        Self::from_env_or_secret(None)
+    }
+
+    /// [`DisbursementConfig::from_env`], with `generated` as the pseudonym
+    /// secret when `SUMUD_PSEUDONYM_SECRET` is unset: what `sumud up` and
+    /// `sumud demo` keep for their data directory.
+    pub fn from_env_or_secret(generated: Option<String>) -> Result<Self> {
         let mut c = DisbursementConfig::default();
         let num = |k: &str| -> Result<Option<i64>> {
             std::env::var(k)
@@ -62,9 +91,25 @@ impl DisbursementConfig {
         if let Some(v) = num("SUMUD_PAYMENT_DEADLINE_SECS")? {
             c.deadline_secs = v;
         }
-        if let Ok(v) = std::env::var("SUMUD_PSEUDONYM_SECRET") {
-            c.pseudonym_secret = v;
-        }
+        c.pseudonym_secret = match (std::env::var("SUMUD_PSEUDONYM_SECRET"), generated) {
+            (Ok(v), _) => v,
+            (Err(_), Some(g)) => g,
+            (Err(_), None) => String::new(),
+        };
+        check_secret(&c.pseudonym_secret)?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_or_a_short_secret_is_refused() {
+        assert!(check_secret(DEVELOPMENT_SECRET).is_err());
+        assert!(check_secret("").is_err());
+        assert!(check_secret(&"x".repeat(SECRET_MIN_BYTES - 1)).is_err());
+        assert!(check_secret(&"x".repeat(SECRET_MIN_BYTES)).is_ok());
     }
 }

@@ -289,6 +289,75 @@ pub async fn record_incident(
     Ok(())
 }
 
+/// A registered provider as a status report needs it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Provider {
+    /// Provider id, as instructions name it.
+    pub provider_id: String,
+    /// Key id of its signing key, if it has one.
+    pub kid: Option<String>,
+    /// Its Ed25519 public key (base64url), if it has one.
+    pub public_x: Option<String>,
+    /// Whether it was revoked (its reports are refused).
+    pub revoked: bool,
+}
+
+/// The registered provider `id`, if any.
+pub async fn provider(tx: &mut Tx, id: &str) -> Result<Option<Provider>> {
+    const SQL: &str = "SELECT provider_id, kid, public_x, revoked_at IS NOT NULL AS revoked \
+         FROM disbursement.providers WHERE provider_id = $1";
+    Ok(on_tx!(tx, conn => sqlx::query_as(SQL).bind(id).fetch_optional(conn).await)?)
+}
+
+/// Registers (or re-keys) a provider; `key` is its public key as
+/// (kid, x), or `None` for a provider that cannot sign. A revoked provider
+/// stays revoked: it is refused here rather than silently restored.
+pub async fn add_provider(store: &Store, id: &str, key: Option<(&str, &str)>) -> Result<()> {
+    const SQL: &str = "INSERT INTO disbursement.providers (provider_id, kid, public_x) \
+         VALUES ($1, $2, $3) \
+         ON CONFLICT (provider_id) DO UPDATE SET kid = excluded.kid, public_x = excluded.public_x \
+         WHERE providers.revoked_at IS NULL";
+    let (kid, x) = key.unzip();
+    let done = on_store!(store, pool => sqlx::query(SQL)
+        .bind(id)
+        .bind(kid)
+        .bind(x)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))?;
+    if done == 0 {
+        return Err(sumud_shared::Error::Config(format!(
+            "provider {id} was revoked; register it under a new id"
+        )));
+    }
+    Ok(())
+}
+
+/// Revokes a provider: its reports are refused from now on. Returns whether
+/// it was registered and not yet revoked.
+pub async fn revoke_provider(store: &Store, id: &str) -> Result<bool> {
+    let now = match store {
+        Store::Postgres(_) => "now()",
+        Store::Sqlite(_) => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    };
+    let sql = format!(
+        "UPDATE disbursement.providers SET revoked_at = {now} \
+         WHERE provider_id = $1 AND revoked_at IS NULL"
+    );
+    Ok(on_store!(store, pool => sqlx::query(&sql)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected() == 1))?)
+}
+
+/// Every registered provider, by id.
+pub async fn providers(store: &Store) -> Result<Vec<Provider>> {
+    const SQL: &str = "SELECT provider_id, kid, public_x, revoked_at IS NOT NULL AS revoked \
+         FROM disbursement.providers ORDER BY provider_id";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+}
+
 /// Open incidents of a crisis as (kind, instruction, attempt, provider
 /// reference), for reconciliation.
 pub async fn incidents(

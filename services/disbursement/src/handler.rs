@@ -20,6 +20,7 @@ use crate::db;
 use crate::instruction::retry_delay;
 use crate::payment_state::{effect, Effect, Report, Standing};
 use crate::scheduler::Due;
+use crate::sender::may_report;
 
 /// Handles crisis, decision and status events.
 pub struct DisbursementHandler {
@@ -68,16 +69,11 @@ impl DisbursementHandler {
                 ),
             ));
         }
-        // Only the provider holding the instruction may move it: under the
-        // documented ACLs every provider writes the one status topic.
-        if r.provider != held.provider {
-            return Ok(reject(
-                Reason::WrongProvider,
-                format!(
-                    "{} is held by another provider; a report from {:?} changes nothing",
-                    r.reference_id, r.provider
-                ),
-            ));
+        // Only the registered provider holding the instruction, signing
+        // when it has a key, may move it (sender.rs).
+        let registered = db::provider(&mut tx, &r.provider).await?;
+        if let Err(refused) = may_report(&held.provider, registered.as_ref(), &r) {
+            return Ok(Verdict::Reject(refused));
         }
         let e = effect(
             Standing {

@@ -15,6 +15,7 @@ pub mod pain001;
 pub mod payment_state;
 pub mod publisher;
 pub mod scheduler;
+pub mod sender;
 
 use std::sync::Arc;
 

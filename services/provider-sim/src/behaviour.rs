@@ -23,6 +23,9 @@ pub struct Behaviour {
     pub late_pending_rate: f64,
     /// Seed of the deterministic choices.
     pub seed: u64,
+    /// Signing keys by provider id: a provider with a key signs its
+    /// reports, as a real provider registered with a key must.
+    pub keys: std::collections::BTreeMap<String, sumud_shared::jws::Jwk>,
 }
 
 impl Default for Behaviour {
@@ -36,6 +39,7 @@ impl Default for Behaviour {
             duplicate_rate: 0.02,
             late_pending_rate: 0.02,
             seed: 1,
+            keys: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ use sumud_shared::envelope::Envelope;
 use sumud_shared::events::payment::{
     Instruction, PaymentStatus, StatusReport, INSTRUCTION_ISSUED, PAYMENT_STATUS,
 };
+use sumud_shared::jws::Jwk;
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::startup;
@@ -40,6 +41,30 @@ pub static MIGRATIONS: sumud_shared::db::Migrations = sumud_shared::db::Migratio
     sqlite: Some(&SQLITE_MIGRATOR),
 };
 
+/// The providers' signing keys from a directory of private JWK files, one
+/// per provider, named `<provider>.jwk` (what `sumud providers add
+/// --generate` writes): the simulator signs as each of them.
+pub fn load_keys(dir: &std::path::Path) -> anyhow::Result<std::collections::BTreeMap<String, Jwk>> {
+    let mut keys = std::collections::BTreeMap::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read SUMUD_SIM_KEYS_DIR {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jwk") {
+            continue;
+        }
+        let Some(provider) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)?;
+        let key: Jwk = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a JWK: {e}", path.display()))?;
+        anyhow::ensure!(key.d.is_some(), "{} holds no private key", path.display());
+        keys.insert(provider.to_owned(), key);
+    }
+    Ok(keys)
+}
+
 /// A built simulator.
 pub struct App {
     settings: Settings,
@@ -64,9 +89,10 @@ fn report(
     status: PaymentStatus,
     outcome: Outcome,
     paid_as: u32,
+    key: Option<&Jwk>,
     traceparent: &Option<String>,
 ) -> Envelope<StatusReport> {
-    let data = StatusReport {
+    let mut data = StatusReport {
         reference_id: i.reference_id.clone(),
         attempt: i.attempt,
         provider: i.provider.clone(),
@@ -82,7 +108,12 @@ fn report(
             format!("SIM-{prefix}-{paid_as}")
         }),
         timestamp: Utc::now(),
+        signature: None,
     };
+    if let Some(key) = key {
+        // A key this process generated or loaded signs whatever it is given.
+        data.signature = sumud_shared::jws::sign(&data, key).ok();
+    }
     let mut e = Envelope::new(
         &format!("urn:provider:{}", i.provider),
         PAYMENT_STATUS,
@@ -181,11 +212,13 @@ impl Handler for Sim {
                 continue;
             }
             let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+            let key = self.behaviour.keys.get(&i.provider);
             received.push(report(
                 &i,
                 PaymentStatus::Received,
                 outcome,
                 paid_as,
+                key,
                 &trace,
             ));
             finals.push((i, outcome, paid_as, trace, first));
@@ -201,7 +234,14 @@ impl Handler for Sim {
             } else {
                 PaymentStatus::Rejected
             };
-            let e = report(&i, status, outcome, paid_as, &trace);
+            let e = report(
+                &i,
+                status,
+                outcome,
+                paid_as,
+                self.behaviour.keys.get(&i.provider),
+                &trace,
+            );
             if first && self.behaviour.duplicates(&i.reference_id, i.attempt) {
                 // The simulated misbehaviour happens the first time only.
                 answers.push(e.clone());
@@ -211,7 +251,14 @@ impl Handler for Sim {
                 && outcome == Outcome::Pay
                 && self.behaviour.late_pending(&i.reference_id, i.attempt)
             {
-                answers.push(report(&i, PaymentStatus::Pending, outcome, paid_as, &trace));
+                answers.push(report(
+                    &i,
+                    PaymentStatus::Pending,
+                    outcome,
+                    paid_as,
+                    self.behaviour.keys.get(&i.provider),
+                    &trace,
+                ));
             }
         }
         self.send_all(&answers).await?;

@@ -33,6 +33,10 @@ async fn main() -> anyhow::Result<()> {
         duplicate_rate: rate("SUMUD_SIM_DUPLICATE_RATE", d.duplicate_rate)?,
         late_pending_rate: rate("SUMUD_SIM_LATE_PENDING_RATE", d.late_pending_rate)?,
         seed: rate("SUMUD_SIM_SEED", d.seed as f64)? as u64,
+        keys: match std::env::var("SUMUD_SIM_KEYS_DIR") {
+            Ok(dir) => sumud_provider_sim::load_keys(std::path::Path::new(&dir))?,
+            Err(_) => Default::default(),
+        },
     };
     let _telemetry = telemetry::init(SERVICE);
     let app = App::build(settings, behaviour).await?;

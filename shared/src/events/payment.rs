@@ -142,4 +142,19 @@ pub struct StatusReport {
     pub provider_ref: Option<String>,
     /// When the provider observed it.
     pub timestamp: DateTime<Utc>,
+    /// The provider's compact JWS (EdDSA, its registered key's `kid`) whose
+    /// payload is this report without `signature`: required from a provider
+    /// that registered a key (docs/contracts.md, "Signing a status report").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl StatusReport {
+    /// The report as its provider signs it: every field but the signature.
+    pub fn unsigned(&self) -> StatusReport {
+        StatusReport {
+            signature: None,
+            ..self.clone()
+        }
+    }
 }
