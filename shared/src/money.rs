@@ -13,22 +13,39 @@ pub struct Money {
     pub currency: String,
 }
 
-/// Minor-unit exponent of the currencies we expect; unknown ones default to 2,
-/// as most ISO 4217 currencies do.
+/// Minor-unit exponent of an ISO 4217 currency, from the maintained
+/// `iso_currency` table (JOD 3, USD 2, JPY 0, …). Codes [`Money::new`]
+/// accepts always have one; anything else reads as 2.
 pub fn minor_unit_exponent(currency: &str) -> u32 {
-    match currency {
-        "JOD" | "KWD" | "BHD" | "OMR" | "IQD" | "LYD" | "TND" => 3,
-        "JPY" | "KRW" | "XOF" | "XAF" => 0,
-        _ => 2,
+    iso_currency::Currency::from_code(currency)
+        .and_then(|c| c.exponent())
+        .map_or(2, u32::from)
+}
+
+/// Whether `code` is a currency money can be paid in: a current ISO 4217
+/// code with minor units, not a fund, precious metal, test or superseded
+/// code. `Err` says why not.
+pub fn check_currency(code: &str) -> Result<(), String> {
+    let Some(c) = iso_currency::Currency::from_code(code) else {
+        return Err(format!("{code:?} is not an ISO 4217 currency code"));
+    };
+    if c.exponent().is_none() || c.is_fund() || c.is_special() {
+        return Err(format!(
+            "{code} ({}) is an ISO 4217 code but not a currency payments are made in",
+            c.name()
+        ));
     }
+    if let Some(now) = c.is_superseded() {
+        return Err(format!("{code} is superseded by {}", now.code()));
+    }
+    Ok(())
 }
 
 impl Money {
-    /// Builds an amount after checking the currency looks like ISO 4217.
+    /// Builds an amount in a currency payments are made in (see
+    /// [`check_currency`]).
     pub fn new(minor: i64, currency: &str) -> Result<Self, String> {
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(format!("{currency:?} is not an ISO 4217 currency code"));
-        }
+        check_currency(currency)?;
         Ok(Money {
             minor,
             currency: currency.to_owned(),
@@ -68,6 +85,28 @@ mod tests {
     fn lowercase_or_long_codes_are_not_currencies() {
         assert!(Money::new(1, "jod").is_err());
         assert!(Money::new(1, "JODX").is_err());
+    }
+
+    #[test]
+    fn only_current_iso_4217_currencies_with_minor_units_are_money() {
+        // Three capitals are not enough: unknown, metal, fund and test codes.
+        for code in ["ABC", "XAU", "BOV", "XXX", "XTS"] {
+            assert!(Money::new(1, code).is_err(), "{code}");
+        }
+        // Exponents from the ISO table (checked against ISO 4217's list:
+        // IQD 3, KWD 3, JPY 0, CLP 0, UGX 0, ISK 0, USD 2).
+        for (code, exp) in [
+            ("IQD", 3),
+            ("KWD", 3),
+            ("JPY", 0),
+            ("CLP", 0),
+            ("UGX", 0),
+            ("ISK", 0),
+            ("USD", 2),
+        ] {
+            assert!(Money::new(1, code).is_ok(), "{code}");
+            assert_eq!(minor_unit_exponent(code), exp, "{code}");
+        }
     }
 }
 

@@ -338,7 +338,56 @@ async fn a_declaration_that_pays_nothing_is_an_invalid_command(backend: Backend)
     c.service.stop().await;
 }
 
+/// A minor unit of one currency is never compared with another's: one
+/// count of minor units is within the JOD threshold and above the USD one;
+/// a currency the deployment does not pay in, or one nobody pays in (gold),
+/// is refused.
+async fn each_currency_has_its_own_four_eyes_threshold_and_others_are_refused(backend: Backend) {
+    let config = ControlConfig {
+        four_eyes_threshold_minor: 1_000_000,
+        other_currencies: std::collections::BTreeMap::from([("USD".to_owned(), 500_000)]),
+        ..ControlConfig::default()
+    };
+    let c = start(backend, config).await;
+    // 1,000,000 minor units: 1,000.000 JOD (at its threshold) and
+    // 10,000.00 USD (twice its threshold).
+    let jod = definition(&["JO-MN"], "1000");
+    assert_eq!(jod.budget.minor, 1_000_000);
+    let in_currency = |code: &str| {
+        let mut d = jod.clone();
+        d.budget.currency = code.to_owned();
+        Some(d)
+    };
+    for (id, def) in [
+        ("CUR-JOD", Some(jod.clone())),
+        ("CUR-USD", in_currency("USD")),
+        ("CUR-EUR", in_currency("EUR")),
+        ("CUR-XAU", in_currency("XAU")),
+    ] {
+        send(&c.env, &c.alice, &claims(CommandKind::Declare, id, def)).await;
+    }
+    c.wait_state("CUR-JOD", CrisisState::Active).await;
+    c.wait_state("CUR-USD", CrisisState::Proposed).await;
+    let letters = dead_letters(&c.env, 2);
+    let reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
+    assert_eq!(reasons, vec![Reason::InvalidCommand; 2], "{letters:#?}");
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.detail.contains("EUR is not accepted")),
+        "{letters:#?}"
+    );
+    assert!(
+        letters.iter().any(|l| l.detail.contains("XAU")),
+        "{letters:#?}"
+    );
+    assert_eq!(c.state("CUR-EUR").await, None);
+    assert_eq!(c.state("CUR-XAU").await, None);
+    c.service.stop().await;
+}
+
 on_both_backends!(
+    each_currency_has_its_own_four_eyes_threshold_and_others_are_refused,
     a_declaration_that_pays_nothing_is_an_invalid_command,
     a_command_whose_crisis_event_would_break_its_contract_is_refused,
     a_declaration_is_applied_and_published_once_and_a_replay_is_refused,

@@ -237,10 +237,13 @@ async fn two_instances_never_duplicate_and_the_survivor_finishes_when_one_is_kil
     def.response.overrides.tranches = Some(3);
     // Two replicas: both schedulers read and create what is due for the
     // same crisis, the group splits the topics' partitions between them,
-    // and one relay leads. A tranche day of 0.3 s: 9 s between tranches,
-    // so that the kill below lands while tranches are still to fall due.
-    let mut a = Replica::spawn(&p, "disbursement-a", "0.3");
-    let mut b = Replica::spawn(&p, "disbursement-b", "0.3");
+    // and one relay leads. A tranche day of 0.5 s: 15 s between tranches,
+    // so that the kill below lands while tranches are still to fall due
+    // even when the first payments settle late on a loaded machine (at
+    // 0.3 s, 9 s apart, all three were once instructed before the first
+    // payment settled while a build ran beside the test).
+    let mut a = Replica::spawn(&p, "disbursement-a", "0.5");
+    let mut b = Replica::spawn(&p, "disbursement-b", "0.5");
     let entitled = declare(&p, "FAILOVER-1", def).await;
     let total = entitled * 3;
 

@@ -107,6 +107,17 @@ impl ControlHandler {
             ) {
                 return Ok(Verdict::Reject(r));
             }
+            if self.config.threshold(&body.budget.currency).is_none() {
+                return Ok(reject(
+                    Reason::InvalidCommand,
+                    format!(
+                        "this deployment pays in {}; a budget in {} is not accepted \
+                         (SUMUD_CURRENCY, SUMUD_OTHER_CURRENCIES)",
+                        self.config.currencies().join(", "),
+                        body.budget.currency
+                    ),
+                ));
+            }
         }
         self.transact(m, &claims, &key, now).await
     }
@@ -135,8 +146,17 @@ impl ControlHandler {
             None => {}
         }
         let current = db::crisis_for_update(&mut tx, &claims.crisis_id).await?;
+        // The threshold of the currency the command's budget is in (a
+        // minor unit of one currency is never compared with another's).
+        let currency = claims
+            .body
+            .as_ref()
+            .or(current.as_ref().map(|c| &c.definition))
+            .map(|d| d.budget.currency.as_str());
         let policy = Policy {
-            threshold_minor: self.config.four_eyes_threshold_minor,
+            threshold_minor: currency
+                .and_then(|c| self.config.threshold(c))
+                .unwrap_or(self.config.four_eyes_threshold_minor),
             approvals_required: self.config.four_eyes_approvals,
         };
         let t = match lifecycle::apply(current.as_ref(), claims, &key.principal, &key.roles, policy)

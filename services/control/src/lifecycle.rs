@@ -127,6 +127,8 @@ pub fn validate(
             "the budget must be positive",
         ));
     }
+    sumud_shared::money::check_currency(&def.budget.currency)
+        .map_err(|e| refuse(Reason::InvalidCommand, e))?;
     if def.ends_on < def.starts_on {
         return Err(refuse(
             Reason::InvalidCommand,
