@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod health;
 pub mod producer;
 pub mod spans;
+pub mod upkeep;
 
 use rdkafka::ClientConfig;
 

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{Message, Offset};
+use rdkafka::Message;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,8 @@ use crate::envelope::{decode, DecodeLimits, Envelope, Rejection};
 use crate::events::deadletter::DEADLETTER_RECORDED;
 use crate::kafka::health::{ConsumerHealth, HealthContext};
 use crate::kafka::producer::{EventProducer, MAX_RECORD_BYTES};
-use crate::metrics::{Metrics, PartitionLabels, ServiceLabels};
+use crate::kafka::upkeep::{close, watch};
+use crate::metrics::{Metrics, ServiceLabels};
 use crate::schema::SchemaRegistry;
 use crate::Result;
 
@@ -381,82 +382,6 @@ async fn session<H: Handler>(
     Ok(ended)
 }
 
-/// How often the loop reports consumer lag and checks its membership.
-const LAG_EVERY: Duration = Duration::from_secs(5);
-
-/// How long closing a consumer (final commit, leaving the group) may take
-/// before it is left to finish on its own thread.
-const CLOSE_WITHIN: Duration = Duration::from_secs(30);
-
-/// Every [`LAG_EVERY`]: reports lag and progress to the health, and asks
-/// for a new consumer (cancels `recreate`) when this one has stayed outside
-/// its group past the bound while the broker answers.
-async fn watch(
-    consumer: Arc<StreamConsumer<HealthContext>>,
-    service: String,
-    health: Arc<ConsumerHealth>,
-    stop: CancellationToken,
-    recreate: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(LAG_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (c, s, h) = (consumer.clone(), service.clone(), health.clone());
-        // Watermarks and metadata are broker round trips: off the runtime.
-        let give_up = tokio::task::spawn_blocking(move || {
-            report_lag(&c, &s, &h);
-            Metrics::global()
-                .consumer_ready
-                .get_or_create(&ServiceLabels { service: s })
-                .set(i64::from(h.verdict(Instant::now()).is_ready()));
-            h.should_recreate(Instant::now())
-                && c.fetch_metadata(None, Duration::from_secs(2))
-                    .is_ok_and(|m| !m.brokers().is_empty())
-        })
-        .await
-        .unwrap_or(false);
-        if give_up {
-            recreate.cancel();
-            return;
-        }
-    }
-}
-
-/// Commits what was stored and closes the consumer, on a thread of its own
-/// and for at most [`CLOSE_WITHIN`]: librdkafka's close waits for the group
-/// coordinator, which may never answer (a broker gone, or a coordinator
-/// connection that wedged), and a runtime thread blocked there starves
-/// every other task of the process.
-async fn close(consumer: Arc<StreamConsumer<HealthContext>>, group: &str) {
-    let (done, closed) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("sumud-consumer-close".into())
-        .spawn(move || {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                // Nothing stored since the last commit is the usual cause.
-                info!(error = %e, "Final offset commit skipped.");
-            }
-            drop(consumer);
-            let _ = done.send(());
-        });
-    if let Err(e) = spawned {
-        warn!(error = %e, "Could not start a thread to close the consumer; it is leaked.");
-        return;
-    }
-    match tokio::time::timeout(CLOSE_WITHIN, closed).await {
-        Ok(_) => info!(group, "Consumer stopped."),
-        Err(_) => warn!(
-            group,
-            within_s = CLOSE_WITHIN.as_secs(),
-            "The consumer did not close in time (its group coordinator does not answer); it goes on closing in the background."
-        ),
-    }
-}
-
 /// Counts a handled batch: consumed per topic (decoded messages and the
 /// undecodable ones), dead letters per topic and reason.
 fn count_batch(
@@ -480,54 +405,6 @@ fn count_batch(
     for (raw, _, rej) in rejects {
         metrics.count_dead_letter(service, &raw.topic, rej.reason.code());
     }
-}
-
-/// Sets the lag gauge of every assigned partition (high watermark minus
-/// the position the consumer has read to) and tells the health how far
-/// the work is durable (the committed offsets, which follow the stored
-/// ones within a second): a handler that never returns holds those still
-/// while the reader runs ahead. Blocking: broker round trips.
-fn report_lag(consumer: &StreamConsumer<HealthContext>, service: &str, health: &ConsumerHealth) {
-    const ASK: Duration = Duration::from_secs(2);
-    let (Ok(read), Ok(assigned)) = (consumer.position(), consumer.assignment()) else {
-        health.unobserved();
-        return;
-    };
-    let Ok(committed) = consumer.committed_offsets(assigned, ASK) else {
-        health.unobserved();
-        return;
-    };
-    let read: BTreeMap<(String, i32), Offset> = read
-        .elements()
-        .iter()
-        .map(|e| ((e.topic().to_owned(), e.partition()), e.offset()))
-        .collect();
-    let metrics = Metrics::global();
-    let (mut durable, mut waiting) = (0i64, 0i64);
-    for e in committed.elements() {
-        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), ASK) else {
-            health.unobserved();
-            return;
-        };
-        // Nothing committed yet: everything from the log's start waits.
-        let done = match e.offset() {
-            Offset::Offset(o) => o.max(low),
-            _ => low,
-        };
-        durable += done;
-        waiting += (high - done).max(0);
-        if let Some(Offset::Offset(position)) = read.get(&(e.topic().to_owned(), e.partition())) {
-            metrics
-                .consumer_lag
-                .get_or_create(&PartitionLabels {
-                    service: service.to_owned(),
-                    topic: e.topic().to_owned(),
-                    partition: e.partition().to_string(),
-                })
-                .set((high - position).max(0));
-        }
-    }
-    health.observed(durable, waiting, Instant::now());
 }
 
 /// What the background fetcher needs, owned.
