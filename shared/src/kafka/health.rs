@@ -69,6 +69,15 @@ struct State {
     recreated: u64,
 }
 
+impl State {
+    /// Out of the group: no partitions, and no story of progress.
+    fn leave(&mut self) {
+        self.partitions = 0;
+        self.positions = None;
+        self.stuck_since = None;
+    }
+}
+
 /// What the probe says about a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -141,7 +150,9 @@ impl ConsumerHealth {
 
     /// The group took the partitions back (a rebalance begins).
     pub fn revoked(&self) {
-        self.outside_at(Instant::now());
+        let mut s = self.lock();
+        s.outside_since.get_or_insert(Instant::now());
+        s.leave();
     }
 
     /// A new consumer replaces the old one: outside the group again, with a
@@ -149,17 +160,8 @@ impl ConsumerHealth {
     pub fn recreated(&self) {
         let mut s = self.lock();
         s.recreated += 1;
-        s.outside_since = None;
-        drop(s);
-        self.outside_at(Instant::now());
-    }
-
-    fn outside_at(&self, at: Instant) {
-        let mut s = self.lock();
-        s.outside_since.get_or_insert(at);
-        s.partitions = 0;
-        s.positions = None;
-        s.stuck_since = None;
+        s.outside_since = Some(Instant::now());
+        s.leave();
     }
 
     /// A lag report: the sum of the consumer's positions over its assigned
