@@ -7,6 +7,7 @@
 //! address of their own; and readers that see a whole topic.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -238,6 +239,43 @@ impl Drop for PrivateInfra {
             let _ = std::fs::remove_dir_all(&self.state_dir);
         }
     }
+}
+
+/// Runs `scenarios` on a private broker and database in a runtime of its
+/// own (two workers, as the suite's), so that on failure the services
+/// still running are dropped — their consumers leave their groups — while
+/// the private broker is up, before the servers are stopped; the servers'
+/// logs are kept when a scenario fails, and the panic goes on.
+pub fn on_private_infra<F>(scenarios: F)
+where
+    F: for<'a> FnOnce(&'a PrivateInfra) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>,
+{
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    crate::watchdog::phase("starting a private broker and database");
+    let infra = rt.block_on(PrivateInfra::start());
+    eprintln!(
+        "private Kafka {} and PostgreSQL {} started in {:.1} s",
+        infra.bootstrap(),
+        infra.postgres_addr(),
+        started.elapsed().as_secs_f64()
+    );
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(scenarios(&infra))
+    }));
+    rt.shutdown_timeout(Duration::from_secs(30));
+    if outcome.is_err() {
+        eprintln!("server logs kept in {}", infra.save_logs().display());
+    }
+    drop(infra);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    eprintln!("whole test took {:.1} s", started.elapsed().as_secs_f64());
 }
 
 /// A TCP proxy that can be told to stop forwarding: connections stay open

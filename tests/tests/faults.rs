@@ -23,7 +23,7 @@ use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::payment::{Instruction, INSTRUCTION_ISSUED};
 use sumud_tests::infra::{
-    read_all, start_payments, PrivateInfra, Probes, Server, TcpProxy, SERVICES,
+    on_private_infra, read_all, start_payments, PrivateInfra, Probes, Server, TcpProxy, SERVICES,
 };
 use sumud_tests::pipeline::{claims, definition, expected, no_four_eyes, Pipeline};
 use sumud_tests::watchdog::phase;
@@ -468,35 +468,8 @@ async fn scenarios(infra: &PrivateInfra) {
     }
 }
 
-/// A plain test owning its runtime, so that on failure the services still
-/// running are dropped (their Kafka consumers leave their groups) while the
-/// private broker is up, before the servers are stopped; a consumer closed
-/// with its broker gone can wait for it indefinitely.
+/// A plain test owning its runtime (see `infra::on_private_infra`).
 #[test]
 fn payments_heal_without_operators_after_broker_and_database_restarts_and_a_stall() {
-    let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let infra = rt.block_on(PrivateInfra::start());
-    eprintln!(
-        "private Kafka {} and PostgreSQL {} started in {:.1} s",
-        infra.bootstrap(),
-        infra.postgres_addr(),
-        started.elapsed().as_secs_f64()
-    );
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(scenarios(&infra))
-    }));
-    rt.shutdown_timeout(Duration::from_secs(30));
-    if outcome.is_err() {
-        eprintln!("server logs kept in {}", infra.save_logs().display());
-    }
-    drop(infra);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    eprintln!("whole test took {:.1} s", started.elapsed().as_secs_f64());
+    on_private_infra(|infra| Box::pin(scenarios(infra)));
 }

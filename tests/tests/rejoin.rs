@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::events::control::CommandKind;
-use sumud_tests::infra::{start_payments, PrivateInfra, Server, SERVICES};
+use sumud_tests::infra::{on_private_infra, start_payments, PrivateInfra, Server, SERVICES};
 use sumud_tests::pipeline::{claims, definition, no_four_eyes};
 use sumud_tests::watchdog::{phase, Watchdog};
 use sumud_tests::{wait_for, TestEnv};
@@ -102,9 +102,7 @@ async fn round(infra: &PrivateInfra, n: u32) {
     );
 }
 
-/// A plain test owning its runtime (two workers, as in the faults test),
-/// so that on failure the services are dropped while the private broker
-/// is still up, and the broker's log is kept.
+/// A plain test owning its runtime (see `infra::on_private_infra`).
 #[test]
 fn pipelines_started_after_a_broker_restart_join_their_groups_every_round() {
     let rounds: u32 = std::env::var("SUMUD_REJOIN_ROUNDS")
@@ -117,28 +115,13 @@ fn pipelines_started_after_a_broker_restart_join_their_groups_every_round() {
         Duration::from_secs(120 + 180 * u64::from(rounds)),
     );
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    phase("rejoin: starting a private broker and database");
-    let infra = rt.block_on(PrivateInfra::start());
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(async {
+    on_private_infra(|infra| {
+        Box::pin(async move {
             for n in 1..=rounds {
-                round(&infra, n).await;
+                round(infra, n).await;
             }
         })
-    }));
-    rt.shutdown_timeout(Duration::from_secs(30));
-    if outcome.is_err() {
-        eprintln!("server logs kept in {}", infra.save_logs().display());
-    }
-    drop(infra);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    });
     eprintln!(
         "{rounds} rejoin rounds took {:.1} s",
         started.elapsed().as_secs_f64()
