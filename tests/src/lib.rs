@@ -338,20 +338,38 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    wait_explained(what, deadline, || {
+        let attempt = check();
+        async move { attempt.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// [`wait_for`] whose check says why it is not yet satisfied: at the
+/// deadline the panic carries the last answer, so a failure seen once in CI
+/// names what was missing instead of only how long was waited.
+pub async fn wait_explained<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let end = Instant::now() + deadline;
     loop {
         let left = end.saturating_duration_since(Instant::now());
         // The last attempt gets a moment even when the deadline has passed.
         let attempt = left.max(Duration::from_secs(1));
-        match tokio::time::timeout(attempt, check()).await {
-            Ok(Some(v)) => return v,
-            Ok(None) => {}
+        let last = match tokio::time::timeout(attempt, check()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(why)) => why,
             Err(_) => panic!(
                 "timed out after {deadline:?} waiting for {what}: the last check did not return"
             ),
-        }
+        };
         if Instant::now() > end {
-            panic!("timed out after {deadline:?} waiting for {what}");
+            if last.is_empty() {
+                panic!("timed out after {deadline:?} waiting for {what}");
+            }
+            panic!("timed out after {deadline:?} waiting for {what}: {last}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -27,7 +27,7 @@ use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::alert::{ALERT_CAP, CAP_XML};
 use sumud_tests::pipeline::*;
-use sumud_tests::wait_for;
+use sumud_tests::{wait_explained, wait_for};
 
 /// A received span, reduced to what the test looks at.
 #[derive(Debug, Clone)]
@@ -141,9 +141,25 @@ async fn one_trace_runs_from_the_alert_to_the_providers_status_report() {
     let prefix = p.env.settings.group_prefix.clone();
     let t = p.env.settings.topics.clone();
 
-    // Act: the alert, and wait for a payment to be reported back.
+    // Act: the alert, while the social registry streams updates (each
+    // message the first of a trace of its own). Eligibility consumes both
+    // topics, so its polls return households and the crisis event together;
+    // the crisis's trace must still pass through eligibility's hop.
+    let settings = p.env.settings.clone();
+    let streaming = tokio::spawn(async move {
+        sumud::registry_cmd::publish_synthetic(&settings, 30_000, 7, true).await
+    });
+    wait_for("the registry stream under way", DEADLINE, || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM registry.households")
+            .fetch_one(&p.env.pool)
+            .await
+            .unwrap();
+        (n > 5_000).then_some(())
+    })
+    .await;
     p.publish_alert("ncsc.gov.jo", &cap_alert("NCSC-TR-1"))
         .await;
+    streaming.await.unwrap().unwrap();
     wait_for("a payment reported succeeded", DEADLINE, || async {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'",
@@ -164,7 +180,7 @@ async fn one_trace_runs_from_the_alert_to_the_providers_status_report() {
         (format!("{prefix}-provider-sim"), t.instructions.clone()),
         (format!("{prefix}-disbursement"), t.status.clone()),
     ];
-    let (trace, found) = wait_for(
+    let (trace, found) = wait_explained(
         "one trace covering every hop",
         Duration::from_secs(60),
         || async {
@@ -174,8 +190,9 @@ async fn one_trace_runs_from_the_alert_to_the_providers_status_report() {
                 .filter(|s| s.name == format!("process {}", t.alerts))
                 .map(|s| s.trace.clone())
                 .collect();
-            alert_traces.into_iter().find_map(|trace| {
-                let found: Vec<Received> = hops
+            let mut why = format!("{} spans received, no alert's trace yet", spans.len());
+            for trace in alert_traces {
+                let found: Vec<Option<Received>> = hops
                     .iter()
                     .map(|(group, topic)| {
                         spans
@@ -188,9 +205,26 @@ async fn one_trace_runs_from_the_alert_to_the_providers_status_report() {
                             })
                             .cloned()
                     })
-                    .collect::<Option<_>>()?;
-                Some((trace, found))
-            })
+                    .collect();
+                if found.iter().all(Option::is_some) {
+                    return Ok((trace, found.into_iter().flatten().collect::<Vec<_>>()));
+                }
+                let missing: Vec<String> = hops
+                    .iter()
+                    .zip(&found)
+                    .filter(|(_, f)| f.is_none())
+                    .map(|((group, topic), _)| format!("{group} on {topic}"))
+                    .collect();
+                let in_trace: BTreeSet<String> = spans
+                    .iter()
+                    .filter(|s| s.trace == trace)
+                    .map(|s| s.name.clone())
+                    .collect();
+                why = format!(
+                    "trace {trace} lacks a process span of {missing:?}; its spans: {in_trace:?}"
+                );
+            }
+            Err(why)
         },
     )
     .await;

@@ -296,76 +296,39 @@ async fn session<H: Handler>(
             waited_ms = waiting.elapsed().as_secs_f64() * 1e3,
             "Next batch ready for the handler."
         );
-        // One `process` span per batch (see `spans.rs`): the handler's work
-        // and the batch's dead letters happen inside it.
-        let span = super::spans::process(
-            &config.group_id,
-            decoded
-                .iter()
-                .map(|m| super::spans::Consumed {
-                    topic: &m.topic,
-                    partition: m.partition,
-                    offset: m.offset,
-                    traceparent: m.traceparent.as_deref(),
-                })
-                .chain(undecodable.iter().map(|(r, _)| super::spans::Consumed {
-                    topic: &r.topic,
-                    partition: r.partition,
-                    offset: r.offset,
-                    traceparent: r.traceparent.as_deref(),
-                })),
-        );
+        // One handler call and one `process` span per topic of the batch
+        // (see `spans.rs`): a span then names its hop and continues the
+        // trace of that topic's first message, instead of whichever topic
+        // the poll happened to return first. Per-partition order is kept;
+        // Kafka orders nothing across topics, so neither do handlers.
         let handling = Instant::now();
-        let Some(verdicts) = handle_with_retries(handler, &decoded, shutdown)
-            .instrument(span.clone())
-            .await
-        else {
-            // Shutting down mid-retry: store nothing, the batch comes again.
+        let mut handled = Vec::with_capacity(1);
+        let mut stopped = false;
+        for part in by_topic(decoded, undecodable) {
+            match handle_part(handler, config, &deadletters, part, shutdown).await {
+                Some(done) => handled.push(done),
+                None => {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        if stopped {
+            // Shutting down mid-retry or mid-dead-letter: store nothing, the
+            // batch comes again (handlers are idempotent under redelivery).
             break Ended::Shutdown;
-        };
+        }
         metrics
             .batch_seconds
             .get_or_create(&ServiceLabels {
                 service: config.service.clone(),
             })
             .observe(handling.elapsed().as_secs_f64());
-        let mut rejects: Vec<(Raw, Option<&Envelope<Value>>, Rejection)> = Vec::new();
-        for (inc, verdict) in decoded.iter().zip(verdicts) {
-            if let Verdict::Reject(rej) = verdict {
-                rejects.push((raw_of(inc), Some(&inc.envelope), rej));
-            }
-        }
-        for (raw, rej) in undecodable {
-            rejects.push((raw, None, rej));
-        }
-        rejects.retain(|(raw, _, rej)| {
-            let foreign = owner_records(&config.foreign_topics, &raw.topic, rej.reason);
-            if foreign {
-                debug!(topic = %raw.topic, offset = raw.offset, reason = %rej.reason, "Skipped a message its owner dead-letters.");
-            }
-            !foreign
-        });
-        let mut published = true;
-        for (raw, envelope, rej) in &rejects {
-            if !deadletters
-                .publish(raw, *envelope, rej, shutdown)
-                .instrument(span.clone())
-                .await
-            {
-                published = false;
-                break;
-            }
-        }
-        if !published {
-            break Ended::Shutdown;
-        }
         store_offsets(&consumer, &positions);
-        count_batch(&config.service, &decoded, &rejects);
-        drop(rejects);
         // Freeing a large batch's JSON trees takes a while: do it off the
         // loop so the next batch is handled at once.
-        if decoded.len() > DECODE_INLINE_MAX {
-            tokio::task::spawn_blocking(move || drop(decoded));
+        if handled.iter().map(Vec::len).sum::<usize>() > DECODE_INLINE_MAX {
+            tokio::task::spawn_blocking(move || drop(handled));
         }
     };
     stop.cancel();
@@ -380,6 +343,119 @@ async fn session<H: Handler>(
     }
     close(consumer, &config.group_id).await;
     Ok(ended)
+}
+
+/// The messages of one topic out of a polled batch, in batch order.
+struct Part {
+    decoded: Vec<Incoming>,
+    undecodable: Vec<(Raw, Rejection)>,
+}
+
+/// Splits a batch by topic, topics in order of first appearance. A batch of
+/// one topic (the usual case) is moved through untouched.
+fn by_topic(decoded: Vec<Incoming>, undecodable: Vec<(Raw, Rejection)>) -> Vec<Part> {
+    let mut order: Vec<String> = Vec::with_capacity(1);
+    for t in decoded
+        .iter()
+        .map(|m| &m.topic)
+        .chain(undecodable.iter().map(|(r, _)| &r.topic))
+    {
+        if !order.contains(t) {
+            order.push(t.clone());
+        }
+    }
+    if order.len() <= 1 {
+        return vec![Part {
+            decoded,
+            undecodable,
+        }];
+    }
+    let mut parts: Vec<Part> = order
+        .iter()
+        .map(|_| Part {
+            decoded: Vec::new(),
+            undecodable: Vec::new(),
+        })
+        .collect();
+    let at = |t: &str| order.iter().position(|o| o == t).expect("topic listed");
+    for m in decoded {
+        let i = at(&m.topic);
+        parts[i].decoded.push(m);
+    }
+    for (r, rej) in undecodable {
+        let i = at(&r.topic);
+        parts[i].undecodable.push((r, rej));
+    }
+    parts
+}
+
+/// Handles one topic's part of a batch inside its `process` span: the
+/// handler (with retries), then its dead letters. Gives the messages back
+/// to be freed; `None` means shutdown came first and nothing of the batch
+/// may be stored.
+async fn handle_part<H: Handler>(
+    handler: &H,
+    config: &LoopConfig,
+    deadletters: &DeadLetterSink<'_>,
+    part: Part,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Incoming>> {
+    let span = super::spans::process(
+        &config.group_id,
+        part.decoded
+            .iter()
+            .map(|m| super::spans::Consumed {
+                topic: &m.topic,
+                partition: m.partition,
+                offset: m.offset,
+                traceparent: m.traceparent.as_deref(),
+            })
+            .chain(
+                part.undecodable
+                    .iter()
+                    .map(|(r, _)| super::spans::Consumed {
+                        topic: &r.topic,
+                        partition: r.partition,
+                        offset: r.offset,
+                        traceparent: r.traceparent.as_deref(),
+                    }),
+            ),
+    );
+    let verdicts = handle_with_retries(handler, &part.decoded, shutdown)
+        .instrument(span.clone())
+        .await?;
+    let Part {
+        decoded,
+        undecodable,
+    } = part;
+    let mut rejects: Vec<(Raw, Option<&Envelope<Value>>, Rejection)> = Vec::new();
+    for (inc, verdict) in decoded.iter().zip(verdicts) {
+        if let Verdict::Reject(rej) = verdict {
+            rejects.push((raw_of(inc), Some(&inc.envelope), rej));
+        }
+    }
+    for (raw, rej) in undecodable {
+        rejects.push((raw, None, rej));
+    }
+    rejects.retain(|(raw, _, rej)| {
+        let foreign = owner_records(&config.foreign_topics, &raw.topic, rej.reason);
+        if foreign {
+            debug!(topic = %raw.topic, offset = raw.offset, reason = %rej.reason, "Skipped a message its owner dead-letters.");
+        }
+        !foreign
+    });
+    for (raw, envelope, rej) in &rejects {
+        if !deadletters
+            .publish(raw, *envelope, rej, shutdown)
+            .instrument(span.clone())
+            .await
+        {
+            return None;
+        }
+    }
+    count_batch(&config.service, &decoded, &rejects);
+    drop(rejects);
+    Some(decoded)
 }
 
 /// Counts a handled batch: consumed per topic (decoded messages and the
@@ -826,5 +902,70 @@ mod tests {
             "sumud.entitlements.v1",
             Reason::NotJson
         ));
+    }
+
+    fn incoming(topic: &str, partition: i32, offset: i64) -> Incoming {
+        Incoming {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            traceparent: None,
+            envelope: Envelope::new("test", "t", None, Value::Null),
+            raw: Arc::from(&b"{}"[..]),
+        }
+    }
+
+    fn raw(topic: &str, partition: i32, offset: i64) -> (Raw, Rejection) {
+        let raw = Raw {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            traceparent: None,
+            payload: Arc::from(&b"x"[..]),
+        };
+        (raw, Rejection::new(Reason::NotJson, "test"))
+    }
+
+    fn positions(ms: &[Incoming]) -> Vec<(&str, i32, i64)> {
+        ms.iter()
+            .map(|m| (m.topic.as_str(), m.partition, m.offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_mixing_topics_is_handled_one_topic_at_a_time_in_partition_order() {
+        let decoded = vec![
+            incoming("registry", 0, 7),
+            incoming("crisis", 1, 3),
+            incoming("registry", 1, 2),
+            incoming("registry", 0, 8),
+            incoming("crisis", 1, 4),
+        ];
+        let undecodable = vec![raw("crisis", 2, 9), raw("status", 0, 1)];
+
+        let parts = by_topic(decoded, undecodable);
+
+        assert_eq!(parts.len(), 3, "one part per topic");
+        assert_eq!(
+            positions(&parts[0].decoded),
+            [("registry", 0, 7), ("registry", 1, 2), ("registry", 0, 8)]
+        );
+        assert_eq!(
+            positions(&parts[1].decoded),
+            [("crisis", 1, 3), ("crisis", 1, 4)]
+        );
+        assert_eq!(parts[1].undecodable[0].0.offset, 9);
+        assert!(parts[0].undecodable.is_empty());
+        assert!(parts[2].decoded.is_empty());
+        assert_eq!(parts[2].undecodable[0].0.topic, "status");
+    }
+
+    #[test]
+    fn a_batch_of_one_topic_is_one_part() {
+        let parts = by_topic(vec![incoming("a", 0, 1), incoming("a", 1, 1)], vec![]);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].decoded.len(), 2);
     }
 }

@@ -15,6 +15,13 @@
 //!   one per batch and stored context, child of the context stored with the
 //!   rows, with `messaging.batch.message_count`.
 //!
+//! The consumer loop hands a handler one topic at a time (a polled batch
+//! that mixes topics is split, per-partition order kept), so every
+//! `process` span names its hop: a span whose first message came from an
+//! unrelated topic (eligibility's registry updates beside a crisis event)
+//! would otherwise take that message's trace as parent and drop the hop
+//! from the crisis's trace.
+//!
 //! Attributes: `messaging.system=kafka`, `messaging.destination.name`,
 //! `messaging.consumer.group.name`, `messaging.destination.partition.id`
 //! and `messaging.kafka.offset` (when one partition/message), and
