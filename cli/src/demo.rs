@@ -68,6 +68,7 @@ pub async fn run_seeded(
         disbursement: DisbursementConfig {
             day_seconds: 0.2,
             retry_base_secs: 2,
+            inquiry_secs: 6,
             // A demo run makes a new registry: a secret of its own for the
             // run, unless the environment names one.
             ..DisbursementConfig::from_env_or_secret(Some(up::random_secret()))?

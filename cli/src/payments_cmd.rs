@@ -137,6 +137,16 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
             m(reserved, &first.currency)
         );
     }
+    // Outcome unknown with nothing more to send: the money stays reserved
+    // and the provider is asked, by an operator, whether it paid.
+    for (instruction, attempt, provider, amount) in db::held(store, crisis).await? {
+        let currency = lines.first().map_or("", |l| l.currency.as_str());
+        println!(
+            "AWAITING PROVIDER: instruction {instruction}, attempt {attempt}, {provider}, {}: \
+             outcome unknown (timeout); its money stays reserved until {provider} answers",
+            m(amount, currency)
+        );
+    }
     let mut problems = unexplained(&lines, budget);
     // Money that moved as the rules forbid (payment_state.rs): each open
     // incident is a problem until an operator resolves it with the provider.

@@ -35,6 +35,10 @@ pub enum Reason {
     WrongProvider,
     /// A status report from a provider that is not registered.
     UnknownProvider,
+    /// The Kafka key is not the id the event is about (a status report's
+    /// key must be its `reference_id`, so that every report on one payment
+    /// shares a partition and its order).
+    KeyMismatch,
     /// An older or equal version than what is already stored.
     StaleVersion,
     /// The message is a replay of one already processed.
@@ -80,6 +84,7 @@ impl Reason {
             Reason::UnknownInstruction => "unknown_instruction",
             Reason::WrongProvider => "wrong_provider",
             Reason::UnknownProvider => "unknown_provider",
+            Reason::KeyMismatch => "key_mismatch",
             Reason::StaleVersion => "stale_version",
             Reason::Replayed => "replayed",
             Reason::Unsigned => "unsigned",

@@ -296,6 +296,18 @@ async fn one_broken_crisis_does_not_stop_the_others(backend: Backend) {
         })
         .get();
     assert!(failures >= 1, "{failures}");
+    // Recorded on the crisis for the dashboard, with its error; the sound
+    // crisis shows none.
+    let recorded: Vec<(String, i32, Option<String>)> = env
+        .rows("SELECT crisis_id, pass_failures, last_pass_error FROM disbursement.crises ORDER BY crisis_id")
+        .await;
+    assert_eq!(recorded[0].0, "AAA-BROKEN");
+    assert!(recorded[0].1 >= 1, "{recorded:?}");
+    assert!(
+        recorded[0].2.as_deref().is_some_and(|e| !e.is_empty()),
+        "{recorded:?}"
+    );
+    assert_eq!(recorded[1], ("ZZZ-OK".into(), 0, None));
     shutdown.cancel();
     scheduler.await.unwrap().unwrap();
     drainer.abort();

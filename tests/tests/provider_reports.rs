@@ -11,23 +11,41 @@ use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::household::{HouseholdRemoved, HOUSEHOLD_REMOVED};
 use sumud_shared::events::payment::{PaymentStatus, RejectionReason, StatusReport, PAYMENT_STATUS};
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, wait_for, Backend};
 
 /// A pipeline whose provider simulator serves nobody: the test is the
 /// provider. One tranche per household; a retry falls due `retry_secs`
-/// after a retryable rejection.
+/// after a retryable rejection, a timeout's inquiry as soon.
 async fn start(backend: Backend, crisis: &str, retry_secs: i64) -> (Pipeline, Held) {
+    start_with(
+        backend,
+        crisis,
+        DisbursementConfig {
+            retry_base_secs: retry_secs,
+            inquiry_secs: retry_secs,
+            ..DisbursementConfig::default()
+        },
+    )
+    .await
+}
+
+/// [`start`] with the retry settings of `retries`.
+async fn start_with(
+    backend: Backend,
+    crisis: &str,
+    retries: DisbursementConfig,
+) -> (Pipeline, Held) {
     let silent = Behaviour {
         providers: vec!["no-such-provider".into()],
         ..Behaviour::honest()
     };
     let schedule = DisbursementConfig {
         day_seconds: 3600.0,
-        retry_base_secs: retry_secs,
         tick_ms: 100,
-        ..DisbursementConfig::default()
+        ..retries
     };
     let p = Pipeline::start_with_payments_on(backend, 300, no_four_eyes(), schedule, silent).await;
     let areas = ["JO-AM"];
@@ -56,7 +74,8 @@ struct Held {
     provider: String,
 }
 
-/// Publishes a report on the status topic, keyed by the instruction.
+/// Publishes a report on the status topic, keyed by the instruction; a
+/// rejection is a timeout (its outcome unknown).
 async fn send(
     p: &Pipeline,
     held: &Held,
@@ -65,12 +84,26 @@ async fn send(
     status: PaymentStatus,
     provider_ref: Option<&str>,
 ) {
+    let reason = (status == PaymentStatus::Rejected).then_some(RejectionReason::Timeout);
+    send_with(p, held, provider, attempt, status, reason, provider_ref).await;
+}
+
+/// [`send`] with the rejection code given.
+async fn send_with(
+    p: &Pipeline,
+    held: &Held,
+    provider: &str,
+    attempt: u32,
+    status: PaymentStatus,
+    reason_code: Option<RejectionReason>,
+    provider_ref: Option<&str>,
+) {
     let mut report = StatusReport {
         reference_id: held.id.clone(),
         attempt,
         provider: provider.to_owned(),
         status,
-        reason_code: (status == PaymentStatus::Rejected).then_some(RejectionReason::Timeout),
+        reason_code,
         provider_ref: provider_ref.map(str::to_owned),
         timestamp: Utc::now(),
         signature: None,
@@ -160,8 +193,9 @@ async fn a_report_from_a_provider_that_does_not_hold_the_instruction_changes_not
 }
 
 /// The holder's name on a report is not proof: without its signature, with
-/// another key, altered after signing, or from a provider no longer
-/// registered, a report is dead-lettered and changes nothing.
+/// another key, altered after signing, keyed by another payment, or from a
+/// provider no longer registered, a report is dead-lettered and changes
+/// nothing.
 async fn forged_reports_in_the_holders_name_are_dead_lettered_and_change_nothing(backend: Backend) {
     let (p, held) = start(backend, "PR-FORGED", 3600).await;
     let (_, reserved) = p.assert_budget_holds("PR-FORGED").await;
@@ -202,6 +236,33 @@ async fn forged_reports_in_the_holders_name_are_dead_lettered_and_change_nothing
     assert_eq!(standing(&p, &held).await, ("instructed".into(), 1));
     assert_eq!(p.assert_budget_holds("PR-FORGED").await.1, reserved);
 
+    // The holder's genuine, signed report under another Kafka key (it would
+    // land on another partition, out of order with the payment's others).
+    let mut misfiled = genuine(PaymentStatus::Succeeded);
+    misfiled.signature =
+        Some(sumud_shared::jws::sign(&misfiled, &p.provider_keys[&held.provider]).unwrap());
+    let e = Envelope::new(
+        &format!("urn:provider:{}", held.provider),
+        PAYMENT_STATUS,
+        None,
+        misfiled,
+    );
+    p.env
+        .publish(
+            &p.env.settings.topics.status,
+            "another-reference",
+            &e.to_bytes(),
+        )
+        .await;
+    // (Dead letters keep their source's key, so this one may be read
+    // before the others: found by reason, not position.)
+    let letters = p.dead_letters(4);
+    assert!(
+        letters.iter().any(|l| l.reason == Reason::KeyMismatch),
+        "{letters:#?}"
+    );
+    assert_eq!(standing(&p, &held).await, ("instructed".into(), 1));
+
     // A provider no longer registered is not heard at all, even signed.
     let deleted = format!(
         "DELETE FROM disbursement.providers WHERE provider_id = '{}'",
@@ -218,8 +279,11 @@ async fn forged_reports_in_the_holders_name_are_dead_lettered_and_change_nothing
         Some("P-1"),
     )
     .await;
-    let letters = p.dead_letters(4);
-    assert_eq!(letters[3].reason, Reason::UnknownProvider, "{letters:#?}");
+    let letters = p.dead_letters(5);
+    assert!(
+        letters.iter().any(|l| l.reason == Reason::UnknownProvider),
+        "{letters:#?}"
+    );
     assert_eq!(standing(&p, &held).await, ("instructed".into(), 1));
     p.stop().await;
 }
@@ -332,17 +396,22 @@ async fn an_earlier_attempts_success_after_the_retry_went_out_is_paid_once_and_a
 async fn a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_reason(
     backend: Backend,
 ) {
-    // Arrange: one attempt times out, its retry due in 3 s.
+    // Arrange: the provider is unavailable for one attempt (certainly
+    // unpaid), its retry due in 3 s.
     let (p, held) = start(backend, "PR-CLOSE", 3).await;
     let provider = held.provider.clone();
     let (_, reserved) = p.assert_budget_holds("PR-CLOSE").await;
-    let amount: i64 = p
-        .count(&format!(
-            "SELECT amount_minor FROM disbursement.instructions WHERE instruction_id = '{}'",
-            held.id
-        ))
-        .await;
-    send(&p, &held, &provider, 1, PaymentStatus::Rejected, None).await;
+    let amount = amount_of(&p, &held).await;
+    send_with(
+        &p,
+        &held,
+        &provider,
+        1,
+        PaymentStatus::Rejected,
+        Some(RejectionReason::ProviderUnavailable),
+        None,
+    )
+    .await;
     recorded(&p, &held, 1).await;
     assert_eq!(standing(&p, &held).await, ("retry_scheduled".into(), 1));
 
@@ -367,7 +436,254 @@ async fn a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_
     p.stop().await;
 }
 
+/// The held instruction's amount.
+async fn amount_of(p: &Pipeline, held: &Held) -> i64 {
+    p.count(&format!(
+        "SELECT amount_minor FROM disbursement.instructions WHERE instruction_id = '{}'",
+        held.id
+    ))
+    .await
+}
+
+/// Seconds until the held instruction's next attempt, if one is scheduled.
+async fn next_attempt_in(p: &Pipeline, held: &Held) -> Option<i64> {
+    let at: Vec<(Option<String>,)> = p
+        .env
+        .rows(&format!(
+            "SELECT CAST(next_attempt_at AS text) FROM disbursement.instructions \
+             WHERE instruction_id = '{}'",
+            held.id
+        ))
+        .await;
+    at[0].0.as_deref().map(|t| {
+        let t = chrono::DateTime::parse_from_rfc3339(&t.replace(' ', "T"))
+            .or_else(|_| chrono::DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z"))
+            .unwrap_or_else(|e| panic!("next_attempt_at {t}: {e}"));
+        (t.with_timezone(&Utc) - Utc::now()).num_seconds()
+    })
+}
+
+async fn a_timeout_is_asked_again_only_after_the_inquiry_window(backend: Backend) {
+    // Arrange: certain rejections would be retried at once; the inquiry
+    // window is an hour.
+    let (p, held) = start_with(
+        backend,
+        "PR-INQUIRY",
+        DisbursementConfig {
+            retry_base_secs: 0,
+            inquiry_secs: 3600,
+            ..DisbursementConfig::default()
+        },
+    )
+    .await;
+    let provider = held.provider.clone();
+
+    // Act: the attempt times out: the provider may have paid it.
+    send(&p, &held, &provider, 1, PaymentStatus::Rejected, None).await;
+    recorded(&p, &held, 1).await;
+
+    // Assert: the same reference is asked again no sooner than the window
+    // (the old rules re-issued it at once, as attempt 2).
+    assert_eq!(standing(&p, &held).await, ("retry_scheduled".into(), 1));
+    let due = next_attempt_in(&p, &held)
+        .await
+        .expect("an inquiry scheduled");
+    assert!(due > 3500, "asked again in {due} s, before the window");
+    p.assert_budget_holds("PR-INQUIRY").await;
+    p.stop().await;
+}
+
+async fn a_timeout_on_the_last_attempt_keeps_its_money_reserved_until_the_provider_answers(
+    backend: Backend,
+) {
+    // Arrange: one attempt per payment.
+    let (p, held) = start_with(
+        backend,
+        "PR-HOLD",
+        DisbursementConfig {
+            max_attempts: 1,
+            retry_base_secs: 0,
+            inquiry_secs: 0,
+            ..DisbursementConfig::default()
+        },
+    )
+    .await;
+    let provider = held.provider.clone();
+    let (_, reserved) = p.assert_budget_holds("PR-HOLD").await;
+
+    // Act: the only attempt times out.
+    send(&p, &held, &provider, 1, PaymentStatus::Rejected, None).await;
+    recorded(&p, &held, 1).await;
+
+    // Assert: held, not failed; nothing more goes out; the money stays
+    // reserved (the old rules failed it and released the money, which the
+    // provider may have paid out); reconcile names it.
+    assert_eq!(standing(&p, &held).await, ("retry_scheduled".into(), 1));
+    assert_eq!(next_attempt_in(&p, &held).await, None);
+    assert_eq!(p.assert_budget_holds("PR-HOLD").await.1, reserved);
+    let amount = amount_of(&p, &held).await;
+    assert_eq!(
+        sumud_disbursement::db::held(&p.env.store, "PR-HOLD")
+            .await
+            .unwrap(),
+        vec![(held.id.clone(), 1, provider.clone(), amount)]
+    );
+
+    // Act: the provider answers the inquiry: it did pay.
+    send(
+        &p,
+        &held,
+        &provider,
+        1,
+        PaymentStatus::Succeeded,
+        Some("P-1"),
+    )
+    .await;
+    recorded(&p, &held, 2).await;
+
+    // Assert: paid once, the money spent as reserved, nothing held.
+    assert_eq!(standing(&p, &held).await, ("succeeded".into(), 1));
+    assert_eq!(p.assert_budget_holds("PR-HOLD").await.1, reserved);
+    assert!(sumud_disbursement::db::held(&p.env.store, "PR-HOLD")
+        .await
+        .unwrap()
+        .is_empty());
+    p.stop().await;
+}
+
+async fn a_timed_out_payment_of_a_closed_crisis_is_held_not_released(backend: Backend) {
+    // Arrange: one attempt times out, its inquiry due in 3 s.
+    let (p, held) = start(backend, "PR-CLOSE-T", 3).await;
+    let provider = held.provider.clone();
+    let (_, reserved) = p.assert_budget_holds("PR-CLOSE-T").await;
+    send(&p, &held, &provider, 1, PaymentStatus::Rejected, None).await;
+    recorded(&p, &held, 1).await;
+
+    // Act: the crisis is closed before the inquiry falls due.
+    p.send(&p.alice, &claims(CommandKind::Close, "PR-CLOSE-T", None))
+        .await;
+
+    // Assert: never issued again, and held with its money reserved, since
+    // the provider may have paid it.
+    p.wait_count(
+        "the inquiry held",
+        &format!(
+            "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
+             AND status = 'retry_scheduled' AND next_attempt_at IS NULL",
+            held.id
+        ),
+        1,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(standing(&p, &held).await, ("retry_scheduled".into(), 1));
+    assert_eq!(p.assert_budget_holds("PR-CLOSE-T").await.1, reserved);
+
+    // Act: the provider answers: it did not pay (its system was down).
+    send_with(
+        &p,
+        &held,
+        &provider,
+        1,
+        PaymentStatus::Rejected,
+        Some(RejectionReason::ProviderUnavailable),
+        None,
+    )
+    .await;
+
+    // Assert: now certainly unpaid, it ends crisis_closed and its money
+    // goes back.
+    p.wait_count(
+        "the held payment ended as crisis_closed",
+        &format!(
+            "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
+             AND status = 'failed' AND reason_code = 'crisis_closed'",
+            held.id
+        ),
+        1,
+    )
+    .await;
+    let amount = amount_of(&p, &held).await;
+    assert_eq!(
+        p.assert_budget_holds("PR-CLOSE-T").await.1,
+        reserved - amount
+    );
+    p.stop().await;
+}
+
+async fn a_scheduled_retry_for_a_household_removed_from_the_registry_is_never_issued(
+    backend: Backend,
+) {
+    // Arrange: the provider is unavailable for one attempt (certainly
+    // unpaid); its retry falls due in 3 s.
+    let (p, held) = start(backend, "PR-REMOVED", 3).await;
+    let provider = held.provider.clone();
+    let (_, reserved) = p.assert_budget_holds("PR-REMOVED").await;
+    let amount = amount_of(&p, &held).await;
+    let household: Vec<(String, i64)> = p
+        .env
+        .rows(&format!(
+            "SELECT i.household_id, CAST(h.version AS bigint) FROM disbursement.instructions i \
+             JOIN registry.households h ON h.household_id = i.household_id \
+             WHERE i.instruction_id = '{}'",
+            held.id
+        ))
+        .await;
+    let (household, version) = household[0].clone();
+    send_with(
+        &p,
+        &held,
+        &provider,
+        1,
+        PaymentStatus::Rejected,
+        Some(RejectionReason::ProviderUnavailable),
+        None,
+    )
+    .await;
+    recorded(&p, &held, 1).await;
+
+    // Act: the registry removes the household (a duplicate record, say).
+    let removed = HouseholdRemoved {
+        household_id: household.clone(),
+        version: version + 1,
+        reason: Some("duplicate".into()),
+    };
+    let e = Envelope::new(
+        "urn:test",
+        HOUSEHOLD_REMOVED,
+        Some(household.clone()),
+        removed,
+    );
+    p.env
+        .publish(&p.env.settings.topics.registry, &household, &e.to_bytes())
+        .await;
+
+    // Assert: the retry ends failed as entitlement_cancelled, never as
+    // attempt 2, and its money is back in the budget.
+    p.wait_count(
+        "the retry ended as entitlement_cancelled",
+        &format!(
+            "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
+             AND status = 'failed' AND reason_code = 'entitlement_cancelled'",
+            held.id
+        ),
+        1,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(standing(&p, &held).await, ("failed".into(), 1));
+    assert_eq!(
+        p.assert_budget_holds("PR-REMOVED").await.1,
+        reserved - amount
+    );
+    p.stop().await;
+}
+
 on_both_backends!(
+    a_scheduled_retry_for_a_household_removed_from_the_registry_is_never_issued,
+    a_timeout_is_asked_again_only_after_the_inquiry_window,
+    a_timeout_on_the_last_attempt_keeps_its_money_reserved_until_the_provider_answers,
+    a_timed_out_payment_of_a_closed_crisis_is_held_not_released,
     forged_reports_in_the_holders_name_are_dead_lettered_and_change_nothing,
     a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_reason,
     a_report_from_a_provider_that_does_not_hold_the_instruction_changes_nothing,

@@ -13,6 +13,11 @@ pub struct DisbursementConfig {
     /// Backoff before the second attempt, seconds (`SUMUD_PAYMENT_RETRY_SECS`,
     /// default 300; doubles per attempt).
     pub retry_base_secs: i64,
+    /// The status-inquiry window, seconds (`SUMUD_PAYMENT_INQUIRY_SECS`,
+    /// default 3600): a payment whose outcome is unknown (a timeout) is
+    /// asked again, with the same reference, no sooner than this, so a
+    /// provider that did pay has time to say so first.
+    pub inquiry_secs: i64,
     /// An instruction with no final status after this many seconds is flagged
     /// (`SUMUD_PAYMENT_DEADLINE_SECS`, default 172800).
     pub deadline_secs: i64,
@@ -36,6 +41,7 @@ impl Default for DisbursementConfig {
             day_seconds: 86_400.0,
             max_attempts: 3,
             retry_base_secs: 300,
+            inquiry_secs: 3600,
             deadline_secs: 172_800,
             pseudonym_secret: DEVELOPMENT_SECRET.into(),
             tick_ms: 250,
@@ -87,6 +93,9 @@ impl DisbursementConfig {
         }
         if let Some(v) = num("SUMUD_PAYMENT_RETRY_SECS")? {
             c.retry_base_secs = v;
+        }
+        if let Some(v) = num("SUMUD_PAYMENT_INQUIRY_SECS")? {
+            c.inquiry_secs = v;
         }
         if let Some(v) = num("SUMUD_PAYMENT_DEADLINE_SECS")? {
             c.deadline_secs = v;

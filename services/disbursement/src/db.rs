@@ -239,7 +239,7 @@ pub async fn instruction_for_update(tx: &mut Tx, id: &str) -> Result<Option<Held
         Tx::Sqlite(_) => "",
     };
     let sql = format!(
-        "SELECT status, attempt, crisis_id, household_id, amount_minor, provider, provider_ref \
+        "SELECT status, attempt, crisis_id, household_id, amount_minor, provider, provider_ref, reason_code \
          FROM disbursement.instructions WHERE instruction_id = $1{lock}"
     );
     Ok(on_tx!(tx, conn => sqlx::query_as(&sql).bind(id).fetch_optional(conn).await)?)
@@ -262,6 +262,8 @@ pub struct Held {
     pub provider: String,
     /// The provider's reference of the payment, once paid.
     pub provider_ref: Option<String>,
+    /// Why the current attempt was last rejected, if it was.
+    pub reason_code: Option<String>,
 }
 
 /// Records an incident a status report revealed (once per report).
@@ -367,6 +369,61 @@ pub async fn incidents(
     const SQL: &str =
         "SELECT kind, instruction_id, attempt, provider_ref FROM disbursement.incidents \
          WHERE crisis_id = $1 AND resolved_at IS NULL ORDER BY incident_id";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await)?)
+}
+
+/// Longest pass error kept on a crisis, in bytes.
+const PASS_ERROR_MAX: usize = 500;
+
+/// Records a failed scheduler pass on its crisis (for the dashboard).
+pub async fn pass_failed(store: &Store, crisis_id: &str, error: &str) -> Result<()> {
+    let error = sumud_shared::deadletter::cut_short(error.to_owned(), PASS_ERROR_MAX);
+    match store {
+        Store::Postgres(pool) => sqlx::query(
+            "UPDATE disbursement.crises SET pass_failures = pass_failures + 1, \
+                 last_pass_error = $2, last_pass_failed_at = now() WHERE crisis_id = $1",
+        )
+        .bind(crisis_id)
+        .bind(error)
+        .execute(pool)
+        .await
+        .map(drop)?,
+        Store::Sqlite(pool) => sqlx::query(
+            "UPDATE disbursement.crises SET pass_failures = pass_failures + 1, \
+                 last_pass_error = ?2, last_pass_failed_at = ?3 WHERE crisis_id = ?1",
+        )
+        .bind(crisis_id)
+        .bind(error)
+        .bind(timestamp(Utc::now()))
+        .execute(pool)
+        .await
+        .map(drop)?,
+    }
+    Ok(())
+}
+
+/// Clears a crisis's last pass error once a pass succeeds again (the count
+/// of failures stays); whether there was one.
+pub async fn pass_recovered(store: &Store, crisis_id: &str) -> Result<bool> {
+    const SQL: &str = "UPDATE disbursement.crises SET last_pass_error = NULL \
+                       WHERE crisis_id = $1 AND last_pass_error IS NOT NULL";
+    let n = on_store!(store, pool => sqlx::query(SQL)
+        .bind(crisis_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// A crisis's payments held on an unknown outcome (a timeout with no
+/// attempt left, or whose crisis closed or entitlement ended): never
+/// re-issued, their money reserved until the provider answers. Each
+/// (instruction, attempt, provider, amount).
+pub async fn held(store: &Store, crisis_id: &str) -> Result<Vec<(String, i32, String, i64)>> {
+    const SQL: &str =
+        "SELECT instruction_id, attempt, provider, amount_minor FROM disbursement.instructions \
+         WHERE crisis_id = $1 AND status = 'retry_scheduled' AND next_attempt_at IS NULL \
+         ORDER BY instruction_id";
     Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await)?)
 }
 

@@ -10,7 +10,7 @@ use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::crisis::{CrisisEvent, CRISIS_EVENTS};
 use sumud_shared::events::entitlement::{EntitlementDecision, ENTITLEMENT_DECIDED};
-use sumud_shared::events::payment::{StatusReport, PAYMENT_STATUS};
+use sumud_shared::events::payment::{RejectionReason, StatusReport, PAYMENT_STATUS};
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::Result;
 use tracing::{info, warn};
@@ -69,6 +69,17 @@ impl DisbursementHandler {
                 ),
             ));
         }
+        // The key is the payment: all its reports share a partition, so
+        // they are read in the order the provider sent them.
+        if m.key.as_deref() != Some(r.reference_id.as_bytes()) {
+            return Ok(reject(
+                Reason::KeyMismatch,
+                format!(
+                    "a status report on {} must be keyed by that reference_id",
+                    r.reference_id
+                ),
+            ));
+        }
         // Only the registered provider holding the instruction, signing
         // when it has a key, may move it (sender.rs).
         let registered = db::provider(&mut tx, &r.provider).await?;
@@ -80,6 +91,10 @@ impl DisbursementHandler {
                 status: &held.status,
                 attempt,
                 provider_ref: held.provider_ref.as_deref(),
+                outcome_unknown: held
+                    .reason_code
+                    .as_deref()
+                    .is_some_and(|c| RejectionReason::UNKNOWN_OUTCOMES.contains(&c)),
             },
             Report {
                 status: r.status,
@@ -134,6 +149,37 @@ impl DisbursementHandler {
                 .await?;
                 None
             }
+            Effect::Inquire => {
+                // The same reference goes out again only after the provider
+                // has had the inquiry window to report a payment it made.
+                let backoff =
+                    retry_delay(Duration::seconds(self.config.retry_base_secs), attempt + 1);
+                let at = Utc::now() + backoff.max(Duration::seconds(self.config.inquiry_secs));
+                db::set_status(
+                    &mut tx,
+                    &r.reference_id,
+                    "retry_scheduled",
+                    reason,
+                    None,
+                    Some(at),
+                )
+                .await?;
+                None
+            }
+            Effect::Hold => {
+                // No retry left and the money may have moved: keep it
+                // reserved until the provider answers (reconcile lists it).
+                db::set_status(
+                    &mut tx,
+                    &r.reference_id,
+                    "retry_scheduled",
+                    reason,
+                    None,
+                    None,
+                )
+                .await?;
+                None
+            }
             Effect::Fail { verify } => {
                 db::set_status(&mut tx, &r.reference_id, "failed", reason, None, None).await?;
                 db::release(&mut tx, &crisis, amount).await?;
@@ -168,8 +214,17 @@ impl DisbursementHandler {
         };
         db::log_status(&mut tx, &event_id, &r, note.is_none(), note).await?;
         tx.commit().await?;
-        if matches!(e, Effect::Retry) {
-            info!(instruction = %r.reference_id, attempt, reason, "Payment rejected; retry scheduled.");
+        match e {
+            Effect::Retry => {
+                info!(instruction = %r.reference_id, attempt, reason, "Payment rejected; retry scheduled.")
+            }
+            Effect::Inquire => {
+                info!(instruction = %r.reference_id, attempt, reason, "Payment outcome unknown; asked again after the inquiry window.")
+            }
+            Effect::Hold => {
+                warn!(instruction = %r.reference_id, crisis = %crisis, attempt, reason, "Payment outcome unknown on the last attempt; its money stays reserved until the provider answers.")
+            }
+            _ => {}
         }
         if matches!(e, Effect::Fail { .. } | Effect::Reverse) {
             self.due.money_released([crisis]);

@@ -13,7 +13,12 @@
 //!   reconcile, never silently absorbed;
 //! - a reversal applies to a payment, or to the open current attempt it
 //!   overtook (reports may overtake each other), never to an attempt
-//!   already given up on.
+//!   already given up on;
+//! - money is released only when the payment certainly did not go
+//!   through: a rejection whose outcome is unknown (a timeout) is asked
+//!   again with the same reference only after the status-inquiry window,
+//!   and on the last attempt the money stays reserved until the provider
+//!   answers (`Hold`).
 
 use sumud_shared::events::payment::{PaymentStatus, RejectionReason};
 
@@ -27,6 +32,9 @@ pub struct Standing<'a> {
     pub attempt: u32,
     /// The provider's reference of the payment, once paid.
     pub provider_ref: Option<&'a str>,
+    /// The current attempt's outcome is unknown (its last report was a
+    /// timeout): a later answer on it resolves it.
+    pub outcome_unknown: bool,
 }
 
 /// A provider's report, as far as the state machine cares.
@@ -69,8 +77,14 @@ pub enum Effect {
     Advance(&'static str),
     /// Paid: move to succeeded (a pending retry is cancelled with it).
     Paid,
-    /// Re-issue later as the next attempt.
+    /// Certainly unpaid: re-issue after the backoff as the next attempt.
     Retry,
+    /// Outcome unknown: ask again (the next attempt, same reference) only
+    /// after the status-inquiry window; the money stays reserved.
+    Inquire,
+    /// Outcome unknown on the last attempt: nothing more goes out, and the
+    /// money stays reserved until the provider answers.
+    Hold,
     /// Give up: failed (budget released; field verification if permanent).
     Fail {
         /// Whether the household needs a field-verification visit.
@@ -87,6 +101,11 @@ pub enum Effect {
 /// Whether the current attempt is out with the provider, unanswered.
 fn open(status: &str) -> bool {
     matches!(status, "instructed" | "received" | "pending")
+}
+
+/// Whether the current attempt timed out and nothing has answered it yet.
+fn unresolved(now: Standing<'_>) -> bool {
+    now.status == "retry_scheduled" && now.outcome_unknown
 }
 
 /// Decides the effect of `report` on an instruction standing at `now`,
@@ -118,6 +137,20 @@ pub fn effect(now: Standing<'_>, report: Report<'_>, max_attempts: u32) -> Effec
             Effect::Ignore("late status: the payment is already further along")
         }
         PaymentStatus::Rejected if current && open(now.status) => match report.reason {
+            Some(r) if r.outcome_unknown() && now.attempt < max_attempts => Effect::Inquire,
+            Some(r) if r.outcome_unknown() => Effect::Hold,
+            Some(r) if r.is_retryable() && now.attempt < max_attempts => Effect::Retry,
+            Some(r) => Effect::Fail {
+                verify: !r.is_retryable(),
+            },
+            None => Effect::Fail { verify: false },
+        },
+        // The answer to an unknown outcome: a certain rejection of the
+        // timed-out attempt says it did not go through after all.
+        PaymentStatus::Rejected if current && unresolved(now) => match report.reason {
+            Some(r) if r.outcome_unknown() => {
+                Effect::Ignore("still unknown: the inquiry already waits")
+            }
             Some(r) if r.is_retryable() && now.attempt < max_attempts => Effect::Retry,
             Some(r) => Effect::Fail {
                 verify: !r.is_retryable(),
@@ -132,7 +165,9 @@ pub fn effect(now: Standing<'_>, report: Report<'_>, max_attempts: u32) -> Effec
         // behind it. Ignoring it instead would leave the money counted as
         // paid and its reservation held.
         PaymentStatus::Reversed if now.status == "succeeded" => Effect::Reverse,
-        PaymentStatus::Reversed if current && open(now.status) => Effect::Reverse,
+        PaymentStatus::Reversed if current && (open(now.status) || unresolved(now)) => {
+            Effect::Reverse
+        }
         PaymentStatus::Reversed => {
             Effect::Ignore("only a payment that went through can be reversed, and only once")
         }
@@ -144,6 +179,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use PaymentStatus::*;
+    use RejectionReason::*;
 
     const MAX: u32 = 3;
 
@@ -152,15 +188,31 @@ mod tests {
             status,
             attempt,
             provider_ref: None,
+            outcome_unknown: false,
         }
     }
 
     fn report(status: PaymentStatus, attempt: u32) -> Report<'static> {
         Report {
             status,
-            reason: (status == Rejected).then_some(RejectionReason::Timeout),
+            reason: (status == Rejected).then_some(ProviderUnavailable),
             attempt,
             provider_ref: (status == Succeeded).then_some("P-1"),
+        }
+    }
+
+    fn rejected(reason: RejectionReason, attempt: u32) -> Report<'static> {
+        Report {
+            reason: Some(reason),
+            ..report(Rejected, attempt)
+        }
+    }
+
+    /// Where a timed-out attempt stands: its retry (or hold) recorded.
+    fn timed_out(attempt: u32) -> Standing<'static> {
+        Standing {
+            outcome_unknown: true,
+            ..at("retry_scheduled", attempt)
         }
     }
 
@@ -197,8 +249,13 @@ mod tests {
     #[test]
     fn a_success_after_a_timeout_scheduled_the_retry_is_the_payment() {
         assert_eq!(
-            effect(at("retry_scheduled", 1), report(Succeeded, 1), MAX),
+            effect(timed_out(1), report(Succeeded, 1), MAX),
             Effect::Paid
+        );
+        assert_eq!(
+            effect(timed_out(MAX), report(Succeeded, MAX), MAX),
+            Effect::Paid,
+            "a held payment too"
         );
     }
 
@@ -217,9 +274,8 @@ mod tests {
     #[test]
     fn a_second_payment_with_another_provider_reference_is_an_incident() {
         let paid = Standing {
-            status: "succeeded",
-            attempt: 2,
             provider_ref: Some("P-1"),
+            ..at("succeeded", 2)
         };
         let again = Report {
             provider_ref: Some("P-2"),
@@ -245,25 +301,59 @@ mod tests {
     }
 
     #[test]
-    fn rejections_retry_until_the_last_attempt_and_permanent_ones_ask_for_a_visit() {
+    fn certain_rejections_retry_until_the_last_attempt_and_permanent_ones_ask_for_a_visit() {
         assert_eq!(
-            effect(at("received", 1), report(Rejected, 1), MAX),
+            effect(at("received", 1), rejected(ProviderUnavailable, 1), MAX),
             Effect::Retry
         );
         assert_eq!(
-            effect(at("received", 3), report(Rejected, 3), MAX),
+            effect(at("received", 3), rejected(InsufficientFunds, 3), MAX),
             Effect::Fail { verify: false }
         );
-        let closed = Report {
-            reason: Some(RejectionReason::AccountClosed),
-            ..report(Rejected, 1)
-        };
         assert_eq!(
-            effect(at("pending", 1), closed, MAX),
+            effect(at("pending", 1), rejected(AccountClosed, 1), MAX),
             Effect::Fail { verify: true }
         );
         assert!(matches!(
-            effect(at("instructed", 2), report(Rejected, 1), MAX),
+            effect(at("instructed", 2), rejected(ProviderUnavailable, 1), MAX),
+            Effect::Ignore(_)
+        ));
+    }
+
+    #[test]
+    fn a_timeout_is_asked_again_after_the_inquiry_window_and_never_releases_money() {
+        assert_eq!(
+            effect(at("received", 1), rejected(Timeout, 1), MAX),
+            Effect::Inquire
+        );
+        assert_eq!(
+            effect(at("pending", MAX), rejected(Timeout, MAX), MAX),
+            Effect::Hold,
+            "the last attempt's timeout holds the money"
+        );
+        assert!(matches!(
+            effect(timed_out(MAX), rejected(Timeout, MAX), MAX),
+            Effect::Ignore(_)
+        ));
+    }
+
+    #[test]
+    fn a_certain_answer_to_a_timeout_resolves_it() {
+        assert_eq!(
+            effect(timed_out(MAX), rejected(ProviderUnavailable, MAX), MAX),
+            Effect::Fail { verify: false }
+        );
+        assert_eq!(
+            effect(timed_out(1), rejected(ProviderUnavailable, 1), MAX),
+            Effect::Retry
+        );
+        assert_eq!(
+            effect(timed_out(1), report(Reversed, 1), MAX),
+            Effect::Reverse
+        );
+        // A retry scheduled on a certain rejection has its answer already.
+        assert!(matches!(
+            effect(at("retry_scheduled", 1), rejected(AccountClosed, 1), MAX),
             Effect::Ignore(_)
         ));
     }
@@ -301,52 +391,13 @@ mod tests {
         "reversed",
     ];
 
-    fn any_report() -> impl Strategy<Value = (PaymentStatus, Option<RejectionReason>, u32, u8)> {
-        (
-            prop_oneof![
-                Just(Received),
-                Just(Pending),
-                Just(Succeeded),
-                Just(Rejected),
-                Just(Reversed)
-            ],
-            prop_oneof![
-                Just(None),
-                Just(Some(RejectionReason::Timeout)),
-                Just(Some(RejectionReason::ProviderUnavailable)),
-                Just(Some(RejectionReason::AccountClosed)),
-            ],
-            1u32..=MAX,
-            0u8..3,
-        )
-    }
-
-    /// A model instruction driven by the state machine the way the handler
-    /// and the scheduler drive the rows: statuses applied, retries
-    /// re-issued as the next attempt, money reserved once and released on
-    /// failure and reversal.
-    #[derive(Debug)]
-    struct Model {
-        status: &'static str,
-        attempt: u32,
-        provider_ref: Option<String>,
-        reserved: bool,
-        payments: u32,
-        incidents: u32,
-        /// The provider has reported a success not reversed since.
-        provider_paid: bool,
-    }
-
-    fn stored(e: Effect, old: &'static str) -> &'static str {
-        match e {
-            Effect::Advance(s) => s,
-            Effect::Paid => "succeeded",
-            Effect::Retry => "retry_scheduled",
-            Effect::Fail { .. } => "failed",
-            Effect::Reverse => "reversed",
-            Effect::Incident(_) | Effect::Ignore(_) => old,
-        }
-    }
+    const REASONS: [Option<RejectionReason>; 5] = [
+        None,
+        Some(Timeout),
+        Some(ProviderUnavailable),
+        Some(InsufficientFunds),
+        Some(AccountClosed),
+    ];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
@@ -356,59 +407,259 @@ mod tests {
         #[test]
         fn the_machine_is_total_and_never_reopens_a_final_instruction(
             s in 0usize..STATUSES.len(),
-            (status, reason, attempt, _) in any_report(),
+            unknown in any::<bool>(),
+            status in prop_oneof![Just(Received), Just(Pending), Just(Succeeded), Just(Rejected), Just(Reversed)],
+            r in 0usize..REASONS.len(),
+            attempt in 1u32..=MAX,
         ) {
-            let now = Standing { status: STATUSES[s], attempt: MAX, provider_ref: Some("P-1") };
-            let e = effect(now, Report { status, reason, attempt, provider_ref: Some("P-1") }, MAX);
+            let now = Standing { status: STATUSES[s], attempt: MAX, provider_ref: Some("P-1"), outcome_unknown: unknown };
+            let e = effect(now, Report { status, reason: REASONS[r], attempt, provider_ref: Some("P-1") }, MAX);
             if matches!(now.status, "succeeded" | "failed" | "reversed") {
-                prop_assert!(!matches!(e, Effect::Advance(_) | Effect::Retry | Effect::Paid), "{e:?}");
+                prop_assert!(!matches!(e, Effect::Advance(_) | Effect::Retry | Effect::Inquire | Effect::Hold | Effect::Paid), "{e:?}");
             }
         }
 
-        /// Random interleavings of reports (redelivered, overtaking, for
-        /// any issued attempt, with one of three provider references) and
-        /// re-issues: a reference is paid at most once unless an incident
-        /// says otherwise; money is held exactly while the instruction is
-        /// not failed or reversed; the instruction ends in one status.
+        /// A provider that honours the contract (one payment per
+        /// reference; a timeout may or may not have paid; a certain
+        /// rejection only of what it did not pay; a reversal only of what
+        /// it paid), its reports delivered out of order and again, our
+        /// re-issues and a crisis close at random, then every report
+        /// answered: a reference is paid at most once, money is released
+        /// only when the provider certainly has not paid, it is held
+        /// exactly while the instruction is not failed or reversed, no
+        /// attempt past the last is issued, and the instruction ends in one
+        /// final status.
         #[test]
-        fn a_reference_is_paid_once_or_an_incident_says_so(
-            steps in proptest::collection::vec((any_report(), any::<bool>()), 1..40),
+        fn money_moves_once_and_is_released_only_when_certainly_unpaid(
+            steps in proptest::collection::vec((0u8..6, any::<u16>(), 0u8..6), 1..60),
         ) {
-            let mut m = Model { status: "instructed", attempt: 1, provider_ref: None, reserved: true, payments: 0, incidents: 0, provider_paid: false };
-            for ((status, reason, attempt, provider), reissue) in steps {
-                if reissue && m.status == "retry_scheduled" {
-                    // What the old rules did after an ambiguous timeout:
-                    // a re-issue of a reference the provider said it paid.
-                    prop_assert!(!m.provider_paid, "re-issued a paid reference: {m:?}");
-                    m.attempt += 1;
-                    m.status = "instructed";
-                }
-                let attempt = attempt.min(m.attempt);
-                let provider_ref = format!("P-{provider}");
-                let now = Standing { status: m.status, attempt: m.attempt, provider_ref: m.provider_ref.as_deref() };
-                let e = effect(now, Report { status, reason, attempt, provider_ref: Some(&provider_ref) }, MAX);
-                match (status, m.status) {
-                    (Succeeded, s) if s != "reversed" => m.provider_paid = true,
-                    (Reversed, _) if e == Effect::Reverse => m.provider_paid = false,
-                    _ => {}
-                }
-                match e {
-                    Effect::Paid => {
-                        m.payments += 1;
-                        m.provider_ref = Some(provider_ref.clone());
-                    }
-                    Effect::Fail { .. } | Effect::Reverse => {
-                        prop_assert!(m.reserved, "released twice: {m:?} {e:?}");
-                        m.reserved = false;
-                    }
-                    Effect::Incident(_) => m.incidents += 1,
-                    _ => {}
-                }
-                m.status = stored(e, m.status);
-                prop_assert!(m.attempt <= MAX);
-                prop_assert!(m.payments <= 1, "paid twice without an incident: {m:?}");
-                prop_assert_eq!(m.reserved, !matches!(m.status, "failed" | "reversed"), "{:?}", m);
+            let mut w = World::new();
+            for (action, pick, outcome) in steps {
+                w.step(action, pick, outcome)?;
             }
+            w.drain()?;
+            prop_assert!(matches!(w.status, "succeeded" | "failed" | "reversed"), "{w:?}");
+        }
+    }
+
+    /// An instruction, the provider that holds it, the reports in flight
+    /// between them and the scheduler, driven the way the handler and the
+    /// scheduler drive the rows.
+    #[derive(Debug)]
+    struct World {
+        status: &'static str,
+        attempt: u32,
+        provider_ref: Option<String>,
+        outcome_unknown: bool,
+        /// A re-issue is scheduled (Retry or Inquire; not Hold, not after
+        /// a close stopped it).
+        due: bool,
+        closed: bool,
+        reserved: bool,
+        payments: u32,
+        /// The provider's ledger: it paid this reference, not reversed.
+        provider_paid: bool,
+        /// The provider took its payment back; it never pays the
+        /// reference again.
+        provider_reversed: bool,
+        /// The attempts the provider has been sent and not yet answered.
+        unanswered: Vec<u32>,
+        in_flight: Vec<(PaymentStatus, Option<RejectionReason>, u32)>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                status: "instructed",
+                attempt: 1,
+                provider_ref: None,
+                outcome_unknown: false,
+                due: false,
+                closed: false,
+                reserved: true,
+                payments: 0,
+                provider_paid: false,
+                provider_reversed: false,
+                unanswered: vec![1],
+                in_flight: Vec::new(),
+            }
+        }
+
+        /// The provider answers an attempt it was sent.
+        fn provider_answers(&mut self, attempt: u32, outcome: u8) {
+            let report = if self.provider_reversed {
+                (Reversed, None, attempt)
+            } else if self.provider_paid {
+                // Paid already: the reference's payment, as the contract asks.
+                match outcome {
+                    0 => (Rejected, Some(Timeout), attempt),
+                    _ => (Succeeded, None, attempt),
+                }
+            } else {
+                match outcome {
+                    0 | 1 => {
+                        self.provider_paid = true;
+                        if outcome == 0 {
+                            (Rejected, Some(Timeout), attempt) // paid, said timeout
+                        } else {
+                            (Succeeded, None, attempt)
+                        }
+                    }
+                    2 => (Rejected, Some(Timeout), attempt), // not paid, said timeout
+                    3 => (Rejected, Some(ProviderUnavailable), attempt),
+                    4 => (Rejected, Some(AccountClosed), attempt),
+                    _ => {
+                        // Still working on it: it answers again later.
+                        self.unanswered.push(attempt);
+                        (Pending, None, attempt)
+                    }
+                }
+            };
+            self.in_flight.push(report);
+        }
+
+        fn deliver(&mut self, i: usize, again: bool) -> Result<(), TestCaseError> {
+            let (status, reason, attempt) = if again {
+                self.in_flight[i]
+            } else {
+                self.in_flight.remove(i)
+            };
+            let paid_ref = "P-1".to_owned();
+            let now = Standing {
+                status: self.status,
+                attempt: self.attempt,
+                provider_ref: self.provider_ref.as_deref(),
+                outcome_unknown: self.outcome_unknown,
+            };
+            let e = effect(
+                now,
+                Report {
+                    status,
+                    reason,
+                    attempt,
+                    provider_ref: Some(&paid_ref),
+                },
+                MAX,
+            );
+            match e {
+                Effect::Advance(s) => self.status = s,
+                Effect::Paid => {
+                    self.payments += 1;
+                    self.provider_ref = Some(paid_ref);
+                    self.status = "succeeded";
+                    self.due = false;
+                }
+                Effect::Retry | Effect::Inquire | Effect::Hold => {
+                    self.status = "retry_scheduled";
+                    self.outcome_unknown = reason.is_some_and(RejectionReason::outcome_unknown);
+                    self.due = !matches!(e, Effect::Hold);
+                }
+                Effect::Fail { .. } | Effect::Reverse => {
+                    self.release(&e)?;
+                    self.status = if matches!(e, Effect::Reverse) {
+                        "reversed"
+                    } else {
+                        "failed"
+                    };
+                }
+                Effect::Incident(_) | Effect::Ignore(_) => {}
+            }
+            self.check()
+        }
+
+        fn release(&mut self, why: &dyn std::fmt::Debug) -> Result<(), TestCaseError> {
+            prop_assert!(self.reserved, "released twice: {self:?} {why:?}");
+            prop_assert!(
+                !self.provider_paid,
+                "released money the provider paid out: {self:?} {why:?}"
+            );
+            self.reserved = false;
+            self.due = false;
+            Ok(())
+        }
+
+        /// The scheduler's round: a closed crisis stops its retries
+        /// (`stop_retries`): certainly unpaid ones fail, unknown ones are
+        /// held; due retries go out as the next attempt.
+        fn schedule(&mut self) -> Result<(), TestCaseError> {
+            if self.status != "retry_scheduled" || !self.due {
+                return Ok(());
+            }
+            if self.closed {
+                self.due = false;
+                if !self.outcome_unknown {
+                    self.release(&"crisis_closed")?;
+                    self.status = "failed";
+                }
+            } else {
+                self.attempt += 1;
+                self.status = "instructed";
+                self.outcome_unknown = false;
+                self.due = false;
+                self.unanswered.push(self.attempt);
+            }
+            self.check()
+        }
+
+        fn check(&self) -> Result<(), TestCaseError> {
+            prop_assert!(self.attempt <= MAX, "{self:?}");
+            prop_assert!(self.payments <= 1, "paid twice: {self:?}");
+            prop_assert_eq!(
+                self.reserved,
+                !matches!(self.status, "failed" | "reversed"),
+                "{:?}",
+                self
+            );
+            Ok(())
+        }
+
+        fn step(&mut self, action: u8, pick: u16, outcome: u8) -> Result<(), TestCaseError> {
+            let pick = pick as usize;
+            match action {
+                0 if !self.unanswered.is_empty() => {
+                    let attempt = self.unanswered.remove(pick % self.unanswered.len());
+                    self.provider_answers(attempt, outcome);
+                }
+                1 | 2 if !self.in_flight.is_empty() => {
+                    self.deliver(pick % self.in_flight.len(), action == 2)?;
+                }
+                3 => self.schedule()?,
+                4 => self.closed = true,
+                5 if self.provider_paid && outcome == 0 => {
+                    // The provider takes a payment back.
+                    self.provider_paid = false;
+                    self.provider_reversed = true;
+                    let attempt = self.attempt;
+                    self.in_flight.push((Reversed, None, attempt));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+
+        /// Everything answered and delivered, the scheduler run, until
+        /// nothing changes; a held payment is answered by the provider's
+        /// inquiry reply (its truth for that attempt).
+        fn drain(&mut self) -> Result<(), TestCaseError> {
+            for _ in 0..(4 * MAX as usize + 8) {
+                while let Some(attempt) = self.unanswered.pop() {
+                    self.provider_answers(attempt, 1 + (attempt as u8 % 2) * 2);
+                }
+                while !self.in_flight.is_empty() {
+                    self.deliver(0, false)?;
+                }
+                self.schedule()?;
+                if self.status == "retry_scheduled" && !self.due {
+                    // Held: the inquiry's answer, the truth of the attempt.
+                    let answer = if self.provider_paid {
+                        (Succeeded, None, self.attempt)
+                    } else {
+                        (Rejected, Some(ProviderUnavailable), self.attempt)
+                    };
+                    self.in_flight.push(answer);
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -32,11 +32,14 @@ const QUIET_MAX: Duration = Duration::from_secs(60);
 /// one that found nothing: a second pass right after a large one would read
 /// every entitlement again to find nothing.
 #[derive(Debug, Default)]
-struct Quiet(HashMap<String, Instant>);
+struct Quiet {
+    /// Until when each crisis is left alone.
+    until: HashMap<String, Instant>,
+}
 
 impl Quiet {
     fn skips(&self, crisis: &str, now: Instant) -> bool {
-        self.0.get(crisis).is_some_and(|until| now < *until)
+        self.until.get(crisis).is_some_and(|until| now < *until)
     }
 
     /// After a pass over `crisis` that began at `started` (the passes'
@@ -51,15 +54,15 @@ impl Quiet {
         let (activated, schedules) = db::tranche_schedule(store, crisis).await?;
         let now = db::clock(store).await?;
         match quiet_for(activated, started, now, &schedules, config.day_seconds) {
-            Some(wait) => self.0.insert(crisis.to_owned(), Instant::now() + wait),
-            None => self.0.remove(crisis),
+            Some(wait) => self.until.insert(crisis.to_owned(), Instant::now() + wait),
+            None => self.until.remove(crisis),
         };
         Ok(())
     }
 
     fn forget(&mut self, crises: impl IntoIterator<Item = String>) {
         for c in crises {
-            self.0.remove(&c);
+            self.until.remove(&c);
         }
     }
 }
@@ -125,10 +128,12 @@ async fn tick(
             continue;
         }
         changed += isolated(
+            store,
             pass(store, config, handoff, quiet, &crisis).await,
             quiet,
             &crisis,
-        )?;
+        )
+        .await?;
     }
     Ok(changed + retries_and_deadlines(store, config, handoff).await?)
 }
@@ -138,12 +143,26 @@ async fn tick(
 const FAILED_PAUSE: Duration = Duration::from_secs(60);
 
 /// The outcome of one crisis's pass, kept to that crisis: a failure of its
-/// own (its data breaks a constraint, say) is logged, counted and tried
-/// again after [`FAILED_PAUSE`], while every other crisis keeps paying; a
-/// transient failure (the database away) is the whole pass's, as before.
-fn isolated(outcome: Result<u64>, quiet: &mut Quiet, crisis: &str) -> Result<u64> {
+/// own (its data breaks a constraint, say) is logged, counted, recorded on
+/// the crisis for the dashboard, and tried again after [`FAILED_PAUSE`],
+/// while every other crisis keeps paying; a transient failure (the
+/// database away) is the whole pass's, as before. The next pass that
+/// succeeds clears the crisis's last error.
+async fn isolated(
+    store: &Store,
+    outcome: Result<u64>,
+    quiet: &mut Quiet,
+    crisis: &str,
+) -> Result<u64> {
     match outcome {
-        Ok(n) => Ok(n),
+        Ok(n) => {
+            // One indexed update that finds nothing unless the crisis was
+            // failing (also before a restart).
+            if db::pass_recovered(store, crisis).await? {
+                info!(crisis = %crisis, "A pass over this crisis succeeded again.");
+            }
+            Ok(n)
+        }
         Err(e) if e.is_retryable() => Err(e),
         Err(e) => {
             warn!(
@@ -159,8 +178,12 @@ fn isolated(outcome: Result<u64>, quiet: &mut Quiet, crisis: &str) -> Result<u64
                 })
                 .inc();
             quiet
-                .0
+                .until
                 .insert(crisis.to_owned(), Instant::now() + FAILED_PAUSE);
+            // Best effort: the record is for people; the pause holds anyway.
+            if let Err(again) = db::pass_failed(store, crisis, &e.to_string()).await {
+                warn!(crisis = %crisis, error = %again, "The failed pass could not be recorded on the crisis.");
+            }
             Ok(0)
         }
     }
@@ -204,12 +227,20 @@ async fn retries_and_deadlines(
     // First end the retries that must not go out (crisis closed,
     // entitlement cancelled): nothing is re-issued for them.
     let stopped = db::stop_retries(store).await?;
-    if !stopped.is_empty() {
-        let crises: BTreeSet<&str> = stopped.iter().map(|(_, c, _)| c.as_str()).collect();
+    if !stopped.failed.is_empty() {
+        let crises: BTreeSet<&str> = stopped.failed.iter().map(|(_, c, _)| c.as_str()).collect();
         info!(
-            instructions = stopped.len(),
+            instructions = stopped.failed.len(),
             crises = ?crises,
             "Scheduled retries ended: their crisis is closed or their entitlement cancelled; money released."
+        );
+    }
+    if !stopped.held.is_empty() {
+        let crises: BTreeSet<&str> = stopped.held.iter().map(|(_, c, _)| c.as_str()).collect();
+        warn!(
+            instructions = stopped.held.len(),
+            crises = ?crises,
+            "Scheduled inquiries held: their crisis is closed or their entitlement cancelled, and their outcome is unknown; money stays reserved until the provider answers."
         );
     }
     let reissued = db::reissue_due(store, config.deadline_secs).await?;
@@ -281,10 +312,12 @@ async fn targeted(
     let mut changed = 0;
     for crisis in crises {
         changed += isolated(
+            store,
             pass(store, config, handoff, quiet, crisis).await,
             quiet,
             crisis,
-        )?;
+        )
+        .await?;
     }
     Ok(changed)
 }

@@ -110,6 +110,18 @@ impl RejectionReason {
         )
     }
 
+    /// Whether the provider cannot tell if the money moved: a timeout may
+    /// have paid. Every other code says the payment certainly did not go
+    /// through. An unknown outcome is asked again (the same `reference_id`)
+    /// only after the status-inquiry window, and its money is never
+    /// released on it (docs/contracts.md, "Rejection codes").
+    pub fn outcome_unknown(self) -> bool {
+        matches!(self, RejectionReason::Timeout)
+    }
+
+    /// The codes whose outcome is unknown, as stored in `reason_code`.
+    pub const UNKNOWN_OUTCOMES: [&'static str; 1] = ["timeout"];
+
     /// Column and wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use sumud_shared::db::sqlite::{json_list, timestamp};
 use sumud_shared::db::{Conn, Store};
+use sumud_shared::events::payment::RejectionReason;
 use sumud_shared::{on_conn, Result};
 
 /// An instruction attempt as published (and as exported to pain.001).
@@ -218,36 +219,53 @@ pub async fn unpublished_attempts(store: &Store) -> Result<i64> {
 /// Ends the scheduled retries that must not go out: those of a crisis no
 /// longer active (`crisis_closed`) and those whose entitlement is no longer
 /// entitled — cancelled, or its household removed from the registry
-/// (`entitlement_cancelled`). Each ends `failed` with that reason and its
-/// money goes back to the budget, in one transaction. On PostgreSQL an
-/// instruction a status report holds locked is left to the next round.
-/// Returns (instruction, crisis, reason) of each.
-pub async fn stop_retries(store: &Store) -> Result<Vec<(String, String, String)>> {
+/// (`entitlement_cancelled`). One certainly unpaid ends `failed` with that
+/// reason and its money goes back to the budget; one whose outcome is
+/// unknown (a timeout) may have been paid, so it is held instead: never
+/// re-issued, its money reserved until the provider answers. In one
+/// transaction; on PostgreSQL an instruction a status report holds locked
+/// is left to the next round.
+pub async fn stop_retries(store: &Store) -> Result<Stopped> {
     let lock = match store {
         Store::Postgres(_) => " FOR UPDATE OF i SKIP LOCKED",
         Store::Sqlite(_) => "",
     };
     let find = format!(
         "SELECT i.instruction_id, i.crisis_id, i.amount_minor, \
-                CASE WHEN c.state <> 'active' THEN 'crisis_closed' ELSE 'entitlement_cancelled' END \
+                CASE WHEN c.state <> 'active' THEN 'crisis_closed' ELSE 'entitlement_cancelled' END, \
+                coalesce(i.reason_code, '') \
          FROM disbursement.instructions i JOIN disbursement.crises c ON c.crisis_id = i.crisis_id \
-         WHERE i.status = 'retry_scheduled' AND (c.state <> 'active' OR NOT EXISTS ( \
+         WHERE i.status = 'retry_scheduled' AND i.next_attempt_at IS NOT NULL \
+           AND (c.state <> 'active' OR NOT EXISTS ( \
              SELECT 1 FROM disbursement.entitlements e WHERE e.crisis_id = i.crisis_id \
                AND e.household_id = i.household_id AND e.kind = i.kind AND e.status = 'entitled')) \
          ORDER BY i.instruction_id{lock}"
     );
     let mut tx = store.begin().await?;
-    let rows: Vec<(String, String, i64, String)> =
+    let rows: Vec<(String, String, i64, String, String)> =
         sumud_shared::on_tx!(&mut tx, conn => sqlx::query_as(&find).fetch_all(conn).await)?;
-    for (id, crisis, amount, reason) in &rows {
-        super::set_status(&mut tx, id, "failed", Some(reason), None, None).await?;
-        super::release(&mut tx, crisis, *amount).await?;
+    let mut stopped = Stopped::default();
+    for (id, crisis, amount, reason, last) in rows {
+        if RejectionReason::UNKNOWN_OUTCOMES.contains(&last.as_str()) {
+            super::set_status(&mut tx, &id, "retry_scheduled", None, None, None).await?;
+            stopped.held.push((id, crisis, reason));
+        } else {
+            super::set_status(&mut tx, &id, "failed", Some(&reason), None, None).await?;
+            super::release(&mut tx, &crisis, amount).await?;
+            stopped.failed.push((id, crisis, reason));
+        }
     }
     tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, crisis, _, reason)| (id, crisis, reason))
-        .collect())
+    Ok(stopped)
+}
+
+/// The retries [`stop_retries`] ended, each (instruction, crisis, reason).
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Certainly unpaid: failed, money released.
+    pub failed: Vec<(String, String, String)>,
+    /// Outcome unknown: held, money reserved until the provider answers.
+    pub held: Vec<(String, String, String)>,
 }
 
 /// Re-issues the instructions whose retry time has come as their next
