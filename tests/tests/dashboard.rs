@@ -216,6 +216,46 @@ async fn the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed(backe
             .await,
         total
     );
+    // What needs a payment-operations lead shows on the crisis's card: a
+    // payment held on an unknown outcome and a failed scheduler pass, as
+    // disbursement records them.
+    let held: Vec<(String,)> = p
+        .env
+        .rows(
+            "SELECT instruction_id FROM disbursement.instructions ORDER BY instruction_id LIMIT 1",
+        )
+        .await;
+    let hold = format!(
+        "UPDATE disbursement.instructions SET status = 'retry_scheduled', reason_code = 'timeout', \
+         next_attempt_at = NULL WHERE instruction_id = '{}'",
+        held[0].0
+    );
+    sumud_shared::on_store!(&p.env.store, pool => sqlx::query(&hold).execute(pool).await.map(drop))
+        .unwrap();
+    sumud_disbursement::db::pass_failed(&p.env.store, CRISIS, "a CHECK refused an amount")
+        .await
+        .unwrap();
+    let attention = poll_page(
+        &mut browser,
+        &page,
+        "the held payment and the failed pass on the card",
+        r#"(() => {
+            const card = document.querySelector('#funnels article[data-crisis="DASH-1"]');
+            const f = (n) => card?.querySelector('[data-field="' + n + '"]');
+            return { held: Number(f('held')?.dataset.value ?? 0), held_text: f('held')?.textContent ?? '',
+                     passes: Number(f('pass-failures')?.dataset.value ?? 0) };
+        })()"#,
+        |v| v["held"] == 1 && v["passes"].as_i64().unwrap_or(0) >= 1,
+    )
+    .await;
+    assert!(
+        attention["held_text"]
+            .as_str()
+            .unwrap()
+            .contains("awaiting the provider"),
+        "{attention}"
+    );
+
     // The area table names the crisis's governorates; the dead letter and
     // the consumer groups' lag show up too.
     let ma_an = &AreaCatalog::default_catalog().get("JO-MN").unwrap().name;

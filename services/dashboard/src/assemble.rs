@@ -13,7 +13,7 @@ use crate::db::{
     ProviderReports, TriggerRow, PROVIDER_WINDOW_SECS,
 };
 use crate::model::{
-    AreaRow, CrisisSummary, Funnel, ProviderHealth, ReasonCount, Stage, TriggeringAlert,
+    AreaRow, Attention, CrisisSummary, Funnel, ProviderHealth, ReasonCount, Stage, TriggeringAlert,
 };
 
 /// Registered households inside any of `areas` (a crisis naming a
@@ -98,6 +98,13 @@ pub fn summary(c: &CrisisRow, parts: Parts<'_>, now: DateTime<Utc>) -> CrisisSum
         }),
         funnel,
         field_tasks_open: d.field_tasks_open,
+        attention: Attention {
+            held: d.held,
+            held_minor: d.held_minor,
+            incidents_open: d.incidents_open,
+            pass_failures: i64::from(d.pass_failures),
+            last_pass_error: d.last_pass_error,
+        },
     }
 }
 

@@ -75,7 +75,8 @@ pub async fn sources(store: &Store) -> Result<Sources> {
                     "SELECT to_regclass('control.crises') IS NOT NULL, \
                             to_regclass('registry.households_v') IS NOT NULL, \
                             to_regclass('eligibility.entitlements') IS NOT NULL, \
-                            to_regclass('disbursement.verification_tasks') IS NOT NULL, \
+                            EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'disbursement' \
+                                    AND table_name = 'crises' AND column_name = 'last_pass_error'), \
                             to_regclass('alerts.triggers') IS NOT NULL",
                 )
                 .fetch_one(pool)
@@ -88,7 +89,7 @@ pub async fn sources(store: &Store) -> Result<Sources> {
                     "SELECT EXISTS (SELECT 1 FROM control.sqlite_master WHERE name = 'crises'), \
                             EXISTS (SELECT 1 FROM registry.sqlite_master WHERE name = 'households_v'), \
                             EXISTS (SELECT 1 FROM eligibility.sqlite_master WHERE name = 'entitlements'), \
-                            EXISTS (SELECT 1 FROM disbursement.sqlite_master WHERE name = 'verification_tasks'), \
+                            EXISTS (SELECT 1 FROM pragma_table_info('crises', 'disbursement') WHERE name = 'last_pass_error'), \
                             EXISTS (SELECT 1 FROM alerts.sqlite_master WHERE name = 'triggers')",
                 )
                 .fetch_one(pool)
@@ -293,6 +294,17 @@ pub struct DisbursementRow {
     pub failed_minor: i64,
     /// Open field-verification tasks.
     pub field_tasks_open: i64,
+    /// Payments held on an unknown outcome (money reserved until the
+    /// provider answers).
+    pub held: i64,
+    /// Their amount.
+    pub held_minor: i64,
+    /// Payment incidents not yet resolved.
+    pub incidents_open: i64,
+    /// Scheduler passes over the crisis that failed.
+    pub pass_failures: i32,
+    /// The last one's error, until a pass succeeds again.
+    pub last_pass_error: Option<String>,
 }
 
 /// Disbursement's figures per crisis.
@@ -312,7 +324,9 @@ pub async fn disbursement(store: &Store, only: Option<&str>) -> Result<Vec<Disbu
                     CAST(coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0) AS bigint) AS paid_minor, \
                     count(DISTINCT household_id) FILTER (WHERE status IN ('failed', 'reversed')) AS failed_households, \
                     count(*) FILTER (WHERE status IN ('failed', 'reversed')) AS failed, \
-                    CAST(coalesce(sum(amount_minor) FILTER (WHERE status IN ('failed', 'reversed')), 0) AS bigint) AS failed_minor \
+                    CAST(coalesce(sum(amount_minor) FILTER (WHERE status IN ('failed', 'reversed')), 0) AS bigint) AS failed_minor, \
+                    count(*) FILTER (WHERE status = 'retry_scheduled' AND next_attempt_at IS NULL) AS held, \
+                    CAST(coalesce(sum(amount_minor) FILTER (WHERE status = 'retry_scheduled' AND next_attempt_at IS NULL), 0) AS bigint) AS held_minor \
              FROM disbursement.instructions \
              WHERE CAST($1 AS text) IS NULL OR crisis_id = $1 \
              GROUP BY crisis_id \
@@ -322,6 +336,11 @@ pub async fn disbursement(store: &Store, only: Option<&str>) -> Result<Vec<Disbu
              JOIN disbursement.instructions i USING (instruction_id) \
              WHERE v.resolved_at IS NULL AND (CAST($1 AS text) IS NULL OR i.crisis_id = $1) \
              GROUP BY i.crisis_id \
+         ), n AS ( \
+             SELECT crisis_id, count(*) AS incidents_open \
+             FROM disbursement.incidents \
+             WHERE resolved_at IS NULL AND (CAST($1 AS text) IS NULL OR crisis_id = $1) \
+             GROUP BY crisis_id \
          ) \
          SELECT c.crisis_id, c.reserved_minor, \
                 coalesce(i.instructed_households, 0) AS instructed_households, \
@@ -336,10 +355,15 @@ pub async fn disbursement(store: &Store, only: Option<&str>) -> Result<Vec<Disbu
                 coalesce(i.failed_households, 0) AS failed_households, \
                 coalesce(i.failed, 0) AS failed, \
                 coalesce(i.failed_minor, 0) AS failed_minor, \
-                coalesce(t.field_tasks_open, 0) AS field_tasks_open \
+                coalesce(t.field_tasks_open, 0) AS field_tasks_open, \
+                coalesce(i.held, 0) AS held, \
+                coalesce(i.held_minor, 0) AS held_minor, \
+                coalesce(n.incidents_open, 0) AS incidents_open, \
+                c.pass_failures, c.last_pass_error \
          FROM disbursement.crises c \
          LEFT JOIN i USING (crisis_id) \
          LEFT JOIN t USING (crisis_id) \
+         LEFT JOIN n USING (crisis_id) \
          WHERE CAST($1 AS text) IS NULL OR c.crisis_id = $1",
         only,
     )

@@ -85,6 +85,27 @@ pub struct CrisisSummary {
     pub funnel: Funnel,
     /// Open field-verification tasks raised by permanent payment failures.
     pub field_tasks_open: i64,
+    /// What needs a payment-operations lead's attention.
+    pub attention: Attention,
+}
+
+/// A crisis's payments that need someone: held on an unknown outcome,
+/// incidents, and scheduler passes that fail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attention {
+    /// Payments held on an unknown outcome (a timeout with nothing more to
+    /// send): their money stays reserved until the provider answers.
+    pub held: i64,
+    /// Their amount, minor units.
+    pub held_minor: i64,
+    /// Unresolved payment incidents (`duplicate_payment`,
+    /// `paid_after_failure`).
+    pub incidents_open: i64,
+    /// Scheduler passes over the crisis that failed (it is tried again
+    /// after a pause while other crises go on).
+    pub pass_failures: i64,
+    /// The last failed pass's error, until a pass succeeds again.
+    pub last_pass_error: Option<String>,
 }
 
 /// The alert (or indicator trigger) behind a crisis.

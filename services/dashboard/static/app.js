@@ -24,6 +24,8 @@ const T = {
     in_flight: "In flight", households: "households", payments: "payments",
     pending_approval: "awaiting approval", no_alert: "declared by an operator",
     field_tasks: "open field visits", none: "None", not_read: "Not available",
+    held: "payments held: outcome unknown, awaiting the provider", incidents: "payment incidents to resolve",
+    pass_failing: "scheduler passes failing", pass_failed: "scheduler passes failed before",
     state_proposed: "Proposed", state_active: "Active", state_closed: "Closed",
     s: "s", m: "min", h: "h", d: "d",
   },
@@ -45,6 +47,8 @@ const T = {
     in_flight: "قيد التنفيذ", households: "أسرة", payments: "دفعة",
     pending_approval: "بانتظار الموافقة", no_alert: "أعلنها مشغّل",
     field_tasks: "زيارات ميدانية مفتوحة", none: "لا شيء", not_read: "غير متاح",
+    held: "دفعات معلّقة: النتيجة مجهولة، بانتظار رد المزود", incidents: "حوادث دفع تحتاج إلى معالجة",
+    pass_failing: "جولات جدولة فاشلة", pass_failed: "جولات جدولة فشلت سابقًا",
     state_proposed: "مقترحة", state_active: "نشطة", state_closed: "مغلقة",
     s: "ث", m: "د", h: "س", d: "ي",
   },
@@ -191,9 +195,32 @@ function renderFunnels(snap) {
     return el("article", { class: "card", "data-crisis": c.crisis_id },
       el("h3", {}, c.crisis_id + " · ", el("span", { class: "state state-" + c.state }, t("state_" + c.state))),
       list,
-      c.field_tasks_open > 0 ? el("p", { class: "muted" }, fmtInt(c.field_tasks_open) + " " + t("field_tasks")) : null);
+      c.field_tasks_open > 0 ? el("p", { class: "muted" }, fmtInt(c.field_tasks_open) + " " + t("field_tasks")) : null,
+      ...attention(c));
   });
   document.getElementById("funnels").replaceChildren(...cards);
+}
+
+// What needs a payment-operations lead on this crisis: held payments,
+// incidents, failing scheduler passes (with the last error as a tooltip).
+function attention(c) {
+  const a = c.attention;
+  const out = [];
+  if (a.held > 0) {
+    out.push(el("p", { class: "warn", "data-field": "held", "data-value": a.held },
+      fmtInt(a.held) + " " + t("held") + " (" + fmtMoney(a.held_minor, c.currency) + ")"));
+  }
+  if (a.incidents_open > 0) {
+    out.push(el("p", { class: "warn", "data-field": "incidents", "data-value": a.incidents_open },
+      fmtInt(a.incidents_open) + " " + t("incidents")));
+  }
+  if (a.pass_failures > 0) {
+    const failing = a.last_pass_error !== null;
+    out.push(el("p", { class: failing ? "warn" : "muted", "data-field": "pass-failures",
+      "data-value": a.pass_failures, title: a.last_pass_error || "" },
+      fmtInt(a.pass_failures) + " " + t(failing ? "pass_failing" : "pass_failed")));
+  }
+  return out;
 }
 
 function renderAreas(snap) {

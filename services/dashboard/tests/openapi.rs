@@ -194,6 +194,13 @@ fn snapshots_with_every_optional_field_set_or_unset_validate() {
         alert,
         funnel,
         field_tasks_open: 1,
+        attention: Attention {
+            held: 1,
+            held_minor: 250,
+            incidents_open: 1,
+            pass_failures: 2,
+            last_pass_error: processed.then(|| "a CHECK refused an amount of 0".into()),
+        },
     };
     let alert = TriggeringAlert {
         kind: "cap".into(),
