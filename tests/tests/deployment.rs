@@ -331,3 +331,46 @@ fn the_grafana_dashboard_parses_and_queries_only_metrics_the_code_registers() {
         assert!(used.contains(wanted), "the dashboard shows no {wanted}");
     }
 }
+
+/// The service itself, started as a deployment starts it, refuses a
+/// pseudonym secret a provider could know or guess: none, the development
+/// value published in this repository, or one shorter than 32 bytes. It
+/// says which variable to set, and never reaches the broker.
+#[test]
+fn disbursement_refuses_to_start_with_a_missing_published_or_short_pseudonym_secret() {
+    use sumud_disbursement::config::DEVELOPMENT_SECRET;
+    for secret in [
+        None,
+        Some(DEVELOPMENT_SECRET),
+        Some("thirty-one-bytes-of-secret-text"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sumud-node"));
+        cmd.arg("disbursement")
+            .env_remove("SUMUD_PSEUDONYM_SECRET")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(s) = secret {
+            cmd.env("SUMUD_PSEUDONYM_SECRET", s);
+        }
+        let mut child = cmd.spawn().expect("sumud-node starts");
+        // Bounded: a process that did not refuse would go on to connect.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > end {
+                let _ = child.kill();
+                panic!("with secret {secret:?} the service did not refuse to start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{secret:?}: {stderr}");
+        assert!(
+            stderr.contains("SUMUD_PSEUDONYM_SECRET") && stderr.contains("32 bytes"),
+            "{secret:?}: {stderr}"
+        );
+    }
+}
