@@ -358,6 +358,29 @@ async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorde
             to_value(cap_event(good.replace("JO-AM-01", "JO-XX-09"))),
             Reason::UnknownArea,
         ),
+        (
+            // One large entity referenced a thousand times: expanded, it
+            // grows without bound (here 10 MB, kept small so that a
+            // regression fails by acting instead of exhausting memory).
+            "entity expansion",
+            to_value(cap_event(
+                good.replace("NCSC-OK", "NCSC-ENTITY")
+                    .replacen(
+                        "<alert ",
+                        &format!(
+                            "<!DOCTYPE alert [<!ENTITY a \"{}\">]>\n<alert ",
+                            "A".repeat(10_000)
+                        ),
+                        1,
+                    )
+                    .replacen(
+                        "<headline>",
+                        &format!("<headline>{}", "&a;".repeat(1_000)),
+                        1,
+                    ),
+            )),
+            Reason::CapInvalid,
+        ),
         ("expired", to_value(cap_event(expired)), Reason::Expired),
         (
             "xml content type, object data",

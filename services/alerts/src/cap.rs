@@ -69,6 +69,13 @@ const CAP_1_0: &[u8] = b"http://www.incident.com/cap/1.0";
 /// (`<area>x</area>`); both are kept as seeds. Valid CAP has neither, so no
 /// valid alert is refused. A document `quick-xml` cannot read is refused
 /// too, since the scan could not vouch for it.
+///
+/// So is any DOCTYPE: CAP declares no entities, and the XML parser under
+/// `oasiscap` expands internal ones, with a per-expansion limit that resets,
+/// so one large entity referenced thousands of times (quadratic blowup) or
+/// parameter entities inside entity values grow memory without bound from
+/// a message under the size limit. Refusing the declaration refuses every
+/// such document before any expansion, external entities included.
 fn refuse_stray_text(xml: &str) -> Result<(), Rejection> {
     use quick_xml::events::Event;
     use quick_xml::name::{Namespace, ResolveResult};
@@ -95,6 +102,11 @@ fn refuse_stray_text(xml: &str) -> Result<(), Rejection> {
                 continue;
             }
             Event::Eof => return Ok(()),
+            Event::DocType(_) => {
+                return Err(invalid(
+                    "a DOCTYPE is refused: CAP declares no entities, and expanding them can exhaust memory",
+                ))
+            }
             _ => continue,
         };
         if let Some((composite, has_child, has_text)) = open.last_mut() {
@@ -277,6 +289,66 @@ mod tests {
             let r = parse(&doc).expect_err(what);
             assert_eq!(r.reason, Reason::CapInvalid, "{what}");
         }
+    }
+
+    /// FLOOD with `doctype` before its root and `refs` in its event text.
+    fn with_entities(doctype: &str, refs: &str) -> String {
+        FLOOD
+            .replacen("<alert ", &format!("{doctype}\n<alert "), 1)
+            .replacen(
+                "<event>Flash flood</event>",
+                &format!("<event>Flash flood{refs}</event>"),
+                1,
+            )
+    }
+
+    #[test]
+    fn documents_declaring_entities_are_refused_before_any_expansion() {
+        // Moderate sizes, so that a parser that expanded them (as the one
+        // under oasiscap does) still finishes: the test fails by accepting.
+        let big = "A".repeat(10_000);
+        let cases = [
+            (
+                "internal entity",
+                with_entities(r#"<!DOCTYPE alert [<!ENTITY e "x">]>"#, "&e;"),
+            ),
+            (
+                "quadratic blowup",
+                with_entities(
+                    &format!(r#"<!DOCTYPE alert [<!ENTITY a "{big}">]>"#),
+                    &"&a;".repeat(1_000),
+                ),
+            ),
+            (
+                "billion laughs",
+                with_entities(
+                    r#"<!DOCTYPE alert [<!ENTITY l0 "ha"><!ENTITY l1 "&l0;&l0;&l0;&l0;&l0;&l0;&l0;&l0;&l0;&l0;"><!ENTITY l2 "&l1;&l1;&l1;&l1;&l1;&l1;&l1;&l1;&l1;&l1;"><!ENTITY l3 "&l2;&l2;&l2;&l2;&l2;&l2;&l2;&l2;&l2;&l2;">]>"#,
+                    "&l3;",
+                ),
+            ),
+            (
+                "parameter entity",
+                with_entities(
+                    r#"<!DOCTYPE alert [<!ENTITY % p "<!ENTITY e 'x'>"> %p;]>"#,
+                    "&e;",
+                ),
+            ),
+            (
+                "external entity",
+                with_entities(
+                    r#"<!DOCTYPE alert [<!ENTITY x SYSTEM "file:///etc/passwd">]>"#,
+                    "&x;",
+                ),
+            ),
+            ("bare doctype", with_entities("<!DOCTYPE alert>", "")),
+        ];
+        for (what, doc) in cases {
+            let r = parse(&doc).expect_err(what);
+            assert_eq!(r.reason, Reason::CapInvalid, "{what}");
+            assert!(r.detail.contains("DOCTYPE"), "{what}: {}", r.detail);
+        }
+        // Without the declaration the same document is the valid alert.
+        assert!(parse(&with_entities("", "")).is_ok());
     }
 
     #[test]
