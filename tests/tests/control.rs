@@ -386,7 +386,75 @@ async fn each_currency_has_its_own_four_eyes_threshold_and_others_are_refused(ba
     c.service.stop().await;
 }
 
+/// A valid, signed declaration keyed by another crisis id would land on
+/// another partition than the rest of its crisis's commands, where a second
+/// instance could judge it beside them: dead-lettered, nothing applied; the
+/// same command keyed by its crisis is then applied.
+async fn a_command_keyed_by_another_crisis_is_dead_lettered_and_changes_nothing(backend: Backend) {
+    let c = start(backend, no_four_eyes()).await;
+    let jws = signing::sign(
+        &claims(
+            CommandKind::Declare,
+            "KEY-1",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+        &c.alice,
+    )
+    .unwrap();
+
+    send_jws(&c.env, "KEY-2", jws.clone()).await;
+
+    let letters = dead_letters(&c.env, 1);
+    assert_eq!(letters[0].reason, Reason::KeyMismatch, "{letters:#?}");
+    assert_eq!(c.env.count("SELECT count(*) FROM control.crises").await, 0);
+    send_jws(&c.env, "KEY-1", jws).await;
+    c.wait_state("KEY-1", CrisisState::Active).await;
+    c.service.stop().await;
+}
+
+/// The first declaration of a crisis id wins: a second one, judged while
+/// the first was not yet visible (two instances, `FOR UPDATE` on a missing
+/// row locking nothing), writes nothing over it.
+async fn a_second_first_declaration_of_one_crisis_writes_nothing_over_the_first(backend: Backend) {
+    let c = start(backend, no_four_eyes()).await;
+    send(
+        &c.env,
+        &c.alice,
+        &claims(
+            CommandKind::Declare,
+            "RACE-1",
+            Some(definition(&["JO-MN"], "1000")),
+        ),
+    )
+    .await;
+    c.wait_state("RACE-1", CrisisState::Active).await;
+    let first = sumud_control::db::crisis(&c.env.store, "RACE-1")
+        .await
+        .unwrap()
+        .unwrap();
+
+    // What the losing instance would write: another definition, as new.
+    let mut second = first.clone();
+    second.definition.budget.minor *= 100;
+    second.declared_by = "bob".into();
+    let mut tx = c.env.store.begin().await.unwrap();
+    let written = sumud_control::db::save_crisis(&mut tx, &second, None, true)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert!(!written, "the second declaration reports it lost");
+    let stored = sumud_control::db::crisis(&c.env.store, "RACE-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, first);
+    c.service.stop().await;
+}
+
 on_both_backends!(
+    a_command_keyed_by_another_crisis_is_dead_lettered_and_changes_nothing,
+    a_second_first_declaration_of_one_crisis_writes_nothing_over_the_first,
     each_currency_has_its_own_four_eyes_threshold_and_others_are_refused,
     a_declaration_that_pays_nothing_is_an_invalid_command,
     a_command_whose_crisis_event_would_break_its_contract_is_refused,

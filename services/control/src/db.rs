@@ -315,57 +315,68 @@ pub async fn crises(store: &Store) -> Result<Vec<Crisis>> {
     columns.into_iter().map(|c| c?.crisis()).collect()
 }
 
-/// Writes the crisis after a transition.
+/// Writes the crisis after a transition. A crisis `declared` here (no row
+/// when its command was judged) is only inserted, never written over: when
+/// another declaration of the same id committed first, nothing is written
+/// and `false` comes back, so the first declaration wins whatever the
+/// interleaving (`FOR UPDATE` on a missing row locks nothing).
 pub async fn save_crisis(
     tx: &mut Tx,
     c: &Crisis,
     trigger: Option<&serde_json::Value>,
-) -> Result<()> {
-    const SQL: &str = "INSERT INTO control.crises (crisis_id, state, revision, definition, pending, \
+    declared: bool,
+) -> Result<bool> {
+    const INSERT: &str =
+        "INSERT INTO control.crises (crisis_id, state, revision, definition, pending, \
              pending_by, approvals, declared_by, trigger, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (crisis_id) DO UPDATE SET state = EXCLUDED.state, revision = EXCLUDED.revision, \
-         definition = EXCLUDED.definition, pending = EXCLUDED.pending, pending_by = EXCLUDED.pending_by, \
-         approvals = EXCLUDED.approvals, updated_at = EXCLUDED.updated_at";
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ";
+    let sql = if declared {
+        format!("{INSERT}ON CONFLICT (crisis_id) DO NOTHING")
+    } else {
+        format!(
+            "{INSERT}ON CONFLICT (crisis_id) DO UPDATE SET state = EXCLUDED.state, revision = EXCLUDED.revision, \
+             definition = EXCLUDED.definition, pending = EXCLUDED.pending, pending_by = EXCLUDED.pending_by, \
+             approvals = EXCLUDED.approvals, updated_at = EXCLUDED.updated_at"
+        )
+    };
+    let sql = sql.as_str();
     let definition = serde_json::to_value(&c.definition).expect("definition serialises");
     let pending = c
         .pending
         .as_ref()
         .map(|p| serde_json::to_value(p).expect("definition serialises"));
     let now = Utc::now();
-    match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query(SQL)
-                .bind(&c.id)
-                .bind(c.state.as_str())
-                .bind(c.revision)
-                .bind(definition)
-                .bind(pending)
-                .bind(&c.pending_by)
-                .bind(&c.approvals)
-                .bind(&c.declared_by)
-                .bind(trigger)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Tx::Sqlite(tx) => {
-            sqlx::query(SQL)
-                .bind(&c.id)
-                .bind(c.state.as_str())
-                .bind(c.revision)
-                .bind(definition.to_string())
-                .bind(pending.map(|p| p.to_string()))
-                .bind(&c.pending_by)
-                .bind(sumud_shared::db::sqlite::json_list(&c.approvals))
-                .bind(&c.declared_by)
-                .bind(trigger.map(|t| t.to_string()))
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
-    Ok(())
+    let written = match tx {
+        Tx::Postgres(tx) => sqlx::query(sql)
+            .bind(&c.id)
+            .bind(c.state.as_str())
+            .bind(c.revision)
+            .bind(definition)
+            .bind(pending)
+            .bind(&c.pending_by)
+            .bind(&c.approvals)
+            .bind(&c.declared_by)
+            .bind(trigger)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+        Tx::Sqlite(tx) => sqlx::query(sql)
+            .bind(&c.id)
+            .bind(c.state.as_str())
+            .bind(c.revision)
+            .bind(definition.to_string())
+            .bind(pending.map(|p| p.to_string()))
+            .bind(&c.pending_by)
+            .bind(sumud_shared::db::sqlite::json_list(&c.approvals))
+            .bind(&c.declared_by)
+            .bind(trigger.map(|t| t.to_string()))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+    };
+    Ok(written > 0)
 }
 
 /// One audit entry.

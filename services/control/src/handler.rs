@@ -89,6 +89,17 @@ impl ControlHandler {
             Ok(c) => c,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
+        // The key is the crisis: every command on one crisis shares a
+        // partition, so they are judged one at a time and in order.
+        if m.key.as_deref() != Some(claims.crisis_id.as_bytes()) {
+            return Ok(reject(
+                Reason::KeyMismatch,
+                format!(
+                    "a command on crisis {} must be keyed by that crisis id",
+                    claims.crisis_id
+                ),
+            ));
+        }
         let age = now.timestamp().saturating_sub(claims.iat);
         if age > self.config.max_command_age_secs || age < -self.config.max_clock_skew_secs {
             return Ok(reject(
@@ -205,7 +216,15 @@ impl ControlHandler {
             }
             None => None,
         };
-        db::save_crisis(&mut tx, &t.crisis, trigger).await?;
+        if !db::save_crisis(&mut tx, &t.crisis, trigger, current.is_none()).await? {
+            return Ok(reject(
+                Reason::InvalidTransition,
+                format!(
+                    "crisis {} was declared by another command at the same moment; the first declaration stands",
+                    t.crisis.id
+                ),
+            ));
+        }
         let issued_at = DateTime::from_timestamp(claims.iat, 0).unwrap_or_default();
         db::record(
             &mut tx,
