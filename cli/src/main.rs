@@ -95,7 +95,7 @@ enum Command {
         #[command(subcommand)]
         command: CrisisCommand,
     },
-    /// Reconcile a crisis's payments per provider; exits 1 if anything is unexplained.
+    /// Reconcile a crisis's payments per provider; exits 1 if anything is unexplained or awaits a provider's answer.
     Reconcile {
         /// Crisis id.
         #[arg(long)]

@@ -138,14 +138,16 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
         );
     }
     // Outcome unknown with nothing more to send: the money stays reserved
-    // and the provider is asked, by an operator, whether it paid.
+    // and an operator asks the provider whether it paid. Each is a problem
+    // (reconcile exits non-zero) until the provider answers.
+    let mut held = Vec::new();
     for (instruction, attempt, provider, amount) in db::held(store, crisis).await? {
         let currency = lines.first().map_or("", |l| l.currency.as_str());
-        println!(
-            "AWAITING PROVIDER: instruction {instruction}, attempt {attempt}, {provider}, {}: \
-             outcome unknown (timeout); its money stays reserved until {provider} answers",
+        held.push(format!(
+            "instruction {instruction}, attempt {attempt}, {provider}, {}: \
+             outcome unknown (timeout); its money stays reserved until {provider} reports that attempt",
             m(amount, currency)
-        );
+        ));
     }
     let mut problems = unexplained(&lines, budget);
     // Money that moved as the rules forbid (payment_state.rs): each open
@@ -159,6 +161,10 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
     for p in &problems {
         println!("UNEXPLAINED: {p}");
     }
+    for h in &held {
+        println!("AWAITING PROVIDER: {h}");
+    }
+    problems.extend(held.into_iter().map(|h| format!("awaiting_provider: {h}")));
     Ok(problems)
 }
 

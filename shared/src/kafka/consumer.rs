@@ -302,18 +302,28 @@ async fn session<H: Handler>(
         // the poll happened to return first. Per-partition order is kept;
         // Kafka orders nothing across topics, so neither do handlers.
         let handling = Instant::now();
-        let mut handled = Vec::with_capacity(1);
-        let mut stopped = false;
-        for part in by_topic(decoded, undecodable) {
-            match handle_part(handler, config, &deadletters, part, shutdown).await {
-                Some(done) => handled.push(done),
-                None => {
-                    stopped = true;
-                    break;
+        // Every topic's handler first, then every topic's dead letters: a
+        // shutdown during a later topic's retries leaves nothing published
+        // that the redelivered batch would publish again.
+        let parts = by_topic(decoded, undecodable);
+        let n = parts.len();
+        let mut judged = Vec::with_capacity(n);
+        for part in parts {
+            match handle_part(handler, config, part, shutdown).await {
+                Some(j) => judged.push(j),
+                None => break,
+            }
+        }
+        let mut handled = Vec::with_capacity(n);
+        if judged.len() == n {
+            for j in judged {
+                match settle(j, config, &deadletters, shutdown).await {
+                    Some(done) => handled.push(done),
+                    None => break,
                 }
             }
         }
-        if stopped {
+        if handled.len() != n {
             // Shutting down mid-retry or mid-dead-letter: store nothing, the
             // batch comes again (handlers are idempotent under redelivery).
             break Ended::Shutdown;
@@ -389,17 +399,23 @@ fn by_topic(decoded: Vec<Incoming>, undecodable: Vec<(Raw, Rejection)>) -> Vec<P
     parts
 }
 
-/// Handles one topic's part of a batch inside its `process` span: the
-/// handler (with retries), then its dead letters. Gives the messages back
-/// to be freed; `None` means shutdown came first and nothing of the batch
-/// may be stored.
+/// One topic's part of a batch after its handler: the verdicts, and the
+/// span its dead letters are published in.
+struct Judged {
+    part: Part,
+    verdicts: Vec<Verdict>,
+    span: tracing::Span,
+}
+
+/// Runs the handler (with retries) over one topic's part of a batch inside
+/// its `process` span. `None` means shutdown came first and nothing of the
+/// batch may be stored.
 async fn handle_part<H: Handler>(
     handler: &H,
     config: &LoopConfig,
-    deadletters: &DeadLetterSink<'_>,
     part: Part,
     shutdown: &CancellationToken,
-) -> Option<Vec<Incoming>> {
+) -> Option<Judged> {
     let span = super::spans::process(
         &config.group_id,
         part.decoded
@@ -424,10 +440,29 @@ async fn handle_part<H: Handler>(
     let verdicts = handle_with_retries(handler, &part.decoded, shutdown)
         .instrument(span.clone())
         .await?;
-    let Part {
-        decoded,
-        undecodable,
-    } = part;
+    Some(Judged {
+        part,
+        verdicts,
+        span,
+    })
+}
+
+/// Publishes a judged part's dead letters (in its span) and counts it.
+/// Gives the messages back to be freed; `None` means shutdown came first.
+async fn settle(
+    judged: Judged,
+    config: &LoopConfig,
+    deadletters: &DeadLetterSink<'_>,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Incoming>> {
+    let Judged {
+        part: Part {
+            decoded,
+            undecodable,
+        },
+        verdicts,
+        span,
+    } = judged;
     let mut rejects: Vec<(Raw, Option<&Envelope<Value>>, Rejection)> = Vec::new();
     for (inc, verdict) in decoded.iter().zip(verdicts) {
         if let Verdict::Reject(rej) = verdict {

@@ -268,6 +268,16 @@ pub struct Stopped {
     pub held: Vec<(String, String, String)>,
 }
 
+/// What a re-issue still needs, as `reissue_due`'s condition on the row
+/// being updated: its crisis active and its entitlement still entitled (the
+/// same test as [`stop_retries`], so a retry that became due between the
+/// two statements is ended, not sent).
+const STILL_OWED: &str = "EXISTS (SELECT 1 FROM disbursement.crises c \
+         WHERE c.crisis_id = instructions.crisis_id AND c.state = 'active') \
+     AND EXISTS (SELECT 1 FROM disbursement.entitlements e \
+         WHERE e.crisis_id = instructions.crisis_id AND e.household_id = instructions.household_id \
+           AND e.kind = instructions.kind AND e.status = 'entitled')";
+
 /// Re-issues the instructions whose retry time has come as their next
 /// attempt, with a fresh deadline, and records each crisis's re-issued
 /// attempts as one batch in the same transaction. Returns how many.
@@ -275,12 +285,12 @@ pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
     match store {
         // One statement: the batches are written with the attempts they list.
         Store::Postgres(pool) => {
-            let n: i64 = sqlx::query_scalar(
+            let n: i64 = sqlx::query_scalar(&format!(
                 "WITH r AS ( \
                     UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', \
                         reason_code = NULL, next_attempt_at = NULL, \
                         deadline_at = now() + make_interval(secs => $1::float8), overdue = false, updated_at = now() \
-                    WHERE next_attempt_at <= now() AND status = 'retry_scheduled' \
+                    WHERE next_attempt_at <= now() AND status = 'retry_scheduled' AND {STILL_OWED} \
                     RETURNING instruction_id, attempt, crisis_id, deadline_at), \
                  b AS ( \
                     INSERT INTO disbursement.instruction_batches (crisis_id, ids, attempts, traceparent, deadline_at) \
@@ -289,8 +299,8 @@ pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
                            (SELECT c.traceparent FROM disbursement.crises c WHERE c.crisis_id = r.crisis_id), \
                            max(r.deadline_at) \
                     FROM r GROUP BY r.crisis_id RETURNING cardinality(ids) AS n) \
-                 SELECT CAST(coalesce(sum(n), 0) AS bigint) FROM b",
-            )
+                 SELECT CAST(coalesce(sum(n), 0) AS bigint) FROM b"
+            ))
             .bind(deadline_secs as f64)
             .fetch_one(pool)
             .await?;
@@ -300,12 +310,12 @@ pub async fn reissue_due(store: &Store, deadline_secs: i64) -> Result<u64> {
             let now = Utc::now();
             let deadline = now + chrono::Duration::seconds(deadline_secs);
             let mut tx = sumud_shared::db::sqlite::begin(pool).await?;
-            let rows: Vec<(String, i32, String)> = sqlx::query_as(
+            let rows: Vec<(String, i32, String)> = sqlx::query_as(&format!(
                 "UPDATE disbursement.instructions SET attempt = attempt + 1, status = 'instructed', \
                      reason_code = NULL, next_attempt_at = NULL, deadline_at = ?2, overdue = 0, updated_at = ?1 \
-                 WHERE next_attempt_at <= ?1 AND status = 'retry_scheduled' \
-                 RETURNING instruction_id, attempt, crisis_id",
-            )
+                 WHERE next_attempt_at <= ?1 AND status = 'retry_scheduled' AND {STILL_OWED} \
+                 RETURNING instruction_id, attempt, crisis_id"
+            ))
             .bind(timestamp(now))
             .bind(timestamp(deadline))
             .fetch_all(&mut *tx)
