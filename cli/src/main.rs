@@ -95,6 +95,12 @@ enum Command {
         #[command(subcommand)]
         command: CrisisCommand,
     },
+    /// Payment incidents (a reference paid twice, or paid after it was
+    /// given up on): the recovery tasks reconcile lists.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
     /// Reconcile a crisis's payments per provider; exits 1 if anything is unexplained or awaits a provider's answer.
     Reconcile {
         /// Crisis id.
@@ -171,6 +177,23 @@ enum OperatorsCommand {
         /// Key id.
         #[arg(long)]
         kid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// Close an incident once it is settled with the provider (the second
+    /// payment recovered, or accepted and accounted for).
+    Resolve {
+        /// Incident id, as `sumud reconcile` prints it.
+        #[arg(long)]
+        id: i64,
+        /// Who settled it.
+        #[arg(long)]
+        by: String,
+        /// How it was settled, for the audit.
+        #[arg(long)]
+        resolution: String,
     },
 }
 
@@ -591,6 +614,9 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             alerts_cmd::simulate(&settings, &def, json).await?;
             Ok(())
         }
+        Command::Incidents {
+            command: IncidentsCommand::Resolve { id, by, resolution },
+        } => payments_cmd::resolve_incident(&settings, id, &by, &resolution).await,
         Command::Reconcile { crisis } => {
             let problems = sumud::payments_cmd::reconcile(&settings, &crisis).await?;
             if !problems.is_empty() {

@@ -61,6 +61,23 @@ pub async fn export_pain001(
     Ok(rows.len())
 }
 
+/// Closes incident `id` as settled with the provider by `by`, saying how.
+pub async fn resolve_incident(
+    settings: &Settings,
+    id: i64,
+    by: &str,
+    resolution: &str,
+) -> anyhow::Result<()> {
+    let store = disbursement_store(settings).await?;
+    if !db::resolve_incident(&store, id, by, resolution).await? {
+        anyhow::bail!(
+            "no open incident {id}: `sumud reconcile --crisis <id>` lists the open ones with their ids"
+        );
+    }
+    println!("incident {id} resolved by {by}");
+    Ok(())
+}
+
 /// Prints the reconciliation table; returns the unexplained items.
 pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<String>> {
     print_table(&connect(settings).await?, crisis).await
@@ -152,9 +169,10 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
     let mut problems = unexplained(&lines, budget);
     // Money that moved as the rules forbid (payment_state.rs): each open
     // incident is a problem until an operator resolves it with the provider.
-    for (kind, instruction, attempt, provider_ref) in db::incidents(store, crisis).await? {
+    for (id, kind, instruction, attempt, provider_ref) in db::incidents(store, crisis).await? {
         problems.push(format!(
-            "{kind}: instruction {instruction}, attempt {attempt}, provider reference {}",
+            "{kind}: instruction {instruction}, attempt {attempt}, provider reference {} \
+             (incident {id}: settle it with the provider, then `sumud incidents resolve --id {id}`)",
             provider_ref.as_deref().unwrap_or("none")
         ));
     }

@@ -390,6 +390,32 @@ async fn an_earlier_attempts_success_after_the_retry_went_out_is_paid_once_and_a
         "{problems:?}"
     );
     p.assert_budget_holds("PR-LATE").await;
+
+    // The incident is a recovery task: open until an operator settles it
+    // with the provider and resolves it, once.
+    let open = sumud_disbursement::db::incidents(&p.env.store, "PR-LATE")
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let id = open[0].0;
+    assert!(problems[0].contains(&format!("--id {id}")), "{problems:?}");
+    let resolve = |by: &'static str| {
+        sumud_disbursement::db::resolve_incident(
+            &p.env.store,
+            id,
+            by,
+            "P-2 recovered from the wallet",
+        )
+    };
+    assert!(resolve("ops-lead").await.unwrap());
+    assert!(
+        !resolve("someone-else").await.unwrap(),
+        "resolved only once"
+    );
+    let problems = sumud::payments_cmd::print_table(&p.env.store, "PR-LATE")
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
     p.stop().await;
 }
 

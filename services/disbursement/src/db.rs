@@ -360,16 +360,51 @@ pub async fn providers(store: &Store) -> Result<Vec<Provider>> {
     Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
 }
 
-/// Open incidents of a crisis as (kind, instruction, attempt, provider
-/// reference), for reconciliation.
+/// A crisis's open incidents, oldest first: (incident id, kind,
+/// instruction, attempt, provider reference).
 pub async fn incidents(
     store: &Store,
     crisis_id: &str,
-) -> Result<Vec<(String, String, i32, Option<String>)>> {
+) -> Result<Vec<(i64, String, String, i32, Option<String>)>> {
     const SQL: &str =
-        "SELECT kind, instruction_id, attempt, provider_ref FROM disbursement.incidents \
+        "SELECT incident_id, kind, instruction_id, attempt, provider_ref FROM disbursement.incidents \
          WHERE crisis_id = $1 AND resolved_at IS NULL ORDER BY incident_id";
     Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await)?)
+}
+
+/// Closes an open incident once an operator settled it with the provider
+/// (recovered the second payment, or accepted it), recording who and how.
+/// Whether it was open.
+pub async fn resolve_incident(
+    store: &Store,
+    incident_id: i64,
+    by: &str,
+    resolution: &str,
+) -> Result<bool> {
+    let n = match store {
+        Store::Postgres(pool) => sqlx::query(
+            "UPDATE disbursement.incidents SET resolved_at = now(), resolved_by = $2, resolution = $3 \
+             WHERE incident_id = $1 AND resolved_at IS NULL",
+        )
+        .bind(incident_id)
+        .bind(by)
+        .bind(resolution)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Store::Sqlite(pool) => sqlx::query(
+            "UPDATE disbursement.incidents SET resolved_at = ?4, resolved_by = ?2, resolution = ?3 \
+             WHERE incident_id = ?1 AND resolved_at IS NULL",
+        )
+        .bind(incident_id)
+        .bind(by)
+        .bind(resolution)
+        .bind(timestamp(Utc::now()))
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    };
+    Ok(n > 0)
 }
 
 /// Longest pass error kept on a crisis, in bytes.
