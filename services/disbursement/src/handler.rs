@@ -135,47 +135,28 @@ impl DisbursementHandler {
                 .await?;
                 None
             }
-            Effect::Retry => {
-                let at = Utc::now()
-                    + retry_delay(Duration::seconds(self.config.retry_base_secs), attempt + 1);
-                db::set_status(
-                    &mut tx,
-                    &r.reference_id,
-                    "retry_scheduled",
-                    reason,
-                    None,
-                    Some(at),
-                )
-                .await?;
-                None
-            }
-            Effect::Inquire => {
-                // The same reference goes out again only after the provider
-                // has had the inquiry window to report a payment it made.
+            Effect::Retry | Effect::Inquire | Effect::Hold => {
+                // A certain rejection goes out again after the backoff; an
+                // unknown outcome no sooner than the inquiry window, so a
+                // provider that did pay has time to say so; with no retry
+                // left it is held (no next attempt), its money reserved
+                // until the provider answers (reconcile lists it).
                 let backoff =
                     retry_delay(Duration::seconds(self.config.retry_base_secs), attempt + 1);
-                let at = Utc::now() + backoff.max(Duration::seconds(self.config.inquiry_secs));
+                let next = match e {
+                    Effect::Retry => Some(Utc::now() + backoff),
+                    Effect::Inquire => {
+                        Some(Utc::now() + backoff.max(Duration::seconds(self.config.inquiry_secs)))
+                    }
+                    _ => None,
+                };
                 db::set_status(
                     &mut tx,
                     &r.reference_id,
                     "retry_scheduled",
                     reason,
                     None,
-                    Some(at),
-                )
-                .await?;
-                None
-            }
-            Effect::Hold => {
-                // No retry left and the money may have moved: keep it
-                // reserved until the provider answers (reconcile lists it).
-                db::set_status(
-                    &mut tx,
-                    &r.reference_id,
-                    "retry_scheduled",
-                    reason,
-                    None,
-                    None,
+                    next,
                 )
                 .await?;
                 None
