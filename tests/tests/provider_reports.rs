@@ -448,17 +448,25 @@ async fn a_scheduled_retry_of_a_closed_crisis_is_never_issued_and_ends_with_its_
 
     // Assert: the retry ends failed with its reason, never as attempt 2,
     // and its money is back in the budget.
-    let sql = format!(
-        "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
-         AND status = 'failed' AND reason_code = 'crisis_closed'",
-        held.id
-    );
-    p.wait_count("the retry ended as crisis_closed", &sql, 1)
-        .await;
+    wait_ended_as(&p, &held, "crisis_closed").await;
     assert_eq!(standing(&p, &held).await, ("failed".into(), 1));
     let (_, after) = p.assert_budget_holds("PR-CLOSE").await;
     assert_eq!(after, reserved - amount);
     p.stop().await;
+}
+
+/// Waits until the held instruction ended `failed` with `reason`.
+async fn wait_ended_as(p: &Pipeline, held: &Held, reason: &str) {
+    p.wait_count(
+        &format!("the instruction ended as {reason}"),
+        &format!(
+            "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
+             AND status = 'failed' AND reason_code = '{reason}'",
+            held.id
+        ),
+        1,
+    )
+    .await;
 }
 
 /// The held instruction's amount.
@@ -630,16 +638,7 @@ async fn a_timed_out_payment_of_a_closed_crisis_is_held_not_released(backend: Ba
 
     // Assert: now certainly unpaid, it ends crisis_closed and its money
     // goes back.
-    p.wait_count(
-        "the held payment ended as crisis_closed",
-        &format!(
-            "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
-             AND status = 'failed' AND reason_code = 'crisis_closed'",
-            held.id
-        ),
-        1,
-    )
-    .await;
+    wait_ended_as(&p, &held, "crisis_closed").await;
     let amount = amount_of(&p, &held).await;
     assert_eq!(
         p.assert_budget_holds("PR-CLOSE-T").await.1,
@@ -697,16 +696,7 @@ async fn a_scheduled_retry_for_a_household_removed_from_the_registry_is_never_is
 
     // Assert: the retry ends failed as entitlement_cancelled, never as
     // attempt 2, and its money is back in the budget.
-    p.wait_count(
-        "the retry ended as entitlement_cancelled",
-        &format!(
-            "SELECT count(*) FROM disbursement.instructions WHERE instruction_id = '{}' \
-             AND status = 'failed' AND reason_code = 'entitlement_cancelled'",
-            held.id
-        ),
-        1,
-    )
-    .await;
+    wait_ended_as(&p, &held, "entitlement_cancelled").await;
     assert_eq!(standing(&p, &held).await, ("failed".into(), 1));
     assert_eq!(
         p.assert_budget_holds("PR-REMOVED").await.1,
