@@ -442,6 +442,8 @@ async fn activate(env: &TestEnv, crisis: &str, budget: i64) -> anyhow::Result<()
             ends_on: "2027-03-01".parse()?,
         },
         pending: None,
+        proposal: None,
+        superseded: None,
         command_id: format!("bench-{crisis}"),
         signed_by: "bench".into(),
         trigger: None,

@@ -518,6 +518,8 @@ fn declare_jws(key: &Jwk, crisis: &str, def: CrisisDefinition) -> anyhow::Result
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     let claims = CommandClaims {
+        approves: None,
+        scope: None,
         propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
         iat,

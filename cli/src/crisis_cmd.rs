@@ -9,9 +9,11 @@ use sumud_control::signing::{self, Jwk};
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
-use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::control::{
+    ApprovalTarget, CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND,
+};
 use sumud_shared::events::crisis::{
-    CrisisDefinition, Hazard, Response, ResponseOverrides, Severity,
+    CrisisDefinition, Hazard, Proposal, Response, ResponseOverrides, Severity,
 };
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::money::Money;
@@ -59,7 +61,19 @@ pub async fn publish(
     body: Option<CrisisDefinition>,
     note: Option<String>,
 ) -> anyhow::Result<String> {
-    let claims = CommandClaims {
+    publish_claims(settings, key, claims(cmd, crisis_id, body, note)).await
+}
+
+/// Claims of a command issued now under a fresh id.
+pub fn claims(
+    cmd: CommandKind,
+    crisis_id: &str,
+    body: Option<CrisisDefinition>,
+    note: Option<String>,
+) -> CommandClaims {
+    CommandClaims {
+        approves: None,
+        scope: None,
         propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
         iat: Utc::now().timestamp(),
@@ -68,7 +82,16 @@ pub async fn publish(
         body,
         note,
         trigger: None,
-    };
+    }
+}
+
+/// Signs and publishes prepared claims, keyed by their crisis; returns the command id.
+pub async fn publish_claims(
+    settings: &Settings,
+    key: &Jwk,
+    claims: CommandClaims,
+) -> anyhow::Result<String> {
+    let crisis_id = claims.crisis_id.as_str();
     let jws = signing::sign(&claims, key).map_err(anyhow::Error::msg)?;
     let event = Envelope::new(
         "urn:sumud:cli",
@@ -193,6 +216,42 @@ impl DefinitionArgs {
     }
 }
 
+/// Approves what `crisis_id` has pending, provided it is what the operator
+/// reviewed: `digest` (as `sumud crisis show` printed it) must match. The
+/// approval is signed over that revision and digest, so if the proposal is
+/// replaced before the approval is judged, it is refused (`stale_approval`)
+/// rather than landing on something its signer never saw.
+pub async fn approve(
+    settings: &Settings,
+    key: &Jwk,
+    crisis_id: &str,
+    digest: &str,
+    note: Option<String>,
+) -> anyhow::Result<(String, Proposal)> {
+    let store = control_store(settings).await?;
+    let Some(c) = sumud_control::db::crisis(&store, crisis_id).await? else {
+        bail!("crisis {crisis_id} does not exist (sumud crisis list shows the known ones)");
+    };
+    let Some(p) = c.proposal() else {
+        bail!("nothing on crisis {crisis_id} awaits approval");
+    };
+    if p.digest != digest {
+        bail!(
+            "what awaits approval on {crisis_id} is revision {} {} proposed by {}, not {digest}: \
+             review it again with `sumud crisis show {crisis_id}`",
+            p.revision,
+            p.digest,
+            p.proposed_by
+        );
+    }
+    let mut claims = claims(CommandKind::Approve, crisis_id, None, note);
+    claims.approves = Some(ApprovalTarget {
+        revision: p.revision,
+        digest: p.digest.clone(),
+    });
+    Ok((publish_claims(settings, key, claims).await?, p))
+}
+
 /// Prints every crisis.
 pub async fn list(settings: &Settings) -> anyhow::Result<()> {
     let store = control_store(settings).await?;
@@ -229,10 +288,17 @@ pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "crisis_id": c.id, "state": c.state.as_str(), "revision": c.revision,
-            "definition": c.definition, "pending": c.pending, "pending_by": c.pending_by,
-            "approvals": c.approvals, "declared_by": c.declared_by,
+            "definition": c.definition, "pending": c.pending, "proposal": c.proposal(),
+            "declared_by": c.declared_by,
         }))?
     );
+    if let Some(p) = c.proposal() {
+        println!(
+            "\nawaiting approval: revision {} proposed by {}; to approve it after review:\n  \
+             sumud crisis approve --key <your key> --crisis-id {} --digest {}",
+            p.revision, p.proposed_by, c.id, p.digest
+        );
+    }
     println!("\naudit trail:");
     for (at, kind, principal, revision, state, outcome) in
         sumud_control::db::audit_trail(&store, crisis_id).await?
@@ -241,6 +307,16 @@ pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
             "  {} {kind:<15} by {principal:<16} rev {revision:<3} → {state:<9} {outcome}",
             at.format("%Y-%m-%d %H:%M:%S")
         );
+    }
+    let refused = sumud_control::db::refusals(&store, crisis_id).await?;
+    if !refused.is_empty() {
+        println!("\nrefused commands (each judged once; none can take effect later):");
+        for (at, kind, principal, reason, detail) in refused {
+            println!(
+                "  {} {kind:<15} by {principal:<16} {reason}: {detail}",
+                at.format("%Y-%m-%d %H:%M:%S")
+            );
+        }
     }
     Ok(())
 }

@@ -204,6 +204,8 @@ pub async fn run_seeded(
     //    amendment waits for a second principal's approval.
     let mut amended: CrisisDefinition = serde_json::from_value(definition)?;
     amended.budget = scale_to.clone();
+    // What the approver reviews: the approval is signed over its digest.
+    let reviewed = sumud_shared::events::crisis::definition_digest(&amended);
     crisis_cmd::publish(
         &settings,
         &proposer,
@@ -223,13 +225,12 @@ pub async fn run_seeded(
         "Amendment by demo-proposer: budget {} — above the four-eyes threshold, so it waits.",
         money(scale_to.minor)
     );
-    crisis_cmd::publish(
+    crisis_cmd::approve(
         &settings,
         &approver,
-        CommandKind::Approve,
         &crisis_id,
-        None,
-        None,
+        &reviewed,
+        Some("reviewed the scale-up".into()),
     )
     .await?;
     wait_for::<(i64,)>(
@@ -238,7 +239,11 @@ pub async fn run_seeded(
         &format!("SELECT CAST(1 AS bigint) FROM control.crises WHERE crisis_id = '{crisis_id}' AND revision = 2 AND pending IS NULL"),
     )
     .await?;
-    println!("Approved by demo-approver: revision 2 in force; waitlisted households are promoted.");
+    println!(
+        "Approved by demo-approver, signed over what it reviewed ({}…): revision 2 in force; \
+         waitlisted households are promoted.",
+        &reviewed[..19]
+    );
 
     // 5. Eligibility applies revision 2; instructions flow and are paid.
     wait_for::<(i64,)>(

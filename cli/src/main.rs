@@ -254,7 +254,7 @@ enum CrisisCommand {
         #[command(flatten)]
         definition: DefinitionArgs,
     },
-    /// Approve what awaits approval (four eyes).
+    /// Approve what awaits approval (four eyes), naming what you reviewed.
     Approve {
         /// Signing key file.
         #[arg(long)]
@@ -262,6 +262,13 @@ enum CrisisCommand {
         /// Crisis id.
         #[arg(long)]
         crisis_id: String,
+        /// The digest of the proposal you reviewed, as `sumud crisis show`
+        /// prints it; the approval is refused if anything else is pending.
+        #[arg(long)]
+        digest: String,
+        /// Justification for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
     },
     /// Close a crisis.
     Close {
@@ -544,17 +551,24 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 println!("crisis.amend {crisis_id} published (command {id})");
                 Ok(())
             }
-            CrisisCommand::Approve { key, crisis_id } => {
-                let id = crisis_cmd::publish(
+            CrisisCommand::Approve {
+                key,
+                crisis_id,
+                digest,
+                note,
+            } => {
+                let (id, p) = crisis_cmd::approve(
                     &settings,
                     &crisis_cmd::read_key(&key)?,
-                    CommandKind::Approve,
                     &crisis_id,
-                    None,
-                    None,
+                    &digest,
+                    note,
                 )
                 .await?;
-                println!("crisis.approve {crisis_id} published (command {id})");
+                println!(
+                    "crisis.approve {crisis_id} of revision {} ({}) published (command {id})",
+                    p.revision, p.digest
+                );
                 Ok(())
             }
             CrisisCommand::Close { key, crisis_id } => {

@@ -61,6 +61,13 @@ pub enum Reason {
     InvalidCommand,
     /// An approval that breaks the four-eyes rule (own proposal, twice).
     FourEyesViolation,
+    /// An approval of a proposal other than the one pending (it was
+    /// replaced, superseded or approved already): the signer never saw
+    /// what is pending now.
+    StaleApproval,
+    /// An alert from a sender that is not on the trusted-sender list, or
+    /// an update or cancel from a sender other than the original alert's.
+    UntrustedSender,
     /// Malformed or unusable CAP alert content.
     CapInvalid,
     /// The handler failed permanently on this message alone.
@@ -96,6 +103,8 @@ impl Reason {
             Reason::InvalidTransition => "invalid_transition",
             Reason::InvalidCommand => "invalid_command",
             Reason::FourEyesViolation => "four_eyes_violation",
+            Reason::StaleApproval => "stale_approval",
+            Reason::UntrustedSender => "untrusted_sender",
             Reason::CapInvalid => "cap_invalid",
             Reason::HandlerFailed => "handler_failed",
         }

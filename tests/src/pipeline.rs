@@ -392,6 +392,8 @@ pub fn definition(areas: &[&str], budget_major: &str) -> CrisisDefinition {
 /// Fresh command claims issued now.
 pub fn claims(cmd: CommandKind, crisis: &str, body: Option<CrisisDefinition>) -> CommandClaims {
     CommandClaims {
+        approves: None,
+        scope: None,
         propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
         iat: Utc::now().timestamp(),
@@ -401,6 +403,17 @@ pub fn claims(cmd: CommandKind, crisis: &str, body: Option<CrisisDefinition>) ->
         note: None,
         trigger: None,
     }
+}
+
+/// An approval of `def`, proposed as `revision` of `crisis`, naming it as
+/// its signer reviewed it (the proposal's revision and digest).
+pub fn approval(crisis: &str, revision: i32, def: &CrisisDefinition) -> CommandClaims {
+    let mut a = claims(CommandKind::Approve, crisis, None);
+    a.approves = Some(sumud_shared::events::control::ApprovalTarget {
+        revision,
+        digest: sumud_shared::events::crisis::definition_digest(def),
+    });
+    a
 }
 
 /// The caseload computed independently of the service's SQL: households in

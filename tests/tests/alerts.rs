@@ -299,8 +299,7 @@ async fn proposals_wait_for_an_operator_and_exercises_only_rehearse() {
         0,
         "nothing is decided before approval"
     );
-    p.send(&p.bob, &claims(CommandKind::Approve, &crisis, None))
-        .await;
+    p.send(&p.bob, &approval(&crisis, 1, &def)).await;
     wait_control(&p, &crisis, CrisisState::Active, 1).await;
     wait_for("entitlements after approval", DEADLINE, || async {
         (p.count("SELECT count(*) FROM eligibility.entitlements")

@@ -15,8 +15,8 @@ use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_CLOSED, CRISIS_PROPOSED,
 };
 use sumud_tests::pipeline::{
-    claims, dead_letters, definition, no_four_eyes, operator, register_operators, send, send_jws,
-    DEADLINE,
+    approval, claims, dead_letters, definition, no_four_eyes, operator, register_operators, send,
+    send_jws, DEADLINE,
 };
 use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
 
@@ -117,23 +117,23 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves(bac
         ..ControlConfig::default()
     };
     let c = start(backend, config).await;
-    let big = Some(definition(&["JO-MN"], "5000000"));
-    send(&c.env, &c.bob, &claims(CommandKind::Declare, "FL-2", big)).await;
-    c.wait_state("FL-2", CrisisState::Proposed).await;
-    send(&c.env, &c.bob, &claims(CommandKind::Approve, "FL-2", None)).await; // own proposal
+    let big = definition(&["JO-MN"], "5000000");
     send(
         &c.env,
-        &c.alice,
-        &claims(CommandKind::Approve, "FL-2", None),
+        &c.bob,
+        &claims(CommandKind::Declare, "FL-2", Some(big.clone())),
     )
-    .await; // no approve role
+    .await;
+    c.wait_state("FL-2", CrisisState::Proposed).await;
+    send(&c.env, &c.bob, &approval("FL-2", 1, &big)).await; // own proposal
+    send(&c.env, &c.alice, &approval("FL-2", 1, &big)).await; // no approve role
     let mut reasons: Vec<Reason> = dead_letters(&c.env, 2).iter().map(|l| l.reason).collect();
     reasons.sort_by_key(|r| r.code());
     assert_eq!(reasons, vec![Reason::FourEyesViolation, Reason::WrongRole]);
     assert_eq!(c.state("FL-2").await, Some(CrisisState::Proposed));
 
     let carol = operator(&c.env.store, "carol-1", "carol", &["approve"]).await;
-    send(&c.env, &carol, &claims(CommandKind::Approve, "FL-2", None)).await;
+    send(&c.env, &carol, &approval("FL-2", 1, &big)).await;
     c.wait_state("FL-2", CrisisState::Active).await;
     let types: Vec<String> = c
         .crisis_events(3)
@@ -452,7 +452,183 @@ async fn a_second_first_declaration_of_one_crisis_writes_nothing_over_the_first(
     c.service.stop().await;
 }
 
+/// Control with four eyes above 1,000 JOD and crisis `id` active at 500 JOD
+/// (declared by alice over JO-MN).
+async fn active_small(backend: Backend, id: &str) -> Control {
+    let config = ControlConfig {
+        four_eyes_threshold_minor: 1_000_000,
+        ..ControlConfig::default()
+    };
+    let c = start(backend, config).await;
+    let small = definition(&["JO-MN"], "500");
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Declare, id, Some(small)),
+    )
+    .await;
+    c.wait_state(id, CrisisState::Active).await;
+    c
+}
+
+impl Control {
+    /// Waits until what `id` has pending has this budget (major units).
+    async fn wait_pending(&self, id: &str, budget_major: &str) {
+        let want = definition(&["JO-MN"], budget_major).budget;
+        wait_for(
+            &format!("{id} pending {budget_major}"),
+            DEADLINE,
+            || async {
+                let c = sumud_control::db::crisis(&self.env.store, id)
+                    .await
+                    .unwrap()?;
+                (c.pending.map(|p| p.budget) == Some(want.clone())).then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn crisis(&self, id: &str) -> sumud_control::lifecycle::Crisis {
+        sumud_control::db::crisis(&self.env.store, id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// The attack: bob reviews and approves a raise to 2,000 JOD; before his
+/// approval is judged, the proposer replaces it with 9,000 JOD. Before
+/// approvals named what they approve, bob's approval installed 9,000.
+async fn an_approval_in_flight_never_lands_on_a_replaced_proposal(backend: Backend) {
+    let c = active_small(backend, "FL-7").await;
+    let reviewed = definition(&["JO-MN"], "2000");
+    let larger = definition(&["JO-MN"], "9000");
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Amend, "FL-7", Some(reviewed.clone())),
+    )
+    .await;
+    c.wait_pending("FL-7", "2000").await;
+    let bobs = approval("FL-7", 2, &reviewed); // signed now, judged later
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Amend, "FL-7", Some(larger)),
+    )
+    .await;
+    c.wait_pending("FL-7", "9000").await;
+    send(&c.env, &c.bob, &bobs).await;
+
+    let letters = dead_letters(&c.env, 1);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason, Reason::StaleApproval);
+    let now = c.crisis("FL-7").await;
+    assert_eq!(now.revision, 1);
+    assert_eq!(now.definition.budget.minor, 500_000, "nothing was approved");
+    assert_eq!(now.pending.map(|p| p.budget.minor), Some(9_000_000));
+    // The replacement said what it set aside.
+    let events = c.crisis_events(3);
+    assert_eq!(events.len(), 3, "activated and two proposals");
+    let superseded = events[2]
+        .data
+        .superseded
+        .as_ref()
+        .expect("names the replaced proposal");
+    assert_eq!(superseded.revision, 2);
+    assert_eq!(superseded.digest, bobs.approves.as_ref().unwrap().digest);
+    c.service.stop().await;
+}
+
+/// The attack: an approval refused when it arrived ("nothing is awaiting
+/// approval") is kept by whoever can write the control topic and replayed,
+/// within the command age window, once the proposal it names is pending.
+/// Before refused command ids were recorded, the replay applied.
+async fn a_refused_command_can_never_take_effect_later(backend: Backend) {
+    let c = active_small(backend, "FL-8").await;
+    let raise = definition(&["JO-MN"], "2000");
+    let early = approval("FL-8", 2, &raise);
+    let jws = signing::sign(&early, &c.bob).unwrap();
+    send_jws(&c.env, "FL-8", jws.clone()).await; // nothing pending yet
+    let first = dead_letters(&c.env, 1);
+    assert_eq!(first[0].reason, Reason::InvalidTransition, "{first:?}");
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Amend, "FL-8", Some(raise)),
+    )
+    .await;
+    c.wait_pending("FL-8", "2000").await;
+    send_jws(&c.env, "FL-8", jws).await; // the replay, now that it would fit
+
+    let letters = dead_letters(&c.env, 2);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[1].reason, Reason::Replayed);
+    let now = c.crisis("FL-8").await;
+    assert_eq!((now.revision, now.definition.budget.minor), (1, 500_000));
+    assert!(
+        now.pending.is_some(),
+        "the raise still waits for a real approval"
+    );
+    let refused = sumud_control::db::refusals(&c.env.store, "FL-8")
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].1.as_str(), refused[0].3.as_str()),
+        ("crisis.approve", "invalid_transition")
+    );
+    c.service.stop().await;
+}
+
+/// The attack: an older pending raise outlives a newer amendment that
+/// applied directly; approving it later installed the older definition
+/// (its areas, its budget) over the newer one.
+async fn an_amendment_applied_directly_supersedes_the_pending_one_and_says_so(backend: Backend) {
+    let c = active_small(backend, "FL-9").await;
+    let raise = definition(&["JO-MN"], "2000");
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Amend, "FL-9", Some(raise.clone())),
+    )
+    .await;
+    c.wait_pending("FL-9", "2000").await;
+    let newer = definition(&["JO-MN", "JO-KA"], "400");
+    send(
+        &c.env,
+        &c.alice,
+        &claims(CommandKind::Amend, "FL-9", Some(newer.clone())),
+    )
+    .await;
+    wait_for("revision 2", DEADLINE, || async {
+        (c.crisis("FL-9").await.revision == 2).then_some(())
+    })
+    .await;
+    send(&c.env, &c.bob, &approval("FL-9", 2, &raise)).await;
+
+    let letters = dead_letters(&c.env, 1);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason, Reason::InvalidTransition);
+    let now = c.crisis("FL-9").await;
+    assert_eq!(now.revision, 2);
+    assert_eq!(now.definition, newer, "the newer amendment stands");
+    assert_eq!(now.pending, None);
+    let events = c.crisis_events(3);
+    let amended = &events[2].data;
+    assert_eq!(amended.revision, 2);
+    assert_eq!(
+        amended.superseded.as_ref().map(|p| p.digest.clone()),
+        Some(sumud_shared::events::crisis::definition_digest(&raise)),
+        "the amendment names the proposal it set aside"
+    );
+    c.service.stop().await;
+}
+
 on_both_backends!(
+    an_approval_in_flight_never_lands_on_a_replaced_proposal,
+    a_refused_command_can_never_take_effect_later,
+    an_amendment_applied_directly_supersedes_the_pending_one_and_says_so,
     a_command_keyed_by_another_crisis_is_dead_lettered_and_changes_nothing,
     a_second_first_declaration_of_one_crisis_writes_nothing_over_the_first,
     each_currency_has_its_own_four_eyes_threshold_and_others_are_refused,

@@ -125,10 +125,9 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
         (p.state("FL-2").await.as_deref() == Some("proposed")).then_some(())
     })
     .await;
-    p.send(&p.bob, &claims(CommandKind::Approve, "FL-2", None))
-        .await; // own proposal
-    p.send(&p.alice, &claims(CommandKind::Approve, "FL-2", None))
-        .await; // lacks the approve role
+    let proposed = definition(&areas, "5000000");
+    p.send(&p.bob, &approval("FL-2", 1, &proposed)).await; // own proposal
+    p.send(&p.alice, &approval("FL-2", 1, &proposed)).await; // lacks the approve role
     let letters = p.dead_letters(2);
     let mut reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
     reasons.sort_by_key(|r| r.code());
@@ -141,8 +140,7 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
     );
 
     let carol = operator(&p.env.store, "carol-1", "carol", &["approve"]).await;
-    p.send(&carol, &claims(CommandKind::Approve, "FL-2", None))
-        .await;
+    p.send(&carol, &approval("FL-2", 1, &proposed)).await;
     wait_for("activation", DEADLINE, || async {
         (p.state("FL-2").await.as_deref() == Some("active")).then_some(())
     })

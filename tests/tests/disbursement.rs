@@ -92,6 +92,8 @@ async fn save_crisis_as(
         revision,
         definition: definition(&["JO-AM"], budget),
         pending: None,
+        proposal: None,
+        superseded: None,
         command_id: format!("cmd-{revision}"),
         signed_by: "alice".into(),
         trigger: None,

@@ -58,6 +58,8 @@ impl Draft {
     /// The claims, issued now.
     pub fn claims(&self) -> CommandClaims {
         CommandClaims {
+            approves: None,
+            scope: None,
             jti: self.jti.clone(),
             iat: Utc::now().timestamp(),
             cmd: self.kind,

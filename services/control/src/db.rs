@@ -457,3 +457,74 @@ pub async fn audit_trail(
                        FROM control.audit WHERE crisis_id = $1 ORDER BY seq";
     Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await?))
 }
+
+/// A signed command that was judged and refused.
+pub struct Refusal<'a> {
+    /// The command's claims (its signature verified).
+    pub claims: &'a sumud_shared::events::control::CommandClaims,
+    /// Who signed it.
+    pub principal: &'a str,
+    /// With which key.
+    pub key_id: &'a str,
+    /// Why it was refused.
+    pub rejection: &'a sumud_shared::envelope::Rejection,
+}
+
+/// Records a refused command so that it can never take effect later; a
+/// second record of the same id (a racing redelivery) changes nothing.
+pub async fn record_refusal(store: &Store, r: &Refusal<'_>, from: &SourcePosition) -> Result<()> {
+    const SQL: &str =
+        "INSERT INTO control.rejected_commands (command_id, kind, crisis_id, principal, \
+             key_id, issued_at, reason, detail, source_topic, source_partition, source_offset) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (command_id) DO NOTHING";
+    let issued_at = DateTime::from_timestamp(r.claims.iat, 0).unwrap_or_default();
+    on_store!(store, pool => {
+        sqlx::query(SQL)
+            .bind(&r.claims.jti)
+            .bind(r.claims.cmd.as_str())
+            .bind(&r.claims.crisis_id)
+            .bind(r.principal)
+            .bind(r.key_id)
+            .bind(issued_at)
+            .bind(r.rejection.reason.code())
+            .bind(&r.rejection.detail)
+            .bind(&from.topic)
+            .bind(from.partition)
+            .bind(from.offset)
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
+/// Where and why a command id was refused, if it was.
+pub async fn refusal_of(
+    store: &Store,
+    command_id: &str,
+) -> Result<Option<(SourcePosition, String, String)>> {
+    const SQL: &str = "SELECT source_topic, source_partition, source_offset, reason, detail \
+                       FROM control.rejected_commands WHERE command_id = $1";
+    let row: Option<(String, i32, i64, String, String)> =
+        on_store!(store, pool => sqlx::query_as(SQL).bind(command_id).fetch_optional(pool).await?);
+    Ok(row.map(|(topic, partition, offset, reason, detail)| {
+        (
+            SourcePosition {
+                topic,
+                partition,
+                offset,
+            },
+            reason,
+            detail,
+        )
+    }))
+}
+
+/// The refused commands on a crisis, oldest first: (at, kind, principal, reason, detail).
+pub async fn refusals(
+    store: &Store,
+    crisis_id: &str,
+) -> Result<Vec<(DateTime<Utc>, String, String, String, String)>> {
+    const SQL: &str = "SELECT rejected_at, kind, principal, reason, detail \
+                       FROM control.rejected_commands WHERE crisis_id = $1 ORDER BY rejected_at, command_id";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(crisis_id).fetch_all(pool).await?))
+}

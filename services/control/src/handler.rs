@@ -69,6 +69,9 @@ impl ControlHandler {
             info!(topic = %m.topic, partition = m.partition, offset = m.offset, "Command redelivered; already applied.");
             return Ok(Verdict::Done);
         }
+        if let Some(v) = self.judged_before(m, &signed.jws).await? {
+            return Ok(v);
+        }
         let kid = match signing::key_id(&signed.jws) {
             Ok(k) => k,
             Err(r) => return Ok(Verdict::Reject(r)),
@@ -89,6 +92,61 @@ impl ControlHandler {
             Ok(c) => c,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
+        let verdict = self.judge(m, &claims, &key, now).await?;
+        if let Verdict::Reject(r) = &verdict {
+            // Judged once: a refused command is kept so that it can never
+            // take effect later (an approval refused while nothing was
+            // pending, replayed once something is). Not kept: replays (the
+            // id already took effect) and a wrong Kafka key (the key is not
+            // signed: a copy of an operator's command on another partition
+            // must not veto the original).
+            if !matches!(r.reason, Reason::Replayed | Reason::KeyMismatch) {
+                let refusal = db::Refusal {
+                    claims: &claims,
+                    principal: &key.principal,
+                    key_id: &key.key_id,
+                    rejection: r,
+                };
+                db::record_refusal(&self.store, &refusal, &position(m)).await?;
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// The verdict on a command already judged and refused: the same
+    /// rejection again for a redelivery from the same position (its dead
+    /// letter may not have gone out before a crash), `replayed` from any
+    /// other. The id is read unverified: a forgery reusing it is refused
+    /// either way.
+    async fn judged_before(&self, m: &Incoming, jws: &str) -> Result<Option<Verdict>> {
+        let Some(id) = signing::claimed_command_id(jws) else {
+            return Ok(None);
+        };
+        let Some((at, reason, detail)) = db::refusal_of(&self.store, &id).await? else {
+            return Ok(None);
+        };
+        if at == position(m) {
+            let reason = serde_json::from_value(serde_json::Value::String(reason))
+                .unwrap_or(Reason::InvalidCommand);
+            return Ok(Some(reject(reason, detail)));
+        }
+        Ok(Some(reject(
+            Reason::Replayed,
+            format!(
+                "command {id} was refused at {}/{}/{} ({reason}); a command is judged once",
+                at.topic, at.partition, at.offset
+            ),
+        )))
+    }
+
+    /// Judges a command whose signature verified.
+    async fn judge(
+        &self,
+        m: &Incoming,
+        claims: &CommandClaims,
+        key: &db::OperatorKey,
+        now: DateTime<Utc>,
+    ) -> Result<Verdict> {
         // The key is the crisis: every command on one crisis shares a
         // partition, so they are judged one at a time and in order.
         if m.key.as_deref() != Some(claims.crisis_id.as_bytes()) {
@@ -130,7 +188,12 @@ impl ControlHandler {
                 ));
             }
         }
-        self.transact(m, &claims, &key, now).await
+        if let Some(scope) = &claims.scope {
+            if let Err(r) = lifecycle::validate_scope(scope, AreaCatalog::default_catalog()) {
+                return Ok(Verdict::Reject(r));
+            }
+        }
+        self.transact(m, claims, key, now).await
     }
 
     async fn transact(
@@ -193,6 +256,8 @@ impl ControlHandler {
                     revision: t.crisis.revision,
                     definition: t.crisis.definition.clone(),
                     pending: t.crisis.pending.clone(),
+                    proposal: t.crisis.proposal(),
+                    superseded: t.superseded.clone(),
                     command_id: claims.jti.clone(),
                     signed_by: key.principal.clone(),
                     trigger: claims.trigger.clone(),

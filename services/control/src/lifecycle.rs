@@ -6,16 +6,21 @@
 //!    └──(budget > threshold)──▶ proposed ──approve (another principal)──▶ active
 //! active ──amend raising the budget above the threshold──▶ active + pending amendment
 //!                                        └──approve──▶ active (revision + 1)
+//! active ──amend applying directly, or rescope──▶ active (revision + 1; a pending amendment is superseded)
 //! proposed | active ──close──▶ closed
 //! ```
+//!
+//! An approval names the proposal it approves (its revision and digest);
+//! anything else is `stale_approval`, so an approval in flight can never land
+//! on a proposal replaced after its signer reviewed it.
 
 use sumud_shared::areas::AreaCatalog;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
-use sumud_shared::events::control::{CommandClaims, CommandKind};
+use sumud_shared::events::control::{CommandClaims, CommandKind, CrisisScope};
 use sumud_shared::events::crisis::{
-    CrisisDefinition, CrisisState, CRISIS_ACTIVATED, CRISIS_AMENDED, CRISIS_AMENDMENT_PROPOSED,
-    CRISIS_CLOSED, CRISIS_PROPOSED,
+    definition_digest, CrisisDefinition, CrisisState, Proposal, CRISIS_ACTIVATED, CRISIS_AMENDED,
+    CRISIS_AMENDMENT_PROPOSED, CRISIS_CLOSED, CRISIS_PROPOSED,
 };
 use sumud_shared::playbook::PlaybookBook;
 
@@ -75,6 +80,34 @@ pub struct Crisis {
     pub declared_by: String,
 }
 
+impl Crisis {
+    /// What is pending, as an approval must name it.
+    pub fn proposal(&self) -> Option<Proposal> {
+        let (pending, by) = (self.pending.as_ref()?, self.pending_by.as_ref()?);
+        Some(Proposal {
+            // A proposed crisis's pending declaration becomes revision 1;
+            // a pending amendment the revision after the one in force.
+            revision: if self.state == CrisisState::Proposed {
+                self.revision
+            } else {
+                self.revision + 1
+            },
+            digest: definition_digest(pending),
+            proposed_by: by.clone(),
+            approvals: self.approvals.clone(),
+        })
+    }
+
+    /// Drops what is pending, returning it as a superseded proposal.
+    fn set_aside(&mut self) -> Option<Proposal> {
+        let gone = self.proposal();
+        self.pending = None;
+        self.pending_by = None;
+        self.approvals.clear();
+        gone
+    }
+}
+
 /// The result of a command that may proceed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -86,6 +119,8 @@ pub struct Transition {
     pub event_type: Option<&'static str>,
     /// Short outcome for the audit trail.
     pub outcome: &'static str,
+    /// A pending proposal this transition set aside unapproved.
+    pub superseded: Option<Proposal>,
 }
 
 fn refuse(reason: Reason, detail: impl Into<String>) -> Rejection {
@@ -140,6 +175,29 @@ pub fn validate(
     Ok(())
 }
 
+/// Checks what a rescope would change for content errors.
+pub fn validate_scope(scope: &CrisisScope, areas: &AreaCatalog) -> Result<(), Rejection> {
+    if scope.areas.is_empty() {
+        return Err(refuse(
+            Reason::InvalidCommand,
+            "a crisis needs at least one area",
+        ));
+    }
+    if let Some(a) = scope.areas.iter().find(|a| areas.resolve(a).is_none()) {
+        return Err(refuse(
+            Reason::UnknownArea,
+            format!("area code {a:?} is not in the area hierarchy"),
+        ));
+    }
+    if scope.ends_on < scope.starts_on {
+        return Err(refuse(
+            Reason::InvalidCommand,
+            "the end date is before the start date",
+        ));
+    }
+    Ok(())
+}
+
 /// Applies a verified command.
 pub fn apply(
     current: Option<&Crisis>,
@@ -185,6 +243,7 @@ pub fn apply(
                     CRISIS_ACTIVATED
                 }),
                 outcome: if proposed { "proposed" } else { "activated" },
+                superseded: None,
             })
         }
         CommandKind::Amend => {
@@ -210,15 +269,18 @@ pub fn apply(
                 ));
             }
             let mut next = c.clone();
+            // Whatever happens, an older pending proposal goes: approving it
+            // later would install an older definition over this one.
+            let superseded = next.set_aside();
             if needs_approval(&def) && def.budget.minor > c.definition.budget.minor {
                 next.pending = Some(def);
                 next.pending_by = Some(signer.to_owned());
-                next.approvals.clear();
                 Ok(Transition {
                     crisis: next,
                     from: Some(c.state),
                     event_type: Some(CRISIS_AMENDMENT_PROPOSED),
                     outcome: "amendment_proposed",
+                    superseded,
                 })
             } else {
                 next.definition = def;
@@ -228,8 +290,40 @@ pub fn apply(
                     from: Some(c.state),
                     event_type: Some(CRISIS_AMENDED),
                     outcome: "amended",
+                    superseded,
                 })
             }
+        }
+        CommandKind::Rescope => {
+            require(roles, Role::Declare, claims.cmd)?;
+            let c = existing(current, claims)?;
+            if c.state != CrisisState::Active {
+                return Err(refuse(
+                    Reason::InvalidTransition,
+                    format!(
+                        "only an active crisis can be rescoped; it is {}",
+                        c.state.as_str()
+                    ),
+                ));
+            }
+            let scope = claims
+                .scope
+                .clone()
+                .ok_or_else(|| refuse(Reason::InvalidCommand, "crisis.rescope needs a scope"))?;
+            let mut next = c.clone();
+            let superseded = next.set_aside();
+            next.definition.areas = scope.areas;
+            next.definition.severity = scope.severity;
+            next.definition.starts_on = scope.starts_on;
+            next.definition.ends_on = scope.ends_on;
+            next.revision += 1;
+            Ok(Transition {
+                crisis: next,
+                from: Some(c.state),
+                event_type: Some(CRISIS_AMENDED),
+                outcome: "rescoped",
+                superseded,
+            })
         }
         CommandKind::Approve => {
             require(roles, Role::Approve, claims.cmd)?;
@@ -242,6 +336,22 @@ pub fn apply(
             };
             if c.state == CrisisState::Closed {
                 return Err(refuse(Reason::InvalidTransition, "the crisis is closed"));
+            }
+            let Some(target) = &claims.approves else {
+                return Err(refuse(
+                    Reason::InvalidCommand,
+                    "crisis.approve must name the proposal it approves (approves: revision and digest)",
+                ));
+            };
+            let proposal = c.proposal().expect("pending and pending_by are both set");
+            if target.revision != proposal.revision || target.digest != proposal.digest {
+                return Err(refuse(
+                    Reason::StaleApproval,
+                    format!(
+                        "this approval is of revision {} {}; what awaits approval is revision {} {} proposed by {}",
+                        target.revision, target.digest, proposal.revision, proposal.digest, proposal.proposed_by
+                    ),
+                ));
             }
             if by == signer {
                 return Err(refuse(
@@ -263,6 +373,7 @@ pub fn apply(
                     from: Some(c.state),
                     event_type: None,
                     outcome: "approval_recorded",
+                    superseded: None,
                 });
             }
             let activating = c.state == CrisisState::Proposed;
@@ -284,6 +395,7 @@ pub fn apply(
                     CRISIS_AMENDED
                 }),
                 outcome: if activating { "activated" } else { "amended" },
+                superseded: None,
             })
         }
         CommandKind::Close => {
@@ -297,10 +409,11 @@ pub fn apply(
             }
             let mut next = c.clone();
             next.state = CrisisState::Closed;
-            next.pending = None;
-            next.pending_by = None;
-            next.approvals.clear();
+            // A proposed crisis's pending declaration is what is being
+            // called off, not a proposal set aside for another.
+            let superseded = next.set_aside().filter(|_| c.state == CrisisState::Active);
             Ok(Transition {
+                superseded,
                 crisis: next,
                 from: Some(c.state),
                 event_type: Some(CRISIS_CLOSED),
@@ -331,6 +444,7 @@ fn existing<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sumud_shared::events::control::ApprovalTarget;
     use sumud_shared::events::crisis::{Hazard, Response, Severity};
     use sumud_shared::money::Money;
 
@@ -358,6 +472,8 @@ mod tests {
 
     fn cmd(cmd: CommandKind, body: Option<CrisisDefinition>) -> CommandClaims {
         CommandClaims {
+            approves: None,
+            scope: None,
             propose: false,
             jti: "j".into(),
             iat: 0,
@@ -367,6 +483,124 @@ mod tests {
             note: None,
             trigger: None,
         }
+    }
+
+    /// An approval of what `c` has pending, as its signer would have seen it.
+    fn approve(c: &Crisis) -> CommandClaims {
+        let p = c.proposal().expect("something is pending");
+        let mut a = cmd(CommandKind::Approve, None);
+        a.approves = Some(ApprovalTarget {
+            revision: p.revision,
+            digest: p.digest,
+        });
+        a
+    }
+
+    #[test]
+    fn an_approval_in_flight_never_lands_on_a_replaced_proposal() {
+        let t = apply(
+            None,
+            &cmd(CommandKind::Declare, Some(def(500_000))),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        let small = apply(
+            Some(&t.crisis),
+            &cmd(CommandKind::Amend, Some(def(2_000_000))),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        let bobs = approve(&small.crisis);
+        let large = apply(
+            Some(&small.crisis),
+            &cmd(CommandKind::Amend, Some(def(9_000_000))),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        assert_eq!(
+            large.superseded.as_ref().map(|p| p.revision),
+            Some(2),
+            "the replaced proposal is named as superseded"
+        );
+        let r = apply(Some(&large.crisis), &bobs, "bob", ALL, POLICY);
+        assert_eq!(r.unwrap_err().reason, Reason::StaleApproval);
+        let unnamed = apply(
+            Some(&large.crisis),
+            &cmd(CommandKind::Approve, None),
+            "bob",
+            ALL,
+            POLICY,
+        );
+        assert_eq!(unnamed.unwrap_err().reason, Reason::InvalidCommand);
+    }
+
+    #[test]
+    fn an_amendment_that_applies_directly_supersedes_what_was_pending() {
+        let t = apply(
+            None,
+            &cmd(CommandKind::Declare, Some(def(500_000))),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        let raise = apply(
+            Some(&t.crisis),
+            &cmd(CommandKind::Amend, Some(def(2_000_000))),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        let old = approve(&raise.crisis);
+        let cut = apply(
+            Some(&raise.crisis),
+            &cmd(CommandKind::Amend, Some(def(300_000))),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        assert_eq!(cut.outcome, "amended");
+        assert_eq!(cut.crisis.pending, None);
+        assert!(cut.superseded.is_some());
+        let r = apply(Some(&cut.crisis), &old, "bob", ALL, POLICY);
+        assert_eq!(r.unwrap_err().reason, Reason::InvalidTransition);
+        assert_eq!(cut.crisis.definition.budget.minor, 300_000);
+    }
+
+    #[test]
+    fn a_rescope_changes_where_how_severe_and_when_but_never_the_money() {
+        let mut d = def(800_000);
+        d.response.overrides.tranches = Some(3);
+        let t = apply(
+            None,
+            &cmd(CommandKind::Declare, Some(d)),
+            "alice",
+            ALL,
+            POLICY,
+        )
+        .unwrap();
+        let mut r = cmd(CommandKind::Rescope, None);
+        r.scope = Some(CrisisScope {
+            areas: vec!["JO-IR".into(), "JO-AJ".into()],
+            severity: Severity::Extreme,
+            starts_on: "2026-12-05".parse().unwrap(),
+            ends_on: "2027-02-28".parse().unwrap(),
+        });
+        let n = apply(Some(&t.crisis), &r, "early-warning", ALL, POLICY).unwrap();
+        assert_eq!(n.crisis.revision, 2);
+        assert_eq!(n.crisis.definition.areas, ["JO-IR", "JO-AJ"]);
+        assert_eq!(n.crisis.definition.severity, Severity::Extreme);
+        assert_eq!(n.crisis.definition.budget.minor, 800_000);
+        assert_eq!(n.crisis.definition.response.overrides.tranches, Some(3));
+        assert_eq!(n.crisis.definition.ends_on.to_string(), "2027-02-28");
     }
 
     #[test]
@@ -412,22 +646,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.crisis.state, CrisisState::Proposed);
-        let own = apply(
-            Some(&t.crisis),
-            &cmd(CommandKind::Approve, None),
-            "alice",
-            ALL,
-            POLICY,
-        );
+        let own = apply(Some(&t.crisis), &approve(&t.crisis), "alice", ALL, POLICY);
         assert_eq!(own.unwrap_err().reason, Reason::FourEyesViolation);
-        let ok = apply(
-            Some(&t.crisis),
-            &cmd(CommandKind::Approve, None),
-            "bob",
-            ALL,
-            POLICY,
-        )
-        .unwrap();
+        let ok = apply(Some(&t.crisis), &approve(&t.crisis), "bob", ALL, POLICY).unwrap();
         assert_eq!(ok.crisis.state, CrisisState::Active);
         assert_eq!(ok.event_type, Some(CRISIS_ACTIVATED));
     }
@@ -446,27 +667,14 @@ mod tests {
             policy,
         )
         .unwrap();
-        let once = apply(
-            Some(&t.crisis),
-            &cmd(CommandKind::Approve, None),
-            "bob",
-            ALL,
-            policy,
-        )
-        .unwrap();
+        let once = apply(Some(&t.crisis), &approve(&t.crisis), "bob", ALL, policy).unwrap();
         assert_eq!(once.crisis.state, CrisisState::Proposed);
         assert_eq!(once.event_type, None);
-        let twice = apply(
-            Some(&once.crisis),
-            &cmd(CommandKind::Approve, None),
-            "bob",
-            ALL,
-            policy,
-        );
+        let twice = apply(Some(&once.crisis), &approve(&t.crisis), "bob", ALL, policy);
         assert_eq!(twice.unwrap_err().reason, Reason::FourEyesViolation);
         let carol = apply(
             Some(&once.crisis),
-            &cmd(CommandKind::Approve, None),
+            &approve(&t.crisis),
             "carol",
             ALL,
             policy,
@@ -496,14 +704,7 @@ mod tests {
         assert_eq!(a.event_type, Some(CRISIS_AMENDMENT_PROPOSED));
         assert_eq!(a.crisis.revision, 1);
         assert_eq!(a.crisis.definition.budget.minor, 500_000);
-        let ok = apply(
-            Some(&a.crisis),
-            &cmd(CommandKind::Approve, None),
-            "bob",
-            ALL,
-            POLICY,
-        )
-        .unwrap();
+        let ok = apply(Some(&a.crisis), &approve(&a.crisis), "bob", ALL, POLICY).unwrap();
         assert_eq!(ok.crisis.revision, 2);
         assert_eq!(ok.crisis.definition.budget.minor, 2_000_000);
         assert_eq!(ok.event_type, Some(CRISIS_AMENDED));

@@ -47,6 +47,8 @@ mod tests {
 
     fn claims() -> CommandClaims {
         CommandClaims {
+            approves: None,
+            scope: None,
             propose: false,
             jti: "c1".into(),
             iat: 1_764_400_000,

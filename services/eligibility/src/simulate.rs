@@ -68,6 +68,8 @@ pub async fn simulate(store: &Store, def: &CrisisDefinition) -> Result<Simulatio
         revision: 1,
         definition: def.clone(),
         pending: None,
+        proposal: None,
+        superseded: None,
         command_id: "simulation".into(),
         signed_by: "simulation".into(),
         trigger: None,

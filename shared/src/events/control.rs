@@ -11,7 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::crisis::CrisisDefinition;
+use chrono::NaiveDate;
+
+use crate::events::crisis::{CrisisDefinition, Severity};
 
 /// CloudEvents type of a signed command.
 pub const CONTROL_COMMAND: &str = "org.sumud.control.command";
@@ -43,11 +45,43 @@ pub struct CommandClaims {
     /// What triggered the command (an alert, a rule), recorded on the crisis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<serde_json::Value>,
+    /// For `crisis.approve`: the proposal the signer reviewed, as the crisis
+    /// event's `proposal` (or `sumud crisis show`) names it. An approval
+    /// naming anything but what is pending is refused as `stale_approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approves: Option<ApprovalTarget>,
+    /// For `crisis.rescope`: what an alert may change (areas, severity,
+    /// dates); the budget and response the operators decided stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<CrisisScope>,
     /// Asks for a declaration to wait for approval whatever its budget: an
     /// early-warning rule that only *proposes* sets it, so that an operator
     /// decides through the same four-eyes path.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub propose: bool,
+}
+
+/// What an approval approves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalTarget {
+    /// The proposal's revision (`proposal.revision` of the crisis event).
+    pub revision: i32,
+    /// The proposal's digest (`proposal.digest`, see
+    /// [`crate::events::crisis::definition_digest`]).
+    pub digest: String,
+}
+
+/// The part of a crisis an alert speaks for: where, how severe and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrisisScope {
+    /// Affected area codes.
+    pub areas: Vec<String>,
+    /// How severe.
+    pub severity: Severity,
+    /// First day of the response.
+    pub starts_on: NaiveDate,
+    /// Last day of the response.
+    pub ends_on: NaiveDate,
 }
 
 /// Command kinds.
@@ -65,6 +99,10 @@ pub enum CommandKind {
     /// Close the crisis.
     #[serde(rename = "crisis.close")]
     Close,
+    /// Change an active crisis's areas, severity and dates only (what a CAP
+    /// Update says); budget and response stay as the operators left them.
+    #[serde(rename = "crisis.rescope")]
+    Rescope,
 }
 
 impl CommandKind {
@@ -75,6 +113,7 @@ impl CommandKind {
             CommandKind::Amend => "crisis.amend",
             CommandKind::Approve => "crisis.approve",
             CommandKind::Close => "crisis.close",
+            CommandKind::Rescope => "crisis.rescope",
         }
     }
 }

@@ -155,6 +155,32 @@ impl CrisisState {
     }
 }
 
+/// A proposal awaiting approval, as an approval must name it: an approval
+/// binds to exactly the definition its signer reviewed, never to whatever
+/// happens to be pending when it arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The revision the proposal becomes once approved (1 for a declaration).
+    pub revision: i32,
+    /// [`definition_digest`] of the proposed definition.
+    pub digest: String,
+    /// Who proposed it.
+    pub proposed_by: String,
+    /// Who has approved it so far.
+    #[serde(default)]
+    pub approvals: Vec<String>,
+}
+
+/// `sha256:` and the lowercase hex SHA-256 of the definition's RFC 8785
+/// (JCS) canonical JSON: what an approver signs. Any JCS library over the
+/// `pending` object of a crisis event gives the same bytes, so a client
+/// outside Sumud can check the digest it is asked to approve.
+pub fn definition_digest(def: &CrisisDefinition) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_jcs::to_vec(def).expect("a crisis definition serialises");
+    format!("sha256:{:x}", Sha256::digest(&canonical))
+}
+
 /// The `data` of every crisis lifecycle event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrisisEvent {
@@ -169,6 +195,14 @@ pub struct CrisisEvent {
     /// A pending amendment awaiting approval, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<CrisisDefinition>,
+    /// What an approval of `pending` must name: its revision and digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<Proposal>,
+    /// A proposal this transition set aside unapproved (an amendment that
+    /// applied directly, or a newer proposal, replaced it): approvals of it
+    /// are refused from now on as `stale_approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<Proposal>,
     /// The command that caused this transition.
     pub command_id: String,
     /// The principal who signed that command.
@@ -176,4 +210,41 @@ pub struct CrisisEvent {
     /// What triggered the crisis, when not an operator alone (alert id, rule version…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    /// The expected digests were computed outside Rust (Python's hashlib
+    /// over canonical JSON written out by hand: sorted keys, no spaces,
+    /// non-ASCII as UTF-8, 40.0 as `40`, as RFC 8785 requires).
+    #[test]
+    fn the_digest_is_sha256_of_the_rfc8785_canonical_definition() {
+        let def: CrisisDefinition = serde_json::from_str(
+            r#"{"title": "Sayl سيل", "hazard": "flood", "severity": "severe", "areas": ["JO-MN"],
+                "response": {"playbook": "p", "overrides": {"max_welfare_score": 40.0}},
+                "budget": {"minor": 5, "currency": "JOD"},
+                "starts_on": "2026-12-01", "ends_on": "2027-01-31"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            definition_digest(&def),
+            "sha256:65b70368d3065deca077aef0243ed5216f9b0ea4f20b4aadf88530e0d6c998ac"
+        );
+    }
+
+    #[test]
+    fn the_contract_example_names_the_digest_of_its_pending_definition() {
+        let example: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../schemas/examples/crisis.event/valid/proposed-with-trigger.json"
+        ))
+        .unwrap();
+        let pending: CrisisDefinition =
+            serde_json::from_value(example["data"]["pending"].clone()).unwrap();
+        assert_eq!(
+            example["data"]["proposal"]["digest"],
+            definition_digest(&pending).as_str()
+        );
+    }
 }
