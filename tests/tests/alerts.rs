@@ -9,6 +9,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use sumud_alerts::rules::RuleBook;
+use sumud_control::config::ControlConfig;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::db::Store;
@@ -243,7 +244,7 @@ async fn a_flood_alert_chain_declares_pays_amends_and_cancels_exactly_once() {
         audit,
         vec![
             ("crisis.declare".to_string(), "early-warning".to_string()),
-            ("crisis.amend".to_string(), "early-warning".to_string()),
+            ("crisis.rescope".to_string(), "early-warning".to_string()),
             ("crisis.close".to_string(), "early-warning".to_string()),
         ]
     );
@@ -552,7 +553,7 @@ async fn an_alert_update_and_cancel_declare_amend_and_close_one_crisis(backend: 
         steps,
         vec![
             ("crisis.declare", "early-warning"),
-            ("crisis.amend", "early-warning"),
+            ("crisis.rescope", "early-warning"),
             ("crisis.close", "early-warning"),
         ]
     );
@@ -647,7 +648,79 @@ async fn an_applied_alert_redelivered_after_it_expired_is_a_duplicate_not_a_dead
     p.stop().await;
 }
 
+/// The demo's sequence, then the attack: the rule declares at its budget
+/// (50,000 JOD), alice proposes a raise to 150,000 JOD over two tranches,
+/// bob approves it, and then the alert is updated. Before an Update was a
+/// rescope, the alerts service rebuilt the definition from the rule and the
+/// resulting cut applied without four eyes, undoing both operators.
+async fn an_alert_update_never_undoes_what_operators_approved(backend: Backend) {
+    let config = ControlConfig {
+        four_eyes_threshold_minor: 50_000_000,
+        ..ControlConfig::default()
+    };
+    let mut p = Pipeline::start_early_warning(backend, 3000, config).await;
+    p.start_alerts(RuleBook::default_book()).await;
+    let (crisis, sent) = declare_by_flood_alert(&p).await;
+    let mut raised = wait_control(&p, &crisis, CrisisState::Active, 1)
+        .await
+        .definition;
+    assert_eq!(raised.budget.minor, 50_000_000, "the rule's budget");
+    raised.budget.minor = 150_000_000;
+    raised.response.overrides.tranches = Some(2);
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Amend, &crisis, Some(raised.clone())),
+    )
+    .await;
+    wait_for("the raise to be pending", DEADLINE, || async {
+        sumud_control::db::crisis(&p.env.store, &crisis)
+            .await
+            .unwrap()
+            .and_then(|c| c.pending)
+    })
+    .await;
+    p.send(&p.bob, &approval(&crisis, 2, &raised)).await;
+    wait_control(&p, &crisis, CrisisState::Active, 2).await;
+
+    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
+    let (update, _) = document(
+        "jordan-flood-update.xml",
+        "NCSC-FL-2",
+        &[("{{REFERENCES}}", &refs)],
+    );
+    p.publish_alert("ncsc.gov.jo", &cap_event(update)).await;
+    let after = wait_control(&p, &crisis, CrisisState::Active, 3)
+        .await
+        .definition;
+    assert_eq!(
+        after.areas,
+        vec!["JO-MA-01", "JO-MA-02"],
+        "the alert's footprint"
+    );
+    assert_eq!(after.severity, Severity::Extreme, "the alert's severity");
+    assert_eq!(after.budget, raised.budget, "the approved raise stands");
+    assert_eq!(
+        after.response, raised.response,
+        "the operators' overrides stand"
+    );
+    let audit = sumud_control::db::audit_trail(&p.env.store, &crisis)
+        .await
+        .unwrap();
+    let steps: Vec<(&str, &str)> = audit.iter().map(|a| (a.1.as_str(), a.2.as_str())).collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("crisis.declare", "early-warning"),
+            ("crisis.amend", "alice"),
+            ("crisis.approve", "bob"),
+            ("crisis.rescope", "early-warning"),
+        ]
+    );
+    p.stop().await;
+}
+
 on_both_backends!(
+    an_alert_update_never_undoes_what_operators_approved,
     bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded,
     an_alert_update_and_cancel_declare_amend_and_close_one_crisis,
     a_price_rise_over_the_window_proposes_one_top_up,

@@ -11,7 +11,9 @@
 use chrono::Utc;
 use sumud_control::signing::{self, Jwk};
 use sumud_shared::envelope::Envelope;
-use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::control::{
+    CommandClaims, CommandKind, CrisisScope, SignedCommand, CONTROL_COMMAND,
+};
 use sumud_shared::events::crisis::CrisisDefinition;
 use sumud_shared::outbox::Pending;
 use sumud_shared::{Error, Result};
@@ -44,8 +46,10 @@ pub struct Draft {
     pub crisis_id: String,
     /// Derived command id.
     pub jti: String,
-    /// The definition (declare, amend).
+    /// The definition (declare).
     pub body: Option<CrisisDefinition>,
+    /// What an Update changes (rescope): areas, severity, dates.
+    pub scope: Option<CrisisScope>,
     /// Why: recorded in the audit trail.
     pub note: Option<String>,
     /// The alert, readings and rule that caused it.
@@ -59,7 +63,7 @@ impl Draft {
     pub fn claims(&self) -> CommandClaims {
         CommandClaims {
             approves: None,
-            scope: None,
+            scope: self.scope.clone(),
             jti: self.jti.clone(),
             iat: Utc::now().timestamp(),
             cmd: self.kind,
@@ -118,6 +122,7 @@ mod tests {
             crisis_id: "EW-1".into(),
             jti: "j1".into(),
             body: None,
+            scope: None,
             note: Some("cancelled".into()),
             trigger: serde_json::json!({"rule": "r"}),
             propose: false,

@@ -15,7 +15,7 @@ use sumud_shared::db::{Store, Tx};
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::events::alert::{IndicatorReading, ALERT_CAP, INDICATOR_READING};
-use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::control::{CommandKind, CrisisScope};
 use sumud_shared::events::crisis::Severity;
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::outbox;
@@ -226,6 +226,7 @@ impl AlertsHandler {
                         jti: command::command_id(CommandKind::Close, &cause),
                         crisis_id,
                         body: None,
+                        scope: None,
                         note: Some(format!(
                             "CAP Cancel {} from {}: {}",
                             a.identifier,
@@ -251,14 +252,25 @@ impl AlertsHandler {
                         draft: None,
                     });
                 };
+                // An alert speaks only for what an alert knows: where, how
+                // severe, when. The budget and response are the operators'
+                // (a raise two of them approved must survive an Update), so
+                // the command is a rescope, never an amendment.
+                let def = rules::definition(rule, severity, areas, now.date_naive());
                 Ok(Decision {
                     outcome: "amended",
                     rule: Some((rule.id.clone(), rule.version as i32)),
                     draft: Some(Draft {
-                        kind: CommandKind::Amend,
-                        jti: command::command_id(CommandKind::Amend, &cause),
+                        kind: CommandKind::Rescope,
+                        jti: command::command_id(CommandKind::Rescope, &cause),
                         crisis_id,
-                        body: Some(rules::definition(rule, severity, areas, now.date_naive())),
+                        body: None,
+                        scope: Some(CrisisScope {
+                            areas: def.areas,
+                            severity: def.severity,
+                            starts_on: def.starts_on,
+                            ends_on: def.ends_on,
+                        }),
                         note: Some(format!("CAP Update {} from {}", a.identifier, a.sender)),
                         trigger: self.alert_trigger(a, Some(rule), &shares),
                         propose: false,
@@ -284,6 +296,7 @@ impl AlertsHandler {
                             jti: command::command_id(CommandKind::Declare, &cause),
                             crisis_id: command::crisis_id(&cause),
                             body: Some(rules::definition(rule, severity, areas, now.date_naive())),
+                            scope: None,
                             note: Some(format!(
                                 "Rule {} v{} on CAP alert {} from {}",
                                 rule.id, rule.version, a.identifier, a.sender
@@ -441,6 +454,7 @@ impl AlertsHandler {
                     vec![r.area.clone()],
                     now.date_naive(),
                 )),
+                scope: None,
                 note: Some(format!(
                     "Rule {} v{}: {} in {} rose {change:.1}% from {base} ({base_day}) to {} ({})",
                     rule.id, rule.version, r.indicator, r.area, r.value, r.period_end
