@@ -23,8 +23,9 @@ use sumud_shared::playbook::PlaybookBook;
 
 use crate::crisis_cmd::DefinitionArgs;
 
-/// Publishes a CAP document (XML, or the JSON form) on the alerts topic.
-pub async fn send(settings: &Settings, file: &Path) -> anyhow::Result<String> {
+/// Publishes a CAP document (XML, or the JSON form) on the alerts topic,
+/// signed with `key` when the sender is listed with one.
+pub async fn send(settings: &Settings, file: &Path, key: Option<&Path>) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let trimmed = text.trim_start();
@@ -45,9 +46,19 @@ pub async fn send(settings: &Settings, file: &Path) -> anyhow::Result<String> {
         e.datacontenttype = CAP_XML.into();
         (e, alert.sender.to_string())
     };
+    let mut value = serde_json::to_value(&event)?;
+    if let Some(path) = key {
+        let key = crate::crisis_cmd::read_key(path)?;
+        sumud_alerts::senders::sign_event(&mut value, &key).map_err(anyhow::Error::msg)?;
+    }
     let producer = EventProducer::new(settings)?;
     producer
-        .send(&settings.topics.alerts, &sender, &event)
+        .send_raw(
+            &settings.topics.alerts,
+            Some(sender.as_bytes()),
+            &serde_json::to_vec(&value)?,
+            None,
+        )
         .await?;
     Ok(event.id)
 }

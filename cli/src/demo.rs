@@ -62,6 +62,7 @@ pub async fn run_seeded(
     let alerts = AlertsConfig {
         key: alerts_key.clone(),
         rules: RuleBook::default_book(),
+        senders: sumud_alerts::senders::SenderBook::default_book(),
     };
     // A compressed calendar: a 30-day tranche interval passes in 6 seconds.
     let tuning = Tuning {
@@ -155,7 +156,7 @@ pub async fn run_seeded(
         );
     let file = std::env::temp_dir().join(format!("{alert_id}.xml"));
     std::fs::write(&file, cap)?;
-    crate::alerts_cmd::send(&settings, &file).await?;
+    crate::alerts_cmd::send(&settings, &file, None).await?;
     let _ = std::fs::remove_file(&file);
     // The alert's areas, listed: a text[] on PostgreSQL, a JSON array on SQLite.
     let areas = match store.backend() {
@@ -186,9 +187,11 @@ pub async fn run_seeded(
     .await?;
     let definition: serde_json::Value = serde_json::from_str(&definition)?;
     println!(
-        "Early warning: CAP alert {alert_id} (Severe, Likely; Arabic and English) over {}.\n  \
+        "Early warning: CAP alert {alert_id} from ncsc.gov.jo, a sender on the trusted-sender list {} \
+         (Severe, Likely; Arabic and English) over {}.\n  \
          Rule flood-severe-poor-areas {outcome} {crisis_id} ({state}) over {} with a pre-approved budget of {};\n  \
          areas where fewer than 20% of households are poor were left out.",
+        sumud_alerts::senders::SenderBook::default_book().version,
         areas,
         definition["areas"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
         definition["budget"]["minor"].as_i64().map(money).unwrap_or_default(),

@@ -316,6 +316,9 @@ enum AlertsCommand {
     Send {
         /// The CAP file.
         file: PathBuf,
+        /// The sender's signing key (JWK), for a sender listed with a key.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// The most recent alerts and what the rules did about each.
     List {
@@ -612,8 +615,8 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             }
         },
         Command::Alerts { command } => match command {
-            AlertsCommand::Send { file } => {
-                let id = alerts_cmd::send(&settings, &file).await?;
+            AlertsCommand::Send { file, key } => {
+                let id = alerts_cmd::send(&settings, &file, key.as_deref()).await?;
                 println!("published alert event {id}");
                 Ok(())
             }

@@ -227,6 +227,7 @@ pub async fn run(
             let config = AlertsConfig {
                 key: key.clone(),
                 rules: RuleBook::default_book(),
+                senders: sumud_alerts::senders::SenderBook::default_book(),
             };
             (config, Some(key))
         }

@@ -170,6 +170,16 @@ impl Pipeline {
     /// Starts the alerts service with its own key registered (declare and
     /// close roles) under the principal `early-warning`, acting by `rules`.
     pub async fn start_alerts(&mut self, rules: sumud_alerts::rules::RuleBook) -> Jwk {
+        let senders = sumud_alerts::senders::SenderBook::default_book();
+        self.start_alerts_trusting(rules, senders).await
+    }
+
+    /// The alerts service trusting exactly `senders`.
+    pub async fn start_alerts_trusting(
+        &mut self,
+        rules: sumud_alerts::rules::RuleBook,
+        senders: sumud_alerts::senders::SenderBook,
+    ) -> Jwk {
         let key = operator(
             &self.env.store,
             "alerts-1",
@@ -180,6 +190,7 @@ impl Pipeline {
         let config = sumud_alerts::config::AlertsConfig {
             key: key.clone(),
             rules,
+            senders,
         };
         let app = sumud_alerts::App::build(self.env.settings.clone(), config)
             .await

@@ -9,7 +9,9 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use sumud_alerts::rules::RuleBook;
+use sumud_alerts::senders::SenderBook;
 use sumud_control::config::ControlConfig;
+use sumud_control::signing::Jwk;
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::db::Store;
@@ -313,9 +315,7 @@ async fn proposals_wait_for_an_operator_and_exercises_only_rehearse() {
     p.stop().await;
 }
 
-async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded(
-    backend: Backend,
-) {
+async fn bad_alerts_are_dead_lettered_with_reasons_and_untrusted_ones_recorded(backend: Backend) {
     let mut p = Pipeline::start_early_warning(backend, 500, no_four_eyes()).await;
     p.start_alerts(RuleBook::default_book()).await;
     let (good, _) = document("jordan-flood-alert.xml", "NCSC-OK", &[]);
@@ -417,34 +417,46 @@ async fn bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorde
     for (_, e, _) in &cases {
         p.publish_alert("bad", e).await;
     }
-    // Real documents from other authorities: parse, record, no action.
+    // Real documents from other authorities: parse, record as untrusted,
+    // dead-letter, no action.
+    let mut foreign_ids = Vec::new();
     for name in [
         "nws-blizzard-warning-cap11.xml",
         "tsunami-cancellation-update.xml",
     ] {
-        p.publish_alert("foreign", &cap_event(template(name))).await;
+        let e = cap_event(template(name));
+        foreign_ids.push(e.id.clone());
+        p.publish_alert("foreign", &e).await;
     }
     // And after all that, a valid alert still acts.
     p.publish_alert("ncsc.gov.jo", &cap_event(good)).await;
     assert_eq!(alert_outcome(&p, "NCSC-OK").await.0, "declared");
 
-    let letters = p.dead_letters(cases.len());
+    let letters = p.dead_letters(cases.len() + 2);
     let got: BTreeMap<String, Reason> = letters
         .iter()
         .map(|d| (d.original_id.clone().unwrap_or_default(), d.reason))
         .collect();
-    assert_eq!(letters.len(), cases.len(), "{letters:#?}");
+    assert_eq!(letters.len(), cases.len() + 2, "{letters:#?}");
     for (what, e, reason) in &cases {
         assert_eq!(got.get(&e.id), Some(reason), "{what}");
     }
+    assert_eq!(
+        foreign_ids
+            .iter()
+            .map(|id| got.get(id).copied())
+            .collect::<Vec<_>>(),
+        vec![Some(Reason::UntrustedSender); 2],
+        "authorities not on the trusted-sender list"
+    );
     let sql = "SELECT outcome, msg_type FROM alerts.alerts WHERE sender NOT LIKE '%.jo' ORDER BY msg_type";
     let foreign: Vec<(String, String)> =
         on_store!(&p.env.store, pool => sqlx::query_as(sql).fetch_all(pool).await).unwrap();
     assert_eq!(
         foreign,
         vec![
-            ("not_our_area".to_string(), "Alert".to_string()),
-            ("not_our_area".to_string(), "Update".to_string()),
+            ("untrusted_sender".to_string(), "Alert".to_string()),
+            ("untrusted_sender".to_string(), "Update".to_string()),
         ]
     );
     p.stop().await;
@@ -719,9 +731,156 @@ async fn an_alert_update_never_undoes_what_operators_approved(backend: Backend) 
     p.stop().await;
 }
 
+/// The senders the trust test runs with: the shipped list with the
+/// meteorological department confined to Ajloun, plus a sender held to a
+/// signature by `key`.
+fn trust_book(key: &Jwk) -> SenderBook {
+    let mut book: Value = serde_json::from_str(include_str!(
+        "../../services/alerts/data/trusted_senders.json"
+    ))
+    .unwrap();
+    for s in book["senders"].as_array_mut().unwrap() {
+        if s["sender"] == "jmd.gov.jo" {
+            s["areas"] = json!(["JO-AJ"]);
+        }
+    }
+    book["senders"].as_array_mut().unwrap().push(json!({
+        "sender": "signed.gov.jo", "name": "A sender that signs", "areas": ["JO"],
+        "rules": ["flood-severe-poor-areas"], "key": {"kid": key.kid, "x": key.x},
+    }));
+    SenderBook::from_json(&book.to_string(), &RuleBook::default_book()).unwrap()
+}
+
+/// The flood alert of the template as `sender` sends it.
+fn flood_from(sender: &str, id: &str) -> Envelope<String> {
+    let (doc, _) = document("jordan-flood-alert.xml", id, &[]);
+    cap_event(doc.replace(
+        "<sender>ncsc.gov.jo</sender>",
+        &format!("<sender>{sender}</sender>"),
+    ))
+}
+
+/// Publishes `e` signed by `key` (the `capsignature` profile).
+async fn publish_signed(p: &Pipeline, sender: &str, e: &Envelope<String>, key: &Jwk) {
+    let mut value = serde_json::to_value(e).unwrap();
+    sumud_alerts::senders::sign_event(&mut value, key).unwrap();
+    p.env
+        .publish(
+            &p.env.settings.topics.alerts,
+            sender,
+            &serde_json::to_vec(&value).unwrap(),
+        )
+        .await;
+}
+
+/// The attacks: anyone who can write the alerts topic declares a crisis
+/// (a `declare` rule's budget is below four eyes); a trusted sender cancels
+/// or re-scopes another sender's crisis; a sender alerts outside its remit;
+/// a keyed sender's alert is forged. Before senders were checked, the first
+/// declared a crisis and the Cancel closed the crisis another sender caused.
+async fn only_trusted_senders_act_and_only_on_their_own_alerts(backend: Backend) {
+    let mut p = Pipeline::start_early_warning(backend, 3000, no_four_eyes()).await;
+    let signer = Jwk::generate("signed-1");
+    p.start_alerts_trusting(RuleBook::default_book(), trust_book(&signer))
+        .await;
+
+    // An unknown sender: recorded, dead-lettered, never acts.
+    p.publish_alert("evil.example", &flood_from("evil.example", "EVIL-1"))
+        .await;
+    assert_eq!(
+        alert_outcome(&p, "EVIL-1").await,
+        ("untrusted_sender".into(), None)
+    );
+    let letters = p.dead_letters(1);
+    assert_eq!(letters[0].reason, Reason::UntrustedSender, "{letters:?}");
+
+    // The crisis centre's alert declares; another trusted sender may not
+    // change or cancel it.
+    let (crisis, sent) = declare_by_flood_alert(&p).await;
+    let refs = format!("ncsc.gov.jo,NCSC-FL-1,{sent}");
+    for (template, id) in [
+        ("jordan-flood-update.xml", "JMD-UPD-1"),
+        ("jordan-flood-cancel.xml", "JMD-CAN-1"),
+    ] {
+        let (doc, _) = document(template, id, &[("{{REFERENCES}}", &refs)]);
+        let doc = doc.replace(
+            "<sender>ncsc.gov.jo</sender>",
+            "<sender>jmd.gov.jo</sender>",
+        );
+        p.publish_alert("jmd.gov.jo", &cap_event(doc)).await;
+        assert_eq!(alert_outcome(&p, id).await.0, "untrusted_sender");
+    }
+    let letters = p.dead_letters(3);
+    assert_eq!(
+        letters.iter().map(|l| l.reason).collect::<Vec<_>>(),
+        vec![Reason::UntrustedSender; 3],
+        "{letters:?}"
+    );
+
+    // The meteorological department speaks for Ajloun, not Ma'an.
+    p.publish_alert("jmd.gov.jo", &flood_from("jmd.gov.jo", "JMD-FL-1"))
+        .await;
+    assert_eq!(
+        alert_outcome(&p, "JMD-FL-1").await,
+        ("outside_sender_areas".into(), None)
+    );
+
+    // A keyed sender: unsigned and forged alerts are dead-lettered and not
+    // recorded (a forgery must not take the real alert's identifier); the
+    // signed one acts.
+    let forger = Jwk {
+        kid: signer.kid.clone(),
+        ..Jwk::generate("forger")
+    };
+    p.publish_alert("signed.gov.jo", &flood_from("signed.gov.jo", "SIG-1"))
+        .await;
+    publish_signed(
+        &p,
+        "signed.gov.jo",
+        &flood_from("signed.gov.jo", "SIG-1"),
+        &forger,
+    )
+    .await;
+    publish_signed(
+        &p,
+        "signed.gov.jo",
+        &flood_from("signed.gov.jo", "SIG-1"),
+        &signer,
+    )
+    .await;
+    let (outcome, signed_crisis) = alert_outcome(&p, "SIG-1").await;
+    assert_eq!(outcome, "declared");
+    // Dead letters come back by partition, not in order: compare as sets.
+    let mut reasons: Vec<Reason> = p.dead_letters(5).iter().map(|l| l.reason).collect();
+    reasons.sort_by_key(|r| r.code());
+    let mut want = vec![
+        Reason::UntrustedSender,
+        Reason::UntrustedSender,
+        Reason::UntrustedSender,
+        Reason::Unsigned,
+        Reason::BadSignature,
+    ];
+    want.sort_by_key(|r| r.code());
+    assert_eq!(reasons, want);
+
+    // What stands: two crises, the first untouched by the other sender.
+    let signed_crisis = signed_crisis.expect("the signed alert caused a crisis");
+    wait_control(&p, &signed_crisis, CrisisState::Active, 1).await;
+    let first = wait_control(&p, &crisis, CrisisState::Active, 1).await;
+    assert_eq!(first.definition.areas, vec!["JO-MA-01"]);
+    let ids: Vec<(String,)> = on_store!(&p.env.store, pool => sqlx::query_as(
+        "SELECT crisis_id FROM control.crises ORDER BY crisis_id").fetch_all(pool).await)
+    .unwrap();
+    let mut want = vec![crisis.clone(), signed_crisis];
+    want.sort();
+    assert_eq!(ids.into_iter().map(|r| r.0).collect::<Vec<_>>(), want);
+    p.stop().await;
+}
+
 on_both_backends!(
+    only_trusted_senders_act_and_only_on_their_own_alerts,
     an_alert_update_never_undoes_what_operators_approved,
-    bad_alerts_are_dead_lettered_with_reasons_and_foreign_ones_only_recorded,
+    bad_alerts_are_dead_lettered_with_reasons_and_untrusted_ones_recorded,
     an_alert_update_and_cancel_declare_amend_and_close_one_crisis,
     a_price_rise_over_the_window_proposes_one_top_up,
     a_simulation_and_the_live_response_to_the_same_inputs_agree,

@@ -6,6 +6,7 @@ use sumud_control::signing::Jwk;
 use sumud_shared::{Error, Result};
 
 use crate::rules::RuleBook;
+use crate::senders::SenderBook;
 
 /// The service's signing key and trigger rules.
 #[derive(Debug, Clone)]
@@ -17,6 +18,9 @@ pub struct AlertsConfig {
     pub key: Jwk,
     /// The rules (`SUMUD_ALERTS_RULES_FILE`, default: the shipped set).
     pub rules: RuleBook,
+    /// Who may speak on the alerts topic, and for what
+    /// (`SUMUD_ALERTS_SENDERS_FILE`, default: the shipped list).
+    pub senders: SenderBook,
 }
 
 impl AlertsConfig {
@@ -40,7 +44,20 @@ impl AlertsConfig {
             }
             Err(_) => RuleBook::default_book(),
         };
-        Ok(AlertsConfig { key, rules })
+        let senders = match std::env::var("SUMUD_ALERTS_SENDERS_FILE") {
+            Ok(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| Error::Config(format!("cannot read senders file {path}: {e}")))?;
+                SenderBook::from_json(&text, &rules)
+                    .map_err(|e| Error::Config(format!("senders file {path} is invalid: {e}")))?
+            }
+            Err(_) => SenderBook::default_book(),
+        };
+        Ok(AlertsConfig {
+            key,
+            rules,
+            senders,
+        })
     }
 }
 

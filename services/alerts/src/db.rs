@@ -62,31 +62,41 @@ pub struct AlertRecord<'a> {
     pub document: &'a str,
 }
 
-/// The `sent` time of an alert already received from this sender under
-/// this identifier, locked for the rest of the transaction (SQLite's write
-/// transaction holds the file's lock already).
-pub async fn alert_sent(
+/// The `sent` time and outcome of an alert already received from this
+/// sender under this identifier, locked for the rest of the transaction
+/// (SQLite's write transaction holds the file's lock already).
+pub async fn alert_seen(
     tx: &mut Tx,
     sender: &str,
     identifier: &str,
-) -> Result<Option<DateTime<Utc>>> {
-    const SQL: &str = "SELECT sent FROM alerts.alerts WHERE sender = $1 AND identifier = $2";
+) -> Result<Option<(DateTime<Utc>, String)>> {
+    const SQL: &str =
+        "SELECT sent, outcome FROM alerts.alerts WHERE sender = $1 AND identifier = $2";
     Ok(match tx {
         Tx::Postgres(tx) => {
-            sqlx::query_scalar(&format!("{SQL} FOR UPDATE"))
+            sqlx::query_as(&format!("{SQL} FOR UPDATE"))
                 .bind(sender)
                 .bind(identifier)
                 .fetch_optional(&mut **tx)
                 .await?
         }
         Tx::Sqlite(tx) => {
-            sqlx::query_scalar(SQL)
+            sqlx::query_as(SQL)
                 .bind(sender)
                 .bind(identifier)
                 .fetch_optional(&mut **tx)
                 .await?
         }
     })
+}
+
+/// Forgets an alert recorded from a sender that was not trusted then, so
+/// that it is judged again now that the sender is (a replayed dead letter).
+pub async fn forget_untrusted(tx: &mut Tx, sender: &str, identifier: &str) -> Result<()> {
+    const SQL: &str = "DELETE FROM alerts.alerts WHERE sender = $1 AND identifier = $2 \
+                       AND outcome = 'untrusted_sender' AND crisis_id IS NULL";
+    on_tx!(tx, conn => { sqlx::query(SQL).bind(sender).bind(identifier).execute(conn).await?; });
+    Ok(())
 }
 
 /// Records an alert.

@@ -28,11 +28,16 @@ use crate::command::{self, Draft};
 use crate::db::{self, AlertRecord, Stored};
 use crate::footprint::{self, AreaIndex};
 use crate::rules::{self, CapCondition, Condition, Mode, Rule, RuleBook};
+use crate::senders::{SenderBook, TrustedSender};
+
+/// The outcome recorded for an alert its sender may not send.
+const UNTRUSTED: &str = "untrusted_sender";
 
 /// Turns alerts and readings into commands.
 pub struct AlertsHandler {
     store: Store,
     rules: RuleBook,
+    senders: SenderBook,
     key: Jwk,
     index: AreaIndex,
     control_topic: String,
@@ -44,6 +49,8 @@ struct Decision {
     outcome: &'static str,
     rule: Option<(String, i32)>,
     draft: Option<Draft>,
+    /// Recorded, then dead-lettered with this.
+    refusal: Option<Rejection>,
 }
 
 impl Decision {
@@ -52,6 +59,7 @@ impl Decision {
             outcome,
             rule: None,
             draft: None,
+            refusal: None,
         }
     }
 }
@@ -70,6 +78,7 @@ impl AlertsHandler {
     pub fn new(
         store: Store,
         rules: RuleBook,
+        senders: SenderBook,
         key: Jwk,
         control_topic: String,
         wake: Arc<Notify>,
@@ -77,6 +86,7 @@ impl AlertsHandler {
         AlertsHandler {
             store,
             rules,
+            senders,
             key,
             index: AreaIndex::new(AreaCatalog::default_catalog()),
             control_topic,
@@ -98,10 +108,24 @@ impl AlertsHandler {
                 Err(r) => return Ok(Verdict::Reject(r)),
             }
         }
-        let ours: BTreeSet<String> = footprints.iter().flatten().cloned().collect();
+        let anywhere_ours = footprints.iter().any(|f| !f.is_empty());
+        let trusted = self.senders.get(&a.sender);
         let mut tx = self.store.begin().await?;
-        match db::alert_sent(&mut tx, &a.sender, &a.identifier).await? {
-            Some(sent) if sent == utc(a.sent) => return Ok(Verdict::Done),
+        match db::alert_seen(&mut tx, &a.sender, &a.identifier).await? {
+            Some((_, outcome)) if outcome == UNTRUSTED && trusted.is_some() => {
+                // Recorded while its sender was not trusted; judged afresh
+                // now that it is (a dead letter replayed after review).
+                db::forget_untrusted(&mut tx, &a.sender, &a.identifier).await?;
+            }
+            Some((sent, outcome)) if sent == utc(a.sent) => {
+                // A redelivery: an untrusted one is dead-lettered again (the
+                // first letter may not have gone out before a crash).
+                return Ok(if outcome == UNTRUSTED {
+                    self.untrusted(a)
+                } else {
+                    Verdict::Done
+                });
+            }
             Some(_) => {
                 return Ok(reject(
                     Reason::Replayed,
@@ -113,6 +137,26 @@ impl AlertsHandler {
             }
             None => {}
         }
+        let Some(trusted) = trusted else {
+            // Recorded (an auditor sees who tried), never acted on.
+            let decision = Decision::nothing(UNTRUSTED);
+            self.record(&mut tx, &decoded, &BTreeSet::new(), &decision, None)
+                .await?;
+            tx.commit().await?;
+            info!(sender = %a.sender, alert = %a.identifier, "Alert from an untrusted sender recorded; not acted on.");
+            return Ok(self.untrusted(a));
+        };
+        // A keyed sender's alert must be signed: a forgery is dead-lettered
+        // and not recorded, so it cannot take the real alert's identifier.
+        if let Err(r) = trusted.check_signature(&m.raw, &m.envelope.data) {
+            return Ok(Verdict::Reject(r));
+        }
+        // The sender speaks for its own areas only.
+        let footprints: Vec<BTreeSet<String>> = footprints
+            .into_iter()
+            .map(|f| f.into_iter().filter(|c| trusted.covers(c)).collect())
+            .collect();
+        let ours: BTreeSet<String> = footprints.iter().flatten().cloned().collect();
         // Expiry is judged only for an alert not seen before: a redelivery
         // of one already applied may arrive after it expired, and is a
         // duplicate, not news.
@@ -132,7 +176,10 @@ impl AlertsHandler {
                 ),
             ));
         }
-        let decision = self.decide(&mut tx, a, &footprints, &ours, now).await?;
+        let beyond_remit = anywhere_ours && ours.is_empty();
+        let decision = self
+            .decide(&mut tx, trusted, a, &footprints, (&ours, beyond_remit), now)
+            .await?;
         let actual = a.status == Status::Actual;
         let mut command = None;
         if let Some(d) = &decision.draft {
@@ -146,6 +193,45 @@ impl AlertsHandler {
                 outbox::enqueue_tx(&mut tx, "alerts", vec![row]).await?;
             }
         }
+        self.record(&mut tx, &decoded, &ours, &decision, command)
+            .await?;
+        tx.commit().await?;
+        if actual && decision.draft.is_some() {
+            self.wake.notify_one();
+        }
+        info!(
+            sender = %a.sender, alert = %a.identifier, status = ?a.status, msg_type = ?a.message_type,
+            areas = ours.len(), outcome = decision.outcome,
+            crisis = decision.draft.as_ref().map(|d| d.crisis_id.as_str()).unwrap_or("-"),
+            "Alert recorded."
+        );
+        Ok(match decision.refusal {
+            Some(r) => Verdict::Reject(r),
+            None => Verdict::Done,
+        })
+    }
+
+    fn untrusted(&self, a: &Alert) -> Verdict {
+        reject(
+            Reason::UntrustedSender,
+            format!(
+                "{} is not on the trusted-sender list (version {}); its alert {} was recorded and not acted on",
+                a.sender, self.senders.version, a.identifier
+            ),
+        )
+    }
+
+    /// Records the alert and what was made of it.
+    async fn record(
+        &self,
+        tx: &mut Tx,
+        decoded: &cap::Decoded,
+        ours: &BTreeSet<String>,
+        decision: &Decision,
+        command: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let a = &decoded.alert;
+        let actual = a.status == Status::Actual;
         let outcome = if actual || decision.draft.is_none() {
             decision.outcome
         } else {
@@ -158,7 +244,7 @@ impl AlertsHandler {
             .map(|r| r.to_string())
             .collect();
         db::insert_alert(
-            &mut tx,
+            tx,
             &AlertRecord {
                 sender: &a.sender,
                 identifier: &a.identifier,
@@ -179,18 +265,7 @@ impl AlertsHandler {
                 document: &decoded.document,
             },
         )
-        .await?;
-        tx.commit().await?;
-        if actual && decision.draft.is_some() {
-            self.wake.notify_one();
-        }
-        info!(
-            sender = %a.sender, alert = %a.identifier, status = ?a.status, msg_type = ?a.message_type,
-            areas = ours.len(), outcome,
-            crisis = decision.draft.as_ref().map(|d| d.crisis_id.as_str()).unwrap_or("-"),
-            "Alert recorded."
-        );
-        Ok(Verdict::Done)
+        .await
     }
 
     /// Applies the rules: a new alert may declare or propose; an update
@@ -198,9 +273,10 @@ impl AlertsHandler {
     async fn decide(
         &self,
         conn: &mut Tx,
+        trusted: &TrustedSender,
         a: &Alert,
         footprints: &[BTreeSet<String>],
-        ours: &BTreeSet<String>,
+        (ours, beyond_remit): (&BTreeSet<String>, bool),
         now: DateTime<Utc>,
     ) -> Result<Decision> {
         let refs: Vec<(String, String)> = a
@@ -209,16 +285,37 @@ impl AlertsHandler {
             .flat_map(|r| r.iter())
             .map(|r| (r.sender.to_string(), r.identifier.to_string()))
             .collect();
-        let earlier = if refs.is_empty() {
+        // An Update or Cancel acts only on what its own sender's alert
+        // caused; one naming another sender's alert is refused.
+        let (own, foreign): (Vec<_>, Vec<_>) =
+            refs.into_iter().partition(|r| r.0 == a.sender.as_str());
+        let earlier = if own.is_empty() {
             None
         } else {
-            db::crisis_of_references(conn, &refs).await?
+            db::crisis_of_references(conn, &own).await?
         };
+        let changes = matches!(a.message_type, MessageType::Update | MessageType::Cancel);
+        if changes && earlier.is_none() && !foreign.is_empty() {
+            if let Some((crisis_id, _)) = db::crisis_of_references(conn, &foreign).await? {
+                return Ok(Decision {
+                    refusal: Some(Rejection::new(
+                        Reason::UntrustedSender,
+                        format!(
+                            "{} may not change crisis {crisis_id}: an Update or Cancel acts only when it \
+                             comes from the sender of the alert it references",
+                            a.sender
+                        ),
+                    )),
+                    ..Decision::nothing(UNTRUSTED)
+                });
+            }
+        }
         let cause = [a.sender.as_str(), a.identifier.as_str()];
         match (a.message_type, earlier) {
             (MessageType::Cancel, Some((crisis_id, rule_id))) => {
                 let rule = self.rules.get(&rule_id);
                 Ok(Decision {
+                    refusal: None,
                     outcome: "cancelled",
                     rule: rule.map(|r| (r.id.clone(), r.version as i32)),
                     draft: Some(Draft {
@@ -243,10 +340,14 @@ impl AlertsHandler {
                 let Some(rule) = self.rules.get(&rule_id) else {
                     return Ok(Decision::nothing("rule_withdrawn"));
                 };
+                if !trusted.may_trigger(&rule.id) {
+                    return Ok(Decision::nothing("rule_not_permitted"));
+                }
                 let Some((severity, areas, shares)) =
                     self.evaluate(conn, rule, a, footprints).await?
                 else {
                     return Ok(Decision {
+                        refusal: None,
                         outcome: "update_below_rule",
                         rule: Some((rule.id.clone(), rule.version as i32)),
                         draft: None,
@@ -258,6 +359,7 @@ impl AlertsHandler {
                 // the command is a rescope, never an amendment.
                 let def = rules::definition(rule, severity, areas, now.date_naive());
                 Ok(Decision {
+                    refusal: None,
                     outcome: "amended",
                     rule: Some((rule.id.clone(), rule.version as i32)),
                     draft: Some(Draft {
@@ -278,10 +380,18 @@ impl AlertsHandler {
                 })
             }
             (MessageType::Alert | MessageType::Update, _) => {
+                if beyond_remit {
+                    return Ok(Decision::nothing("outside_sender_areas"));
+                }
                 if ours.is_empty() {
                     return Ok(Decision::nothing("not_our_area"));
                 }
-                for rule in &self.rules.rules {
+                for rule in self
+                    .rules
+                    .rules
+                    .iter()
+                    .filter(|r| trusted.may_trigger(&r.id))
+                {
                     let Some((severity, areas, shares)) =
                         self.evaluate(conn, rule, a, footprints).await?
                     else {
@@ -289,6 +399,7 @@ impl AlertsHandler {
                     };
                     let propose = rule.mode == Mode::Propose;
                     return Ok(Decision {
+                        refusal: None,
                         outcome: if propose { "proposed" } else { "declared" },
                         rule: Some((rule.id.clone(), rule.version as i32)),
                         draft: Some(Draft {
@@ -398,6 +509,17 @@ impl AlertsHandler {
                 "value is not a finite number",
             ));
         }
+        // Readings from unknown sources, or for areas their source does
+        // not speak for, are not even stored: they would feed baselines.
+        let Some(trusted) = self.senders.get(&r.source).filter(|t| t.covers(&r.area)) else {
+            return Ok(reject(
+                Reason::UntrustedSender,
+                format!(
+                    "{} is not a trusted source of readings for {} (trusted-sender list version {})",
+                    r.source, r.area, self.senders.version
+                ),
+            ));
+        };
         let mut tx = self.store.begin().await?;
         match db::insert_reading(&mut tx, &r).await? {
             Stored::New => {}
@@ -417,6 +539,9 @@ impl AlertsHandler {
             let Condition::Indicator(c) = &rule.when else {
                 continue;
             };
+            if !trusted.may_trigger(&rule.id) {
+                continue;
+            }
             if c.indicator != r.indicator || !rules::level_matches(c.level, &r.area, catalog) {
                 continue;
             }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod footprint;
 pub mod handler;
 pub mod rules;
+pub mod senders;
 pub mod untrusted;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ impl App {
         let handler = AlertsHandler::new(
             self.store.clone(),
             self.config.rules,
+            self.config.senders,
             self.config.key,
             self.settings.topics.control.clone(),
             wake,
