@@ -24,6 +24,9 @@ pub const ENV_VARS: &[&str] = &[
     "KAFKA_BOOTSTRAP_SERVERS",
     "DATABASE_URL",
     "SUMUD_DB_MAX_CONNECTIONS",
+    "SUMUD_DB_STATEMENT_TIMEOUT_MS",
+    "SUMUD_DB_LOCK_TIMEOUT_MS",
+    "SUMUD_DB_IDLE_TX_TIMEOUT_MS",
     "SUMUD_TOPIC_PARTITIONS",
     "SUMUD_GROUP_PREFIX",
     "SUMUD_INSTANCE_ID",
@@ -91,6 +94,11 @@ pub struct Settings {
     pub database_url: String,
     /// Largest pool a service opens (`SUMUD_DB_MAX_CONNECTIONS`).
     pub db_max_connections: u32,
+    /// Limits on every PostgreSQL session of the service, in milliseconds,
+    /// 0 for none (`SUMUD_DB_STATEMENT_TIMEOUT_MS`, default 60000;
+    /// `SUMUD_DB_LOCK_TIMEOUT_MS`, default 10000;
+    /// `SUMUD_DB_IDLE_TX_TIMEOUT_MS`, default 60000).
+    pub db_timeouts: crate::db::Timeouts,
     /// Topic names (`SUMUD_TOPIC_<NAME>`).
     pub topics: Topics,
     /// Partitions for topics the project creates (`SUMUD_TOPIC_PARTITIONS`).
@@ -126,6 +134,7 @@ impl Default for Settings {
             kafka_properties: BTreeMap::new(),
             database_url: DEFAULT_DATABASE_URL.into(),
             db_max_connections: 8,
+            db_timeouts: crate::db::Timeouts::default(),
             topics: Topics::default(),
             topic_partitions: 3,
             group_prefix: "sumud".into(),
@@ -154,6 +163,15 @@ impl Settings {
                 "KAFKA_BOOTSTRAP_SERVERS" => s.bootstrap_servers = value,
                 "DATABASE_URL" => s.database_url = value,
                 "SUMUD_DB_MAX_CONNECTIONS" => s.db_max_connections = parse(&key, &value)?,
+                "SUMUD_DB_STATEMENT_TIMEOUT_MS" => {
+                    s.db_timeouts.statement = Duration::from_millis(parse(&key, &value)?)
+                }
+                "SUMUD_DB_LOCK_TIMEOUT_MS" => {
+                    s.db_timeouts.lock = Duration::from_millis(parse(&key, &value)?)
+                }
+                "SUMUD_DB_IDLE_TX_TIMEOUT_MS" => {
+                    s.db_timeouts.idle_in_transaction = Duration::from_millis(parse(&key, &value)?)
+                }
                 "SUMUD_TOPIC_PARTITIONS" => s.topic_partitions = parse(&key, &value)?,
                 "SUMUD_GROUP_PREFIX" => s.group_prefix = value,
                 "SUMUD_INSTANCE_ID" => s.instance_id = Some(value).filter(|v| !v.is_empty()),
@@ -210,6 +228,18 @@ impl Settings {
             (
                 "SUMUD_DB_MAX_CONNECTIONS".into(),
                 self.db_max_connections.to_string(),
+            ),
+            (
+                "SUMUD_DB_STATEMENT_TIMEOUT_MS".into(),
+                self.db_timeouts.statement.as_millis().to_string(),
+            ),
+            (
+                "SUMUD_DB_LOCK_TIMEOUT_MS".into(),
+                self.db_timeouts.lock.as_millis().to_string(),
+            ),
+            (
+                "SUMUD_DB_IDLE_TX_TIMEOUT_MS".into(),
+                self.db_timeouts.idle_in_transaction.as_millis().to_string(),
             ),
             (
                 "SUMUD_TOPIC_PARTITIONS".into(),
@@ -324,6 +354,7 @@ impl std::fmt::Debug for Settings {
             .field("kafka_properties", &kafka_properties)
             .field("database_url", &redact_url(&self.database_url))
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_timeouts", &self.db_timeouts)
             .field("topics", &self.topics)
             .field("topic_partitions", &self.topic_partitions)
             .field("group_prefix", &self.group_prefix)
@@ -452,7 +483,9 @@ mod tests {
         s.kafka_properties
             .insert("security.protocol".into(), "SASL_SSL".into());
         s.instance_id = Some("disbursement-1".into());
+        s.db_timeouts.lock = Duration::from_millis(2500);
         let back = Settings::from_vars(s.env_vars()).unwrap();
+        assert_eq!(back.db_timeouts, s.db_timeouts);
         assert_eq!(back.topics, s.topics);
         assert_eq!(back.kafka_properties, s.kafka_properties);
         assert_eq!(back.database_url, s.database_url);
@@ -465,6 +498,25 @@ mod tests {
         assert_eq!(s.instance_id, None);
         let s = Settings::from_vars(vars(&[("SUMUD_INSTANCE_ID", "node-a")])).unwrap();
         assert_eq!(s.instance_id.as_deref(), Some("node-a"));
+    }
+
+    #[test]
+    fn database_limits_default_to_a_minute_ten_seconds_and_a_minute_and_zero_turns_one_off() {
+        let s = Settings::from_vars(vars(&[])).unwrap();
+        assert_eq!(s.db_timeouts.statement, Duration::from_secs(60));
+        assert_eq!(s.db_timeouts.lock, Duration::from_secs(10));
+        assert_eq!(s.db_timeouts.idle_in_transaction, Duration::from_secs(60));
+        let s = Settings::from_vars(vars(&[
+            ("SUMUD_DB_STATEMENT_TIMEOUT_MS", "0"),
+            ("SUMUD_DB_LOCK_TIMEOUT_MS", "500"),
+            ("SUMUD_DB_IDLE_TX_TIMEOUT_MS", "120000"),
+        ]))
+        .unwrap();
+        assert_eq!(s.db_timeouts.statement, Duration::ZERO);
+        assert_eq!(s.db_timeouts.lock, Duration::from_millis(500));
+        assert_eq!(s.db_timeouts.idle_in_transaction, Duration::from_secs(120));
+        let e = Settings::from_vars(vars(&[("SUMUD_DB_LOCK_TIMEOUT_MS", "10s")])).unwrap_err();
+        assert!(e.to_string().contains("SUMUD_DB_LOCK_TIMEOUT_MS"), "{e}");
     }
 
     #[test]

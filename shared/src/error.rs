@@ -62,9 +62,29 @@ impl Error {
     }
 }
 
-/// What to check, by backend: a PostgreSQL server may be down; an SQLite
-/// file may be locked by another writer or not writable.
+/// What to check, by backend: a PostgreSQL server may be down, or one of
+/// the session limits (`db::Timeouts`) fired; an SQLite file may be locked
+/// by another writer or not writable.
 fn database_hint(e: &sqlx::Error) -> &'static str {
+    let code = match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match code.as_deref() {
+        Some("55P03") => {
+            return "another session held a lock past SUMUD_DB_LOCK_TIMEOUT_MS; the work is \
+                    retried; pg_stat_activity shows who holds it"
+        }
+        Some("57014") => {
+            return "the statement ran past SUMUD_DB_STATEMENT_TIMEOUT_MS or was cancelled; the \
+                    work is retried: raise the limit if this statement always needs longer"
+        }
+        Some("25P03") => {
+            return "the session sat idle inside a transaction past \
+                    SUMUD_DB_IDLE_TX_TIMEOUT_MS and the server ended it; the work is retried"
+        }
+        _ => {}
+    }
     match e {
         sqlx::Error::Database(db)
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
@@ -77,7 +97,9 @@ fn database_hint(e: &sqlx::Error) -> &'static str {
 }
 
 /// Connection trouble, timeouts, serialization failures and deadlocks are
-/// transient; constraint violations and bad SQL are not.
+/// transient; constraint violations and bad SQL are not. The session limits
+/// (`db::Timeouts`) end in transient errors too: the statement's transaction
+/// was rolled back, and redoing it later is the right response.
 pub(crate) fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -99,13 +121,23 @@ pub(crate) fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
             matches!(primary, Some(5 | 6))
         }
         sqlx::Error::Database(db) => {
-            // 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available,
-            // 57P01 admin_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions,
-            // 53300 too_many_connections.
+            // 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
+            // (also lock_timeout), 57014 query_canceled (statement_timeout, or a cancel
+            // request), 25P03 idle_in_transaction_session_timeout, 57P01 admin_shutdown,
+            // 57P03 cannot_connect_now, 08xxx connection exceptions, 53300
+            // too_many_connections.
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             matches!(
                 code.as_str(),
-                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
+                "40001"
+                    | "40P01"
+                    | "55P03"
+                    | "57014"
+                    | "25P03"
+                    | "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "53300"
             ) || code.starts_with("08")
         }
         _ => false,

@@ -6,7 +6,9 @@
 //! The relay:
 //! - holds a PostgreSQL advisory lock for its schema (on SQLite, an exclusive
 //!   lock on a file beside the database), so exactly one relay publishes at
-//!   a time and per-key order (which is sequence order) holds;
+//!   a time and per-key order (which is sequence order) holds, and checks
+//!   that it still holds it right before each batch goes to the producer
+//!   (the fencing: see `outbox/leadership.rs`);
 //! - reads every row not yet marked published, in sequence order — not "rows
 //!   after the last sequence seen", which would skip a row whose transaction
 //!   committed after a later sequence number's;
@@ -30,10 +32,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::db::sqlite::FileLock;
 use crate::db::{Conn, Store, Tx};
 use crate::envelope::Envelope;
 use crate::kafka::producer::{Ack, EventProducer};
 use crate::Result;
+
+mod leadership;
+
+pub use leadership::{Leadership, CHECK_WITHIN};
 
 /// Most rows published per round.
 const BATCH: i64 = 5000;
@@ -202,31 +209,39 @@ async fn relay_while_leader(
         return Ok(());
     }
     let result = publish_rounds(
-        Rounds::Postgres(&mut conn),
+        Rounds::Postgres(&mut conn, lock_key),
         schema,
         producer,
         wake,
         shutdown,
     )
     .await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key)
-        .execute(&mut *conn)
-        .await;
+    leadership::unlock_advisory(&mut conn, lock_key).await;
     result
 }
 
-/// Where a leading relay reads and marks its outbox.
+/// Where a leading relay reads and marks its outbox, and what shows it
+/// still leads.
 enum Rounds<'a> {
-    /// On the connection that holds the advisory lock.
-    Postgres(&'a mut PgConnection),
-    /// On the pool (the lock is a file lock).
-    Sqlite(&'a SqlitePool),
+    /// On the connection that holds the advisory lock (its key).
+    Postgres(&'a mut PgConnection, i64),
+    /// On the pool; the lock is a file lock.
+    Sqlite(&'a SqlitePool, &'a FileLock),
 }
 
-/// The leader's work: read every unpublished row in sequence order, enqueue
-/// them all, await every acknowledgement, then mark them; until shutdown or
-/// an error (the caller retries with backoff).
+impl Rounds<'_> {
+    /// [`Leadership::check`] for this relay.
+    async fn check(&mut self) -> Result<()> {
+        match self {
+            Rounds::Postgres(conn, key) => leadership::check_advisory(conn, *key).await,
+            Rounds::Sqlite(_, lock) => leadership::check_file(lock),
+        }
+    }
+}
+
+/// The leader's work: read every unpublished row in sequence order, check
+/// that it still leads, enqueue them all, await every acknowledgement, then
+/// mark them; until shutdown or an error (the caller retries with backoff).
 async fn publish_rounds(
     mut on: Rounds<'_>,
     schema: &str,
@@ -243,13 +258,13 @@ async fn publish_rounds(
             return Ok(());
         }
         let rows: Vec<OutboxRow> = match &mut on {
-            Rounds::Postgres(conn) => {
+            Rounds::Postgres(conn, _) => {
                 sqlx::query_as(&select)
                     .bind(BATCH)
                     .fetch_all(&mut **conn)
                     .await?
             }
-            Rounds::Sqlite(pool) => sqlx::query_as(&select).bind(BATCH).fetch_all(*pool).await?,
+            Rounds::Sqlite(pool, _) => sqlx::query_as(&select).bind(BATCH).fetch_all(*pool).await?,
         };
         if rows.is_empty() {
             tokio::select! {
@@ -259,6 +274,9 @@ async fn publish_rounds(
             }
             continue;
         }
+        // Only the leader publishes: a relay deposed since it last looked
+        // stops here, before the producer has any of the batch.
+        on.check().await?;
         // Enqueue in sequence order (librdkafka keeps per-partition order with
         // idempotence on), then wait for every acknowledgement; the `send`
         // spans (one per topic and stored context) end with the last one.
@@ -281,7 +299,7 @@ async fn publish_rounds(
         drop(sends);
         let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
         match &mut on {
-            Rounds::Postgres(conn) => {
+            Rounds::Postgres(conn, _) => {
                 sqlx::query(&format!(
                     "UPDATE {schema}.outbox SET published_at = now() WHERE seq = ANY($1)"
                 ))
@@ -289,7 +307,7 @@ async fn publish_rounds(
                 .execute(&mut **conn)
                 .await?;
             }
-            Rounds::Sqlite(pool) => {
+            Rounds::Sqlite(pool, _) => {
                 // Every sequence number is an integer: the JSON cannot fail.
                 let list = serde_json::to_string(&seqs).unwrap_or_default();
                 sqlx::query(&format!(
@@ -315,7 +333,7 @@ async fn relay_sqlite_while_leader(
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let Some(_lock) = crate::db::sqlite::try_lock(pool, &format!("{schema}.relay"))? else {
+    let Some(lock) = crate::db::sqlite::try_lock_file(pool, &format!("{schema}.relay"))? else {
         debug!(schema, "Another relay holds the outbox; standing by.");
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -323,7 +341,14 @@ async fn relay_sqlite_while_leader(
         }
         return Ok(());
     };
-    publish_rounds(Rounds::Sqlite(pool), schema, producer, wake, shutdown).await
+    publish_rounds(
+        Rounds::Sqlite(pool, &lock),
+        schema,
+        producer,
+        wake,
+        shutdown,
+    )
+    .await
 }
 
 /// An entity table that is its own outbox: rows carry a change counter and
@@ -477,84 +502,25 @@ async fn lead_table<O: TableOutbox>(
         return Ok(());
     };
     let result = if O::PIPELINED {
-        lead_pipelined(store, leader.conn(), outbox, producer, wake, shutdown).await
+        lead_pipelined(store, &mut leader, outbox, producer, wake, shutdown).await
     } else {
-        lead_serial(leader.conn(), outbox, producer, wake, shutdown).await
+        lead_serial(&mut leader, outbox, producer, wake, shutdown).await
     };
     leader.release().await;
     result
 }
 
-/// The right to publish an outbox, held by one relay at a time so that
-/// exactly one publishes and per-key order holds: a PostgreSQL advisory
-/// lock on the connection it carries, or on SQLite an exclusive lock on a
-/// file beside the database. Both die with the process that holds them.
-pub struct Leadership {
-    conn: Conn,
-    key: i64,
-    _file: Option<std::fs::File>,
-}
-
-impl Leadership {
-    /// Takes the lock `key` if nobody holds it; `None` if another relay does.
-    pub async fn try_acquire(store: &Store, key: i64) -> Result<Option<Leadership>> {
-        let mut conn = store.acquire().await?;
-        let mut file = None;
-        let leader = match (&mut conn, store) {
-            (Conn::Postgres(c), _) => {
-                let leader = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut **c)
-                    .await?;
-                if leader {
-                    // Dropped while leading (its task aborted), the connection
-                    // closes, releasing the lock, rather than going back to the
-                    // pool with it.
-                    c.close_on_drop();
-                }
-                leader
-            }
-            (Conn::Sqlite(_), Store::Sqlite(pool)) => {
-                file = crate::db::sqlite::try_lock(pool, &format!("table-relay-{key:x}"))?;
-                file.is_some()
-            }
-            (Conn::Sqlite(_), Store::Postgres(_)) => {
-                unreachable!("a store's connections share its backend")
-            }
-        };
-        Ok(leader.then_some(Leadership {
-            conn,
-            key,
-            _file: file,
-        }))
-    }
-
-    /// The connection the lock is held on (on SQLite, any connection).
-    pub fn conn(&mut self) -> &mut Conn {
-        &mut self.conn
-    }
-
-    /// Lets go of the lock (best effort: a lost connection lets go anyway).
-    pub async fn release(mut self) {
-        if let Conn::Postgres(c) = &mut self.conn {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(self.key)
-                .execute(&mut **c)
-                .await;
-        }
-    }
-}
-
-/// One batch at a time: read, enqueue, await every acknowledgement, mark.
+/// One batch at a time: read, check the lease, enqueue, await every
+/// acknowledgement, mark.
 async fn lead_serial<O: TableOutbox>(
-    conn: &mut Conn,
+    leader: &mut Leadership,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> Result<()> {
     while !shutdown.is_cancelled() {
-        let rows = outbox.fetch(conn, BATCH).await?;
+        let rows = outbox.fetch(leader.conn(), BATCH).await?;
         if rows.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -563,13 +529,14 @@ async fn lead_serial<O: TableOutbox>(
             }
             continue;
         }
-        let traces = outbox.traceparents(conn, &rows).await?;
+        let traces = outbox.traceparents(leader.conn(), &rows).await?;
+        leader.check().await?;
         // `_sends` lives until the acknowledgements are in.
         let (_sends, (_, acks)) = enqueue_batch(outbox, producer, &rows, &traces).await?;
         for ack in acks {
             ack.await?;
         }
-        outbox.mark(conn, &rows).await?;
+        outbox.mark(leader.conn(), &rows).await?;
         debug!(published = rows.len(), "Table outbox rows published.");
     }
     Ok(())
@@ -636,7 +603,7 @@ impl Pipeline {
 
 async fn lead_pipelined<O: TableOutbox>(
     store: &Store,
-    conn: &mut Conn,
+    leader: &mut Leadership,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
@@ -652,7 +619,7 @@ async fn lead_pipelined<O: TableOutbox>(
         last_enqueued: std::sync::Mutex::new(std::time::Instant::now()),
     };
     let (enqueued, acked, marked) = tokio::join!(
-        enqueue_batches(conn, outbox, producer, wake, shutdown, tx, &shared),
+        enqueue_batches(leader, outbox, producer, wake, shutdown, tx, &shared),
         read_acks(rx, &shared),
         mark_acked(store, outbox, &shared),
     );
@@ -660,9 +627,11 @@ async fn lead_pipelined<O: TableOutbox>(
 }
 
 /// The leader's side: reads and enqueues batch after batch, in change order,
-/// without waiting for acknowledgements or marks.
+/// without waiting for acknowledgements or marks; each batch only once the
+/// lease check has shown it still leads (a batch read ahead may have waited
+/// for acknowledgements and marks since).
 async fn enqueue_batches<O: TableOutbox>(
-    conn: &mut Conn,
+    leader: &mut Leadership,
     outbox: &O,
     producer: &EventProducer,
     wake: &Notify,
@@ -683,7 +652,7 @@ async fn enqueue_batches<O: TableOutbox>(
         }
         if rows.is_empty() {
             let started = std::time::Instant::now();
-            (rows, traces) = fetch_traced(outbox, conn, after).await?;
+            (rows, traces) = fetch_traced(outbox, leader.conn(), after).await?;
             if rows.is_empty() {
                 // Caught up. Once everything enqueued is marked, read by
                 // mark from the start (before that, it would return rows in
@@ -714,10 +683,11 @@ async fn enqueue_batches<O: TableOutbox>(
         let batch = std::mem::take(&mut rows);
         let batch_traces = std::mem::take(&mut traces);
         let last = batch.last().map_or(after, |r| outbox.change_seq(r));
+        leader.check().await?;
         // Read the next batch while this one is serialised and enqueued.
         let started = std::time::Instant::now();
         let (next, sent) = tokio::join!(
-            fetch_traced(outbox, conn, last),
+            fetch_traced(outbox, leader.conn(), last),
             enqueue_batch(outbox, producer, &batch, &batch_traces),
         );
         let (sends, (seqs, acks)) = sent?;

@@ -22,14 +22,20 @@ use crate::{Error, Result};
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Connects with a pool of `max_connections` on the backend `DATABASE_URL`
-/// names, runs `migrations` in order, ensures the topics and opens the
+/// names (its sessions limited by `settings.db_timeouts`), runs `migrations` in order, ensures the topics and opens the
 /// producer.
 pub async fn prepare(
     settings: &Settings,
     max_connections: u32,
     migrations: &[&Migrations],
 ) -> Result<(Store, EventProducer)> {
-    let store = Store::connect(&settings.database_url, max_connections, CONNECT_PATIENCE).await?;
+    let store = Store::connect_with(
+        &settings.database_url,
+        max_connections,
+        CONNECT_PATIENCE,
+        settings.db_timeouts,
+    )
+    .await?;
     for m in migrations {
         store.migrate(m).await?;
     }

@@ -208,6 +208,28 @@ impl TestEnv {
             .expect("publish");
     }
 
+    /// How many records `topic` holds: the sum over its partitions of
+    /// high minus low watermark (exact for topics without transactions or
+    /// compaction, as every topic of the tests is).
+    pub fn topic_len(&self, topic: &str) -> usize {
+        let consumer: BaseConsumer = sumud_shared::kafka::client_config(&self.settings)
+            .set("group.id", format!("reader-{}", short_id()))
+            .create()
+            .expect("consumer");
+        let meta = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut n = 0;
+        for p in meta.topics()[0].partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            n += (high - low) as usize;
+        }
+        sumud_shared::kafka::drop_detached(consumer);
+        n
+    }
+
     /// Reads a topic from the beginning until `expected` messages arrived or
     /// the deadline passed; returns what was read as (key, payload).
     pub fn read_topic(

@@ -1,16 +1,18 @@
 //! The disbursement service's own statements and outbox relay on the real
 //! database and broker, driven directly (no consumer, no scheduler): the
-//! budget after a cut, and what a new relay leadership publishes.
+//! budget after a cut, what a new relay leadership publishes, and that a
+//! deposed one publishes nothing.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sumud_disbursement::config::DisbursementConfig;
 use sumud_disbursement::publisher::{self, Handed, Handoff};
+use sumud_shared::db::Store;
 use sumud_shared::events::crisis::{CrisisEvent, CrisisState};
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_tests::pipeline::definition;
-use sumud_tests::{on_both_backends, wait_for, Backend, TestEnv};
+use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -250,6 +252,178 @@ async fn a_new_leadership_does_not_republish_a_batch_handed_over_before_it(backe
     assert_eq!(keys, vec![fourth[0].0.as_str()]);
 }
 
+/// A relay whose leadership is taken from it (on PostgreSQL its lock's
+/// session is terminated, as a network partition or an operator would end
+/// it, and another session takes the lock; on SQLite its lock file is
+/// replaced, as a clean-up or a restore of the data directory would, and
+/// another holder locks the new one) publishes nothing from then on, not
+/// even the batches its own process's passes hand it in memory: only the
+/// leader publishes, so nothing goes out twice. Each relay here publishes
+/// to a topic of its own, so that the topics tell who published what.
+async fn a_deposed_relay_publishes_nothing_once_another_leads(backend: Backend) {
+    // Arrange: relay A leads and publishes a first batch.
+    let env = world(backend).await;
+    save_crisis(&env, 1, "1.000", Utc::now() - chrono::Duration::minutes(1)).await;
+    let topic_a = env.settings.topics.instructions.clone();
+    let topic_b = format!("{topic_a}.b");
+    sumud_shared::kafka::admin::ensure(&env.settings, &[&topic_b], 3)
+        .await
+        .unwrap();
+    let (handoff_a, handed_a) = Handoff::new();
+    let relay_a = start_relay(&env, &topic_a, handoff_a.clone(), handed_a);
+    entitle(&env, 1, 3).await;
+    assert_eq!(pass(&env, &handoff_a).await, 3);
+    wait_all_marked(&env).await;
+    assert_eq!(published(&env, &topic_a).await.len(), 3);
+
+    // Act: A is deposed and another holds the lock; A's own process then
+    // commits two batches and hands them to A (the second is handed only
+    // once A has taken the first: the handoff holds one).
+    let new_leader = depose(&env).await;
+    entitle(&env, 4, 6).await;
+    assert_eq!(pass(&env, &handoff_a).await, 3);
+    entitle(&env, 7, 9).await;
+    assert_eq!(pass(&env, &handoff_a).await, 3);
+    // Stopped, A has had every acknowledgement of whatever it enqueued.
+    relay_a.stop().await;
+
+    // Assert: A published nothing after it was deposed ...
+    let on_a = published(&env, &topic_a).await;
+    assert_eq!(
+        on_a.len(),
+        3,
+        "the deposed relay published {} instructions beside the new leader: {on_a:?}",
+        on_a.len() - 3
+    );
+    // ... and the leader after it publishes the rest, once.
+    drop(new_leader);
+    let (handoff_b, handed_b) = Handoff::new();
+    let relay_b = start_relay(&env, &topic_b, handoff_b, handed_b);
+    wait_all_marked(&env).await;
+    relay_b.stop().await;
+    let on_b = published(&env, &topic_b).await;
+    let mut ids: Vec<String> = on_a.iter().chain(&on_b).map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    let expected: Vec<String> = env
+        .rows::<(String,)>(
+            "SELECT instruction_id FROM disbursement.instructions ORDER BY instruction_id",
+        )
+        .await
+        .into_iter()
+        .map(|(id,)| format!("{id}#1"))
+        .collect();
+    assert_eq!(expected.len(), 9);
+    assert_eq!(ids, expected, "each instruction published once in all");
+}
+
+/// Runs a disbursement relay publishing to `topic`, fed by `handoff`.
+fn start_relay(
+    env: &TestEnv,
+    topic: &str,
+    handoff: Handoff,
+    handed: mpsc::Receiver<Handed>,
+) -> Running {
+    let (store, topic) = (env.store.clone(), topic.to_owned());
+    let producer = EventProducer::new(&env.settings).unwrap();
+    Running::spawn(|shutdown| async move {
+        publisher::relay(store, topic, producer, &handoff, handed, shutdown).await
+    })
+}
+
+/// Waits until every instruction batch is marked published.
+async fn wait_all_marked(env: &TestEnv) {
+    wait_for("every batch marked published", DEADLINE, || async {
+        (env.count(
+            "SELECT count(*) FROM disbursement.instruction_batches WHERE published_at IS NULL",
+        )
+        .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Every record on `topic`: (key, event id). The count comes from the
+/// partitions' watermarks, so none is missed and none waited for.
+async fn published(env: &TestEnv, topic: &str) -> Vec<(String, String)> {
+    let n = env.topic_len(topic);
+    let records = env.read_topic(topic, n, DEADLINE);
+    assert_eq!(records.len(), n, "every record of {topic} read");
+    records
+        .into_iter()
+        .map(|(key, payload)| {
+            let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            (key, event["id"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// What holds the disbursement relay's lock in place of the deposed
+/// leader: dropping it lets go.
+enum NewLeader {
+    /// A session holding the advisory lock.
+    Postgres(#[allow(dead_code)] sqlx::PgConnection),
+    /// The lock on the replaced lock file.
+    Sqlite(#[allow(dead_code)] std::fs::File),
+}
+
+/// Takes the leading relay's leadership from it, from outside: on
+/// PostgreSQL its lock's session is terminated and a session of the test
+/// takes the lock; on SQLite the lock file is replaced under it and the
+/// test locks the new one.
+async fn depose(env: &TestEnv) -> NewLeader {
+    let key = publisher::LOCK_KEY;
+    match &env.store {
+        Store::Postgres(pool) => {
+            let pid: i32 = sqlx::query_scalar(
+                "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted \
+                   AND l.objsubid = 1 AND (l.classid::int8 << 32 | l.objid::int8) = $1",
+            )
+            .bind(key)
+            .fetch_one(pool)
+            .await
+            .expect("a relay holds the lock");
+            let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert!(ended);
+            let mut session =
+                <sqlx::PgConnection as sqlx::Connection>::connect(&env.settings.database_url)
+                    .await
+                    .unwrap();
+            tokio::time::timeout(
+                DEADLINE,
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(key)
+                    .execute(&mut session),
+            )
+            .await
+            .expect("the terminated session's lock to be free")
+            .unwrap();
+            NewLeader::Postgres(session)
+        }
+        Store::Sqlite(pool) => {
+            let name = format!("table-relay-{key:x}");
+            let main = sumud_shared::db::sqlite::main_path(&env.settings.database_url).unwrap();
+            let path = sumud_shared::db::sqlite::schema_path(&main, &name).with_extension("lock");
+            assert!(
+                sumud_shared::db::sqlite::try_lock(pool, &name)
+                    .unwrap()
+                    .is_none(),
+                "a relay holds the lock"
+            );
+            std::fs::remove_file(&path).unwrap();
+            let file = sumud_shared::db::sqlite::try_lock(pool, &name)
+                .unwrap()
+                .expect("the new lock file is free");
+            NewLeader::Sqlite(file)
+        }
+    }
+}
+
 /// A crisis whose pass fails for a reason of its own (here entitlements
 /// of 0, which the instructions' CHECK refuses: what a zero-amount
 /// response once produced) is set aside by the running scheduler, counted,
@@ -318,5 +492,6 @@ async fn one_broken_crisis_does_not_stop_the_others(backend: Backend) {
 on_both_backends!(
     money_released_after_a_budget_cut_is_instructed_again_only_within_the_cut,
     a_new_leadership_does_not_republish_a_batch_handed_over_before_it,
+    a_deposed_relay_publishes_nothing_once_another_leads,
     one_broken_crisis_does_not_stop_the_others,
 );

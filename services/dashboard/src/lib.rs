@@ -56,10 +56,11 @@ impl App {
     /// and binds the address (port 0 picks a free one; see
     /// [`App::local_addr`]).
     pub async fn build(settings: Settings, config: DashboardConfig) -> Result<Self> {
-        let store = Store::connect(
+        let store = Store::connect_with(
             &settings.database_url,
             settings.db_max_connections,
             CONNECT_PATIENCE,
+            settings.db_timeouts,
         )
         .await?;
         let listener = TcpListener::bind(config.addr).await.map_err(|e| {

@@ -17,6 +17,11 @@
 //!   found by reading the unpublished batches, oldest first, when the relay
 //!   starts leading, when nudged, and every second.
 //!
+//! Only the leader publishes: each batch goes to the producer once the
+//! relay has checked, on its lock's session, that it still leads
+//! (`Leadership::check`), so a relay deposed while it was being handed
+//! batches drops them for the new leader to read back.
+//!
 //! Batches are enqueued whole and in the order they arrive; librdkafka keeps
 //! per-partition order with idempotence on, and the key is the beneficiary
 //! reference, so one household's messages stay in order on one partition.
@@ -378,7 +383,7 @@ pub async fn relay(
         };
         let result = lead(
             &store,
-            leader.conn(),
+            &mut leader,
             &topic,
             &producer,
             handoff,
@@ -442,10 +447,15 @@ impl Seen {
 }
 
 /// The leader's work: what is handed over, and what is read back; a second
-/// task awaits acknowledgements in order and marks the batches.
+/// task awaits acknowledgements in order and marks the batches. Each batch
+/// goes to the producer only once [`Leadership::check`] has shown this
+/// relay still leads: a handed batch otherwise never touches the lock's
+/// session, and a deposed relay went on publishing them (for up to
+/// [`LOOK_EVERY`], until its next read back failed) beside the new leader,
+/// which read the same batches back from the table.
 async fn lead(
     store: &Store,
-    conn: &mut Conn,
+    leader: &mut Leadership,
     topic: &str,
     producer: &EventProducer,
     handoff: &Handoff,
@@ -465,15 +475,24 @@ async fn lead(
         while !shutdown.is_cancelled() && !in_flight.is_closed() {
             if look {
                 look = false;
-                for batch_id in db::unpublished_batch_ids(conn, READ_BACK).await? {
+                for batch_id in db::unpublished_batch_ids(leader.conn(), READ_BACK).await? {
                     if !seen.first_time(batch_id) {
                         continue;
                     }
                     // Marked meanwhile (by another relay before this one led).
-                    let Some(batch) = db::unpublished_batch(conn, batch_id).await? else {
+                    let Some(batch) = db::unpublished_batch(leader.conn(), batch_id).await? else {
                         continue;
                     };
-                    let flight = read_back(conn, topic, producer, &batch).await?;
+                    let messages = read_back(leader.conn(), &batch).await?;
+                    leader.check().await?;
+                    let flight = enqueue(
+                        topic,
+                        producer,
+                        batch.batch_id,
+                        batch.traceparent.as_deref(),
+                        &messages,
+                    )
+                    .await?;
                     if in_flight.send(flight).await.is_err() {
                         return Ok(());
                     }
@@ -493,6 +512,9 @@ async fn lead(
                         look = true;
                     }
                     Some(Handed { batch: b, .. }) if seen.first_time(b.batch_id) => {
+                        // A deposed relay drops it here: it is in the table,
+                        // for whichever relay leads.
+                        leader.check().await?;
                         let flight = enqueue(topic, producer, b.batch_id, b.traceparent.as_deref(), &b.messages).await?;
                         if in_flight.send(flight).await.is_err() {
                             return Ok(());
@@ -513,13 +535,8 @@ async fn lead(
     enqueued.and(marked)
 }
 
-/// Reads a batch's attempts back, renders and enqueues them.
-async fn read_back(
-    conn: &mut Conn,
-    topic: &str,
-    producer: &EventProducer,
-    batch: &Batch,
-) -> Result<InFlight> {
+/// Reads a batch's attempts back and renders their messages.
+async fn read_back(conn: &mut Conn, batch: &Batch) -> Result<Vec<(String, Vec<u8>)>> {
     let rows = db::batch_rows(conn, batch).await?;
     let messages = tokio::task::spawn_blocking(move || {
         let mut r = Renderer::new(Utc::now());
@@ -532,14 +549,7 @@ async fn read_back(
         attempts = messages.len(),
         "Instruction batch read back."
     );
-    enqueue(
-        topic,
-        producer,
-        batch.batch_id,
-        batch.traceparent.as_deref(),
-        &messages,
-    )
-    .await
+    Ok(messages)
 }
 
 /// Enqueues a batch's messages in order.

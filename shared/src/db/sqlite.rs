@@ -143,6 +143,12 @@ pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
 /// another holder has it. The operating system releases it if the process
 /// dies, as PostgreSQL releases a session's advisory lock.
 pub fn try_lock(pool: &SqlitePool, name: &str) -> Result<Option<std::fs::File>> {
+    Ok(try_lock_file(pool, name)?.map(|lock| lock.file))
+}
+
+/// [`try_lock`], keeping the lock's path so that [`FileLock::is_current`]
+/// can tell whether it is still the lock.
+pub fn try_lock_file(pool: &SqlitePool, name: &str) -> Result<Option<FileLock>> {
     let main = pool.connect_options().get_filename().to_path_buf();
     let path = schema_path(&main, name).with_extension("lock");
     let file = std::fs::OpenOptions::new()
@@ -152,11 +158,38 @@ pub fn try_lock(pool: &SqlitePool, name: &str) -> Result<Option<std::fs::File>> 
         .open(&path)
         .map_err(|e| Error::Other(format!("cannot open the lock file {}: {e}", path.display())))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
+        Ok(()) => Ok(Some(FileLock { file, path })),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(Error::Other(format!("cannot lock {}: {e}", path.display())))
         }
+    }
+}
+
+/// An exclusive lock held on a lock file, released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Whether the locked file is still the one at the lock's path. A lock
+    /// file removed or replaced under its holder (a clean-up, a restore of
+    /// the data directory) lets another process lock a new file there,
+    /// while the holder's lock goes on holding the old one: the holder is
+    /// no longer the only one.
+    pub fn is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(held), Ok(there)) => held.dev() == there.dev() && held.ino() == there.ino(),
+            _ => false,
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -188,5 +221,23 @@ mod tests {
         assert!(main_path("sqlite://x.db?mode=rwc").is_err());
         assert!(main_path("postgres://h/db").is_err());
         assert!(is_sqlite_url("sqlite://a.db") && !is_sqlite_url("postgres://h/db"));
+    }
+
+    #[tokio::test]
+    async fn a_lock_file_replaced_under_its_holder_is_no_longer_current() {
+        let dir = std::env::temp_dir().join(format!("sumud-lockfile-{}", std::process::id()));
+        let pool = connect(&format!("sqlite://{}/sumud.db", dir.display()), 1)
+            .await
+            .unwrap();
+        let held = try_lock_file(&pool, "x.relay").unwrap().unwrap();
+        assert!(held.is_current());
+        assert!(try_lock_file(&pool, "x.relay").unwrap().is_none());
+        std::fs::remove_file(held.path()).unwrap();
+        assert!(!held.is_current(), "removed");
+        let other = try_lock_file(&pool, "x.relay").unwrap().unwrap();
+        assert!(!held.is_current(), "replaced by another holder's");
+        assert!(other.is_current());
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
+use super::Timeouts;
 use crate::{Error, Result};
 
 /// Which database a [`Store`] talks to.
@@ -59,15 +60,28 @@ pub const MIGRATE_ATTEMPTS: u32 = 20;
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite://path`), waiting up to
-    /// `patience` for a PostgreSQL server that is still starting.
+    /// `patience` for a PostgreSQL server that is still starting; its
+    /// sessions carry the default [`Timeouts`] (a service passes its own
+    /// settings' to [`Store::connect_with`]).
     pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<Store> {
+        Self::connect_with(url, max_connections, patience, Timeouts::default()).await
+    }
+
+    /// [`Store::connect`] with PostgreSQL sessions limited by `timeouts`
+    /// (`Settings::db_timeouts`); SQLite has no such limits.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        patience: Duration,
+        timeouts: Timeouts,
+    ) -> Result<Store> {
         if super::sqlite::is_sqlite_url(url) {
             Ok(Store::Sqlite(
                 super::sqlite::connect(url, max_connections).await?,
             ))
         } else {
             Ok(Store::Postgres(
-                super::connect(url, max_connections, patience).await?,
+                super::connect_with(url, max_connections, patience, timeouts).await?,
             ))
         }
     }
