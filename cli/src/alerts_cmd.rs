@@ -66,10 +66,11 @@ pub async fn send(settings: &Settings, file: &Path, key: Option<&Path>) -> anyho
 /// sent, sender, identifier, status/type, outcome, areas, crisis.
 /// Prints the most recent alerts and what was done about each.
 pub async fn list(settings: &Settings, limit: i64) -> anyhow::Result<()> {
-    let store = Store::connect(
+    let store = Store::connect_with(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
+        settings.db_timeouts,
     )
     .await?;
     let alerts = sumud_alerts::db::recent(&store, limit)
@@ -199,10 +200,11 @@ pub async fn simulate(
     def: &CrisisDefinition,
     json: bool,
 ) -> anyhow::Result<Simulation> {
-    let store = sumud_shared::db::Store::connect(
+    let store = sumud_shared::db::Store::connect_with(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
+        settings.db_timeouts,
     )
     .await?;
     store.migrate(&sumud_registry::db::MIGRATIONS).await?;

@@ -42,10 +42,11 @@ pub fn read_key(path: &Path) -> anyhow::Result<Jwk> {
 
 /// Opens the control schema on either backend (migrating it if needed).
 pub async fn control_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(
+    let store = Store::connect_with(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
+        settings.db_timeouts,
     )
     .await?;
     store.migrate(&sumud_control::db::MIGRATIONS).await?;

@@ -642,10 +642,11 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Explain { crisis, household } => {
-            let store = sumud_shared::db::Store::connect(
+            let store = sumud_shared::db::Store::connect_with(
                 &settings.database_url,
                 2,
                 std::time::Duration::from_secs(10),
+                settings.db_timeouts,
             )
             .await?;
             for line in sumud_eligibility::explain::explain(&store, &crisis, &household).await? {

@@ -93,10 +93,11 @@ pub async fn disbursement_store(settings: &Settings) -> anyhow::Result<Store> {
 
 /// The pipeline's database, on either backend.
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    Ok(Store::connect(
+    Ok(Store::connect_with(
         &settings.database_url,
         2,
         std::time::Duration::from_secs(10),
+        settings.db_timeouts,
     )
     .await?)
 }
