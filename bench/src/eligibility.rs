@@ -519,6 +519,7 @@ fn declare_jws(key: &Jwk, crisis: &str, def: CrisisDefinition) -> anyhow::Result
         .as_secs() as i64;
     let claims = CommandClaims {
         approves: None,
+        operator: None,
         scope: None,
         propose: false,
         jti: uuid::Uuid::new_v4().to_string(),

@@ -1,6 +1,8 @@
 //! `sumud keys|operators|crisis|explain`: operator keys, signed crisis
 //! commands, and reading crisis state and decisions.
 
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -10,7 +12,7 @@ use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::{
-    ApprovalTarget, CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND,
+    ApprovalTarget, CommandClaims, CommandKind, OperatorGrant, SignedCommand, CONTROL_COMMAND,
 };
 use sumud_shared::events::crisis::{
     CrisisDefinition, Hazard, Proposal, Response, ResponseOverrides, Severity,
@@ -27,17 +29,37 @@ pub fn generate_key(kid: &str, out: &Path) -> anyhow::Result<String> {
         );
     }
     let key = Jwk::generate(kid);
-    std::fs::write(out, serde_json::to_vec_pretty(&key)?)
+    // Readable by its owner only, from the moment it exists.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(&key)?)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(key.x)
 }
 
-/// Reads a key file.
+/// Reads a key file. A private key that anyone but its owner can read is
+/// refused: it may already have been copied, and signing with it would
+/// hide that.
 pub fn read_key(path: &Path) -> anyhow::Result<Jwk> {
     let text =
         std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a JWK key file", path.display()))
+    let key: Jwk = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a JWK key file", path.display()))?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if key.d.is_some() && mode & 0o077 != 0 {
+        bail!(
+            "{} holds a private key and is readable by others (mode {:o}); \
+             run `chmod 600 {}` — and if others may have read it, revoke the key",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(key)
 }
 
 /// Opens the control schema on either backend (migrating it if needed).
@@ -74,6 +96,7 @@ pub fn claims(
 ) -> CommandClaims {
     CommandClaims {
         approves: None,
+        operator: None,
         scope: None,
         propose: false,
         jti: uuid::Uuid::new_v4().to_string(),
@@ -92,7 +115,7 @@ pub async fn publish_claims(
     key: &Jwk,
     claims: CommandClaims,
 ) -> anyhow::Result<String> {
-    let crisis_id = claims.crisis_id.as_str();
+    let crisis_id = claims.subject();
     let jws = signing::sign(&claims, key).map_err(anyhow::Error::msg)?;
     let event = Envelope::new(
         "urn:sumud:cli",
@@ -253,6 +276,51 @@ pub async fn approve(
     Ok((publish_claims(settings, key, claims).await?, p))
 }
 
+/// Signs and publishes an `operator.add` or `operator.revoke` with an
+/// admin's key; returns the command id.
+pub async fn publish_operator(
+    settings: &Settings,
+    admin: &Jwk,
+    cmd: CommandKind,
+    grant: OperatorGrant,
+    note: Option<String>,
+) -> anyhow::Result<String> {
+    let mut c = claims(cmd, "", None, note);
+    c.operator = Some(grant);
+    publish_claims(settings, admin, c).await
+}
+
+/// Prints every operator key and the history of changes to them.
+pub async fn list_operators(settings: &Settings) -> anyhow::Result<()> {
+    let store = control_store(settings).await?;
+    println!("{:<24} {:<20} {:<28} state", "key id", "principal", "roles");
+    for k in sumud_control::db::operator_keys(&store).await? {
+        println!(
+            "{:<24} {:<20} {:<28} {}",
+            k.key_id,
+            k.principal,
+            k.role_names.join(","),
+            k.revoked_at.map_or("active".to_owned(), |t| format!(
+                "revoked {}",
+                t.format("%Y-%m-%d %H:%M")
+            ))
+        );
+    }
+    println!("\nchanges (oldest first):");
+    for (at, kind, key, principal, by, command) in
+        sumud_control::db::operator_changes(&store).await?
+    {
+        println!(
+            "  {} {kind:<18} {key:<24} of {principal:<16} by {by}{}",
+            at.format("%Y-%m-%d %H:%M:%S"),
+            command
+                .map(|c| format!(" (command {c})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// Prints every crisis.
 pub async fn list(settings: &Settings) -> anyhow::Result<()> {
     let store = control_store(settings).await?;
@@ -320,4 +388,39 @@ pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sumud-keys-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_generated_key_file_is_readable_by_its_owner_only() {
+        let path = scratch("k.jwk");
+        generate_key("k-1", &path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read_key(&path).unwrap().kid, "k-1");
+        assert!(generate_key("k-2", &path).is_err(), "never overwritten");
+    }
+
+    #[test]
+    fn a_private_key_others_can_read_is_refused_and_a_public_one_is_not() {
+        let path = scratch("k.jwk");
+        generate_key("k-1", &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_key(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        let public = scratch("p.jwk");
+        let key = Jwk::generate("p-1").public();
+        std::fs::write(&public, serde_json::to_vec(&key).unwrap()).unwrap();
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_key(&public).unwrap().kid, "p-1");
+    }
 }

@@ -7,6 +7,7 @@
 //! built-in provider simulator (some payments fail and are retried), and a
 //! reconciliation table closes the run.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,14 +32,17 @@ use crate::{crisis_cmd, payments_cmd, registry_cmd};
 
 /// Runs the demo with `households` synthetic households, a new registry
 /// each run.
-pub async fn run(settings: Settings, households: u64, keep_running: bool) -> anyhow::Result<()> {
-    run_seeded(
-        settings,
-        households,
-        rand::random::<u32>() as u64,
-        keep_running,
-    )
-    .await
+/// The demo's admin key is kept in `data_dir` (mode 0600), so that a later
+/// run on the same data signs with the admin it bootstrapped.
+pub async fn run(
+    settings: Settings,
+    households: u64,
+    keep_running: bool,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let admin = data_dir.join("demo-admin.jwk");
+    let seed = rand::random::<u32>() as u64;
+    run_with(settings, households, seed, keep_running, Some(&admin)).await
 }
 
 /// [`run`] on the synthetic registry of `seed`, for tests that must not
@@ -50,6 +54,52 @@ pub async fn run_seeded(
     households: u64,
     seed: u64,
     keep_running: bool,
+) -> anyhow::Result<()> {
+    run_with(settings, households, seed, keep_running, None).await
+}
+
+/// The demo's admin: the key in `path` (made there on first use), or a
+/// fresh one without a path; bootstrapped as the first admin unless it is
+/// already an active admin of this database.
+async fn demo_admin(store: &Store, path: Option<&Path>) -> anyhow::Result<Jwk> {
+    let kid = format!("demo-admin-{:x}", rand::random::<u32>());
+    let key = match path {
+        Some(p) if p.exists() => crisis_cmd::read_key(p)?,
+        Some(p) => {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crisis_cmd::generate_key(&kid, p)?;
+            crisis_cmd::read_key(p)?
+        }
+        None => Jwk::generate(&kid),
+    };
+    let known = sumud_control::db::operator_key(store, &key.kid).await?;
+    if known.is_some_and(|k| k.revoked_at.is_none() && k.role_names.iter().any(|r| r == "admin")) {
+        return Ok(key);
+    }
+    let admin = ["admin".to_owned()];
+    let new = sumud_control::db::NewOperator {
+        key_id: &key.kid,
+        principal: "demo-admin",
+        public_key: &key.x,
+        roles: &admin,
+    };
+    if !sumud_control::db::bootstrap_admin(store, new, "demo-admin").await? {
+        anyhow::bail!(
+            "this database already has an admin other than the demo's; run the demo on a fresh \
+             data directory (--data-dir) or database"
+        );
+    }
+    Ok(key)
+}
+
+async fn run_with(
+    settings: Settings,
+    households: u64,
+    seed: u64,
+    keep_running: bool,
+    admin_key: Option<&Path>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -89,7 +139,10 @@ pub async fn run_seeded(
         pipeline.dashboard
     );
 
-    // Operators: the alerts service's own key, a proposer and an approver.
+    // Operators: the first admin is bootstrapped once; it registers the
+    // alerts service's own key, a proposer and an approver by signed
+    // operator.add commands, which the control service applies and audits.
+    let admin = demo_admin(&store, admin_key).await?;
     let proposer = Jwk::generate(&format!("proposer-{:x}", rand::random::<u32>()));
     let approver = Jwk::generate(&format!("approver-{:x}", rand::random::<u32>()));
     for (key, principal, roles) in [
@@ -97,8 +150,37 @@ pub async fn run_seeded(
         (&proposer, "demo-proposer", &["declare", "close"][..]),
         (&approver, "demo-approver", &["approve"][..]),
     ] {
-        up::register(&pipeline.store, key, principal, roles).await?;
+        let grant = sumud_shared::events::control::OperatorGrant {
+            kid: key.kid.clone(),
+            principal: principal.to_owned(),
+            x: key.x.clone(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        crisis_cmd::publish_operator(
+            &settings,
+            &admin,
+            CommandKind::OperatorAdd,
+            grant,
+            Some("demo operators".into()),
+        )
+        .await?;
     }
+    for key in [&alerts_key, &proposer, &approver] {
+        wait_for::<(i64,)>(
+            &store,
+            "the operators",
+            &format!(
+                "SELECT CAST(1 AS bigint) FROM control.operator_keys WHERE key_id = '{}'",
+                key.kid
+            ),
+        )
+        .await?;
+    }
+    println!(
+        "Operators: admin {} (bootstrapped once) signed operator.add for the alerts service, \
+         a proposer and an approver.",
+        admin.kid
+    );
 
     // 1. The social registry.
     let before = count(&store, "SELECT count(*) FROM registry.households_v").await?;

@@ -7,7 +7,7 @@ use sumud::alerts_cmd::{self, FootprintArgs};
 use sumud::crisis_cmd::{self, DefinitionArgs};
 use sumud::{demo, payments_cmd, registry_cmd, topics_cmd, up};
 use sumud_shared::config::Settings;
-use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::control::{CommandKind, OperatorGrant};
 
 /// Sumud: from a declared crisis to social-protection payments.
 #[derive(Parser)]
@@ -154,9 +154,26 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum OperatorsCommand {
-    /// Register a public key with roles.
+    /// Register the first admin key, once: refused while any admin key is
+    /// active (from then on admins manage operators with signed commands).
+    Bootstrap {
+        /// Key id of the admin key.
+        #[arg(long)]
+        kid: String,
+        /// The person holding it.
+        #[arg(long)]
+        principal: String,
+        /// The admin's key file (only its public half is stored).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Register an operator key with roles: an `operator.add` command
+    /// signed by an admin, applied and audited by the control service.
     Add {
-        /// Key id.
+        /// The admin's signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id to register (never reused, even after revocation).
         #[arg(long)]
         kid: String,
         /// The person or system holding the key.
@@ -171,13 +188,25 @@ enum OperatorsCommand {
         /// Comma-separated roles: declare, approve, close, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        note: Option<String>,
     },
-    /// Revoke a key; commands signed with it are rejected from now on.
+    /// Revoke a key for good (an admin-signed `operator.revoke`); commands
+    /// signed with it are rejected from then on.
     Revoke {
-        /// Key id.
+        /// The admin's signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id to revoke.
         #[arg(long)]
         kid: String,
+        /// Why, for the record.
+        #[arg(long)]
+        note: Option<String>,
     },
+    /// Every key, its roles and state, and who changed what.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -386,7 +415,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             let mut settings = settings;
             *broker = Some(up::broker(&mut settings, &args).await?);
             up::database(&mut settings, &args);
-            demo::run(settings, households, !exit).await
+            demo::run(settings, households, !exit, &args.data_dir).await
         }
         Command::Up {
             broker: args,
@@ -434,33 +463,83 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Operators { command } => {
-            let store = crisis_cmd::control_store(&settings).await?;
             match command {
+                OperatorsCommand::Bootstrap {
+                    kid,
+                    principal,
+                    key_file,
+                } => {
+                    let key = crisis_cmd::read_key(&key_file)?;
+                    let store = crisis_cmd::control_store(&settings).await?;
+                    let admin = ["admin".to_owned()];
+                    let new = sumud_control::db::NewOperator {
+                        key_id: &kid,
+                        principal: &principal,
+                        public_key: &key.x,
+                        roles: &admin,
+                    };
+                    if !sumud_control::db::bootstrap_admin(&store, new, &principal).await? {
+                        anyhow::bail!(
+                            "an admin key is already active: bootstrap is refused; an admin adds \
+                             operators with `sumud operators add --key <admin key>`"
+                        );
+                    }
+                    println!("admin key {kid} of {principal} bootstrapped");
+                }
                 OperatorsCommand::Add {
+                    key,
                     kid,
                     principal,
                     public_key,
                     key_file,
                     roles,
+                    note,
                 } => {
-                    let public = match (public_key, key_file) {
+                    let x = match (public_key, key_file) {
                         (Some(p), _) => p,
                         (None, Some(f)) => crisis_cmd::read_key(&f)?.x,
                         (None, None) => anyhow::bail!("give --public-key or --key-file"),
                     };
-                    sumud_control::db::add_operator(&store, &kid, &principal, &public, &roles)
-                        .await?;
+                    let grant = OperatorGrant {
+                        kid: kid.clone(),
+                        principal: principal.clone(),
+                        x,
+                        roles: roles.clone(),
+                    };
+                    let admin = crisis_cmd::read_key(&key)?;
+                    let id = crisis_cmd::publish_operator(
+                        &settings,
+                        &admin,
+                        CommandKind::OperatorAdd,
+                        grant,
+                        note,
+                    )
+                    .await?;
                     println!(
-                        "operator key {kid} of {principal} registered with roles {}",
+                        "operator.add {kid} of {principal} with roles {} published (command {id}); \
+                         `sumud operators list` shows it once applied",
                         roles.join(",")
                     );
                 }
-                OperatorsCommand::Revoke { kid } => {
-                    if !sumud_control::db::revoke_operator(&store, &kid).await? {
-                        anyhow::bail!("no active key {kid}");
-                    }
-                    println!("operator key {kid} revoked");
+                OperatorsCommand::Revoke { key, kid, note } => {
+                    let grant = OperatorGrant {
+                        kid: kid.clone(),
+                        principal: String::new(),
+                        x: String::new(),
+                        roles: Vec::new(),
+                    };
+                    let admin = crisis_cmd::read_key(&key)?;
+                    let id = crisis_cmd::publish_operator(
+                        &settings,
+                        &admin,
+                        CommandKind::OperatorRevoke,
+                        grant,
+                        note,
+                    )
+                    .await?;
+                    println!("operator.revoke {kid} published (command {id})");
                 }
+                OperatorsCommand::List => crisis_cmd::list_operators(&settings).await?,
             }
             Ok(())
         }

@@ -343,7 +343,7 @@ pub async fn operator(
 /// Signs `claims` with `key` and publishes the command on the control topic.
 pub async fn send(env: &TestEnv, key: &Jwk, claims: &CommandClaims) {
     let jws = signing::sign(claims, key).unwrap();
-    send_jws(env, &claims.crisis_id, jws).await;
+    send_jws(env, claims.subject(), jws).await;
 }
 
 /// Publishes a command as given (forged, replayed or unsigned ones too).
@@ -404,6 +404,7 @@ pub fn definition(areas: &[&str], budget_major: &str) -> CrisisDefinition {
 pub fn claims(cmd: CommandKind, crisis: &str, body: Option<CrisisDefinition>) -> CommandClaims {
     CommandClaims {
         approves: None,
+        operator: None,
         scope: None,
         propose: false,
         jti: uuid::Uuid::new_v4().to_string(),

@@ -10,7 +10,7 @@ use sumud_control::config::ControlConfig;
 use sumud_control::signing::{self, Jwk};
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Envelope;
-use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::control::{CommandClaims, CommandKind, OperatorGrant};
 use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_CLOSED, CRISIS_PROPOSED,
 };
@@ -625,7 +625,176 @@ async fn an_amendment_applied_directly_supersedes_the_pending_one_and_says_so(ba
     c.service.stop().await;
 }
 
+/// An `operator.*` command on `kid`.
+fn operator_cmd(cmd: CommandKind, kid: &str, x: &str, roles: &[&str]) -> CommandClaims {
+    let mut c = claims(cmd, "", None);
+    c.operator = Some(OperatorGrant {
+        kid: kid.into(),
+        principal: kid.split('-').next().unwrap_or(kid).into(),
+        x: x.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    });
+    c
+}
+
+async fn key_state(c: &Control, kid: &str) -> Option<(String, bool)> {
+    sumud_control::db::operator_key(&c.env.store, kid)
+        .await
+        .unwrap()
+        .map(|k| (k.public_key, k.revoked_at.is_some()))
+}
+
+/// The attacks: a non-admin grants itself (or a friend) admin; a revoked
+/// key id is re-registered under another public key (before: `operators
+/// add` silently un-revoked it and swapped the key, with no trace); the
+/// last admin locks everyone out. Operators change only by an admin's signed
+/// command, each recorded with who signed it.
+async fn operators_change_only_by_an_admins_signed_command(backend: Backend) {
+    let c = start(backend, no_four_eyes()).await;
+    let root = Jwk::generate("root-1");
+    let admin = ["admin".to_owned()];
+    let first = sumud_control::db::NewOperator {
+        key_id: "root-1",
+        principal: "root",
+        public_key: &root.x,
+        roles: &admin,
+    };
+    assert!(
+        sumud_control::db::bootstrap_admin(&c.env.store, first, "root")
+            .await
+            .unwrap()
+    );
+    let other = Jwk::generate("root-2");
+    let second = sumud_control::db::NewOperator {
+        key_id: "root-2",
+        public_key: &other.x,
+        ..first
+    };
+    assert!(
+        !sumud_control::db::bootstrap_admin(&c.env.store, second, "root")
+            .await
+            .unwrap(),
+        "a second bootstrap is refused while an admin is active"
+    );
+
+    let mallory = Jwk::generate("mallory-1");
+    send(
+        &c.env,
+        &c.bob,
+        &operator_cmd(
+            CommandKind::OperatorAdd,
+            "mallory-1",
+            &mallory.x,
+            &["admin"],
+        ),
+    )
+    .await;
+    let carol = Jwk::generate("carol-1");
+    send(
+        &c.env,
+        &root,
+        &operator_cmd(CommandKind::OperatorAdd, "carol-1", &carol.x, &["approve"]),
+    )
+    .await;
+    send(
+        &c.env,
+        &root,
+        &operator_cmd(CommandKind::OperatorRevoke, "carol-1", "", &[]),
+    )
+    .await;
+    let swapped = Jwk::generate("carol-1");
+    send(
+        &c.env,
+        &root,
+        &operator_cmd(CommandKind::OperatorAdd, "carol-1", &swapped.x, &["admin"]),
+    )
+    .await;
+    send(
+        &c.env,
+        &root,
+        &operator_cmd(CommandKind::OperatorRevoke, "root-1", "", &[]),
+    )
+    .await;
+
+    let mut reasons: Vec<Reason> = dead_letters(&c.env, 3).iter().map(|l| l.reason).collect();
+    reasons.sort_by_key(|r| r.code());
+    assert_eq!(
+        reasons,
+        vec![
+            Reason::InvalidTransition,
+            Reason::InvalidTransition,
+            Reason::WrongRole
+        ]
+    );
+    assert_eq!(key_state(&c, "mallory-1").await, None);
+    assert_eq!(
+        key_state(&c, "carol-1").await,
+        Some((carol.x.clone(), true)),
+        "revoked stays revoked, same key"
+    );
+    assert_eq!(
+        key_state(&c, "root-1").await,
+        Some((root.x.clone(), false)),
+        "the last admin stays"
+    );
+    // Nor can a direct write bring the key back (the schema refuses).
+    let direct =
+        sumud_control::db::add_operator(&c.env.store, "carol-1", "carol", &swapped.x, &admin).await;
+    assert!(direct.is_err(), "{direct:?}");
+    let unrevoke = match &c.env.store {
+        sumud_shared::db::Store::Postgres(pool) => sqlx::query(
+            "UPDATE control.operator_keys SET revoked_at = NULL WHERE key_id = 'carol-1'",
+        )
+        .execute(pool)
+        .await
+        .map(|_| ()),
+        sumud_shared::db::Store::Sqlite(pool) => sqlx::query(
+            "UPDATE control.operator_keys SET revoked_at = NULL WHERE key_id = 'carol-1'",
+        )
+        .execute(pool)
+        .await
+        .map(|_| ()),
+    };
+    assert!(unrevoke.is_err(), "the schema keeps a revoked key revoked");
+    // The revoked key signs nothing any more.
+    send(
+        &c.env,
+        &carol,
+        &claims(
+            CommandKind::Declare,
+            "CR-1",
+            Some(definition(&["JO-MN"], "10")),
+        ),
+    )
+    .await;
+    let letters = dead_letters(&c.env, 4);
+    assert!(
+        letters.iter().any(|l| l.reason == Reason::RevokedKey),
+        "{letters:?}"
+    );
+
+    let changes = sumud_control::db::operator_changes(&c.env.store)
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|(_, kind, key, _, by, _)| (kind.as_str(), key.as_str(), by.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("setup.add", "alice-1", "(setup)"),
+            ("setup.add", "bob-1", "(setup)"),
+            ("operator.bootstrap", "root-1", "root"),
+            ("operator.add", "carol-1", "root"),
+            ("operator.revoke", "carol-1", "root"),
+        ]
+    );
+    c.service.stop().await;
+}
+
 on_both_backends!(
+    operators_change_only_by_an_admins_signed_command,
     an_approval_in_flight_never_lands_on_a_replaced_proposal,
     a_refused_command_can_never_take_effect_later,
     an_amendment_applied_directly_supersedes_the_pending_one_and_says_so,

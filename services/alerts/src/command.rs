@@ -63,6 +63,7 @@ impl Draft {
     pub fn claims(&self) -> CommandClaims {
         CommandClaims {
             approves: None,
+            operator: None,
             scope: self.scope.clone(),
             jti: self.jti.clone(),
             iat: Utc::now().timestamp(),

@@ -10,7 +10,10 @@ use sumud_shared::db::{Migrations, Store, Tx};
 use sumud_shared::events::crisis::{CrisisDefinition, CrisisState};
 use sumud_shared::{on_store, on_tx, Error, Result};
 
-use crate::lifecycle::{Crisis, Role};
+use crate::lifecycle::Crisis;
+
+mod operators;
+pub use operators::*;
 
 /// The control service's migrations (schema `control`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -24,120 +27,6 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: &MIGRATOR,
     sqlite: Some(&SQLITE_MIGRATOR),
 };
-
-/// A registered operator key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OperatorKey {
-    /// Key id (`kid`).
-    pub key_id: String,
-    /// Who holds it.
-    pub principal: String,
-    /// Ed25519 public key, base64url.
-    pub public_key: String,
-    /// Granted roles.
-    pub roles: Vec<Role>,
-    /// Role names as stored.
-    pub role_names: Vec<String>,
-    /// When revoked, if ever.
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-/// A list column as SQLite stores it (a JSON array).
-fn json_list(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| Error::Other(format!("stored list is unreadable: {e}")))
-}
-
-/// Looks up a key by id.
-pub async fn operator_key(store: &Store, key_id: &str) -> Result<Option<OperatorKey>> {
-    const SQL: &str = "SELECT key_id, principal, public_key, roles, revoked_at \
-                       FROM control.operator_keys WHERE key_id = $1";
-    let found = match store {
-        Store::Postgres(pool) => sqlx::query(SQL)
-            .bind(key_id)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| {
-                let roles: Vec<String> = r.get("roles");
-                (
-                    r.get("key_id"),
-                    r.get("principal"),
-                    r.get("public_key"),
-                    roles,
-                    r.get("revoked_at"),
-                )
-            }),
-        Store::Sqlite(pool) => match sqlx::query(SQL).bind(key_id).fetch_optional(pool).await? {
-            Some(r) => Some((
-                r.get("key_id"),
-                r.get("principal"),
-                r.get("public_key"),
-                json_list(r.get("roles"))?,
-                r.get("revoked_at"),
-            )),
-            None => None,
-        },
-    };
-    Ok(found.map(
-        |(key_id, principal, public_key, role_names, revoked_at): (
-            String,
-            String,
-            String,
-            Vec<String>,
-            Option<DateTime<Utc>>,
-        )| OperatorKey {
-            key_id,
-            principal,
-            public_key,
-            roles: role_names.iter().filter_map(|n| Role::parse(n)).collect(),
-            role_names,
-            revoked_at,
-        },
-    ))
-}
-
-/// Registers (or re-registers, un-revoking) an operator key.
-pub async fn add_operator(
-    store: &Store,
-    key_id: &str,
-    principal: &str,
-    public_key: &str,
-    roles: &[String],
-) -> Result<()> {
-    const SQL: &str = "INSERT INTO control.operator_keys (key_id, principal, public_key, roles) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (key_id) DO UPDATE SET principal = EXCLUDED.principal, \
-         public_key = EXCLUDED.public_key, roles = EXCLUDED.roles, revoked_at = NULL";
-    match store {
-        Store::Postgres(pool) => {
-            sqlx::query(SQL)
-                .bind(key_id)
-                .bind(principal)
-                .bind(public_key)
-                .bind(roles)
-                .execute(pool)
-                .await?;
-        }
-        Store::Sqlite(pool) => {
-            sqlx::query(SQL)
-                .bind(key_id)
-                .bind(principal)
-                .bind(public_key)
-                .bind(sumud_shared::db::sqlite::json_list(roles))
-                .execute(pool)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Revokes a key; returns whether it existed.
-pub async fn revoke_operator(store: &Store, key_id: &str) -> Result<bool> {
-    const SQL: &str = "UPDATE control.operator_keys SET revoked_at = $2 \
-                       WHERE key_id = $1 AND revoked_at IS NULL";
-    let now = Utc::now();
-    let rows = on_store!(store, pool => sqlx::query(SQL).bind(key_id).bind(now).execute(pool).await?.rows_affected());
-    Ok(rows == 1)
-}
 
 /// Where a message was read from: topic, partition and offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +70,11 @@ pub async fn command_seen(tx: &mut Tx, command_id: &str) -> Result<Option<Option
         }),
         _ => None,
     }))
+}
+
+/// A list column as SQLite stores it (a JSON array).
+fn json_list(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| Error::Other(format!("stored list is unreadable: {e}")))
 }
 
 fn def_from(v: serde_json::Value) -> Result<CrisisDefinition> {
@@ -403,6 +297,45 @@ pub struct AuditEntry<'a> {
     pub note: Option<&'a str>,
 }
 
+/// A command that took effect, for the replay guard.
+pub struct Applied<'a> {
+    /// Command id.
+    pub command_id: &'a str,
+    /// Command kind.
+    pub kind: &'a str,
+    /// What it is about: a crisis id, or `operators`.
+    pub subject: &'a str,
+    /// Signer.
+    pub principal: &'a str,
+    /// Key used.
+    pub key_id: &'a str,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+}
+
+/// Records a command as applied from `from`: the replay guard.
+pub async fn record_applied(tx: &mut Tx, a: &Applied<'_>, from: &SourcePosition) -> Result<()> {
+    const COMMAND: &str =
+        "INSERT INTO control.commands (command_id, kind, crisis_id, principal, key_id, \
+             issued_at, source_topic, source_partition, source_offset) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    on_tx!(tx, conn => {
+        sqlx::query(COMMAND)
+            .bind(a.command_id)
+            .bind(a.kind)
+            .bind(a.subject)
+            .bind(a.principal)
+            .bind(a.key_id)
+            .bind(a.issued_at)
+            .bind(&from.topic)
+            .bind(from.partition)
+            .bind(from.offset)
+            .execute(conn)
+            .await?;
+    });
+    Ok(())
+}
+
 /// Records the command as applied (the replay guard) and appends the audit entry.
 pub async fn record(
     tx: &mut Tx,
@@ -410,27 +343,20 @@ pub async fn record(
     issued_at: DateTime<Utc>,
     from: &SourcePosition,
 ) -> Result<()> {
-    const COMMAND: &str =
-        "INSERT INTO control.commands (command_id, kind, crisis_id, principal, key_id, \
-             issued_at, source_topic, source_partition, source_offset) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     const AUDIT: &str =
         "INSERT INTO control.audit (crisis_id, command_id, kind, principal, key_id, \
              revision, from_state, to_state, outcome, note) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    let applied = Applied {
+        command_id: e.command_id,
+        kind: e.kind,
+        subject: e.crisis_id,
+        principal: e.principal,
+        key_id: e.key_id,
+        issued_at,
+    };
+    record_applied(tx, &applied, from).await?;
     on_tx!(tx, conn => {
-        sqlx::query(COMMAND)
-            .bind(e.command_id)
-            .bind(e.kind)
-            .bind(e.crisis_id)
-            .bind(e.principal)
-            .bind(e.key_id)
-            .bind(issued_at)
-            .bind(&from.topic)
-            .bind(from.partition)
-            .bind(from.offset)
-            .execute(&mut *conn)
-            .await?;
         sqlx::query(AUDIT)
             .bind(e.crisis_id)
             .bind(e.command_id)
@@ -482,7 +408,7 @@ pub async fn record_refusal(store: &Store, r: &Refusal<'_>, from: &SourcePositio
         sqlx::query(SQL)
             .bind(&r.claims.jti)
             .bind(r.claims.cmd.as_str())
-            .bind(&r.claims.crisis_id)
+            .bind(r.claims.subject())
             .bind(r.principal)
             .bind(r.key_id)
             .bind(issued_at)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sumud_shared::areas::AreaCatalog;
-use sumud_shared::db::Store;
+use sumud_shared::db::{Store, Tx};
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::{Envelope, Rejection};
 use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
@@ -21,7 +21,8 @@ use tracing::info;
 
 use crate::config::ControlConfig;
 use crate::db::{self, AuditEntry};
-use crate::lifecycle::{self, Policy};
+use crate::lifecycle::{self, Policy, Role};
+use crate::operators;
 use crate::signing;
 
 /// Applies signed commands.
@@ -147,14 +148,16 @@ impl ControlHandler {
         key: &db::OperatorKey,
         now: DateTime<Utc>,
     ) -> Result<Verdict> {
-        // The key is the crisis: every command on one crisis shares a
-        // partition, so they are judged one at a time and in order.
-        if m.key.as_deref() != Some(claims.crisis_id.as_bytes()) {
+        // The key is the subject (the crisis, or `operators`): every
+        // command on one subject shares a partition, so they are judged one
+        // at a time and in order.
+        if m.key.as_deref() != Some(claims.subject().as_bytes()) {
             return Ok(reject(
                 Reason::KeyMismatch,
                 format!(
-                    "a command on crisis {} must be keyed by that crisis id",
-                    claims.crisis_id
+                    "a {} command must be keyed by {:?}",
+                    claims.cmd.as_str(),
+                    claims.subject()
                 ),
             ));
         }
@@ -193,7 +196,114 @@ impl ControlHandler {
                 return Ok(Verdict::Reject(r));
             }
         }
+        if claims.cmd.is_operator() {
+            return self.transact_operator(m, claims, key).await;
+        }
+        if claims.crisis_id.is_empty() {
+            return Ok(reject(
+                Reason::InvalidCommand,
+                format!("{} names no crisis", claims.cmd.as_str()),
+            ));
+        }
         self.transact(m, claims, key, now).await
+    }
+
+    /// The verdict on a command id that already took effect: nothing for a
+    /// redelivery from the very position it took effect from, `replayed`
+    /// from anywhere else.
+    async fn took_effect(
+        &self,
+        tx: &mut Tx,
+        claims: &CommandClaims,
+        at: &db::SourcePosition,
+    ) -> Result<Option<Verdict>> {
+        Ok(match db::command_seen(tx, &claims.jti).await? {
+            Some(Some(from)) if &from == at => Some(Verdict::Done),
+            Some(from) => {
+                let from = from.map_or_else(
+                    || "an earlier message".to_owned(),
+                    |f| format!("{}/{}/{}", f.topic, f.partition, f.offset),
+                );
+                Some(reject(
+                    Reason::Replayed,
+                    format!("command {} was already applied from {from}", claims.jti),
+                ))
+            }
+            None => None,
+        })
+    }
+
+    /// Applies an admin's `operator.add` or `operator.revoke`: the key
+    /// change, its record in `control.operator_changes` and the replay guard
+    /// in one transaction.
+    async fn transact_operator(
+        &self,
+        m: &Incoming,
+        claims: &CommandClaims,
+        key: &db::OperatorKey,
+    ) -> Result<Verdict> {
+        let change = match operators::judge(claims, &key.roles) {
+            Ok(c) => c,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let mut tx = self.store.begin().await?;
+        let at = position(m);
+        if let Some(v) = self.took_effect(&mut tx, claims, &at).await? {
+            return Ok(v);
+        }
+        let by = db::ChangedBy {
+            kind: claims.cmd.as_str(),
+            principal: &key.principal,
+            key_id: Some(&key.key_id),
+            command_id: Some(&claims.jti),
+            note: claims.note.as_deref(),
+        };
+        let subject = match change {
+            operators::Change::Add(new) => {
+                if !db::register_operator(&mut tx, new, by).await? {
+                    return Ok(reject(
+                        Reason::InvalidTransition,
+                        format!(
+                            "key id {} is already registered; a key id is never reused and a \
+                             revoked key stays revoked: register the new key under a new id",
+                            new.key_id
+                        ),
+                    ));
+                }
+                new.key_id
+            }
+            operators::Change::Revoke(kid) => {
+                let target = db::operator_key(&self.store, kid).await?;
+                let is_admin = target
+                    .as_ref()
+                    .is_some_and(|t| t.revoked_at.is_none() && t.roles.contains(&Role::Admin));
+                if is_admin && db::active_admins(&mut tx).await? <= 1 {
+                    return Ok(reject(
+                        Reason::InvalidTransition,
+                        format!("{kid} is the last active admin key; add another admin first"),
+                    ));
+                }
+                if !db::revoke_operator_in(&mut tx, kid, by).await? {
+                    return Ok(reject(
+                        Reason::InvalidTransition,
+                        format!("there is no active key {kid} to revoke"),
+                    ));
+                }
+                kid
+            }
+        };
+        let applied = db::Applied {
+            command_id: &claims.jti,
+            kind: claims.cmd.as_str(),
+            subject: claims.subject(),
+            principal: &key.principal,
+            key_id: &key.key_id,
+            issued_at: DateTime::from_timestamp(claims.iat, 0).unwrap_or_default(),
+        };
+        db::record_applied(&mut tx, &applied, &at).await?;
+        tx.commit().await?;
+        info!(command = claims.cmd.as_str(), key = subject, by = %key.principal, "Operator command applied.");
+        Ok(Verdict::Done)
     }
 
     async fn transact(
@@ -205,19 +315,8 @@ impl ControlHandler {
     ) -> Result<Verdict> {
         let mut tx = self.store.begin().await?;
         let at = position(m);
-        match db::command_seen(&mut tx, &claims.jti).await? {
-            Some(Some(from)) if from == at => return Ok(Verdict::Done),
-            Some(from) => {
-                let from = from.map_or_else(
-                    || "an earlier message".to_owned(),
-                    |f| format!("{}/{}/{}", f.topic, f.partition, f.offset),
-                );
-                return Ok(reject(
-                    Reason::Replayed,
-                    format!("command {} was already applied from {from}", claims.jti),
-                ));
-            }
-            None => {}
+        if let Some(v) = self.took_effect(&mut tx, claims, &at).await? {
+            return Ok(v);
         }
         let current = db::crisis_for_update(&mut tx, &claims.crisis_id).await?;
         // The threshold of the currency the command's budget is in (a

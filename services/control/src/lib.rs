@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod handler;
 pub mod lifecycle;
+pub mod operators;
 pub mod signing;
 
 use std::sync::Arc;

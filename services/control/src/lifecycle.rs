@@ -398,6 +398,10 @@ pub fn apply(
                 superseded: None,
             })
         }
+        CommandKind::OperatorAdd | CommandKind::OperatorRevoke => Err(refuse(
+            Reason::InvalidCommand,
+            "an operator command is not a crisis command",
+        )),
         CommandKind::Close => {
             require(roles, Role::Close, claims.cmd)?;
             let c = existing(current, claims)?;
@@ -473,6 +477,7 @@ mod tests {
     fn cmd(cmd: CommandKind, body: Option<CrisisDefinition>) -> CommandClaims {
         CommandClaims {
             approves: None,
+            operator: None,
             scope: None,
             propose: false,
             jti: "j".into(),

@@ -48,6 +48,7 @@ mod tests {
     fn claims() -> CommandClaims {
         CommandClaims {
             approves: None,
+            operator: None,
             scope: None,
             propose: false,
             jti: "c1".into(),

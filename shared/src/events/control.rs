@@ -34,7 +34,9 @@ pub struct CommandClaims {
     pub iat: i64,
     /// What to do.
     pub cmd: CommandKind,
-    /// The crisis it concerns.
+    /// The crisis it concerns (empty for `operator.*` commands, which
+    /// concern [`OPERATORS_SUBJECT`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub crisis_id: String,
     /// The definition, for `crisis.declare` and `crisis.amend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,11 +56,47 @@ pub struct CommandClaims {
     /// dates); the budget and response the operators decided stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<CrisisScope>,
+    /// For `operator.add` (the key to register) and `operator.revoke`
+    /// (only `kid` is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorGrant>,
     /// Asks for a declaration to wait for approval whatever its budget: an
     /// early-warning rule that only *proposes* sets it, so that an operator
     /// decides through the same four-eyes path.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub propose: bool,
+}
+
+/// What every `operator.*` command is keyed by (and recorded under): one
+/// partition, so operator changes are judged one at a time and in order.
+pub const OPERATORS_SUBJECT: &str = "operators";
+
+/// An operator key as an admin registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorGrant {
+    /// Key id; never reused, even after revocation.
+    pub kid: String,
+    /// The person or system holding the key (`operator.add`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
+    /// Ed25519 public key, base64url (the JWK `x`) (`operator.add`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub x: String,
+    /// Roles: `declare`, `approve`, `close`, `admin` (`operator.add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+impl CommandClaims {
+    /// What the command is about, and so its Kafka key: the crisis id, or
+    /// [`OPERATORS_SUBJECT`] for an operator command.
+    pub fn subject(&self) -> &str {
+        if self.cmd.is_operator() {
+            OPERATORS_SUBJECT
+        } else {
+            &self.crisis_id
+        }
+    }
 }
 
 /// What an approval approves.
@@ -103,6 +141,12 @@ pub enum CommandKind {
     /// Update says); budget and response stay as the operators left them.
     #[serde(rename = "crisis.rescope")]
     Rescope,
+    /// Register an operator key (admin only).
+    #[serde(rename = "operator.add")]
+    OperatorAdd,
+    /// Revoke an operator key for good (admin only).
+    #[serde(rename = "operator.revoke")]
+    OperatorRevoke,
 }
 
 impl CommandKind {
@@ -114,6 +158,13 @@ impl CommandKind {
             CommandKind::Approve => "crisis.approve",
             CommandKind::Close => "crisis.close",
             CommandKind::Rescope => "crisis.rescope",
+            CommandKind::OperatorAdd => "operator.add",
+            CommandKind::OperatorRevoke => "operator.revoke",
         }
+    }
+
+    /// Whether it manages operators rather than a crisis.
+    pub fn is_operator(self) -> bool {
+        matches!(self, CommandKind::OperatorAdd | CommandKind::OperatorRevoke)
     }
 }
