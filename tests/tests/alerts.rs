@@ -877,6 +877,138 @@ async fn only_trusted_senders_act_and_only_on_their_own_alerts(backend: Backend)
     p.stop().await;
 }
 
+/// The address space the alerts process may use in the memory test
+/// (`prlimit --as`): room for its runtime, Kafka client and allocator
+/// arenas, far less than one expanded entity bomb.
+const ALERTS_ADDRESS_SPACE: u64 = 2 << 30;
+
+/// The flood alert of the template with a DOCTYPE `decl` before its root
+/// and `refs` at the start of its headline.
+fn with_doctype(id: &str, decl: &str, refs: &str) -> Envelope<String> {
+    let (good, _) = document("jordan-flood-alert.xml", id, &[]);
+    cap_event(
+        good.replacen("<alert ", &format!("{decl}\n<alert "), 1)
+            .replacen("<headline>", &format!("<headline>{refs}"), 1),
+    )
+}
+
+/// The attack of issue 27: entity expansion from messages under the size
+/// limit — one 200 KB entity referenced 20,000 times (4 GB expanded, a
+/// 260 KB message; it once grew `sumud up` by 30 MB a second until it was
+/// killed, then crash-looped on the same offset), nested "billion laughs",
+/// parameter entities and an external entity. The alerts service runs as
+/// its own process under an address-space limit; it must refuse all four
+/// before parsing, stay up, stay small, and act on the next valid alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_bombs_neither_kill_nor_bloat_the_alerts_service_and_the_next_alert_acts() {
+    let p = Pipeline::start_early_warning(Backend::Postgres, 3000, no_four_eyes()).await;
+    let key = operator(
+        &p.env.store,
+        "alerts-1",
+        "early-warning",
+        &["declare", "close"],
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("sumud-bombs-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("alerts.jwk");
+    std::fs::write(&key_file, serde_json::to_vec(&key).unwrap()).unwrap();
+    let mut child = Node(
+        std::process::Command::new("prlimit")
+            .arg(format!("--as={ALERTS_ADDRESS_SPACE}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_sumud-node"))
+            .arg("alerts")
+            .envs(p.env.settings.env_vars())
+            .env("SUMUD_ALERTS_KEY_FILE", &key_file)
+            .env("RUST_LOG", "error")
+            .spawn()
+            .expect("prlimit runs sumud-node alerts"),
+    );
+
+    wait_for("the alerts process to create its schema", DEADLINE, || async {
+        let sql = "SELECT to_regclass('alerts.alerts') IS NOT NULL";
+        let ready: bool = sqlx::query_scalar(sql).fetch_one(&p.env.pool).await.unwrap();
+        ready.then_some(())
+    })
+    .await;
+
+    let quadratic = with_doctype(
+        "NCSC-BOMB-Q",
+        &format!("<!DOCTYPE alert [<!ENTITY a \"{}\">]>", "A".repeat(200_000)),
+        &"&a;".repeat(20_000),
+    );
+    let mut laughs = String::from("<!DOCTYPE alert [<!ENTITY l0 \"lol\">");
+    for i in 1..10 {
+        laughs.push_str(&format!(
+            "<!ENTITY l{i} \"{}\">",
+            format!("&l{};", i - 1).repeat(10)
+        ));
+    }
+    laughs.push_str("]>");
+    let bombs = [
+        quadratic,
+        with_doctype("NCSC-BOMB-L", &laughs, "&l9;"),
+        with_doctype(
+            "NCSC-BOMB-P",
+            "<!DOCTYPE alert [<!ENTITY % p \"<!ENTITY x 'xx'>\"> %p;]>",
+            "&x;",
+        ),
+        with_doctype(
+            "NCSC-BOMB-X",
+            "<!DOCTYPE alert [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>",
+            "&x;",
+        ),
+    ];
+    for bomb in &bombs {
+        assert!(bomb.to_bytes().len() < 1024 * 1024, "under the size limit");
+        p.publish_alert("ncsc.gov.jo", bomb).await;
+    }
+    let (outcome, _) = declare_by_flood_alert_outcome(&p).await;
+    assert_eq!(outcome, "declared", "the next valid alert acts");
+
+    let letters = p.dead_letters(bombs.len());
+    assert_eq!(letters.len(), bombs.len(), "{letters:?}");
+    assert!(
+        letters.iter().all(|l| l.reason == Reason::CapInvalid),
+        "{letters:?}"
+    );
+    let pid = child.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("still running");
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    assert!(
+        peak_kb < 300 * 1024,
+        "the alerts process peaked at {peak_kb} kB of resident memory"
+    );
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the alerts process is up"
+    );
+    drop(child);
+    p.stop().await;
+}
+
+/// A child process killed when dropped (a failing test leaves none behind).
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The flood alert of the template, once; what the alerts service made of it.
+async fn declare_by_flood_alert_outcome(p: &Pipeline) -> (String, Option<String>) {
+    let (alert, _) = document("jordan-flood-alert.xml", "NCSC-AFTER-BOMBS", &[]);
+    p.publish_alert("ncsc.gov.jo", &cap_event(alert)).await;
+    alert_outcome(p, "NCSC-AFTER-BOMBS").await
+}
+
 on_both_backends!(
     only_trusted_senders_act_and_only_on_their_own_alerts,
     an_alert_update_never_undoes_what_operators_approved,

@@ -39,6 +39,13 @@ async fn main() -> anyhow::Result<()> {
                 .run(stop)
                 .await?
         }
+        "alerts" => {
+            let config = sumud_alerts::config::AlertsConfig::from_env()?;
+            sumud_alerts::App::build(settings, config)
+                .await?
+                .run(stop)
+                .await?
+        }
         "provider-sim" => {
             // The simulator's defaults: some rejections, duplicates and late
             // statuses, no timeouts.
@@ -49,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?
         }
         other => anyhow::bail!(
-            "unknown service {other:?}: registry, control, eligibility, disbursement or provider-sim"
+            "unknown service {other:?}: registry, alerts, control, eligibility, disbursement or provider-sim"
         ),
     }
     Ok(())
