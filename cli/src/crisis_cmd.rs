@@ -321,6 +321,19 @@ pub async fn list_operators(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On whose authority the crisis's definition in force stands (its
+/// proposer and approvers, or its signer), from control's audit trail.
+pub async fn authority(store: &Store, crisis_id: &str) -> anyhow::Result<Option<String>> {
+    let trail = sumud_control::db::audit_trail(store, crisis_id).await?;
+    let entries: Vec<_> = trail
+        .iter()
+        .map(|(_, kind, who, rev, _, outcome)| {
+            (kind.as_str(), who.as_str(), *rev, outcome.as_str())
+        })
+        .collect();
+    Ok(sumud_control::decided::decided(&entries).map(|d| d.sentence()))
+}
+
 /// Prints every crisis.
 pub async fn list(settings: &Settings) -> anyhow::Result<()> {
     let store = control_store(settings).await?;

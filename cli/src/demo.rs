@@ -329,6 +329,9 @@ async fn run_with(
          waitlisted households are promoted.",
         &reviewed[..19]
     );
+    if let Some(line) = crisis_cmd::authority(&store, &crisis_id).await? {
+        println!("  {line}");
+    }
 
     // 5. Eligibility applies revision 2; instructions flow and are paid.
     wait_for::<(i64,)>(

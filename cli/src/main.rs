@@ -731,6 +731,9 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             for line in sumud_eligibility::explain::explain(&store, &crisis, &household).await? {
                 println!("{line}");
             }
+            if let Some(line) = crisis_cmd::authority(&store, &crisis).await? {
+                println!("{line}");
+            }
             Ok(())
         }
     }

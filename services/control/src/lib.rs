@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod db;
+pub mod decided;
 pub mod handler;
 pub mod lifecycle;
 pub mod operators;
