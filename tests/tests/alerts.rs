@@ -926,11 +926,18 @@ async fn entity_bombs_neither_kill_nor_bloat_the_alerts_service_and_the_next_ale
             .expect("prlimit runs sumud-node alerts"),
     );
 
-    wait_for("the alerts process to create its schema", DEADLINE, || async {
-        let sql = "SELECT to_regclass('alerts.alerts') IS NOT NULL";
-        let ready: bool = sqlx::query_scalar(sql).fetch_one(&p.env.pool).await.unwrap();
-        ready.then_some(())
-    })
+    wait_for(
+        "the alerts process to create its schema",
+        DEADLINE,
+        || async {
+            let sql = "SELECT to_regclass('alerts.alerts') IS NOT NULL";
+            let ready: bool = sqlx::query_scalar(sql)
+                .fetch_one(&p.env.pool)
+                .await
+                .unwrap();
+            ready.then_some(())
+        },
+    )
     .await;
 
     let quadratic = with_doctype(
