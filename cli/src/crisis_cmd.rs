@@ -45,11 +45,14 @@ pub fn generate_key(kid: &str, out: &Path) -> anyhow::Result<String> {
 /// refused: it may already have been copied, and signing with it would
 /// hide that.
 pub fn read_key(path: &Path) -> anyhow::Result<Jwk> {
-    let text =
-        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let cannot = || format!("cannot read key file {}", path.display());
+    // One open: the mode checked is the mode of the very file read.
+    let mut file = std::fs::File::open(path).with_context(cannot)?;
+    let mode = file.metadata().with_context(cannot)?.permissions().mode();
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut text).with_context(cannot)?;
     let key: Jwk = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a JWK key file", path.display()))?;
-    let mode = std::fs::metadata(path)?.permissions().mode();
     if key.d.is_some() && mode & 0o077 != 0 {
         bail!(
             "{} holds a private key and is readable by others (mode {:o}); \

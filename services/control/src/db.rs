@@ -55,6 +55,12 @@ pub async fn applied_from(store: &Store, at: &SourcePosition, command_id: &str) 
         .await?))
 }
 
+/// Whether a command id took effect (from anywhere).
+pub async fn was_applied(store: &Store, command_id: &str) -> Result<bool> {
+    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM control.commands WHERE command_id = $1)";
+    Ok(on_store!(store, pool => sqlx::query_scalar(SQL).bind(command_id).fetch_one(pool).await?))
+}
+
 /// Where a command id took effect from, if it has (`None` position for
 /// commands recorded before positions were kept).
 pub async fn command_seen(tx: &mut Tx, command_id: &str) -> Result<Option<Option<SourcePosition>>> {

@@ -9,7 +9,9 @@ use sumud_shared::areas::AreaCatalog;
 use sumud_shared::db::{Store, Tx};
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::{Envelope, Rejection};
-use sumud_shared::events::control::{CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND};
+use sumud_shared::events::control::{
+    CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND, OPERATORS_SUBJECT,
+};
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::outbox::{self, Pending};
@@ -101,7 +103,11 @@ impl ControlHandler {
             // id already took effect) and a wrong Kafka key (the key is not
             // signed: a copy of an operator's command on another partition
             // must not veto the original).
-            if !matches!(r.reason, Reason::Replayed | Reason::KeyMismatch) {
+            // Nor a command that already took effect (a late copy refused
+            // as expired is a replay, not a refusal of the command).
+            if !matches!(r.reason, Reason::Replayed | Reason::KeyMismatch)
+                && !db::was_applied(&self.store, &claims.jti).await?
+            {
                 let refusal = db::Refusal {
                     claims: &claims,
                     principal: &key.principal,
@@ -191,18 +197,16 @@ impl ControlHandler {
                 ));
             }
         }
-        if let Some(scope) = &claims.scope {
-            if let Err(r) = lifecycle::validate_scope(scope, AreaCatalog::default_catalog()) {
-                return Ok(Verdict::Reject(r));
-            }
-        }
         if claims.cmd.is_operator() {
             return self.transact_operator(m, claims, key).await;
         }
-        if claims.crisis_id.is_empty() {
+        if claims.crisis_id.is_empty() || claims.crisis_id == OPERATORS_SUBJECT {
             return Ok(reject(
                 Reason::InvalidCommand,
-                format!("{} names no crisis", claims.cmd.as_str()),
+                format!(
+                    "{} needs a crisis id (other than the reserved {OPERATORS_SUBJECT:?})",
+                    claims.cmd.as_str()
+                ),
             ));
         }
         self.transact(m, claims, key, now).await
@@ -247,6 +251,7 @@ impl ControlHandler {
             Err(r) => return Ok(Verdict::Reject(r)),
         };
         let mut tx = self.store.begin().await?;
+        db::lock_keys(&mut tx).await?;
         let at = position(m);
         if let Some(v) = self.took_effect(&mut tx, claims, &at).await? {
             return Ok(v);
@@ -337,6 +342,17 @@ impl ControlHandler {
             Ok(t) => t,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
+        // A rescope's result is checked whole: a new severity or new areas
+        // must still make a definition that pays something.
+        if claims.cmd == CommandKind::Rescope {
+            if let Err(r) = lifecycle::validate(
+                &t.crisis.definition,
+                AreaCatalog::default_catalog(),
+                PlaybookBook::default_book(),
+            ) {
+                return Ok(Verdict::Reject(r));
+            }
+        }
         let trigger = if claims.cmd == CommandKind::Declare {
             claims.trigger.as_ref()
         } else {

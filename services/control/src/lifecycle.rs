@@ -17,7 +17,7 @@
 use sumud_shared::areas::AreaCatalog;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
-use sumud_shared::events::control::{CommandClaims, CommandKind, CrisisScope};
+use sumud_shared::events::control::{CommandClaims, CommandKind};
 use sumud_shared::events::crisis::{
     definition_digest, CrisisDefinition, CrisisState, Proposal, CRISIS_ACTIVATED, CRISIS_AMENDED,
     CRISIS_AMENDMENT_PROPOSED, CRISIS_CLOSED, CRISIS_PROPOSED,
@@ -175,29 +175,6 @@ pub fn validate(
     Ok(())
 }
 
-/// Checks what a rescope would change for content errors.
-pub fn validate_scope(scope: &CrisisScope, areas: &AreaCatalog) -> Result<(), Rejection> {
-    if scope.areas.is_empty() {
-        return Err(refuse(
-            Reason::InvalidCommand,
-            "a crisis needs at least one area",
-        ));
-    }
-    if let Some(a) = scope.areas.iter().find(|a| areas.resolve(a).is_none()) {
-        return Err(refuse(
-            Reason::UnknownArea,
-            format!("area code {a:?} is not in the area hierarchy"),
-        ));
-    }
-    if scope.ends_on < scope.starts_on {
-        return Err(refuse(
-            Reason::InvalidCommand,
-            "the end date is before the start date",
-        ));
-    }
-    Ok(())
-}
-
 /// Applies a verified command.
 pub fn apply(
     current: Option<&Crisis>,
@@ -297,25 +274,42 @@ pub fn apply(
         CommandKind::Rescope => {
             require(roles, Role::Declare, claims.cmd)?;
             let c = existing(current, claims)?;
-            if c.state != CrisisState::Active {
+            if c.state == CrisisState::Closed {
                 return Err(refuse(
                     Reason::InvalidTransition,
-                    format!(
-                        "only an active crisis can be rescoped; it is {}",
-                        c.state.as_str()
-                    ),
+                    "a closed crisis cannot be rescoped",
                 ));
             }
             let scope = claims
                 .scope
                 .clone()
                 .ok_or_else(|| refuse(Reason::InvalidCommand, "crisis.rescope needs a scope"))?;
+            let rescope = |mut d: CrisisDefinition| {
+                d.areas = scope.areas.clone();
+                d.severity = scope.severity;
+                d.starts_on = scope.starts_on;
+                d.ends_on = scope.ends_on;
+                d
+            };
             let mut next = c.clone();
             let superseded = next.set_aside();
-            next.definition.areas = scope.areas;
-            next.definition.severity = scope.severity;
-            next.definition.starts_on = scope.starts_on;
-            next.definition.ends_on = scope.ends_on;
+            if c.state == CrisisState::Proposed {
+                // The declaration still awaits approval: what is proposed
+                // changes, so it is proposed anew (approvals so far lapse;
+                // approvers must see what they approve).
+                let def = rescope(c.pending.clone().unwrap_or_else(|| c.definition.clone()));
+                next.definition = def.clone();
+                next.pending = Some(def);
+                next.pending_by = Some(signer.to_owned());
+                return Ok(Transition {
+                    crisis: next,
+                    from: Some(c.state),
+                    event_type: Some(CRISIS_PROPOSED),
+                    outcome: "proposal_rescoped",
+                    superseded,
+                });
+            }
+            next.definition = rescope(next.definition);
             next.revision += 1;
             Ok(Transition {
                 crisis: next,
@@ -448,7 +442,7 @@ fn existing<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sumud_shared::events::control::ApprovalTarget;
+    use sumud_shared::events::control::{ApprovalTarget, CrisisScope};
     use sumud_shared::events::crisis::{Hazard, Response, Severity};
     use sumud_shared::money::Money;
 
@@ -606,6 +600,31 @@ mod tests {
         assert_eq!(n.crisis.definition.budget.minor, 800_000);
         assert_eq!(n.crisis.definition.response.overrides.tranches, Some(3));
         assert_eq!(n.crisis.definition.ends_on.to_string(), "2027-02-28");
+    }
+
+    #[test]
+    fn a_rescope_of_a_proposed_crisis_is_proposed_anew_and_old_approvals_lapse() {
+        let mut declare = cmd(CommandKind::Declare, Some(def(500_000)));
+        declare.propose = true;
+        let t = apply(None, &declare, "early-warning", ALL, POLICY).unwrap();
+        let early = approve(&t.crisis);
+        let mut r = cmd(CommandKind::Rescope, None);
+        r.scope = Some(CrisisScope {
+            areas: vec!["JO-IR".into()],
+            severity: Severity::Extreme,
+            starts_on: "2026-12-05".parse().unwrap(),
+            ends_on: "2027-02-28".parse().unwrap(),
+        });
+        let n = apply(Some(&t.crisis), &r, "early-warning", ALL, POLICY).unwrap();
+        assert_eq!(n.crisis.state, CrisisState::Proposed);
+        assert_eq!(n.event_type, Some(CRISIS_PROPOSED));
+        assert_eq!(n.crisis.pending.as_ref().unwrap().areas, ["JO-IR"]);
+        assert!(n.superseded.is_some());
+        let stale = apply(Some(&n.crisis), &early, "bob", ALL, POLICY);
+        assert_eq!(stale.unwrap_err().reason, Reason::StaleApproval);
+        let ok = apply(Some(&n.crisis), &approve(&n.crisis), "bob", ALL, POLICY).unwrap();
+        assert_eq!(ok.crisis.state, CrisisState::Active);
+        assert_eq!(ok.crisis.definition.areas, ["JO-IR"]);
     }
 
     #[test]

@@ -143,6 +143,19 @@ pub async fn operator_keys(store: &Store) -> Result<Vec<OperatorKey>> {
     Ok(rows.into_iter().map(key_from).collect())
 }
 
+/// Serialises changes to the operator keys for the rest of `tx`, so that
+/// two of them judged at once (two bootstraps, two revocations of the last
+/// admins) cannot both pass a check the other invalidates. SQLite's write
+/// transaction is already exclusive.
+pub async fn lock_keys(tx: &mut Tx) -> Result<()> {
+    if let Tx::Postgres(pg) = tx {
+        sqlx::query("LOCK TABLE control.operator_keys IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut **pg)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Active (unrevoked) keys holding the admin role, inside `tx`.
 pub async fn active_admins(tx: &mut Tx) -> Result<i64> {
     Ok(match tx {
@@ -256,12 +269,7 @@ async fn record_change(
 /// admins add operators by `operator.add`). `Ok(false)`: refused.
 pub async fn bootstrap_admin(store: &Store, key: NewOperator<'_>, by: &str) -> Result<bool> {
     let mut tx = store.begin().await?;
-    if let Tx::Postgres(pg) = &mut tx {
-        // One bootstrap at a time, even from two terminals.
-        sqlx::query("LOCK TABLE control.operator_keys IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut **pg)
-            .await?;
-    }
+    lock_keys(&mut tx).await?;
     if active_admins(&mut tx).await? > 0 {
         return Ok(false);
     }
