@@ -279,30 +279,6 @@ pub async fn save_crisis(
     Ok(written > 0)
 }
 
-/// One audit entry.
-pub struct AuditEntry<'a> {
-    /// Crisis.
-    pub crisis_id: &'a str,
-    /// Command id.
-    pub command_id: &'a str,
-    /// Command kind.
-    pub kind: &'a str,
-    /// Signer.
-    pub principal: &'a str,
-    /// Key used.
-    pub key_id: &'a str,
-    /// Revision after the command.
-    pub revision: i32,
-    /// State before.
-    pub from_state: Option<&'a str>,
-    /// State after.
-    pub to_state: &'a str,
-    /// Outcome.
-    pub outcome: &'a str,
-    /// Operator's note.
-    pub note: Option<&'a str>,
-}
-
 /// A command that took effect, for the replay guard.
 pub struct Applied<'a> {
     /// Command id.
@@ -317,6 +293,22 @@ pub struct Applied<'a> {
     pub key_id: &'a str,
     /// When it was issued.
     pub issued_at: DateTime<Utc>,
+}
+
+/// One audit entry: the applied command and the transition it made.
+pub struct AuditEntry<'a> {
+    /// The command (its subject is the crisis).
+    pub applied: Applied<'a>,
+    /// Revision after the command.
+    pub revision: i32,
+    /// State before.
+    pub from_state: Option<&'a str>,
+    /// State after.
+    pub to_state: &'a str,
+    /// Outcome.
+    pub outcome: &'a str,
+    /// Operator's note.
+    pub note: Option<&'a str>,
 }
 
 /// Records a command as applied from `from`: the replay guard.
@@ -343,32 +335,20 @@ pub async fn record_applied(tx: &mut Tx, a: &Applied<'_>, from: &SourcePosition)
 }
 
 /// Records the command as applied (the replay guard) and appends the audit entry.
-pub async fn record(
-    tx: &mut Tx,
-    e: &AuditEntry<'_>,
-    issued_at: DateTime<Utc>,
-    from: &SourcePosition,
-) -> Result<()> {
+pub async fn record(tx: &mut Tx, e: &AuditEntry<'_>, from: &SourcePosition) -> Result<()> {
     const AUDIT: &str =
         "INSERT INTO control.audit (crisis_id, command_id, kind, principal, key_id, \
              revision, from_state, to_state, outcome, note) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-    let applied = Applied {
-        command_id: e.command_id,
-        kind: e.kind,
-        subject: e.crisis_id,
-        principal: e.principal,
-        key_id: e.key_id,
-        issued_at,
-    };
-    record_applied(tx, &applied, from).await?;
+    record_applied(tx, &e.applied, from).await?;
+    let a = &e.applied;
     on_tx!(tx, conn => {
         sqlx::query(AUDIT)
-            .bind(e.crisis_id)
-            .bind(e.command_id)
-            .bind(e.kind)
-            .bind(e.principal)
-            .bind(e.key_id)
+            .bind(a.subject)
+            .bind(a.command_id)
+            .bind(a.kind)
+            .bind(a.principal)
+            .bind(a.key_id)
             .bind(e.revision)
             .bind(e.from_state)
             .bind(e.to_state)

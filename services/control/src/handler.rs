@@ -297,15 +297,7 @@ impl ControlHandler {
                 kid
             }
         };
-        let applied = db::Applied {
-            command_id: &claims.jti,
-            kind: claims.cmd.as_str(),
-            subject: claims.subject(),
-            principal: &key.principal,
-            key_id: &key.key_id,
-            issued_at: DateTime::from_timestamp(claims.iat, 0).unwrap_or_default(),
-        };
-        db::record_applied(&mut tx, &applied, &at).await?;
+        db::record_applied(&mut tx, &applied(claims, key), &at).await?;
         tx.commit().await?;
         info!(command = claims.cmd.as_str(), key = subject, by = %key.principal, "Operator command applied.");
         Ok(Verdict::Done)
@@ -405,22 +397,16 @@ impl ControlHandler {
                 ),
             ));
         }
-        let issued_at = DateTime::from_timestamp(claims.iat, 0).unwrap_or_default();
         db::record(
             &mut tx,
             &AuditEntry {
-                crisis_id: &t.crisis.id,
-                command_id: &claims.jti,
-                kind: claims.cmd.as_str(),
-                principal: &key.principal,
-                key_id: &key.key_id,
+                applied: applied(claims, key),
                 revision: t.crisis.revision,
                 from_state: t.from.map(|s| s.as_str()),
                 to_state: t.crisis.state.as_str(),
                 outcome: t.outcome,
                 note: claims.note.as_deref(),
             },
-            issued_at,
             &at,
         )
         .await?;
@@ -436,6 +422,18 @@ impl ControlHandler {
         self.wake.notify_one();
         info!(crisis = %t.crisis.id, command = claims.cmd.as_str(), outcome = t.outcome, revision = t.crisis.revision, "Command applied.");
         Ok(Verdict::Done)
+    }
+}
+
+/// The replay-guard record of a command signed with `key`.
+fn applied<'a>(claims: &'a CommandClaims, key: &'a db::OperatorKey) -> db::Applied<'a> {
+    db::Applied {
+        command_id: &claims.jti,
+        kind: claims.cmd.as_str(),
+        subject: claims.subject(),
+        principal: &key.principal,
+        key_id: &key.key_id,
+        issued_at: DateTime::from_timestamp(claims.iat, 0).unwrap_or_default(),
     }
 }
 
