@@ -12,7 +12,7 @@ use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::control::{
-    ApprovalTarget, CommandClaims, CommandKind, OperatorGrant, SignedCommand, CONTROL_COMMAND,
+    ApprovalTarget, CommandClaims, CommandKind, SignedCommand, CONTROL_COMMAND,
 };
 use sumud_shared::events::crisis::{
     CrisisDefinition, Hazard, Proposal, Response, ResponseOverrides, Severity,
@@ -277,51 +277,6 @@ pub async fn approve(
         digest: p.digest.clone(),
     });
     Ok((publish_claims(settings, key, claims).await?, p))
-}
-
-/// Signs and publishes an `operator.add` or `operator.revoke` with an
-/// admin's key; returns the command id.
-pub async fn publish_operator(
-    settings: &Settings,
-    admin: &Jwk,
-    cmd: CommandKind,
-    grant: OperatorGrant,
-    note: Option<String>,
-) -> anyhow::Result<String> {
-    let mut c = claims(cmd, "", None, note);
-    c.operator = Some(grant);
-    publish_claims(settings, admin, c).await
-}
-
-/// Prints every operator key and the history of changes to them.
-pub async fn list_operators(settings: &Settings) -> anyhow::Result<()> {
-    let store = control_store(settings).await?;
-    println!("{:<24} {:<20} {:<28} state", "key id", "principal", "roles");
-    for k in sumud_control::db::operator_keys(&store).await? {
-        println!(
-            "{:<24} {:<20} {:<28} {}",
-            k.key_id,
-            k.principal,
-            k.role_names.join(","),
-            k.revoked_at.map_or("active".to_owned(), |t| format!(
-                "revoked {}",
-                t.format("%Y-%m-%d %H:%M")
-            ))
-        );
-    }
-    println!("\nchanges (oldest first):");
-    for (at, kind, key, principal, by, command) in
-        sumud_control::db::operator_changes(&store).await?
-    {
-        println!(
-            "  {} {kind:<18} {key:<24} of {principal:<16} by {by}{}",
-            at.format("%Y-%m-%d %H:%M:%S"),
-            command
-                .map(|c| format!(" (command {c})"))
-                .unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// On whose authority the crisis's definition in force stands (its

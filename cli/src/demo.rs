@@ -156,7 +156,7 @@ async fn run_with(
             x: key.x.clone(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
-        crisis_cmd::publish_operator(
+        crate::operators_cmd::publish_operator(
             &settings,
             &admin,
             CommandKind::OperatorAdd,

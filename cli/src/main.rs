@@ -7,7 +7,7 @@ use sumud::alerts_cmd::{self, FootprintArgs};
 use sumud::crisis_cmd::{self, DefinitionArgs};
 use sumud::{demo, payments_cmd, registry_cmd, topics_cmd, up};
 use sumud_shared::config::Settings;
-use sumud_shared::events::control::{CommandKind, OperatorGrant};
+use sumud_shared::events::control::CommandKind;
 
 /// Sumud: from a declared crisis to social-protection payments.
 #[derive(Parser)]
@@ -79,10 +79,10 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Register or revoke operator keys (writes to the control database).
+    /// Operator keys: the first admin once, then add and revoke by admin-signed commands.
     Operators {
         #[command(subcommand)]
-        command: OperatorsCommand,
+        command: sumud::operators_cmd::OperatorsCommand,
     },
     /// Register, revoke and list the payment providers allowed to report on
     /// the status topic (writes to the disbursement database).
@@ -150,63 +150,6 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-#[derive(Subcommand)]
-enum OperatorsCommand {
-    /// Register the first admin key, once: refused while any admin key is
-    /// active (from then on admins manage operators with signed commands).
-    Bootstrap {
-        /// Key id of the admin key.
-        #[arg(long)]
-        kid: String,
-        /// The person holding it.
-        #[arg(long)]
-        principal: String,
-        /// The admin's key file (only its public half is stored).
-        #[arg(long)]
-        key_file: PathBuf,
-    },
-    /// Register an operator key with roles: an `operator.add` command
-    /// signed by an admin, applied and audited by the control service.
-    Add {
-        /// The admin's signing key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// Key id to register (never reused, even after revocation).
-        #[arg(long)]
-        kid: String,
-        /// The person or system holding the key.
-        #[arg(long)]
-        principal: String,
-        /// Public key (base64url), as printed by `sumud keys generate`; or give --key-file.
-        #[arg(long)]
-        public_key: Option<String>,
-        /// A key file to take the public key from.
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        /// Comma-separated roles: declare, approve, close, admin.
-        #[arg(long, value_delimiter = ',', required = true)]
-        roles: Vec<String>,
-        /// Why, for the record.
-        #[arg(long)]
-        note: Option<String>,
-    },
-    /// Revoke a key for good (an admin-signed `operator.revoke`); commands
-    /// signed with it are rejected from then on.
-    Revoke {
-        /// The admin's signing key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// Key id to revoke.
-        #[arg(long)]
-        kid: String,
-        /// Why, for the record.
-        #[arg(long)]
-        note: Option<String>,
-    },
-    /// Every key, its roles and state, and who changed what.
-    List,
 }
 
 #[derive(Subcommand)]
@@ -462,87 +405,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             );
             Ok(())
         }
-        Command::Operators { command } => {
-            match command {
-                OperatorsCommand::Bootstrap {
-                    kid,
-                    principal,
-                    key_file,
-                } => {
-                    let key = crisis_cmd::read_key(&key_file)?;
-                    let store = crisis_cmd::control_store(&settings).await?;
-                    let admin = ["admin".to_owned()];
-                    let new = sumud_control::db::NewOperator {
-                        key_id: &kid,
-                        principal: &principal,
-                        public_key: &key.x,
-                        roles: &admin,
-                    };
-                    if !sumud_control::db::bootstrap_admin(&store, new, &principal).await? {
-                        anyhow::bail!(
-                            "an admin key is already active: bootstrap is refused; an admin adds \
-                             operators with `sumud operators add --key <admin key>`"
-                        );
-                    }
-                    println!("admin key {kid} of {principal} bootstrapped");
-                }
-                OperatorsCommand::Add {
-                    key,
-                    kid,
-                    principal,
-                    public_key,
-                    key_file,
-                    roles,
-                    note,
-                } => {
-                    let x = match (public_key, key_file) {
-                        (Some(p), _) => p,
-                        (None, Some(f)) => crisis_cmd::read_key(&f)?.x,
-                        (None, None) => anyhow::bail!("give --public-key or --key-file"),
-                    };
-                    let grant = OperatorGrant {
-                        kid: kid.clone(),
-                        principal: principal.clone(),
-                        x,
-                        roles: roles.clone(),
-                    };
-                    let admin = crisis_cmd::read_key(&key)?;
-                    let id = crisis_cmd::publish_operator(
-                        &settings,
-                        &admin,
-                        CommandKind::OperatorAdd,
-                        grant,
-                        note,
-                    )
-                    .await?;
-                    println!(
-                        "operator.add {kid} of {principal} with roles {} published (command {id}); \
-                         `sumud operators list` shows it once applied",
-                        roles.join(",")
-                    );
-                }
-                OperatorsCommand::Revoke { key, kid, note } => {
-                    let grant = OperatorGrant {
-                        kid: kid.clone(),
-                        principal: String::new(),
-                        x: String::new(),
-                        roles: Vec::new(),
-                    };
-                    let admin = crisis_cmd::read_key(&key)?;
-                    let id = crisis_cmd::publish_operator(
-                        &settings,
-                        &admin,
-                        CommandKind::OperatorRevoke,
-                        grant,
-                        note,
-                    )
-                    .await?;
-                    println!("operator.revoke {kid} published (command {id})");
-                }
-                OperatorsCommand::List => crisis_cmd::list_operators(&settings).await?,
-            }
-            Ok(())
-        }
+        Command::Operators { command } => sumud::operators_cmd::run(&settings, command).await,
         Command::Providers { command } => {
             let store = payments_cmd::disbursement_store(&settings).await?;
             match command {
