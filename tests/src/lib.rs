@@ -156,6 +156,23 @@ impl TestEnv {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Runs one statement on the test's database and returns the
+    /// database's refusal, if any; `sql` must read the same on both
+    /// backends.
+    pub async fn try_execute(&self, sql: &str) -> Result<u64, String> {
+        match &self.store {
+            Store::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Store::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .map_err(|e| e.to_string())
+    }
+
     /// Whether no relay leads the outbox of `schema` in this test's
     /// database: on PostgreSQL no session holds the relay's advisory lock in
     /// it, on SQLite the relay's lock file can be locked. A crash test

@@ -340,6 +340,31 @@ async fn amendments_produce_only_the_delta(backend: Backend) {
         .await;
     let sum = p.count("SELECT CAST(coalesce(sum(amount_minor * tranches), 0) AS bigint) FROM eligibility.entitlements WHERE status = 'entitled'").await;
     assert_eq!(committed, sum);
+
+    // The trail of those changes is evidence: the database itself refuses
+    // to rewrite or remove an entry, whoever asks.
+    let trail = "SELECT count(*) FROM eligibility.decision_log WHERE crisis_id = 'FL-3'";
+    let entries = p.count(trail).await;
+    assert!(entries > 0, "the amendments left a trail");
+    let fingerprint = "SELECT CAST(sum(amount_minor) + sum(length(reason)) AS bigint) FROM eligibility.decision_log";
+    let before = p.count(fingerprint).await;
+    for attack in [
+        "UPDATE eligibility.decision_log SET amount_minor = 1, reason = 'rewritten'",
+        "DELETE FROM eligibility.decision_log",
+        "DELETE FROM eligibility.decision_log WHERE seq = (SELECT max(seq) FROM eligibility.decision_log)",
+    ] {
+        let refused = p.env.try_execute(attack).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("append-only")),
+            "{attack}: {refused:?}"
+        );
+    }
+    if backend == Backend::Postgres {
+        let refused = p.env.try_execute("TRUNCATE eligibility.decision_log").await;
+        assert!(refused.is_err_and(|e| e.contains("append-only")));
+    }
+    assert_eq!(p.count(trail).await, entries);
+    assert_eq!(p.count(fingerprint).await, before);
     p.stop().await;
 }
 
