@@ -69,6 +69,10 @@ async fn a_declaration_entitles_exactly_the_expected_households(backend: Backend
         .iter()
         .map(|h| (h.household_id.as_str(), h))
         .collect();
+    let crisis = sumud_eligibility::db::crisis_now(&p.env.store, "FL-1")
+        .await
+        .unwrap()
+        .unwrap();
     for (_, payload) in &published {
         let e: Envelope<EntitlementDecision> = serde_json::from_slice(payload).unwrap();
         let d = e.data;
@@ -89,6 +93,34 @@ async fn a_declaration_entitles_exactly_the_expected_households(backend: Backend
             format!("{why}{tail}"),
             "household {}",
             h.household_id
+        );
+        // The set-based expansion and the policy explain asks agree on
+        // every decision: kind, amount and reason.
+        let (facts, _) = sumud_eligibility::db::household_facts(&p.env.store, &d.household_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let verdict =
+            sumud_eligibility::policy::judge(&crisis.resolved, &crisis.definition.areas, &facts);
+        let sumud_eligibility::policy::Verdict::Qualifies {
+            kind,
+            amount_minor,
+            reason,
+            ..
+        } = verdict
+        else {
+            panic!(
+                "the policy does not qualify {}: {verdict:?}",
+                d.household_id
+            )
+        };
+        let want_kind = match d.kind {
+            ExpansionKind::Vertical => "vertical",
+            ExpansionKind::Horizontal => "horizontal",
+        };
+        assert_eq!(
+            (kind, amount_minor, &reason),
+            (want_kind, d.amount_per_tranche.minor, &d.reason)
         );
     }
     let lines =
@@ -137,6 +169,48 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves() {
         p.count("SELECT count(*) FROM eligibility.entitlements")
             .await,
         0
+    );
+    // While it waits, a household the rules will enrol is told exactly
+    // that, not that it is ineligible; one elsewhere is told where it lives.
+    let want = expected(&p.households, &areas);
+    let (qualifying, (kind, _)) = want.iter().next().unwrap();
+    wait_for("eligibility to know the proposal", DEADLINE, || async {
+        let lines = sumud_eligibility::explain::explain(&p.env.store, "FL-2", qualifying)
+            .await
+            .unwrap();
+        lines[0].contains("proposed").then_some(())
+    })
+    .await;
+    let lines = sumud_eligibility::explain::explain(&p.env.store, "FL-2", qualifying)
+        .await
+        .unwrap();
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "Household {qualifying} qualifies under revision 1 as a {kind} expansion ("
+        )) && last.ends_with("but the crisis is proposed and awaits approval: nothing is decided before it is active."),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("not eligible")),
+        "{lines:#?}"
+    );
+    let elsewhere = p
+        .households
+        .iter()
+        .find(|h| !h.area_code.starts_with("JO-MN"))
+        .unwrap();
+    let lines = sumud_eligibility::explain::explain(&p.env.store, "FL-2", &elsewhere.household_id)
+        .await
+        .unwrap();
+    assert!(
+        lines.last().unwrap().ends_with(&format!(
+            "is registered in {} (governorate {}, district {}), which none of the crisis areas (JO-MN) names: not eligible.",
+            elsewhere.area_code,
+            &elsewhere.area_code[..5],
+            &elsewhere.area_code[..8]
+        )),
+        "{lines:#?}"
     );
 
     let carol = operator(&p.env.store, "carol-1", "carol", &["approve"]).await;
@@ -430,6 +504,29 @@ async fn an_exhausted_budget_waitlists_in_priority_order_and_a_raise_promotes_th
         .collect();
     assert_eq!(entitled, covered);
     assert!(got.values().any(|v| v.1 == "waitlisted"));
+    // A waitlisted household is told it qualifies and why it waits, never
+    // that it is ineligible.
+    let waiting = want.keys().find(|id| !covered.contains(*id)).unwrap();
+    let lines = sumud_eligibility::explain::explain(&p.env.store, "FL-4", waiting)
+        .await
+        .unwrap();
+    let kind = &want[waiting].0;
+    assert!(
+        lines[1].starts_with(&format!(
+            "Household {waiting}: waitlisted ({kind} expansion)"
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].ends_with(
+            "waitlisted: the remaining budget does not reach this household in priority order."
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("not eligible")),
+        "{lines:#?}"
+    );
     let committed = p
         .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-4'")
         .await;
@@ -488,7 +585,11 @@ async fn a_household_registered_during_an_active_crisis_becomes_entitled(backend
     let mut rich = newcomer.clone();
     rich.household_id = "HH-NEW-2".into();
     rich.welfare_score = 90.0;
-    for h in [&newcomer, &rich] {
+    // Exactly at the threshold (35): not under it.
+    let mut at = newcomer.clone();
+    at.household_id = "HH-NEW-3".into();
+    at.welfare_score = 35.0;
+    for h in [&newcomer, &rich, &at] {
         p.publish_household(h).await;
     }
     p.wait_count(
@@ -497,9 +598,57 @@ async fn a_household_registered_during_an_active_crisis_becomes_entitled(backend
         want + 1,
     )
     .await;
+    p.wait_count(
+        "the registry's copy of the newcomers",
+        "SELECT count(*) FROM registry.households WHERE household_id LIKE 'HH-NEW-%'",
+        3,
+    )
+    .await;
     let got = p.entitlements("FL-5").await;
     assert_eq!(got["HH-NEW-1"].0, "horizontal");
     assert!(!got.contains_key("HH-NEW-2"));
+    assert!(!got.contains_key("HH-NEW-3"));
+    // Each is told the rule that decided it, in the rule's own figures.
+    let explain = |id: &'static str| {
+        let store = p.env.store.clone();
+        async move {
+            sumud_eligibility::explain::explain(&store, "FL-5", id)
+                .await
+                .unwrap()
+        }
+    };
+    let lines = explain("HH-NEW-3").await;
+    assert_eq!(
+        lines.last().unwrap(),
+        "Household HH-NEW-3 is in the crisis areas, but it is not enrolled in NAF-CASH; its welfare score 35 is not under the threshold 35 for new enrolment: not eligible.",
+        "{lines:#?}"
+    );
+    let lines = explain("HH-NEW-2").await;
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("its welfare score 90 is not under the threshold 35"),
+        "{lines:#?}"
+    );
+    let lines = explain("HH-NEW-1").await;
+    let members = newcomer.members;
+    let amount = (50_000 + 10_000 * i64::from(members)).min(125_000);
+    assert!(
+        lines[1].starts_with("Household HH-NEW-1: entitled (horizontal expansion)")
+            && lines[1].contains("on registry record version 1 "),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("  Why: horizontal enrolment: welfare score 10 under 35; area JO-MN-01-003 is in the crisis areas; {amount} per tranche for {members} members x 3 tranches.")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Registry record version 1 was set by event ")),
+        "{lines:#?}"
+    );
     // The newcomer moving away later keeps its decision history.
     let mut moved = newcomer.clone();
     moved.version = 2;

@@ -11,7 +11,7 @@ pub use amend::{
 };
 pub use expand::{expand, Expansion};
 
-use sumud_shared::db::sqlite::json_list;
+use sumud_shared::db::sqlite::{json_list, parse_json_list};
 use sumud_shared::db::{Conn, Store, Tx};
 use sumud_shared::events::crisis::{CrisisDefinition, CrisisEvent, CrisisState};
 use sumud_shared::playbook::Resolved;
@@ -39,7 +39,7 @@ pub const PRIORITY_ORDER: &str = "priority DESC, welfare_score ASC, household_id
 const PRIORITY_ORDER_E: &str = "e.priority DESC, e.welfare_score ASC, e.household_id ASC";
 
 /// The reason suffix of a waitlisted decision.
-const WAITLISTED: &str =
+pub(crate) const WAITLISTED: &str =
     "; waitlisted: the remaining budget does not reach this household in priority order";
 
 /// The service's view of a crisis.
@@ -338,15 +338,18 @@ pub async fn decisions_of(
     Ok((rows, log))
 }
 
-/// What `sumud explain` says of a household without a decision: its area,
-/// welfare score and programmes, if it is in the registry.
+/// A household's current registry record as the policy reads it, and the
+/// id of the registry event that set it; `None` when it is not in the
+/// registry (or was removed).
 pub async fn household_facts(
     store: &Store,
     household_id: &str,
-) -> Result<Option<(String, f64, Vec<String>)>> {
-    const SQL: &str =
-        "SELECT area_code, welfare_score, programmes FROM registry.households_v WHERE household_id = $1";
-    Ok(match store {
+) -> Result<Option<(crate::policy::Facts, String)>> {
+    const SQL: &str = "SELECT version, area_code, governorate, district, members, welfare_score, \
+                              programmes, flags, event_id \
+                       FROM registry.households_v WHERE household_id = $1";
+    type Row<L> = (i64, String, String, Option<String>, i32, f64, L, L, String);
+    let row: Option<Row<Vec<String>>> = match store {
         Store::Postgres(pool) => {
             sqlx::query_as(SQL)
                 .bind(household_id)
@@ -354,22 +357,53 @@ pub async fn household_facts(
                 .await?
         }
         Store::Sqlite(pool) => {
-            let row: Option<(String, f64, String)> = sqlx::query_as(SQL)
+            let row: Option<Row<String>> = sqlx::query_as(SQL)
                 .bind(household_id)
                 .fetch_optional(pool)
                 .await?;
             match row {
                 None => None,
-                Some((area, score, programmes)) => Some((
-                    area,
-                    score,
-                    serde_json::from_str(&programmes).map_err(|e| {
-                        Error::Other(format!("stored programmes are unreadable: {e}"))
-                    })?,
+                Some((v, a, g, d, m, w, programmes, flags, e)) => Some((
+                    v,
+                    a,
+                    g,
+                    d,
+                    m,
+                    w,
+                    parse_json_list(&programmes, "programmes")?,
+                    parse_json_list(&flags, "flags")?,
+                    e,
                 )),
             }
         }
-    })
+    };
+    Ok(row.map(
+        |(
+            version,
+            area_code,
+            governorate,
+            district,
+            members,
+            welfare_score,
+            programmes,
+            flags,
+            event_id,
+        )| {
+            (
+                crate::policy::Facts {
+                    version,
+                    area_code,
+                    governorate,
+                    district,
+                    members,
+                    welfare_score,
+                    programmes,
+                    flags,
+                },
+                event_id,
+            )
+        },
+    ))
 }
 
 /// The crisis's live decisions by district and expansion type (the

@@ -9,6 +9,7 @@ pub mod db;
 pub mod explain;
 pub mod handler;
 pub mod metrics;
+pub mod policy;
 pub mod publisher;
 pub mod simulate;
 

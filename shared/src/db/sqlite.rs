@@ -138,6 +138,12 @@ pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).expect("a list of plain values serialises")
 }
 
+/// Reads back a list [`json_list`] stored; `what` names it in the error.
+pub fn parse_json_list(text: &str, what: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| crate::Error::Other(format!("stored {what} are unreadable: {e}")))
+}
+
 /// An exclusive lock named `name`, on the file `<stem>.<name>.lock` beside
 /// the database, held until the returned file is dropped; `None` if
 /// another holder has it. The operating system releases it if the process

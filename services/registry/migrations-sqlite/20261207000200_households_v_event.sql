@@ -1,0 +1,9 @@
+-- The published read model gains the id of the event that set each record,
+-- so that `sumud explain` can name the registry event behind a decision.
+DROP VIEW registry.households_v;
+CREATE VIEW registry.households_v AS
+SELECT household_id, version, area_code, governorate, district, members, welfare_score,
+       flags, programmes, payment_channel, payment_provider, account_token, updated_at,
+       event_id
+FROM households
+WHERE NOT removed;
