@@ -112,14 +112,23 @@ enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
-    /// Explain a household's eligibility decisions in a crisis.
+    /// Explain everything behind a household's payments in a crisis, or
+    /// behind one payment: authority, rules, registry record, decision,
+    /// instructions and their status history.
     Explain {
-        /// Crisis id.
+        /// Crisis id (with --household).
+        #[arg(long, requires = "household", required_unless_present = "instruction")]
+        crisis: Option<String>,
+        /// Household id (with --crisis).
+        #[arg(long, requires = "crisis")]
+        household: Option<String>,
+        /// Start from a payment: its instruction reference (the EndToEndId
+        /// of a pain.001 export).
+        #[arg(long, conflicts_with_all = ["crisis", "household"])]
+        instruction: Option<String>,
+        /// Print one JSON document instead of sentences.
         #[arg(long)]
-        crisis: String,
-        /// Household id.
-        #[arg(long)]
-        household: String,
+        json: bool,
     },
 }
 
@@ -583,7 +592,12 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             }
             Ok(())
         }
-        Command::Explain { crisis, household } => {
+        Command::Explain {
+            crisis,
+            household,
+            instruction,
+            json,
+        } => {
             let store = sumud_shared::db::Store::connect_with(
                 &settings.database_url,
                 2,
@@ -591,11 +605,20 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 settings.db_timeouts,
             )
             .await?;
-            for line in sumud_eligibility::explain::explain(&store, &crisis, &household).await? {
-                println!("{line}");
-            }
-            if let Some(line) = crisis_cmd::authority(&store, &crisis).await? {
-                println!("{line}");
+            let subject = match (instruction, crisis, household) {
+                (Some(reference), _, _) => sumud::explain_cmd::Subject::Instruction(reference),
+                (None, Some(crisis), Some(household)) => {
+                    sumud::explain_cmd::Subject::Household { crisis, household }
+                }
+                _ => unreachable!("clap requires --instruction or --crisis with --household"),
+            };
+            let e = sumud::explain_cmd::explanation(&store, subject).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                for line in e.lines() {
+                    println!("{line}");
+                }
             }
             Ok(())
         }

@@ -12,6 +12,7 @@ use sumud_shared::{on_store, on_tx, Error, Result};
 
 use crate::lifecycle::Crisis;
 
+pub mod authority;
 mod operators;
 pub use operators::*;
 

@@ -12,6 +12,7 @@ use sumud_shared::events::entitlement::{EntitlementDecision, EntitlementStatus};
 use sumud_shared::{on_store, on_tx, Result};
 
 mod batches;
+pub mod history;
 pub use batches::*;
 
 /// The disbursement service's PostgreSQL migrations (schema `disbursement`).

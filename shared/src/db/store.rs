@@ -133,6 +133,36 @@ impl Store {
         }
     }
 
+    /// Whether `schema.table` exists: a reader that spans services (such as
+    /// `sumud explain`) says "not recorded here" instead of failing when a
+    /// service never ran on this database.
+    pub async fn has_table(&self, schema: &str, table: &str) -> Result<bool> {
+        Ok(match self {
+            Store::Postgres(pool) => {
+                sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                    .bind(format!("{schema}.{table}"))
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                let attached: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM pragma_database_list WHERE name = $1")
+                        .bind(schema)
+                        .fetch_one(pool)
+                        .await?;
+                attached > 0
+                    && sqlx::query_scalar::<_, i64>(&format!(
+                        "SELECT count(*) FROM \"{}\".sqlite_master WHERE type = 'table' AND name = $1",
+                        schema.replace('"', "")
+                    ))
+                    .bind(table)
+                    .fetch_one(pool)
+                    .await?
+                        > 0
+            }
+        })
+    }
+
     /// One round trip, for readiness probes.
     pub async fn ping(&self) -> Result<()> {
         match self {
