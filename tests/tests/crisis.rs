@@ -649,7 +649,8 @@ async fn a_household_registered_during_an_active_crisis_becomes_entitled(backend
             .any(|l| l.starts_with("Registry record version 1 was set by event ")),
         "{lines:#?}"
     );
-    // The newcomer moving away later keeps its decision history.
+    // The newcomer moving away later is cancelled by that registry
+    // version (its future tranches go with it), and the trail keeps both.
     let mut moved = newcomer.clone();
     moved.version = 2;
     moved.area_code = "JO-AM-01-001".into();
@@ -661,7 +662,18 @@ async fn a_household_registered_during_an_active_crisis_becomes_entitled(backend
             .then_some(())
     })
     .await;
-    assert_eq!(p.entitlements("FL-5").await["HH-NEW-1"].1, "entitled");
+    wait_for("the cancellation", DEADLINE, || async {
+        (p.entitlements("FL-5").await["HH-NEW-1"].1 == "cancelled").then_some(())
+    })
+    .await;
+    let lines = explain("HH-NEW-1").await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Why: cancelled: registry version 2 (event ")
+                && l.contains("places the household in JO-AM-01-001, outside the crisis areas")),
+        "{lines:#?}"
+    );
     p.stop().await;
 }
 

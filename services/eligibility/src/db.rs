@@ -5,11 +5,13 @@
 
 mod amend;
 mod expand;
+mod redecide;
 
 pub use amend::{
     cancel_households, cancel_outside_areas, cancel_waitlist, fit_budget, reprice_and_promote,
 };
 pub use expand::{expand, Expansion};
+pub use redecide::{redecide_households, Redecided};
 
 use sumud_shared::db::sqlite::{json_list, parse_json_list};
 use sumud_shared::db::{Conn, Store, Tx};

@@ -184,10 +184,17 @@ impl EligibilityHandler {
             let c = db::crisis(&mut tx, &c.crisis_id)
                 .await?
                 .ok_or_else(|| Error::Other("crisis vanished".into()))?;
+            // Decisions already made follow the new records first (future
+            // tranches only); then the expansion decides the households
+            // without a live decision, those that switched kind included.
+            let r = db::redecide_households(&mut tx, &c, &upserted).await?;
+            let c = db::crisis(&mut tx, &c.crisis_id)
+                .await?
+                .ok_or_else(|| Error::Other("crisis vanished".into()))?;
             let x = db::expand(&mut tx, &c, Some(&upserted)).await?;
             tx.commit().await?;
-            if x.entitled + x.waitlisted + cancelled > 0 {
-                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, cancelled, "Registry changes applied to an active crisis.");
+            if x.entitled + x.waitlisted + cancelled + r.cancelled + r.repriced + r.held > 0 {
+                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, cancelled = cancelled + r.cancelled, repriced = r.repriced, raises_held = r.held, "Registry changes applied to an active crisis.");
             }
         }
         self.wake.notify_one();

@@ -143,6 +143,89 @@ pub fn waitlisted(reason: &str) -> String {
     format!("{reason}{WAITLISTED}")
 }
 
+/// A live decision (entitled or waitlisted) as a registry change finds it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LiveDecision {
+    /// `<crisis>/<household>/<kind>`.
+    pub entitlement_id: String,
+    /// Household.
+    pub household_id: String,
+    /// `vertical` or `horizontal`.
+    pub kind: String,
+    /// `entitled` or `waitlisted`.
+    pub status: String,
+    /// Per-tranche amount, minor units.
+    pub amount_minor: i64,
+    /// Number of tranches.
+    pub tranches: i32,
+    /// Registry record version it was decided on.
+    pub registry_version: i64,
+}
+
+/// What a new registry record does to a live decision. Tranches already
+/// instructed stand whatever the answer: only future tranches follow it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redecision {
+    /// Same kind, same amount: nothing to change.
+    Keep,
+    /// The household no longer qualifies, or now qualifies as the other
+    /// kind (the expansion then decides that one): cancel, saying why.
+    Cancel {
+        /// The reason recorded.
+        reason: String,
+    },
+    /// Same kind, another amount from the next tranche on (a raise of an
+    /// entitled decision only if the budget reaches it).
+    Reprice {
+        /// The new per-tranche amount.
+        amount_minor: i64,
+        /// The reason recorded.
+        reason: String,
+    },
+}
+
+/// Re-decides a live decision on the household's new registry record,
+/// `event_id` being the registry event that set it.
+pub fn redecide(
+    r: &Resolved,
+    areas: &[String],
+    live: &LiveDecision,
+    h: &Facts,
+    event_id: &str,
+) -> Redecision {
+    if h.version == live.registry_version {
+        return Redecision::Keep;
+    }
+    let by = format!("registry version {} (event {event_id})", h.version);
+    const STAND: &str = "tranches already instructed stand";
+    match judge(r, areas, h) {
+        Verdict::OutsideAreas => Redecision::Cancel {
+            reason: format!(
+                "cancelled: {by} places the household in {}, outside the crisis areas; {STAND}",
+                h.area_code
+            ),
+        },
+        Verdict::NotQualified { why } => Redecision::Cancel {
+            reason: format!("cancelled: {by}: {why}; {STAND}"),
+        },
+        Verdict::Qualifies { kind, .. } if kind != live.kind => Redecision::Cancel {
+            reason: format!(
+                "cancelled: {by}: the household now qualifies as a {kind} expansion instead; {STAND}"
+            ),
+        },
+        Verdict::Qualifies { amount_minor, .. } if amount_minor == live.amount_minor => {
+            Redecision::Keep
+        }
+        Verdict::Qualifies { amount_minor, .. } => Redecision::Reprice {
+            amount_minor,
+            reason: format!(
+                "{by}: {} members, {amount_minor} per tranche from the next tranche on (was {}); {STAND}",
+                h.members, live.amount_minor
+            ),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +332,111 @@ mod tests {
             v,
             Verdict::NotQualified {
                 why: "it is enrolled in NAF-CASH, but this crisis tops up no current beneficiaries; this crisis enrols no new households".into()
+            }
+        );
+    }
+
+    fn live(kind: &str, amount: i64) -> LiveDecision {
+        LiveDecision {
+            entitlement_id: format!("C/HH-1/{kind}"),
+            household_id: "HH-1".into(),
+            kind: kind.into(),
+            status: "entitled".into(),
+            amount_minor: amount,
+            tranches: 3,
+            registry_version: 1,
+        }
+    }
+
+    #[test]
+    fn a_redelivered_version_changes_nothing() {
+        let mut h = household(10.0, &[]);
+        h.area_code = "JO-AM-01-001".into();
+        let d = redecide(
+            &rules(),
+            &["JO-MN".into()],
+            &live("horizontal", 45_000),
+            &h,
+            "e1",
+        );
+        assert_eq!(d, Redecision::Keep);
+    }
+
+    #[test]
+    fn a_move_out_of_the_areas_cancels_and_names_the_version() {
+        let mut h = household(10.0, &[]);
+        h.version = 2;
+        h.area_code = "JO-AM-01-001".into();
+        h.governorate = "JO-AM".into();
+        h.district = Some("JO-AM-01".into());
+        let d = redecide(
+            &rules(),
+            &["JO-MN".into()],
+            &live("horizontal", 45_000),
+            &h,
+            "e2",
+        );
+        assert_eq!(
+            d,
+            Redecision::Cancel {
+                reason: "cancelled: registry version 2 (event e2) places the household in JO-AM-01-001, outside the crisis areas; tranches already instructed stand".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_bigger_household_is_repriced_from_the_next_tranche() {
+        let mut h = household(10.0, &[]);
+        h.version = 3;
+        h.members = 7; // 20,000 + 7 × 5,000 = 55,000, under the 60,000 cap
+        let d = redecide(
+            &rules(),
+            &["JO-MN".into()],
+            &live("horizontal", 45_000),
+            &h,
+            "e3",
+        );
+        assert_eq!(
+            d,
+            Redecision::Reprice {
+                amount_minor: 55_000,
+                reason: "registry version 3 (event e3): 7 members, 55000 per tranche from the next tranche on (was 45000); tranches already instructed stand".into()
+            }
+        );
+    }
+
+    #[test]
+    fn leaving_the_programme_under_the_threshold_switches_the_kind() {
+        let mut h = household(10.0, &[]);
+        h.version = 2;
+        let d = redecide(
+            &rules(),
+            &["JO-MN".into()],
+            &live("vertical", 50_000),
+            &h,
+            "e4",
+        );
+        assert!(
+            matches!(&d, Redecision::Cancel { reason } if reason.contains("now qualifies as a horizontal expansion instead")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_richer_household_is_cancelled_with_the_rule_it_no_longer_meets() {
+        let mut h = household(50.0, &[]);
+        h.version = 2;
+        let d = redecide(
+            &rules(),
+            &["JO-MN".into()],
+            &live("horizontal", 45_000),
+            &h,
+            "e5",
+        );
+        assert_eq!(
+            d,
+            Redecision::Cancel {
+                reason: "cancelled: registry version 2 (event e5): it is not enrolled in NAF-CASH; its welfare score 50 is not under the threshold 35 for new enrolment; tranches already instructed stand".into()
             }
         );
     }

@@ -44,27 +44,33 @@ const DUE: &str = "SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amo
      CROSS JOIN LATERAL generate_series(1, e.tranches) AS t \
      WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
        AND c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) <= now() \
+       /* Not instructed yet, and not paid under the household's other \
+          kind (a registry change switched it): one payment per tranche \
+          period. */ \
        AND NOT EXISTS (SELECT 1 FROM disbursement.instructions i \
                        WHERE i.crisis_id = e.crisis_id AND i.household_id = e.household_id \
-                         AND i.kind = e.kind AND i.tranche = t) \
+                         AND i.tranche = t \
+                         AND (i.kind = e.kind OR i.status NOT IN ('failed', 'reversed'))) \
      UNION ALL \
      /* Top-ups: tranches already instructed for less than the \
-        entitlement's amount now (an amendment raised it), none of \
-        whose parts failed or was reversed, and still among its \
-        tranches (a cut cannot take back one already paid, but it \
-        gets no top-up); due at once. */ \
+        entitlement's amount now, under an earlier crisis revision (an \
+        amendment raised it; a registry change keeps the revision and \
+        raises future tranches only), none of whose parts failed or was \
+        reversed, and still among its tranches (a cut cannot take back \
+        one already paid, but it gets no top-up); due at once. */ \
      SELECT e.household_id, e.kind, p.tranche, p.next_part, (e.amount_minor - p.instructed)::bigint, e.currency, \
             e.crisis_revision, now(), h.payment_channel, h.payment_provider, h.account_token \
      FROM disbursement.entitlements e \
      JOIN disbursement.crises c ON c.crisis_id = e.crisis_id \
      JOIN (SELECT household_id, kind, tranche, sum(amount_minor)::bigint AS instructed, max(part) + 1 AS next_part, \
-                  bool_or(status IN ('failed', 'reversed')) AS broken \
+                  bool_or(status IN ('failed', 'reversed')) AS broken, max(crisis_revision) AS revision \
            FROM disbursement.instructions WHERE crisis_id = $1 \
            GROUP BY household_id, kind, tranche) p \
        ON p.household_id = e.household_id AND p.kind = e.kind \
      JOIN registry.households_v h ON h.household_id = e.household_id \
      WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
-       AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches";
+       AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches \
+       AND e.crisis_revision > p.revision";
 
 /// The due order: what a pass creates when the budget cannot cover all.
 const DUE_ORDER: &str = " ORDER BY scheduled_at, household_id, kind, tranche, part";

@@ -37,24 +37,32 @@ const DUE: &str = "
           JOIN disbursement.crises c ON c.crisis_id = e.crisis_id
           JOIN t ON t.n <= e.tranches
           WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
+            -- Not instructed yet, and not paid under the household's other
+            -- kind (a registry change switched it): one payment per tranche
+            -- period.
             AND NOT EXISTS (SELECT 1 FROM disbursement.instructions i
                             WHERE i.crisis_id = e.crisis_id AND i.household_id = e.household_id
-                              AND i.kind = e.kind AND i.tranche = t.n)
+                              AND i.tranche = t.n
+                              AND (i.kind = e.kind OR i.status NOT IN ('failed', 'reversed')))
           UNION ALL
           -- Top-ups: tranches already instructed for less than the
-          -- entitlement's amount now, none of whose parts failed or was
-          -- reversed, and still among its tranches; due at once.
+          -- entitlement's amount now, under an earlier crisis revision (a
+          -- registry change keeps the revision and raises future tranches
+          -- only), none of whose parts failed or was reversed, and still
+          -- among its tranches; due at once.
           SELECT e.household_id, e.kind, p.tranche, p.next_part, e.amount_minor - p.instructed,
                  e.currency, e.crisis_revision, ?3
           FROM disbursement.entitlements e
           JOIN disbursement.crises c ON c.crisis_id = e.crisis_id
           JOIN (SELECT household_id, kind, tranche, sum(amount_minor) AS instructed,
-                       max(part) + 1 AS next_part, max(status IN ('failed', 'reversed')) AS broken
+                       max(part) + 1 AS next_part, max(status IN ('failed', 'reversed')) AS broken,
+                       max(crisis_revision) AS revision
                 FROM disbursement.instructions WHERE crisis_id = ?1
                 GROUP BY household_id, kind, tranche) p
             ON p.household_id = e.household_id AND p.kind = e.kind
           WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
-            AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches) d
+            AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches
+            AND e.crisis_revision > p.revision) d
     JOIN registry.households_v h ON h.household_id = d.household_id
     WHERE d.scheduled_at <= ?3
     ORDER BY d.scheduled_at, d.household_id, d.kind, d.tranche, d.part

@@ -11,18 +11,18 @@ use sumud_shared::Result;
 use super::{CrisisRow, PRIORITY_ORDER_E, WAITLISTED};
 
 /// What the amendment statements spell differently per backend.
-struct Dialect {
+pub(super) struct Dialect {
     /// The two-argument minimum (`LEAST`, or SQLite's scalar `min`).
-    least: &'static str,
+    pub(super) least: &'static str,
     /// The current time as stored.
-    now: &'static str,
+    pub(super) now: &'static str,
     /// The change-counter bump of a changed decision (on SQLite a trigger
     /// numbers changes, so nothing).
-    bump: &'static str,
+    pub(super) bump: &'static str,
     /// The changed row's id in `RETURNING` (SQLite refuses the alias).
-    returning: &'static str,
+    pub(super) returning: &'static str,
     /// Whether a list parameter is a JSON array (SQLite) or an array.
-    json_lists: bool,
+    pub(super) json_lists: bool,
 }
 
 const POSTGRES: Dialect = Dialect {
@@ -42,7 +42,7 @@ const SQLITE: Dialect = Dialect {
 };
 
 impl Dialect {
-    fn of(tx: &Tx) -> &'static Dialect {
+    pub(super) fn of(tx: &Tx) -> &'static Dialect {
         match tx {
             Tx::Postgres(_) => &POSTGRES,
             Tx::Sqlite(_) => &SQLITE,
@@ -50,7 +50,7 @@ impl Dialect {
     }
 
     /// `column` is one of the list bound as parameter `n`.
-    fn in_list(&self, column: &str, n: u8) -> String {
+    pub(super) fn in_list(&self, column: &str, n: u8) -> String {
         if self.json_lists {
             format!("{column} IN (SELECT value FROM json_each(${n}))")
         } else {
@@ -114,7 +114,7 @@ enum Bind<'a> {
 
 /// Copies the current state of the changed entitlements `ids` into the
 /// decision trail.
-async fn log_changes(tx: &mut Tx, crisis_id: &str, ids: &[String]) -> Result<()> {
+pub(super) async fn log_changes(tx: &mut Tx, crisis_id: &str, ids: &[String]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -162,7 +162,7 @@ async fn cancel_where(
 }
 
 /// Re-derives the crisis's committed total from its entitlements.
-async fn recompute_committed(tx: &mut Tx, crisis_id: &str) -> Result<()> {
+pub(super) async fn recompute_committed(tx: &mut Tx, crisis_id: &str) -> Result<()> {
     const SQL: &str = "UPDATE eligibility.crises SET committed_minor = \
             (SELECT coalesce(sum(committed_minor), 0) FROM eligibility.entitlements WHERE crisis_id = $1) \
          WHERE crisis_id = $1";
