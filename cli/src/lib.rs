@@ -12,5 +12,6 @@ pub mod operators_cmd;
 pub mod payments_cmd;
 pub mod registry_cmd;
 pub mod registry_csv;
+pub mod statement_cmd;
 pub mod topics_cmd;
 pub mod up;

@@ -101,11 +101,24 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
-    /// Reconcile a crisis's payments per provider; exits 1 if anything is unexplained or awaits a provider's answer.
+    /// Reconcile a crisis's payments: per provider against our own records,
+    /// or, with --statement, against the provider's statement. Exits 0 when
+    /// reconciled, 3 when something is unexplained, awaits a provider or
+    /// differs from the statement, 1 when it could not run.
     Reconcile {
         /// Crisis id.
         #[arg(long)]
         crisis: String,
+        /// The provider's statement: ISO 20022 camt.054 or pain.002 XML, or
+        /// CSV with the header reference,amount,currency,status,provider_ref,booked_at.
+        #[arg(long)]
+        statement: Option<PathBuf>,
+        /// Compare only this provider's instructions (a statement covers one provider).
+        #[arg(long, requires = "statement")]
+        provider: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Export files for payment providers that take files instead of events.
     Export {
@@ -585,10 +598,23 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
         Command::Incidents {
             command: IncidentsCommand::Resolve { id, by, resolution },
         } => payments_cmd::resolve_incident(&settings, id, &by, &resolution).await,
-        Command::Reconcile { crisis } => {
-            let problems = sumud::payments_cmd::reconcile(&settings, &crisis).await?;
-            if !problems.is_empty() {
-                std::process::exit(1);
+        Command::Reconcile {
+            crisis,
+            statement,
+            provider,
+            json,
+        } => {
+            // Errors (a bad file, no database, an unknown crisis) end in
+            // exit status 1; something found to explain ends in 3.
+            let found = match statement {
+                Some(file) => {
+                    sumud::statement_cmd::run(&settings, &crisis, &file, provider.as_deref(), json)
+                        .await?
+                }
+                None => payments_cmd::reconcile_cmd(&settings, &crisis, json).await?,
+            };
+            if found > 0 {
+                std::process::exit(payments_cmd::EXIT_DISCREPANCIES);
             }
             Ok(())
         }

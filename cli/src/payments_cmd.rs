@@ -1,6 +1,6 @@
 //! `sumud reconcile`: per crisis and provider, what was instructed,
 //! acknowledged, paid, failed, reversed and is outstanding — and whether
-//! anything is unexplained.
+//! anything is unexplained (against a provider's statement: `statement_cmd.rs`).
 
 use sumud_disbursement::db::{self, ReconLine};
 use sumud_shared::config::Settings;
@@ -83,6 +83,19 @@ pub async fn reconcile(settings: &Settings, crisis: &str) -> anyhow::Result<Vec<
     print_table(&connect(settings).await?, crisis).await
 }
 
+/// `sumud reconcile --crisis C [--json]`: prints the table (or its JSON);
+/// returns how many items are unexplained or await a provider (the caller
+/// exits [`EXIT_DISCREPANCIES`] when there are any).
+pub async fn reconcile_cmd(settings: &Settings, crisis: &str, json: bool) -> anyhow::Result<usize> {
+    let s = summary(&connect(settings).await?, crisis).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_summary(&s);
+    }
+    Ok(s.problems().len())
+}
+
 /// The disbursement schema on either backend (migrating it if needed), for
 /// the provider registry.
 pub async fn disbursement_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -102,20 +115,110 @@ async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     .await?)
 }
 
-/// Prints the table for a crisis from an open store.
+/// Prints the table for a crisis from an open store; returns the
+/// unexplained items and those awaiting a provider.
 pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<String>> {
+    let s = summary(store, crisis).await?;
+    print_summary(&s);
+    Ok(s.problems())
+}
+
+/// A crisis's payments reconciled against our own records.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// The crisis.
+    pub crisis: String,
+    /// Per provider and currency.
+    pub providers: Vec<ReconLine>,
+    /// The crisis budget, if disbursement knows the crisis.
+    pub budget: Option<Budget>,
+    /// What does not add up (sums, overdue, reservations, open incidents).
+    pub unexplained: Vec<String>,
+    /// Payments whose outcome is unknown until the provider answers.
+    pub awaiting_provider: Vec<String>,
+}
+
+/// A crisis's budget position, minor units.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Budget {
+    /// The cap.
+    pub budget_minor: i64,
+    /// Reserved by instructions.
+    pub reserved_minor: i64,
+    /// Sum of the live (not failed, not reversed) instructions.
+    pub live_minor: i64,
+}
+
+impl Summary {
+    /// Every item that makes reconcile exit [`EXIT_DISCREPANCIES`].
+    pub fn problems(&self) -> Vec<String> {
+        let held = self
+            .awaiting_provider
+            .iter()
+            .map(|h| format!("awaiting_provider: {h}"));
+        self.unexplained.iter().cloned().chain(held).collect()
+    }
+}
+
+/// The exit status of `sumud reconcile` when it ran and found something to
+/// explain (unexplained items, or statement discrepancies); 1 stays "could
+/// not run" and 2 a usage error.
+pub const EXIT_DISCREPANCIES: i32 = 3;
+
+fn money(minor: i64, currency: &str) -> String {
+    Money {
+        minor,
+        currency: currency.to_owned(),
+    }
+    .display()
+}
+
+/// Reads a crisis's reconciliation from an open store; an error when no
+/// payment is recorded for it (an unknown crisis).
+pub async fn summary(store: &Store, crisis: &str) -> anyhow::Result<Summary> {
     let lines = db::reconcile(store, crisis).await?;
     let budget = db::budget(store, crisis).await?;
     if lines.is_empty() && budget.is_none() {
         anyhow::bail!("no payments are recorded for crisis {crisis}");
     }
-    let m = |minor: i64, currency: &str| {
-        Money {
-            minor,
-            currency: currency.to_owned(),
-        }
-        .display()
-    };
+    let currency = lines.first().map_or("", |l| l.currency.as_str()).to_owned();
+    // Outcome unknown with nothing more to send: the money stays reserved
+    // and an operator asks the provider whether it paid. Each is a problem
+    // (reconcile exits 3) until the provider answers.
+    let mut held = Vec::new();
+    for (instruction, attempt, provider, amount) in db::held(store, crisis).await? {
+        held.push(format!(
+            "instruction {instruction}, attempt {attempt}, {provider}, {}: \
+             outcome unknown (timeout); its money stays reserved until {provider} reports that attempt",
+            money(amount, &currency)
+        ));
+    }
+    let mut problems = unexplained(&lines, budget);
+    // Money that moved as the rules forbid (payment_state.rs): each open
+    // incident is a problem until an operator resolves it with the provider.
+    for (id, kind, instruction, attempt, provider_ref) in db::incidents(store, crisis).await? {
+        problems.push(format!(
+            "{kind}: instruction {instruction}, attempt {attempt}, provider reference {} \
+             (incident {id}: settle it with the provider, then `sumud incidents resolve --id {id}`)",
+            provider_ref.as_deref().unwrap_or("none")
+        ));
+    }
+    Ok(Summary {
+        crisis: crisis.to_owned(),
+        providers: lines,
+        budget: budget.map(|(budget_minor, reserved_minor, live_minor)| Budget {
+            budget_minor,
+            reserved_minor,
+            live_minor,
+        }),
+        unexplained: problems,
+        awaiting_provider: held,
+    })
+}
+
+/// Prints a summary as the operator's table.
+pub fn print_summary(s: &Summary) {
+    let m = money;
     println!(
         "{:<12} {:>10} {:>18} {:>6} {:>8} {:>18} {:>7} {:>16} {:>9} {:>12} {:>16} {:>8}",
         "provider",
@@ -131,7 +234,7 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
         "outstanding amt",
         "overdue"
     );
-    for l in &lines {
+    for l in &s.providers {
         println!(
             "{:<12} {:>10} {:>18} {:>6} {:>8} {:>18} {:>7} {:>16} {:>9} {:>12} {:>16} {:>8}",
             l.provider,
@@ -148,43 +251,19 @@ pub async fn print_table(store: &Store, crisis: &str) -> anyhow::Result<Vec<Stri
             l.overdue
         );
     }
-    if let (Some((cap, reserved, _)), Some(first)) = (budget, lines.first()) {
+    if let (Some(b), Some(first)) = (s.budget, s.providers.first()) {
         println!(
             "budget {} — reserved {}",
-            m(cap, &first.currency),
-            m(reserved, &first.currency)
+            m(b.budget_minor, &first.currency),
+            m(b.reserved_minor, &first.currency)
         );
     }
-    // Outcome unknown with nothing more to send: the money stays reserved
-    // and an operator asks the provider whether it paid. Each is a problem
-    // (reconcile exits non-zero) until the provider answers.
-    let mut held = Vec::new();
-    for (instruction, attempt, provider, amount) in db::held(store, crisis).await? {
-        let currency = lines.first().map_or("", |l| l.currency.as_str());
-        held.push(format!(
-            "instruction {instruction}, attempt {attempt}, {provider}, {}: \
-             outcome unknown (timeout); its money stays reserved until {provider} reports that attempt",
-            m(amount, currency)
-        ));
-    }
-    let mut problems = unexplained(&lines, budget);
-    // Money that moved as the rules forbid (payment_state.rs): each open
-    // incident is a problem until an operator resolves it with the provider.
-    for (id, kind, instruction, attempt, provider_ref) in db::incidents(store, crisis).await? {
-        problems.push(format!(
-            "{kind}: instruction {instruction}, attempt {attempt}, provider reference {} \
-             (incident {id}: settle it with the provider, then `sumud incidents resolve --id {id}`)",
-            provider_ref.as_deref().unwrap_or("none")
-        ));
-    }
-    for p in &problems {
+    for p in &s.unexplained {
         println!("UNEXPLAINED: {p}");
     }
-    for h in &held {
+    for h in &s.awaiting_provider {
         println!("AWAITING PROVIDER: {h}");
     }
-    problems.extend(held.into_iter().map(|h| format!("awaiting_provider: {h}")));
-    Ok(problems)
 }
 
 #[cfg(test)]

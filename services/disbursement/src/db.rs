@@ -1,6 +1,7 @@
 //! All SQL of the disbursement service, on PostgreSQL and on SQLite (the
 //! instruction-creating pass is in `create.rs`; the batches that are the
-//! instructions' outbox, retries and deadlines in `db/batches.rs`). Statements that read the
+//! instructions' outbox, retries and deadlines in `db/batches.rs`; our side
+//! of a provider statement in `db/statement.rs`). Statements that read the
 //! same on both are written once; on SQLite, times are bound as
 //! [`timestamp`] text and lists as JSON arrays.
 
@@ -13,7 +14,9 @@ use sumud_shared::{on_store, on_tx, Result};
 
 mod batches;
 pub mod history;
+mod statement;
 pub use batches::*;
+pub use statement::*;
 
 /// The disbursement service's PostgreSQL migrations (schema `disbursement`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -583,7 +586,7 @@ pub async fn verification_task(
 }
 
 /// One reconciliation line: per crisis and provider.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct ReconLine {
     /// Provider.
     pub provider: String,

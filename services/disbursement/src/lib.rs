@@ -16,6 +16,7 @@ pub mod payment_state;
 pub mod publisher;
 pub mod scheduler;
 pub mod sender;
+pub mod statement;
 
 use std::sync::Arc;
 

@@ -86,6 +86,12 @@ fn max35(s: &str) -> String {
     s.chars().filter(|c| *c != '-').take(35).collect()
 }
 
+/// The `EndToEndId` an instruction is sent as: its id without hyphens (the
+/// field holds 35 characters). Statements quote it back (`statement.rs`).
+pub fn end_to_end_id(instruction_id: &str) -> String {
+    max35(instruction_id)
+}
+
 /// The pain.001 document for `rows` (one currency; callers group by it).
 pub fn document(
     message_id: &str,
@@ -156,7 +162,7 @@ pub fn document(
                     r.attempt
                 )),
             );
-            x.leaf("EndToEndId", &max35(&r.instruction_id));
+            x.leaf("EndToEndId", &end_to_end_id(&r.instruction_id));
             x.close("PmtId");
             x.open("Amt");
             x.amount(r.amount_minor, &r.currency);

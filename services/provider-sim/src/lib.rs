@@ -2,9 +2,11 @@
 //! consumes the instructions for its provider names, answers with status
 //! events after a latency, rejects, stays silent or delivers statuses twice
 //! at configurable rates, and keeps its own ledger, so a test can check it
-//! was never asked to pay the same instruction twice.
+//! was never asked to pay the same instruction twice, and write the
+//! provider's statement from it (`statement.rs`).
 
 pub mod behaviour;
+pub mod statement;
 
 use std::time::Duration;
 
@@ -101,12 +103,8 @@ fn report(
             Outcome::Reject(r) if status == PaymentStatus::Rejected => Some(r),
             _ => None,
         },
-        provider_ref: (status == PaymentStatus::Succeeded).then(|| {
-            // By characters, not bytes: a reference id from outside need
-            // not be ASCII, nor eight long.
-            let prefix: String = i.reference_id.chars().take(8).collect();
-            format!("SIM-{prefix}-{paid_as}")
-        }),
+        provider_ref: (status == PaymentStatus::Succeeded)
+            .then(|| statement::provider_ref(&i.reference_id, paid_as as i32)),
         timestamp: Utc::now(),
         signature: None,
     };
