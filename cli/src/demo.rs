@@ -28,7 +28,10 @@ use sumud_shared::money::Money;
 use sumud_shared::on_store;
 
 use crate::up::{self, Pipeline, Tuning};
+
+mod audit;
 use crate::{crisis_cmd, payments_cmd, registry_cmd};
+pub use audit::Audit;
 
 /// Runs the demo with `households` synthetic households, a new registry
 /// each run.
@@ -42,7 +45,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let admin = data_dir.join("demo-admin.jwk");
     let seed = rand::random::<u32>() as u64;
-    run_with(settings, households, seed, keep_running, Some(&admin)).await
+    run_with(settings, households, seed, keep_running, Some(&admin))
+        .await
+        .map(drop)
 }
 
 /// [`run`] on the synthetic registry of `seed`, for tests that must not
@@ -54,7 +59,7 @@ pub async fn run_seeded(
     households: u64,
     seed: u64,
     keep_running: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Audit> {
     run_with(settings, households, seed, keep_running, None).await
 }
 
@@ -100,7 +105,7 @@ async fn run_with(
     seed: u64,
     keep_running: bool,
     admin_key: Option<&Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Audit> {
     let started = Instant::now();
     let started_at = Utc::now();
     println!(
@@ -379,8 +384,10 @@ async fn run_with(
     println!(
         "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
     );
+    let audit = audit::close_the_loop(&store, &crisis_id).await?;
     println!(
-        "Explain any decision: cargo run -p sumud -- explain --crisis {crisis_id} --household <id>"
+        "Explain any decision or payment: sumud explain --crisis {crisis_id} --household <id>, \
+         or sumud explain --instruction <reference> (--json for one document)"
     );
     println!(
         "Done in {:.1} s{}.",
@@ -396,7 +403,8 @@ async fn run_with(
         println!("Services keep running; press Ctrl-C to stop.");
         sumud_shared::shutdown::on_signals().cancelled().await;
     }
-    pipeline.stop().await
+    pipeline.stop().await?;
+    Ok(audit)
 }
 
 /// The demo's CAP alert (placeholders for id and times).

@@ -11,7 +11,7 @@ async fn the_demo_runs_from_alert_to_reconciled_payments() {
     let env = TestEnv::new().await;
     // A fixed registry: on 2,000 households a random one can leave the
     // south with no area poor enough for the flood rule (it did once in CI).
-    sumud::demo::run_seeded(env.settings.clone(), 2000, SEED, false)
+    let audit = sumud::demo::run_seeded(env.settings.clone(), 2000, SEED, false)
         .await
         .expect("the demo completes");
     let (crisis, revision, trigger): (String, i32, serde_json::Value) = sqlx::query_as(
@@ -35,4 +35,29 @@ async fn the_demo_runs_from_alert_to_reconciled_payments() {
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+    // The demo ends as an auditor would: one household explained, and the
+    // provider's own statement reconciled — every booking one of our
+    // succeeded instructions, counted here from the tables.
+    let (paid, with_household): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE household_id = $2) FROM disbursement.instructions \
+         WHERE crisis_id = $1 AND status = 'succeeded'",
+    )
+    .bind(&crisis)
+    .bind(&audit.household)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(with_household > 0, "the household explained was paid");
+    assert!(audit.explanation_lines > 5, "{audit:?}");
+    assert_eq!(
+        (
+            audit.entries as i64,
+            audit.matched as i64,
+            audit.discrepancies
+        ),
+        (paid, paid, 0),
+        "{audit:?}"
+    );
+    let camt = std::fs::read_to_string(&audit.statement).unwrap();
+    assert!(camt.contains("urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"));
 }
