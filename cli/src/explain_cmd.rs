@@ -62,6 +62,10 @@ pub async fn explanation(store: &Store, subject: Subject) -> anyhow::Result<Expl
     let (crisis_id, household_id, asked, one) = match subject {
         Subject::Household { crisis, household } => (crisis, household, None, None),
         Subject::Instruction(reference) => {
+            // The pain.001 EndToEndId is the reference without hyphens.
+            let reference = uuid::Uuid::parse_str(&reference)
+                .map(|u| u.hyphenated().to_string())
+                .unwrap_or(reference);
             let row = if payments {
                 history::instruction(store, &reference).await?
             } else {

@@ -201,6 +201,12 @@ async fn every_instruction_is_explained_from_either_end(backend: Backend) {
         json["authority"]["commands"][1]["command_id"],
         approve.jti.as_str()
     );
+    // The pain.001 EndToEndId (no hyphens, upper case) names the same payment.
+    let e2e = reference.replace('-', "").to_uppercase();
+    let same = explanation(&p.env.store, Subject::Instruction(e2e))
+        .await
+        .unwrap();
+    assert_eq!(same.instruction.as_deref(), Some(reference.as_str()));
     // A reference nobody issued is an error that says what to check.
     let missing = explanation(&p.env.store, Subject::Instruction("nope".into())).await;
     assert!(missing.is_err_and(|e| e.to_string().contains("no payment instruction nope")));
