@@ -489,6 +489,13 @@ async fn an_exhausted_budget_waitlists_in_priority_order_and_a_raise_promotes_th
     });
     let mut running = 0;
     let mut covered = HashSet::new();
+    // Where each stood when its turn came: (rank, budget left before it).
+    let mut position = std::collections::HashMap::new();
+    for (i, h) in ranked.iter().enumerate() {
+        position.insert(h.household_id.clone(), (i + 1, budget - running));
+        running += want[&h.household_id].1 * 3;
+    }
+    running = 0;
     for h in ranked {
         running += want[&h.household_id].1 * 3;
         if running > budget {
@@ -526,6 +533,31 @@ async fn an_exhausted_budget_waitlists_in_priority_order_and_a_raise_promotes_th
     assert!(
         !lines.iter().any(|l| l.contains("not eligible")),
         "{lines:#?}"
+    );
+    // …and where it stood: its rank and the budget left when its turn came,
+    // as computed above from the ranking alone.
+    let (rank, left) = position[waiting.as_str()];
+    let needed = want[waiting].1 * 3;
+    let jod = |minor: i64| format!("{}.{:03} JOD", minor / 1000, minor % 1000);
+    let stood = if left >= 0 {
+        format!("{} of the budget was left when its turn came", jod(left))
+    } else {
+        format!(
+            "the households ranked before it had already claimed {} more than the budget held",
+            jod(-left)
+        )
+    };
+    assert_eq!(
+        lines[3],
+        format!(
+            "  Budget when decided: rank {rank} in priority order; {stood}, and it needed {}.",
+            jod(needed)
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        left < needed,
+        "a waitlisted household's need exceeded what was left"
     );
     let committed = p
         .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'FL-4'")

@@ -340,6 +340,24 @@ pub async fn decisions_of(
     Ok((rows, log))
 }
 
+/// Where each of a household's decisions stood against the budget when it
+/// was made: (entitlement id, rank in its expansion's priority order,
+/// budget left when its turn came); both absent for decisions older than
+/// the record of it.
+pub async fn budget_positions(
+    store: &Store,
+    crisis_id: &str,
+    household_id: &str,
+) -> Result<Vec<(String, Option<i32>, Option<i64>)>> {
+    const SQL: &str = "SELECT entitlement_id, budget_rank, budget_left_minor \
+                       FROM eligibility.entitlements WHERE crisis_id = $1 AND household_id = $2";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL)
+        .bind(crisis_id)
+        .bind(household_id)
+        .fetch_all(pool)
+        .await)?)
+}
+
 /// A household's current registry record as the policy reads it, and the
 /// id of the registry event that set it; `None` when it is not in the
 /// registry (or was removed).

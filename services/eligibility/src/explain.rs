@@ -51,6 +51,11 @@ pub struct Decision {
     pub playbook: String,
     /// Why, as recorded with the decision.
     pub reason: String,
+    /// Its rank in the priority order of the expansion (or promotion) that
+    /// decided it.
+    pub budget_rank: Option<i32>,
+    /// The budget left when its turn came (it needed amount × tranches).
+    pub budget_left: Option<Money>,
 }
 
 /// One change to a decision, from the append-only trail.
@@ -109,6 +114,12 @@ pub async fn eligibility(
         .await?
         .map(|(facts, event_id)| RegistryRecord { facts, event_id });
     let (rows, log) = db::decisions_of(store, crisis_id, household_id).await?;
+    let positions: std::collections::HashMap<String, (Option<i32>, Option<i64>)> =
+        db::budget_positions(store, crisis_id, household_id)
+            .await?
+            .into_iter()
+            .map(|(id, rank, left)| (id, (rank, left)))
+            .collect();
     let rules_now = match (&crisis, &registry) {
         (Some(c), Some(r)) => Some(policy::judge(&c.resolved, &c.definition.areas, &r.facts)),
         _ => None,
@@ -127,20 +138,31 @@ pub async fn eligibility(
         registry,
         decisions: rows
             .into_iter()
-            .map(|r| Decision {
-                entitlement_id: r.entitlement_id,
-                kind: r.kind,
-                status: r.status,
-                amount_per_tranche: Money {
-                    minor: r.amount_minor,
-                    currency: r.currency,
-                },
-                tranches: r.tranches,
-                interval_days: r.interval_days,
-                crisis_revision: r.crisis_revision,
-                registry_version: r.registry_version,
-                playbook: r.playbook,
-                reason: r.reason,
+            .map(|r| {
+                let (budget_rank, left) = positions
+                    .get(&r.entitlement_id)
+                    .copied()
+                    .unwrap_or_default();
+                Decision {
+                    budget_rank,
+                    budget_left: left.map(|minor| Money {
+                        minor,
+                        currency: r.currency.clone(),
+                    }),
+                    entitlement_id: r.entitlement_id,
+                    kind: r.kind,
+                    status: r.status,
+                    amount_per_tranche: Money {
+                        minor: r.amount_minor,
+                        currency: r.currency,
+                    },
+                    tranches: r.tranches,
+                    interval_days: r.interval_days,
+                    crisis_revision: r.crisis_revision,
+                    registry_version: r.registry_version,
+                    playbook: r.playbook,
+                    reason: r.reason,
+                }
             })
             .collect(),
         trail: log
@@ -187,6 +209,31 @@ impl Eligibility {
                 d.crisis_revision, d.registry_version, d.playbook
             ));
             out.push(format!("  Why: {}.", d.reason));
+            if let (Some(rank), Some(left)) = (d.budget_rank, &d.budget_left) {
+                let needed = Money {
+                    minor: d.amount_per_tranche.minor * i64::from(d.tranches),
+                    currency: left.currency.clone(),
+                };
+                let stood = if left.minor >= 0 {
+                    format!(
+                        "{} of the budget was left when its turn came",
+                        left.display()
+                    )
+                } else {
+                    let over = Money {
+                        minor: -left.minor,
+                        currency: left.currency.clone(),
+                    };
+                    format!(
+                        "the households ranked before it had already claimed {} more than the budget held",
+                        over.display()
+                    )
+                };
+                out.push(format!(
+                    "  Budget when decided: rank {rank} in priority order; {stood}, and it needed {}.",
+                    needed.display()
+                ));
+            }
         }
         for t in &self.trail {
             out.push(format!(

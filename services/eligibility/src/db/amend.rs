@@ -291,11 +291,14 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
             "WITH room AS (SELECT budget_minor - committed_minor AS left_minor \
                            FROM eligibility.crises WHERE crisis_id = $1), \
              queue AS ( \
-                SELECT e.entitlement_id, sum(e.amount_minor * e.tranches) \
-                           OVER (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING) AS running \
-                FROM eligibility.entitlements e WHERE e.crisis_id = $1 AND e.status = 'waitlisted') \
+                SELECT e.entitlement_id, sum(e.amount_minor * e.tranches) OVER w AS running, \
+                       row_number() OVER w AS rank \
+                FROM eligibility.entitlements e WHERE e.crisis_id = $1 AND e.status = 'waitlisted' \
+                WINDOW w AS (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING)) \
              UPDATE eligibility.entitlements AS e SET status = 'entitled', \
                  committed_minor = e.amount_minor * e.tranches, crisis_revision = $2, \
+                 budget_rank = q.rank, \
+                 budget_left_minor = room.left_minor - q.running + e.amount_minor * e.tranches, \
                  reason = replace(e.reason, '{WAITLISTED}', '') \
                      || '; entitled from revision ' || $2 || ' as budget became available', \
                  updated_at = {now}{bump} \

@@ -69,15 +69,18 @@ async fn expand_postgres(
             -- Households without a live decision in this crisis; a cancelled
             -- decision of the same kind is re-enrolled in place.
             SELECT e.*, x.entitlement_id AS cancelled_id,
-                   sum(e.amount * $14::int) OVER (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING) AS running
+                   sum(e.amount * $14::int) OVER w AS running,
+                   row_number() OVER w AS rank
             FROM eligible e
             LEFT JOIN eligibility.entitlements x
                    ON x.crisis_id = $1 AND x.household_id = e.household_id AND x.kind = e.kind
             WHERE NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
                               WHERE y.crisis_id = $1 AND y.household_id = e.household_id
                                 AND y.status <> 'cancelled')
+            WINDOW w AS (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING)
         ), decided AS (
             SELECT f.*, running <= $15 AS covered,
+                   $15 - running + amount * $14 AS left_before,
                    CASE WHEN kind = 'vertical'
                         THEN 'vertical top-up: enrolled in ' || $2
                         ELSE 'horizontal enrolment: welfare score ' || welfare_score || ' under ' || $13::float8 END
@@ -89,11 +92,12 @@ async fn expand_postgres(
             INSERT INTO eligibility.entitlements
                 (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches,
                  interval_days, committed_minor, priority, members, welfare_score, area_code, governorate,
-                 district, crisis_revision, registry_version, playbook, reason)
+                 district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor)
             SELECT $1 || '/' || household_id || '/' || kind, $1, household_id, kind,
                    CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END,
                    amount, $16, $14, $17, CASE WHEN covered THEN amount * $14 ELSE 0 END,
-                   priority, members, welfare_score, area_code, governorate, district, $18, version, $19, reason
+                   priority, members, welfare_score, area_code, governorate, district, $18, version, $19, reason,
+                   rank, left_before
             FROM decided WHERE cancelled_id IS NULL
             -- Index order: the inserts append to the indexes instead of landing at random.
             ORDER BY household_id, kind
@@ -106,6 +110,7 @@ async fn expand_postgres(
                 priority = d.priority, members = d.members, welfare_score = d.welfare_score,
                 area_code = d.area_code, governorate = d.governorate, district = d.district,
                 crisis_revision = $18, registry_version = d.version, playbook = $19, reason = d.reason,
+                budget_rank = d.rank, budget_left_minor = d.left_before,
                 updated_at = now(), change_seq = nextval('eligibility.change_seq')
             FROM decided d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id
             RETURNING t.status, t.committed_minor
@@ -174,15 +179,17 @@ const STAGE_SQLITE: &str = r#"
         WHERE is_vertical OR (?13 IS NOT NULL AND welfare_score < ?13)
     ), fresh AS (
         SELECT e.*, x.entitlement_id AS cancelled_id,
-               sum(e.amount * ?14) OVER (ORDER BY PRIORITY_ORDER_E ROWS UNBOUNDED PRECEDING) AS running
+               sum(e.amount * ?14) OVER w AS running,
+               row_number() OVER w AS rank
         FROM eligible e
         LEFT JOIN eligibility.entitlements x
                ON x.crisis_id = ?1 AND x.household_id = e.household_id AND x.kind = e.kind
         WHERE NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
                           WHERE y.crisis_id = ?1 AND y.household_id = e.household_id
                             AND y.status <> 'cancelled')
+        WINDOW w AS (ORDER BY PRIORITY_ORDER_E ROWS UNBOUNDED PRECEDING)
     )
-    SELECT f.*, running <= ?15 AS covered,
+    SELECT f.*, running <= ?15 AS covered, ?15 - running + amount * ?14 AS left_before,
            CASE WHEN kind = 'vertical'
                 THEN 'vertical top-up: enrolled in ' || ?2
                 -- A score prints as PostgreSQL prints a float8: 12, not 12.0.
@@ -240,11 +247,12 @@ async fn expand_sqlite(
         "INSERT INTO eligibility.entitlements \
             (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches, \
              interval_days, committed_minor, priority, members, welfare_score, area_code, governorate, \
-             district, crisis_revision, registry_version, playbook, reason) \
+             district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor) \
          SELECT ?1 || '/' || household_id || '/' || kind, ?1, household_id, kind, \
                 CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END, \
                 amount, ?2, ?3, ?4, CASE WHEN covered THEN amount * ?3 ELSE 0 END, \
-                priority, members, welfare_score, area_code, governorate, district, ?5, version, ?6, reason \
+                priority, members, welfare_score, area_code, governorate, district, ?5, version, ?6, reason, \
+                rank, left_before \
          FROM temp.expansion WHERE cancelled_id IS NULL ORDER BY household_id, kind",
     )
     .bind(&c.crisis_id)
@@ -264,6 +272,7 @@ async fn expand_sqlite(
             priority = d.priority, members = d.members, welfare_score = d.welfare_score, \
             area_code = d.area_code, governorate = d.governorate, district = d.district, \
             crisis_revision = ?3, registry_version = d.version, playbook = ?4, reason = d.reason, \
+            budget_rank = d.rank, budget_left_minor = d.left_before, \
             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          FROM temp.expansion d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id",
     )

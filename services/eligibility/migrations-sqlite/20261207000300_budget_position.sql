@@ -1,0 +1,5 @@
+-- Where a decision stood against the budget when it was made: its rank in
+-- the priority order of the expansion (or promotion) that decided it, and
+-- how much of the budget was left when its turn came (`sumud explain`).
+ALTER TABLE eligibility.entitlements ADD COLUMN budget_rank integer;
+ALTER TABLE eligibility.entitlements ADD COLUMN budget_left_minor integer;
