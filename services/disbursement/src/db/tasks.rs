@@ -428,7 +428,7 @@ async fn reissue(
             .await?
             .flatten();
             super::insert_batch_sqlite(
-                &mut **c,
+                c,
                 crisis,
                 &[(instruction.to_owned(), next)],
                 trace.as_deref(),
