@@ -299,13 +299,42 @@ fn instruction_lines(h: &InstructionHistory, out: &mut Vec<String>) {
             }
         ));
     }
-    if let Some((reason, raised, resolved)) = &h.verification {
+    for t in &h.tasks {
+        let when = |at: &chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M").to_string();
+        let standing = match (t.state.as_str(), &t.outcome) {
+            ("resolved", Some(outcome)) => {
+                let what = match outcome.as_str() {
+                    "details_corrected" => format!(
+                        "details corrected; re-issued as attempt {} via {}",
+                        t.reissued_attempt.unwrap_or_default(),
+                        t.corrected_provider.as_deref().unwrap_or("?")
+                    ),
+                    "ineligible" => {
+                        "found ineligible; no later tranche of this household in this crisis is instructed"
+                            .to_owned()
+                    }
+                    other => other.replace('_', " "),
+                };
+                format!(
+                    "resolved {} by {}: {what}{}",
+                    t.resolved_at.as_ref().map(when).unwrap_or_default(),
+                    t.resolved_by.as_deref().unwrap_or("?"),
+                    t.note
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                )
+            }
+            ("assigned", _) => format!("assigned to {}", t.assigned_to.as_deref().unwrap_or("?")),
+            _ => "open".into(),
+        };
         out.push(format!(
-            "  Verification task raised {} ({reason}){}.",
-            raised.format("%Y-%m-%d %H:%M"),
-            resolved
-                .map(|r| format!(", resolved {}", r.format("%Y-%m-%d %H:%M")))
-                .unwrap_or_else(|| ", open".into())
+            "  Verification task {} raised {} for attempt {} ({}): {standing}.",
+            t.task_id,
+            when(&t.created_at),
+            t.attempt,
+            t.reason_code
         ));
     }
 }

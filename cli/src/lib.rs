@@ -13,5 +13,6 @@ pub mod payments_cmd;
 pub mod registry_cmd;
 pub mod registry_csv;
 pub mod statement_cmd;
+pub mod tasks_cmd;
 pub mod topics_cmd;
 pub mod up;

@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Field-verification tasks: list, assign, resolve, export for field teams.
+    Tasks {
+        #[command(subcommand)]
+        command: sumud::tasks_cmd::TasksCommand,
+    },
     /// Reconcile a crisis's payments: per provider against our own records,
     /// or, with --statement, against the provider's statement. Exits 0 when
     /// reconciled, 3 when something is unexplained, awaits a provider or
@@ -598,6 +603,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
         Command::Incidents {
             command: IncidentsCommand::Resolve { id, by, resolution },
         } => payments_cmd::resolve_incident(&settings, id, &by, &resolution).await,
+        Command::Tasks { command } => sumud::tasks_cmd::run(&settings, command).await,
         Command::Reconcile {
             crisis,
             statement,

@@ -162,7 +162,7 @@ async fn every_instruction_is_explained_from_either_end(backend: Backend) {
             "{reference}"
         );
         assert_eq!(
-            i[0].verification.as_ref().map(|v| v.0.as_str()),
+            i[0].tasks.first().map(|t| t.reason_code.as_str()),
             tasks.get(reference).map(String::as_str)
         );
         if status == "succeeded" {

@@ -151,7 +151,7 @@ async fn a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche(backend: Back
     p.stop().await;
 }
 
-async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verification(
+async fn retryable_rejections_are_retried_and_permanent_or_exhausted_ones_raise_field_verification(
     backend: Backend,
 ) {
     let provider = Behaviour {
@@ -188,14 +188,16 @@ async fn retryable_rejections_are_retried_and_permanent_ones_raise_field_verific
         .await;
     let permanent = p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'failed' AND reason_code = 'account_closed'").await;
     assert!(permanent > 0);
+    // Exhausted retries fail too; nothing else fails, and each failure
+    // asks for a field visit: permanent or out of retries, only someone
+    // on the ground can get the money to the household.
+    let exhausted = p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'failed' AND reason_code = 'provider_unavailable' AND attempt = 4").await;
+    assert_eq!(failed, permanent + exhausted);
     assert_eq!(
         p.count("SELECT count(*) FROM disbursement.verification_tasks")
             .await,
-        permanent
+        permanent + exhausted
     );
-    // Exhausted retries fail without a field visit; nothing else fails.
-    let exhausted = p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'failed' AND reason_code = 'provider_unavailable' AND attempt = 4").await;
-    assert_eq!(failed, permanent + exhausted);
     let (attempts, paid_twice, conflicts) = ledger(&p).await;
     assert!(attempts > n);
     assert_eq!((paid_twice, conflicts), (0, 0));
@@ -705,7 +707,7 @@ on_both_backends!(
     instructions_with_no_final_status_by_their_deadline_are_flagged_overdue,
     a_reversal_that_overtakes_its_success_still_releases_the_money,
     a_crisis_flows_to_succeeded_end_to_end_tranche_by_tranche,
-    retryable_rejections_are_retried_and_permanent_ones_raise_field_verification,
+    retryable_rejections_are_retried_and_permanent_or_exhausted_ones_raise_field_verification,
     late_and_duplicate_statuses_change_nothing,
     the_budget_holds_under_concurrent_amendments,
     replaying_the_instruction_and_status_topics_twice_changes_nothing,

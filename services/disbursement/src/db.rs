@@ -1,7 +1,8 @@
 //! All SQL of the disbursement service, on PostgreSQL and on SQLite (the
 //! instruction-creating pass is in `create.rs`; the batches that are the
 //! instructions' outbox, retries and deadlines in `db/batches.rs`; our side
-//! of a provider statement in `db/statement.rs`). Statements that read the
+//! of a provider statement in `db/statement.rs`; field-verification tasks
+//! in `db/tasks.rs`). Statements that read the
 //! same on both are written once; on SQLite, times are bound as
 //! [`timestamp`] text and lists as JSON arrays.
 
@@ -15,8 +16,10 @@ use sumud_shared::{on_store, on_tx, Result};
 mod batches;
 pub mod history;
 mod statement;
+mod tasks;
 pub use batches::*;
 pub use statement::*;
+pub use tasks::*;
 
 /// The disbursement service's PostgreSQL migrations (schema `disbursement`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -559,26 +562,6 @@ pub async fn release(tx: &mut Tx, crisis_id: &str, amount: i64) -> Result<()> {
     on_tx!(tx, conn => sqlx::query(&sql)
         .bind(crisis_id)
         .bind(amount)
-        .execute(conn)
-        .await
-        .map(drop))?;
-    Ok(())
-}
-
-/// Raises a field-verification task for a household.
-pub async fn verification_task(
-    tx: &mut Tx,
-    household: &str,
-    instruction: &str,
-    reason: &str,
-) -> Result<()> {
-    const SQL: &str =
-        "INSERT INTO disbursement.verification_tasks (household_id, instruction_id, reason_code) \
-         VALUES ($1, $2, $3) ON CONFLICT (instruction_id) DO NOTHING";
-    on_tx!(tx, conn => sqlx::query(SQL)
-        .bind(household)
-        .bind(instruction)
-        .bind(reason)
         .execute(conn)
         .await
         .map(drop))?;

@@ -165,10 +165,11 @@ impl DisbursementHandler {
                 db::set_status(&mut tx, &r.reference_id, "failed", reason, None, None).await?;
                 db::release(&mut tx, &crisis, amount).await?;
                 if *verify {
-                    db::verification_task(
+                    db::raise_task(
                         &mut tx,
                         household,
                         &r.reference_id,
+                        held.attempt,
                         reason.unwrap_or("unknown"),
                     )
                     .await?;

@@ -2,12 +2,14 @@
 //! tranche by tranche, with each amount reserved against the crisis budget
 //! in the transaction that creates the instruction and records it in the
 //! outbox of instruction batches; publishes them; applies provider status, retries
-//! retryable rejections, raises field-verification tasks for permanent ones,
+//! retryable rejections, raises field-verification tasks for permanent ones
+//! and exhausted retries (and re-issues what a field team corrected),
 //! flags overdue instructions and reconciles.
 
 pub mod config;
 pub mod create;
 pub mod db;
+pub mod field_task;
 pub mod handler;
 pub mod instruction;
 pub mod metrics;

@@ -85,7 +85,8 @@ pub enum Effect {
     /// Outcome unknown on the last attempt: nothing more goes out, and the
     /// money stays reserved until the provider answers.
     Hold,
-    /// Give up: failed (budget released; field verification if permanent).
+    /// Give up: failed (budget released; a field-verification task when
+    /// the provider said why: a permanent code, or retries exhausted).
     Fail {
         /// Whether the household needs a field-verification visit.
         verify: bool,
@@ -140,9 +141,9 @@ pub fn effect(now: Standing<'_>, report: Report<'_>, max_attempts: u32) -> Effec
             Some(r) if r.outcome_unknown() && now.attempt < max_attempts => Effect::Inquire,
             Some(r) if r.outcome_unknown() => Effect::Hold,
             Some(r) if r.is_retryable() && now.attempt < max_attempts => Effect::Retry,
-            Some(r) => Effect::Fail {
-                verify: !r.is_retryable(),
-            },
+            // Permanent, or retryable with no attempt left: either way
+            // only a field visit can get the money to the household.
+            Some(_) => Effect::Fail { verify: true },
             None => Effect::Fail { verify: false },
         },
         // The answer to an unknown outcome: a certain rejection of the
@@ -152,9 +153,7 @@ pub fn effect(now: Standing<'_>, report: Report<'_>, max_attempts: u32) -> Effec
                 Effect::Ignore("still unknown: the inquiry already waits")
             }
             Some(r) if r.is_retryable() && now.attempt < max_attempts => Effect::Retry,
-            Some(r) => Effect::Fail {
-                verify: !r.is_retryable(),
-            },
+            Some(_) => Effect::Fail { verify: true },
             None => Effect::Fail { verify: false },
         },
         PaymentStatus::Rejected if !current => Effect::Ignore("a rejection of an earlier attempt"),
@@ -301,14 +300,16 @@ mod tests {
     }
 
     #[test]
-    fn certain_rejections_retry_until_the_last_attempt_and_permanent_ones_ask_for_a_visit() {
+    fn certain_rejections_retry_until_the_last_attempt_and_then_or_when_permanent_ask_for_a_visit()
+    {
         assert_eq!(
             effect(at("received", 1), rejected(ProviderUnavailable, 1), MAX),
             Effect::Retry
         );
         assert_eq!(
             effect(at("received", 3), rejected(InsufficientFunds, 3), MAX),
-            Effect::Fail { verify: false }
+            Effect::Fail { verify: true },
+            "retries exhausted: a field visit too"
         );
         assert_eq!(
             effect(at("pending", 1), rejected(AccountClosed, 1), MAX),
@@ -341,7 +342,7 @@ mod tests {
     fn a_certain_answer_to_a_timeout_resolves_it() {
         assert_eq!(
             effect(timed_out(MAX), rejected(ProviderUnavailable, MAX), MAX),
-            Effect::Fail { verify: false }
+            Effect::Fail { verify: true }
         );
         assert_eq!(
             effect(timed_out(1), rejected(ProviderUnavailable, 1), MAX),

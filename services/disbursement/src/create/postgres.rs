@@ -33,7 +33,8 @@ use crate::publisher::Handoff;
 /// The tranches due and not yet instructed, and the top-ups of tranches an
 /// amendment raised, with what their instructions need. Each branch joins
 /// the registry itself, so that the first (nearly everything) streams from
-/// a merge of the entitlements' and the households' indexes. `$1` crisis,
+/// a merge of the entitlements' and the households' indexes. A household a
+/// field team found ineligible (`entitlement_stops`) gets nothing more. `$1` crisis,
 /// `$2` seconds per day.
 const DUE: &str = "SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amount_minor, e.currency, e.crisis_revision, \
             c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) AS scheduled_at, \
@@ -43,6 +44,8 @@ const DUE: &str = "SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amo
      JOIN registry.households_v h ON h.household_id = e.household_id \
      CROSS JOIN LATERAL generate_series(1, e.tranches) AS t \
      WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
+       AND NOT EXISTS (SELECT 1 FROM disbursement.entitlement_stops s \
+                       WHERE s.crisis_id = e.crisis_id AND s.household_id = e.household_id) \
        AND c.activated_at + make_interval(secs => (t - 1) * e.interval_days * $2::float8) <= now() \
        /* Not instructed yet, and not paid under the household's other \
           kind (a registry change switched it): one payment per tranche \
@@ -69,6 +72,8 @@ const DUE: &str = "SELECT e.household_id, e.kind, t AS tranche, 0 AS part, e.amo
        ON p.household_id = e.household_id AND p.kind = e.kind \
      JOIN registry.households_v h ON h.household_id = e.household_id \
      WHERE e.crisis_id = $1 AND e.status = 'entitled' AND c.state = 'active' \
+       AND NOT EXISTS (SELECT 1 FROM disbursement.entitlement_stops s \
+                       WHERE s.crisis_id = e.crisis_id AND s.household_id = e.household_id) \
        AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches \
        AND e.crisis_revision > p.revision";
 

@@ -37,6 +37,9 @@ const DUE: &str = "
           JOIN disbursement.crises c ON c.crisis_id = e.crisis_id
           JOIN t ON t.n <= e.tranches
           WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
+            -- Not found ineligible by a field team.
+            AND NOT EXISTS (SELECT 1 FROM disbursement.entitlement_stops s
+                            WHERE s.crisis_id = e.crisis_id AND s.household_id = e.household_id)
             -- Not instructed yet, and not paid under the household's other
             -- kind (a registry change switched it): one payment per tranche
             -- period.
@@ -61,6 +64,9 @@ const DUE: &str = "
                 GROUP BY household_id, kind, tranche) p
             ON p.household_id = e.household_id AND p.kind = e.kind
           WHERE e.crisis_id = ?1 AND e.status = 'entitled' AND c.state = 'active'
+            -- Not found ineligible by a field team.
+            AND NOT EXISTS (SELECT 1 FROM disbursement.entitlement_stops s
+                            WHERE s.crisis_id = e.crisis_id AND s.household_id = e.household_id)
             AND e.amount_minor > p.instructed AND NOT p.broken AND p.tranche <= e.tranches
             AND e.crisis_revision > p.revision) d
     JOIN registry.households_v h ON h.household_id = d.household_id

@@ -218,8 +218,8 @@ pub async fn unpublished_attempts(store: &Store) -> Result<i64> {
 
 /// Ends the scheduled retries that must not go out: those of a crisis no
 /// longer active (`crisis_closed`) and those whose entitlement is no longer
-/// entitled — cancelled, or its household removed from the registry
-/// (`entitlement_cancelled`). One certainly unpaid ends `failed` with that
+/// entitled — cancelled, its household removed from the registry, or
+/// found ineligible by a field team (`entitlement_cancelled`). One certainly unpaid ends `failed` with that
 /// reason and its money goes back to the budget; one whose outcome is
 /// unknown (a timeout) may have been paid, so it is held instead: never
 /// re-issued, its money reserved until the provider answers. In one
@@ -238,7 +238,9 @@ pub async fn stop_retries(store: &Store) -> Result<Stopped> {
          WHERE i.status = 'retry_scheduled' AND i.next_attempt_at IS NOT NULL \
            AND (c.state <> 'active' OR NOT EXISTS ( \
              SELECT 1 FROM disbursement.entitlements e WHERE e.crisis_id = i.crisis_id \
-               AND e.household_id = i.household_id AND e.kind = i.kind AND e.status = 'entitled')) \
+               AND e.household_id = i.household_id AND e.kind = i.kind AND e.status = 'entitled') \
+             OR EXISTS (SELECT 1 FROM disbursement.entitlement_stops s \
+               WHERE s.crisis_id = i.crisis_id AND s.household_id = i.household_id)) \
          ORDER BY i.instruction_id{lock}"
     );
     let mut tx = store.begin().await?;
@@ -276,7 +278,9 @@ const STILL_OWED: &str = "EXISTS (SELECT 1 FROM disbursement.crises c \
          WHERE c.crisis_id = instructions.crisis_id AND c.state = 'active') \
      AND EXISTS (SELECT 1 FROM disbursement.entitlements e \
          WHERE e.crisis_id = instructions.crisis_id AND e.household_id = instructions.household_id \
-           AND e.kind = instructions.kind AND e.status = 'entitled')";
+           AND e.kind = instructions.kind AND e.status = 'entitled') \
+     AND NOT EXISTS (SELECT 1 FROM disbursement.entitlement_stops s \
+         WHERE s.crisis_id = instructions.crisis_id AND s.household_id = instructions.household_id)";
 
 /// Re-issues the instructions whose retry time has come as their next
 /// attempt, with a fresh deadline, and records each crisis's re-issued

@@ -1,6 +1,8 @@
 //! The read side an auditor starts from: an instruction (or every
 //! instruction of a household in a crisis) with every status report applied
-//! or ignored, the incidents it raised and its verification task — what
+//! or ignored, the incidents it raised and its verification tasks with
+//! what the field team found (a household found ineligible gets no later
+//! tranche: its task says so) — what
 //! `sumud explain` prints and returns as JSON.
 
 use chrono::{DateTime, Utc};
@@ -101,9 +103,45 @@ pub struct InstructionHistory {
     pub statuses: Vec<StatusEntry>,
     /// Incidents it raised.
     pub incidents: Vec<IncidentEntry>,
-    /// Its verification task for a field team, if one was raised: (reason
-    /// code, raised at, resolved at).
-    pub verification: Option<(String, DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// Its verification tasks for a field team, oldest first (one per
+    /// failed attempt; a payment re-issued to corrected details that fails
+    /// again raises another).
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// A field-verification task with its lifecycle.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TaskEntry {
+    /// Task id (`sumud tasks`).
+    pub task_id: i64,
+    /// The attempt whose failure raised it.
+    pub attempt: i32,
+    /// The failure's reason code.
+    pub reason_code: String,
+    /// When it was raised.
+    pub created_at: DateTime<Utc>,
+    /// `open`, `assigned` or `resolved`.
+    pub state: String,
+    /// Field worker or team on it.
+    pub assigned_to: Option<String>,
+    /// When it was assigned.
+    pub assigned_at: Option<DateTime<Utc>>,
+    /// `details_corrected`, `ineligible` or `unreachable`, once resolved.
+    pub outcome: Option<String>,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// When.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The resolver's note.
+    pub note: Option<String>,
+    /// For `details_corrected`: the attempt re-issued to the corrected
+    /// destination (its channel and provider below; the token stays in
+    /// the database).
+    pub reissued_attempt: Option<i32>,
+    /// Corrected channel.
+    pub corrected_channel: Option<String>,
+    /// Corrected provider.
+    pub corrected_provider: Option<String>,
 }
 
 const INSTRUCTION: &str = "SELECT instruction_id, crisis_id, household_id, kind, tranche, part, \
@@ -139,19 +177,20 @@ pub async fn history(store: &Store, instruction: InstructionRow) -> Result<Instr
     const INCIDENTS: &str = "SELECT incident_id, kind, attempt, provider_ref, recorded_at, \
          resolved_at, resolved_by, resolution FROM disbursement.incidents \
          WHERE instruction_id = $1 ORDER BY incident_id";
-    const TASK: &str = "SELECT reason_code, created_at, resolved_at \
-         FROM disbursement.verification_tasks WHERE instruction_id = $1";
+    const TASKS: &str = "SELECT task_id, attempt, reason_code, created_at, state, assigned_to, \
+         assigned_at, outcome, resolved_by, resolved_at, note, reissued_attempt, corrected_channel, \
+         corrected_provider FROM disbursement.verification_tasks WHERE instruction_id = $1 \
+         ORDER BY task_id";
     let id = instruction.instruction_id.as_str();
     let statuses =
         on_store!(store, pool => sqlx::query_as(STATUSES).bind(id).fetch_all(pool).await?);
     let incidents =
         on_store!(store, pool => sqlx::query_as(INCIDENTS).bind(id).fetch_all(pool).await?);
-    let verification =
-        on_store!(store, pool => sqlx::query_as(TASK).bind(id).fetch_optional(pool).await?);
+    let tasks = on_store!(store, pool => sqlx::query_as(TASKS).bind(id).fetch_all(pool).await?);
     Ok(InstructionHistory {
         instruction,
         statuses,
         incidents,
-        verification,
+        tasks,
     })
 }
