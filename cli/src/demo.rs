@@ -370,7 +370,7 @@ async fn run_with(
         &format!("SELECT count(*) FROM disbursement.verification_tasks t JOIN disbursement.instructions i USING (instruction_id) WHERE i.crisis_id = '{crisis_id}'"),
     )
     .await?;
-    println!("{retried} payments needed a retry; {tasks} field-verification tasks raised for permanent failures.");
+    println!("{retried} payments needed a retry; {tasks} field-verification tasks raised for payments that failed for good.");
     let (first,): (DateTime<Utc>,) = wait_for(
         &store,
         "the first instruction",

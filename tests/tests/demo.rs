@@ -58,6 +58,29 @@ async fn the_demo_runs_from_alert_to_reconciled_payments() {
         (paid, paid, 0),
         "{audit:?}"
     );
+    // A payment that failed for good was visited and re-issued as the next
+    // attempt of the same reference (the seed's run has one or none).
+    if let Some((task, instruction, attempt)) = &audit.field_visit {
+        let (state, outcome): (String, Option<String>) = sqlx::query_as(
+            "SELECT state, outcome FROM disbursement.verification_tasks WHERE task_id = $1",
+        )
+        .bind(task)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (state.as_str(), outcome.as_deref()),
+            ("resolved", Some("details_corrected"))
+        );
+        let now: i32 = sqlx::query_scalar(
+            "SELECT attempt FROM disbursement.instructions WHERE instruction_id = $1",
+        )
+        .bind(instruction)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(now, *attempt);
+    }
     let camt = std::fs::read_to_string(&audit.statement).unwrap();
     assert!(camt.contains("urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"));
 }

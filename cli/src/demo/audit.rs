@@ -1,11 +1,16 @@
 //! The demo's last act, the loop an operations team and an auditor live in:
-//! one household's full explanation (authority, rules, registry record,
-//! decision, every payment and its status history), then the provider's
-//! own statement — written by the simulator from its ledger, as a
-//! provider's back office would — reconciled against our instructions.
+//! a field worker resolves a verification task (the failed payment goes out
+//! again to the corrected destination, as the next attempt of the same
+//! reference), one household's full explanation (authority, rules, registry
+//! record, decision, every payment and its status history), then the
+//! provider's own statement — written by the simulator from its ledger, as
+//! a provider's back office would — reconciled against our instructions.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use sumud_disbursement::db::{self, Answer, TaskFilter};
+use sumud_disbursement::field_task::{Destination, Resolution, TaskState};
 use sumud_disbursement::statement::{self, Kind};
 use sumud_provider_sim::statement::{self as sim, Header};
 use sumud_shared::db::Store;
@@ -16,6 +21,9 @@ use crate::explain_cmd::{self, Subject};
 /// What the demo's audit found, for a test to check.
 #[derive(Debug, Clone)]
 pub struct Audit {
+    /// The task a field worker resolved (id, instruction, the attempt
+    /// re-issued), when a payment had failed for good.
+    pub field_visit: Option<(i64, String, i32)>,
     /// The household explained.
     pub household: String,
     /// How many lines its explanation had.
@@ -33,6 +41,7 @@ pub struct Audit {
 /// Explains one household that needed a retry (or any paid one) and
 /// reconciles the simulator's camt.054 statement of the crisis.
 pub async fn close_the_loop(store: &Store, crisis_id: &str) -> anyhow::Result<Audit> {
+    let field_visit = field_visit(store, crisis_id).await?;
     // A household whose payment needed a retry tells the fuller story.
     let sql = "SELECT household_id FROM disbursement.instructions WHERE crisis_id = $1 \
                AND status = 'succeeded' ORDER BY attempt DESC, instruction_id LIMIT 1";
@@ -94,6 +103,7 @@ pub async fn close_the_loop(store: &Store, crisis_id: &str) -> anyhow::Result<Au
     );
     println!("  Reconcile any statement: sumud reconcile --crisis {crisis_id} --statement FILE");
     Ok(Audit {
+        field_visit,
         household,
         explanation_lines: lines.len(),
         statement: file,
@@ -101,4 +111,77 @@ pub async fn close_the_loop(store: &Store, crisis_id: &str) -> anyhow::Result<Au
         matched: r.lines(Kind::Matched).len(),
         discrepancies: r.discrepancies(),
     })
+}
+
+/// A field worker takes the oldest open task of the crisis, finds corrected
+/// payment details, and resolves it; the payment goes out again and the
+/// demo waits for the provider's final answer.
+async fn field_visit(store: &Store, crisis_id: &str) -> anyhow::Result<Option<(i64, String, i32)>> {
+    let filter = TaskFilter {
+        crisis: Some(crisis_id.to_owned()),
+        state: Some(TaskState::Open),
+    };
+    let Some(task) = db::tasks(store, &filter).await?.into_iter().next() else {
+        println!("\nNo payment failed for good: no field visit was needed.");
+        return Ok(None);
+    };
+    let (channel, provider): (String, String) = on_store!(store, pool => sqlx::query_as(
+        "SELECT channel, provider FROM disbursement.instructions WHERE instruction_id = $1"
+    )
+    .bind(&task.instruction_id)
+    .fetch_one(pool)
+    .await)?;
+    let worker = "field-team-1";
+    db::assign(store, task.task_id, worker).await?;
+    let destination = Destination {
+        channel: serde_json::from_value(serde_json::Value::String(channel.clone()))?,
+        provider: provider.clone(),
+        account_token: format!("tok_demo_corrected_{}", task.task_id),
+    };
+    let answer = db::resolve(
+        store,
+        task.task_id,
+        worker,
+        "visited; the household opened a new wallet",
+        &Resolution::DetailsCorrected(destination),
+        172_800,
+    )
+    .await?;
+    let Answer::Changed {
+        reissued: Some(attempt),
+    } = answer
+    else {
+        println!(
+            "\nField task {} could not be resolved: {answer:?}",
+            task.task_id
+        );
+        return Ok(None);
+    };
+    println!(
+        "\nField team: task {} ({} on attempt {}, area {}) assigned to {worker}, resolved details_corrected — \
+         the same payment goes to the corrected {channel} account at {provider} as attempt {attempt}.",
+        task.task_id,
+        task.reason_code,
+        task.attempt,
+        task.area_code.as_deref().unwrap_or("?")
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let (status, now): (String, i32) = on_store!(store, pool => sqlx::query_as(
+            "SELECT status, attempt FROM disbursement.instructions WHERE instruction_id = $1"
+        )
+        .bind(&task.instruction_id)
+        .fetch_one(pool)
+        .await)?;
+        if now == attempt && matches!(status.as_str(), "succeeded" | "failed") {
+            break status;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the corrected payment had no final answer in 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("  The provider's answer to attempt {attempt}: {status}.");
+    Ok(Some((task.task_id, task.instruction_id, attempt)))
 }

@@ -83,7 +83,8 @@ pub struct CrisisSummary {
     pub alert: Option<TriggeringAlert>,
     /// Households and money at each step.
     pub funnel: Funnel,
-    /// Open field-verification tasks raised by permanent payment failures.
+    /// Unresolved field-verification tasks (a payment failed for good or
+    /// ran out of retries; docs/field-teams.md).
     pub field_tasks_open: i64,
     /// What needs a payment-operations lead's attention.
     pub attention: Attention,
