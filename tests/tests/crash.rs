@@ -247,14 +247,25 @@ async fn two_instances_never_duplicate_and_the_survivor_finishes_when_one_is_kil
     let entitled = declare(&p, "FAILOVER-1", def).await;
     let total = entitled * 3;
 
-    // Kill one replica while both are at work: payments are settling and
-    // tranches are still to fall due; where in its work it is, is chance.
-    wait_for("the first payments settled", DEADLINE * 2, || async {
-        (p.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'")
-            .await
-            > 0)
-        .then_some(())
-    })
+    // Kill one replica while both are at work: the first tranche is out
+    // (or its first payments are settling) and later tranches are still to
+    // fall due; where in its work it is, is chance. Waiting for a payment to
+    // settle alone was not enough: on a loaded machine (two crash tests on
+    // two cores in CI) the first one settled after all three tranches were
+    // instructed, 30 s in.
+    wait_for(
+        "the first tranche out or a payment settled",
+        DEADLINE * 2,
+        || async {
+            let settled = p
+                .count("SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'")
+                .await;
+            let made = p
+                .count("SELECT count(*) FROM disbursement.instructions")
+                .await;
+            (settled > 0 || made >= entitled).then_some(())
+        },
+    )
     .await;
     let wait = rand::rng().random_range(0..3000);
     tokio::time::sleep(Duration::from_millis(wait)).await;
