@@ -13,7 +13,7 @@ pub use amend::{
 pub use expand::{expand, Expansion};
 pub use redecide::{redecide_households, Redecided};
 
-use sumud_shared::db::sqlite::{json_list, parse_json_list};
+use sumud_shared::db::sqlite::json_list;
 use sumud_shared::db::{Conn, Store, Tx};
 use sumud_shared::events::crisis::{CrisisDefinition, CrisisEvent, CrisisState};
 use sumud_shared::playbook::Resolved;
@@ -365,65 +365,23 @@ pub async fn household_facts(
     store: &Store,
     household_id: &str,
 ) -> Result<Option<(crate::policy::Facts, String)>> {
-    const SQL: &str = "SELECT version, area_code, governorate, district, members, welfare_score, \
-                              programmes, flags, event_id \
-                       FROM registry.households_v WHERE household_id = $1";
-    type Row<L> = (i64, String, String, Option<String>, i32, f64, L, L, String);
-    let row: Option<Row<Vec<String>>> = match store {
+    let sql = format!("{}household_id = $1", redecide::FACTS_SELECT);
+    let row: Option<redecide::FactsRow<Vec<String>>> = match store {
         Store::Postgres(pool) => {
-            sqlx::query_as(SQL)
+            sqlx::query_as(&sql)
                 .bind(household_id)
                 .fetch_optional(pool)
                 .await?
         }
         Store::Sqlite(pool) => {
-            let row: Option<Row<String>> = sqlx::query_as(SQL)
+            let row: Option<redecide::FactsRow<String>> = sqlx::query_as(&sql)
                 .bind(household_id)
                 .fetch_optional(pool)
                 .await?;
-            match row {
-                None => None,
-                Some((v, a, g, d, m, w, programmes, flags, e)) => Some((
-                    v,
-                    a,
-                    g,
-                    d,
-                    m,
-                    w,
-                    parse_json_list(&programmes, "programmes")?,
-                    parse_json_list(&flags, "flags")?,
-                    e,
-                )),
-            }
+            row.map(redecide::decode_lists).transpose()?
         }
     };
-    Ok(row.map(
-        |(
-            version,
-            area_code,
-            governorate,
-            district,
-            members,
-            welfare_score,
-            programmes,
-            flags,
-            event_id,
-        )| {
-            (
-                crate::policy::Facts {
-                    version,
-                    area_code,
-                    governorate,
-                    district,
-                    members,
-                    welfare_score,
-                    programmes,
-                    flags,
-                },
-                event_id,
-            )
-        },
-    ))
+    Ok(row.map(|r| redecide::into_facts(r).1))
 }
 
 /// The crisis's live decisions by district and expansion type (the

@@ -27,7 +27,10 @@ pub struct Redecided {
     pub held: i64,
 }
 
-type FactsRow<L> = (
+/// A registry record as [`FACTS_SELECT`] reads it: id, version, area code,
+/// governorate, district, members, welfare score, programmes, flags, event
+/// id; the lists as arrays on PostgreSQL, JSON text on SQLite.
+pub(super) type FactsRow<L> = (
     String,
     i64,
     String,
@@ -40,15 +43,51 @@ type FactsRow<L> = (
     String,
 );
 
+/// The registry view's columns the policy reads; a `WHERE` follows.
+pub(super) const FACTS_SELECT: &str =
+    "SELECT household_id, version, area_code, governorate, district, members, welfare_score, \
+            programmes, flags, event_id FROM registry.households_v WHERE ";
+
+/// Reads SQLite's JSON lists of a [`FactsRow`].
+pub(super) fn decode_lists(row: FactsRow<String>) -> Result<FactsRow<Vec<String>>> {
+    let (id, v, a, g, d, m, w, p, f, e) = row;
+    let p = parse_json_list(&p, "programmes")?;
+    let f = parse_json_list(&f, "flags")?;
+    Ok((id, v, a, g, d, m, w, p, f, e))
+}
+
+/// A [`FactsRow`] as (household id, (facts, event id)).
+pub(super) fn into_facts(row: FactsRow<Vec<String>>) -> (String, (Facts, String)) {
+    let (
+        id,
+        version,
+        area_code,
+        governorate,
+        district,
+        members,
+        welfare_score,
+        programmes,
+        flags,
+        event_id,
+    ) = row;
+    let facts = Facts {
+        version,
+        area_code,
+        governorate,
+        district,
+        members,
+        welfare_score,
+        programmes,
+        flags,
+    };
+    (id, (facts, event_id))
+}
+
 /// The current registry records of `ids` (absent or removed ones are
 /// missing from the map), with the event that set each.
 async fn facts_of(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, (Facts, String)>> {
     let d = Dialect::of(tx);
-    let sql = format!(
-        "SELECT household_id, version, area_code, governorate, district, members, welfare_score, \
-                programmes, flags, event_id FROM registry.households_v WHERE {}",
-        d.in_list("household_id", 1)
-    );
+    let sql = format!("{FACTS_SELECT}{}", d.in_list("household_id", 1));
     let rows: Vec<FactsRow<Vec<String>>> = match tx {
         Tx::Postgres(tx) => {
             sqlx::query_as(&sql)
@@ -61,44 +100,10 @@ async fn facts_of(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, (Facts,
                 .bind(json_list(ids))
                 .fetch_all(&mut **tx)
                 .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (id, v, a, g, di, m, w, p, f, e) in rows {
-                let p = parse_json_list(&p, "programmes")?;
-                let f = parse_json_list(&f, "flags")?;
-                out.push((id, v, a, g, di, m, w, p, f, e));
-            }
-            out
+            rows.into_iter().map(decode_lists).collect::<Result<_>>()?
         }
     };
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                version,
-                area_code,
-                governorate,
-                district,
-                members,
-                welfare_score,
-                programmes,
-                flags,
-                event_id,
-            )| {
-                let facts = Facts {
-                    version,
-                    area_code,
-                    governorate,
-                    district,
-                    members,
-                    welfare_score,
-                    programmes,
-                    flags,
-                };
-                (id, (facts, event_id))
-            },
-        )
-        .collect())
+    Ok(rows.into_iter().map(into_facts).collect())
 }
 
 /// The crisis's live decisions of `households`.
