@@ -58,6 +58,11 @@ pub enum Subject {
 
 /// Gathers the explanation from the pipeline's database.
 pub async fn explanation(store: &Store, subject: Subject) -> anyhow::Result<Explanation> {
+    anyhow::ensure!(
+        store.has_table("eligibility", "crises").await?,
+        "eligibility's records are not in this database: point DATABASE_URL at the pipeline's \
+         database (sqlite://.sumud/sumud.db for the embedded default of `sumud up`)"
+    );
     let payments = store.has_table("disbursement", "instructions").await?;
     let (crisis_id, household_id, asked, one) = match subject {
         Subject::Household { crisis, household } => (crisis, household, None, None),

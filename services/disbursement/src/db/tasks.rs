@@ -174,13 +174,7 @@ pub async fn assign(store: &Store, id: i64, to: &str) -> Result<Answer> {
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    if n != 1 {
-        return Ok(Answer::Refused(format!(
-            "task {id} changed meanwhile; list it again"
-        )));
-    }
-    tx.commit().await?;
-    Ok(Answer::Changed { reissued: None })
+    settle(tx, id, n, None).await
 }
 
 /// Resolves task `id` as `resolution`, by `by`, with a `note` (no personal
@@ -296,9 +290,16 @@ pub async fn resolve(
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
+    settle(tx, id, n, reissued).await
+}
+
+/// Ends a transition whose guarded UPDATE touched `n` rows: committed when
+/// it touched the task, refused (rolled back) when another writer moved
+/// the task out of the state the UPDATE required.
+async fn settle(tx: Tx, id: i64, n: u64, reissued: Option<i32>) -> Result<Answer> {
     if n != 1 {
         return Ok(Answer::Refused(format!(
-            "task {id} changed meanwhile; list it again"
+            "task {id} changed meanwhile; list it again (`sumud tasks list`)"
         )));
     }
     tx.commit().await?;
