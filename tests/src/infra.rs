@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{Pipeline, DEADLINE, SEED};
 use crate::watchdog::{bounded, phase};
-use crate::{wait_for, Running, TestEnv, SETUP};
+use crate::{wait_explained, Running, TestEnv, SETUP};
 
 /// A loopback address nobody listens on right now.
 pub fn free_addr() -> SocketAddr {
@@ -397,19 +397,29 @@ impl Probes {
     /// Asks every service's `/readyz` at once: (service, HTTP status, or
     /// `None` if the service did not answer within 5 s).
     pub async fn readiness(&self) -> Vec<(&'static str, Option<u16>)> {
+        self.readiness_reports()
+            .await
+            .into_iter()
+            .map(|(n, s)| (n, s.map(|(status, _)| status)))
+            .collect()
+    }
+
+    /// Every service's `/readyz` answer, status and body (which says what
+    /// is not ready), in [`SERVICES`] order; `None` if it did not answer
+    /// within 5 s.
+    pub async fn readiness_reports(&self) -> Vec<(&'static str, Option<(u16, String)>)> {
         let mut set = tokio::task::JoinSet::new();
         for (i, (name, addr)) in self.addrs.iter().copied().enumerate() {
             set.spawn(async move {
-                let status =
+                let answer =
                     tokio::time::timeout(Duration::from_secs(5), http_get(addr, "/readyz"))
                         .await
                         .ok()
-                        .flatten()
-                        .map(|(s, _)| s);
-                (i, name, status)
+                        .flatten();
+                (i, name, answer)
             });
         }
-        let mut out: Vec<(usize, &'static str, Option<u16>)> = Vec::new();
+        let mut out = Vec::new();
         while let Some(r) = set.join_next().await {
             out.push(r.expect("probe task"));
         }
@@ -418,16 +428,28 @@ impl Probes {
     }
 
     /// Waits until every service in `which` answers `/readyz` with
-    /// `status`; returns how long that took.
+    /// `status`; returns how long that took. At the deadline the panic
+    /// quotes what each service still missing last answered.
     pub async fn wait_all(&self, which: &[&str], status: u16, deadline: Duration) -> Duration {
         let started = Instant::now();
         let what = format!("{which:?} to answer /readyz with {status}");
-        wait_for(&what, deadline, || async {
-            let seen = self.readiness().await;
-            seen.iter()
+        wait_explained(&what, deadline, || async {
+            let missing: Vec<String> = self
+                .readiness_reports()
+                .await
+                .into_iter()
                 .filter(|(n, _)| which.contains(n))
-                .all(|(_, s)| *s == Some(status))
-                .then_some(())
+                .filter(|(_, a)| a.as_ref().map(|(s, _)| *s) != Some(status))
+                .map(|(n, a)| match a {
+                    Some((s, body)) => format!("{n} answered {s}: {body}"),
+                    None => format!("{n} did not answer"),
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing.join("; "))
+            }
         })
         .await;
         started.elapsed()
