@@ -384,7 +384,7 @@ async fn run_with(
     println!(
         "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
     );
-    let audit = audit::close_the_loop(&store, &crisis_id).await?;
+    let audit = audit::close_the_loop(&store, &settings.topics.tasks, &crisis_id).await?;
     println!(
         "Explain any decision or payment: sumud explain --crisis {crisis_id} --household <id>, \
          or sumud explain --instruction <reference> (--json for one document)"

@@ -75,6 +75,12 @@ pub enum TasksCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The keys field-team apps sign task commands with on the tasks topic.
+    Keys {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: crate::field_keys_cmd::FieldKeysCommand,
+    },
 }
 
 /// Which tasks.
@@ -137,6 +143,7 @@ pub enum ExportFormat {
 pub async fn run(settings: &Settings, command: TasksCommand) -> anyhow::Result<()> {
     let store = crate::payments_cmd::disbursement_store(settings).await?;
     match command {
+        TasksCommand::Keys { command } => crate::field_keys_cmd::run(&store, command).await?,
         TasksCommand::List { filter, json } => {
             let rows = rows(&store, &filter, None).await?;
             if json {
@@ -146,7 +153,10 @@ pub async fn run(settings: &Settings, command: TasksCommand) -> anyhow::Result<(
             }
         }
         TasksCommand::Assign { id, to } => {
-            answered(id, db::assign(&store, id, &to).await?)?;
+            answered(
+                id,
+                db::assign(&store, &settings.topics.tasks, id, &to).await?,
+            )?;
             println!("task {id} assigned to {to}");
         }
         TasksCommand::Resolve {
@@ -170,7 +180,16 @@ pub async fn run(settings: &Settings, command: TasksCommand) -> anyhow::Result<(
                 OutcomeArg::Ineligible => Resolution::Ineligible,
                 OutcomeArg::Unreachable => Resolution::Unreachable,
             };
-            let answer = db::resolve(&store, id, &by, &note, &resolution, deadline_secs()?).await?;
+            let answer = db::resolve(
+                &store,
+                &settings.topics.tasks,
+                id,
+                &by,
+                &note,
+                &resolution,
+                deadline_secs()?,
+            )
+            .await?;
             let reissued = match &answer {
                 Answer::Changed { reissued } => *reissued,
                 _ => None,

@@ -30,7 +30,9 @@ macro_rules! contract {
 /// Every event type with its schema file. Adding an event type means adding
 /// a line here and a file (with examples) in `schemas/`.
 fn contracts() -> Vec<Contract> {
-    use crate::events::{alert, control, crisis, deadletter, entitlement, household, payment};
+    use crate::events::{
+        alert, control, crisis, deadletter, entitlement, household, payment, task,
+    };
     vec![
         contract!(alert::ALERT_CAP, "alert.cap.schema.json"),
         contract!(alert::INDICATOR_READING, "indicator.reading.schema.json"),
@@ -64,6 +66,10 @@ fn contracts() -> Vec<Contract> {
             "payment.instruction.schema.json"
         ),
         contract!(payment::PAYMENT_STATUS, "payment.status.schema.json"),
+        contract!(task::TASK_OPENED, "task.event.schema.json"),
+        contract!(task::TASK_ASSIGNED, "task.event.schema.json"),
+        contract!(task::TASK_RESOLVED, "task.event.schema.json"),
+        contract!(task::TASK_COMMAND, "task.command.schema.json"),
     ]
 }
 

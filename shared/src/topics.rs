@@ -22,8 +22,16 @@ pub struct Topics {
     pub instructions: String,
     /// Payment status reported by providers.
     pub status: String,
+    /// Field-verification tasks: disbursement's task events and field
+    /// teams' signed commands.
+    #[serde(default = "default_tasks")]
+    pub tasks: String,
     /// Rejected messages with their reason.
     pub deadletter: String,
+}
+
+fn default_tasks() -> String {
+    "sumud.tasks.v1".into()
 }
 
 impl Default for Topics {
@@ -36,6 +44,7 @@ impl Default for Topics {
             entitlements: "sumud.entitlements.v1".into(),
             instructions: "sumud.payments.instructions.v1".into(),
             status: "sumud.payments.status.v1".into(),
+            tasks: default_tasks(),
             deadletter: "sumud.deadletter.v1".into(),
         }
     }
@@ -43,7 +52,7 @@ impl Default for Topics {
 
 impl Topics {
     /// Every topic name, for creation and ACL documentation.
-    pub fn all(&self) -> [&str; 8] {
+    pub fn all(&self) -> [&str; 9] {
         [
             &self.control,
             &self.alerts,
@@ -52,6 +61,7 @@ impl Topics {
             &self.entitlements,
             &self.instructions,
             &self.status,
+            &self.tasks,
             &self.deadletter,
         ]
     }
@@ -68,6 +78,7 @@ impl Topics {
             entitlements: s(&self.entitlements),
             instructions: s(&self.instructions),
             status: s(&self.status),
+            tasks: s(&self.tasks),
             deadletter: s(&self.deadletter),
         }
     }

@@ -14,6 +14,7 @@ use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::EntitlementDecision;
 use sumud_shared::events::household::{Household, HouseholdRemoved};
 use sumud_shared::events::payment::{Instruction, StatusReport};
+use sumud_shared::events::task::{SignedTaskCommand, TaskEvent};
 use sumud_shared::schema::SchemaRegistry;
 
 fn examples_dir() -> PathBuf {
@@ -123,6 +124,16 @@ fn payment_instruction_schema_and_type_agree() {
 #[test]
 fn payment_status_schema_and_type_agree() {
     check_contract::<StatusReport>("payment.status");
+}
+
+#[test]
+fn task_event_schema_and_type_agree() {
+    check_contract::<TaskEvent>("task.event");
+}
+
+#[test]
+fn task_command_schema_and_type_agree() {
+    check_contract::<SignedTaskCommand>("task.command");
 }
 
 #[test]

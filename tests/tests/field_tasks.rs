@@ -146,11 +146,15 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
     // Act and assert: assignment.
     let store = &p.env.store;
     assert_eq!(
-        db::assign(store, fix.0, "team-irbid-1").await.unwrap(),
+        db::assign(store, &p.env.settings.topics.tasks, fix.0, "team-irbid-1")
+            .await
+            .unwrap(),
         Answer::Changed { reissued: None }
     );
     assert_eq!(
-        db::assign(store, fix.0, "team-irbid-1").await.unwrap(),
+        db::assign(store, &p.env.settings.topics.tasks, fix.0, "team-irbid-1")
+            .await
+            .unwrap(),
         Answer::Unchanged
     );
     let assigned = db::tasks(
@@ -174,6 +178,7 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
     let before = reserved(&p).await;
     let answer = db::resolve(
         store,
+        &p.env.settings.topics.tasks,
         inel.0,
         "amal",
         "moved out of the area",
@@ -185,6 +190,7 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
     assert_eq!(answer, Answer::Changed { reissued: None });
     let answer = db::resolve(
         store,
+        &p.env.settings.topics.tasks,
         unr.0,
         "amal",
         "not found twice",
@@ -199,6 +205,7 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
     assert_eq!(
         db::resolve(
             store,
+            &p.env.settings.topics.tasks,
             unr.0,
             "amal",
             "again",
@@ -210,7 +217,7 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
         Answer::Unchanged
     );
     assert!(matches!(
-        db::resolve(store, unr.0, "amal", "changed my mind", &Resolution::Ineligible, 3600)
+        db::resolve(store, &p.env.settings.topics.tasks, unr.0, "amal", "changed my mind", &Resolution::Ineligible, 3600)
             .await
             .unwrap(),
         Answer::Refused(why) if why.contains("already resolved as unreachable")
@@ -246,6 +253,7 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
     let to = Destination::parse("bank", &holder, token).unwrap();
     let answer = db::resolve(
         store,
+        &p.env.settings.topics.tasks,
         fix.0,
         "team-irbid-1",
         "new bank account token from the provider agent",
@@ -372,6 +380,7 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
     let to = Destination::parse("bank", &holder, "tok_fieldfix00000002").unwrap();
     let answer = db::resolve(
         store,
+        &p.env.settings.topics.tasks,
         spare.0,
         "amal",
         "new token",

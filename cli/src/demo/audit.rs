@@ -40,8 +40,12 @@ pub struct Audit {
 
 /// Explains one household that needed a retry (or any paid one) and
 /// reconciles the simulator's camt.054 statement of the crisis.
-pub async fn close_the_loop(store: &Store, crisis_id: &str) -> anyhow::Result<Audit> {
-    let field_visit = field_visit(store, crisis_id).await?;
+pub async fn close_the_loop(
+    store: &Store,
+    tasks_topic: &str,
+    crisis_id: &str,
+) -> anyhow::Result<Audit> {
+    let field_visit = field_visit(store, tasks_topic, crisis_id).await?;
     // A household whose payment needed a retry tells the fuller story.
     let sql = "SELECT household_id FROM disbursement.instructions WHERE crisis_id = $1 \
                AND status = 'succeeded' ORDER BY attempt DESC, instruction_id LIMIT 1";
@@ -116,7 +120,11 @@ pub async fn close_the_loop(store: &Store, crisis_id: &str) -> anyhow::Result<Au
 /// A field worker takes the oldest open task of the crisis, finds corrected
 /// payment details, and resolves it; the payment goes out again and the
 /// demo waits for the provider's final answer.
-async fn field_visit(store: &Store, crisis_id: &str) -> anyhow::Result<Option<(i64, String, i32)>> {
+async fn field_visit(
+    store: &Store,
+    tasks_topic: &str,
+    crisis_id: &str,
+) -> anyhow::Result<Option<(i64, String, i32)>> {
     let filter = TaskFilter {
         crisis: Some(crisis_id.to_owned()),
         state: Some(TaskState::Open),
@@ -132,7 +140,7 @@ async fn field_visit(store: &Store, crisis_id: &str) -> anyhow::Result<Option<(i
     .fetch_one(pool)
     .await)?;
     let worker = "field-team-1";
-    db::assign(store, task.task_id, worker).await?;
+    db::assign(store, tasks_topic, task.task_id, worker).await?;
     let destination = Destination {
         channel: serde_json::from_value(serde_json::Value::String(channel.clone()))?,
         provider: provider.clone(),
@@ -140,6 +148,7 @@ async fn field_visit(store: &Store, crisis_id: &str) -> anyhow::Result<Option<(i
     };
     let answer = db::resolve(
         store,
+        tasks_topic,
         task.task_id,
         worker,
         "visited; the household opened a new wallet",

@@ -25,6 +25,10 @@ pub struct DisbursementConfig {
     pub pseudonym_secret: String,
     /// How often the scheduler looks for due work, milliseconds.
     pub tick_ms: u64,
+    /// Oldest accepted field-team command, seconds
+    /// (`SUMUD_COMMAND_MAX_AGE_SECS`, default 900, as for operator
+    /// commands): a signed command found later is `expired`.
+    pub max_command_age_secs: i64,
 }
 
 /// The development secret of [`DisbursementConfig::default`]: published in
@@ -45,6 +49,7 @@ impl Default for DisbursementConfig {
             deadline_secs: 172_800,
             pseudonym_secret: DEVELOPMENT_SECRET.into(),
             tick_ms: 250,
+            max_command_age_secs: 900,
         }
     }
 }
@@ -99,6 +104,9 @@ impl DisbursementConfig {
         }
         if let Some(v) = num("SUMUD_PAYMENT_DEADLINE_SECS")? {
             c.deadline_secs = v;
+        }
+        if let Some(v) = num("SUMUD_COMMAND_MAX_AGE_SECS")? {
+            c.max_command_age_secs = v;
         }
         c.pseudonym_secret = match (std::env::var("SUMUD_PSEUDONYM_SECRET"), generated) {
             (Ok(v), _) => v,

@@ -2,7 +2,8 @@
 //! instruction-creating pass is in `create.rs`; the batches that are the
 //! instructions' outbox, retries and deadlines in `db/batches.rs`; our side
 //! of a provider statement in `db/statement.rs`; field-verification tasks
-//! in `db/tasks.rs`). Statements that read the
+//! in `db/tasks.rs`; field teams' keys and commands in
+//! `db/field_keys.rs`). Statements that read the
 //! same on both are written once; on SQLite, times are bound as
 //! [`timestamp`] text and lists as JSON arrays.
 
@@ -14,10 +15,12 @@ use sumud_shared::events::entitlement::{EntitlementDecision, EntitlementStatus};
 use sumud_shared::{on_store, on_tx, Result};
 
 mod batches;
+mod field_keys;
 pub mod history;
 mod statement;
 mod tasks;
 pub use batches::*;
+pub use field_keys::*;
 pub use statement::*;
 pub use tasks::*;
 

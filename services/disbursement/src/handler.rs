@@ -11,6 +11,7 @@ use sumud_shared::envelope::Rejection;
 use sumud_shared::events::crisis::{CrisisEvent, CRISIS_EVENTS};
 use sumud_shared::events::entitlement::{EntitlementDecision, ENTITLEMENT_DECIDED};
 use sumud_shared::events::payment::{RejectionReason, StatusReport, PAYMENT_STATUS};
+use sumud_shared::events::task::{TASK_COMMAND, TASK_EVENTS};
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::Result;
 use tracing::{info, warn};
@@ -22,25 +23,48 @@ use crate::payment_state::{effect, Effect, Report, Standing};
 use crate::scheduler::Due;
 use crate::sender::may_report;
 
-/// Handles crisis, decision and status events.
+/// Handles crisis, decision, status and task events.
 pub struct DisbursementHandler {
     store: Store,
     config: DisbursementConfig,
     due: Arc<Due>,
+    tasks_topic: String,
     types: Vec<&'static str>,
 }
 
 impl DisbursementHandler {
-    /// A handler on `store`; `due` tells the scheduler which crises changed.
-    pub fn new(store: Store, config: DisbursementConfig, due: Arc<Due>) -> Self {
+    /// A handler on `store`; `due` tells the scheduler which crises
+    /// changed; task changes are announced on `tasks_topic`.
+    pub fn new(
+        store: Store,
+        config: DisbursementConfig,
+        due: Arc<Due>,
+        tasks_topic: String,
+    ) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
-        types.extend([ENTITLEMENT_DECIDED, PAYMENT_STATUS]);
+        types.extend([ENTITLEMENT_DECIDED, PAYMENT_STATUS, TASK_COMMAND]);
+        types.extend(TASK_EVENTS);
         DisbursementHandler {
             store,
             config,
             due,
+            tasks_topic,
             types,
         }
+    }
+
+    /// A task event read back from the tasks topic: ours (its exact bytes
+    /// are in our outbox) changes nothing; anyone else's is refused, so a
+    /// forged "resolved" never passes for disbursement's word.
+    async fn task_event(&self, m: &Incoming) -> Result<Verdict> {
+        let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
+        if db::published_task_event(&self.store, &key, &m.raw).await? {
+            return Ok(Verdict::Done);
+        }
+        Ok(reject(
+            Reason::UntrustedSender,
+            "task events are written by disbursement alone; this one is not in its outbox".into(),
+        ))
     }
 
     async fn status(&self, m: &Incoming) -> Result<Verdict> {
@@ -167,6 +191,7 @@ impl DisbursementHandler {
                 if *verify {
                     db::raise_task(
                         &mut tx,
+                        &self.tasks_topic,
                         household,
                         &r.reference_id,
                         held.attempt,
@@ -279,6 +304,21 @@ impl Handler for DisbursementHandler {
                     }
                     Err(r) => Verdict::Reject(r),
                 }
+            } else if t == TASK_COMMAND {
+                let judge = crate::field_command::Judge {
+                    store: &self.store,
+                    topic: &self.tasks_topic,
+                    max_age_secs: self.config.max_command_age_secs,
+                    deadline_secs: self.config.deadline_secs,
+                };
+                let v = judge.judge(m).await?;
+                if matches!(v, Verdict::Done) {
+                    // A corrected destination re-issues a payment.
+                    self.due.request_full_pass();
+                }
+                v
+            } else if TASK_EVENTS.contains(&t) {
+                self.task_event(m).await?
             } else {
                 statuses = true;
                 self.status(m).await?

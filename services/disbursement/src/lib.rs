@@ -9,6 +9,7 @@
 pub mod config;
 pub mod create;
 pub mod db;
+pub mod field_command;
 pub mod field_task;
 pub mod handler;
 pub mod instruction;
@@ -100,9 +101,28 @@ impl App {
             handoff,
             shutdown.clone(),
         ));
-        let handler = DisbursementHandler::new(self.store.clone(), self.config.clone(), due);
+        // Task events go out through the shared outbox relay of the
+        // `disbursement` schema (instructions have a relay of their own).
+        let tasks_relay = tokio::spawn(sumud_shared::outbox::relay(
+            self.store.clone(),
+            SERVICE,
+            self.producer.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            shutdown.clone(),
+        ));
         let t = &self.settings.topics;
-        let topics = vec![t.crisis.clone(), t.entitlements.clone(), t.status.clone()];
+        let handler = DisbursementHandler::new(
+            self.store.clone(),
+            self.config.clone(),
+            due,
+            t.tasks.clone(),
+        );
+        let topics = vec![
+            t.crisis.clone(),
+            t.entitlements.clone(),
+            t.status.clone(),
+            t.tasks.clone(),
+        ];
         // Eligibility reads (and dead-letters) the crisis topic too; the
         // entitlements topic has no other consumer, so its rejects are ours
         // to record.
@@ -112,9 +132,9 @@ impl App {
             settings: &self.settings,
             store: &self.store,
             producer: &self.producer,
-            outbox: None,
+            outbox: Some(SERVICE),
         };
-        let background = vec![publisher, scheduler];
+        let background = vec![publisher, scheduler, tasks_relay];
         startup::run(service, topics, foreign, &handler, background, shutdown).await
     }
 }

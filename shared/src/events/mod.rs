@@ -8,3 +8,4 @@ pub mod deadletter;
 pub mod entitlement;
 pub mod household;
 pub mod payment;
+pub mod task;

@@ -14,6 +14,9 @@
 use chrono::{DateTime, Utc};
 use sumud_shared::db::sqlite::timestamp;
 use sumud_shared::db::{Store, Tx};
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::task::{TaskEvent, TASK_ASSIGNED, TASK_OPENED, TASK_RESOLVED};
+use sumud_shared::outbox::{self, Pending};
 use sumud_shared::{on_store, on_tx, Result};
 
 use super::now;
@@ -81,9 +84,11 @@ pub async fn tasks(store: &Store, filter: &TaskFilter) -> Result<Vec<TaskRow>> {
 }
 
 /// Raises a field-verification task for the failed `attempt` of an
-/// instruction (once per attempt).
+/// instruction (once per attempt), announcing it on `topic` (the tasks
+/// topic) through the outbox, in the same transaction.
 pub async fn raise_task(
     tx: &mut Tx,
+    topic: &str,
     household: &str,
     instruction: &str,
     attempt: i32,
@@ -91,17 +96,71 @@ pub async fn raise_task(
 ) -> Result<()> {
     const SQL: &str = "INSERT INTO disbursement.verification_tasks \
              (household_id, instruction_id, attempt, reason_code) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-    on_tx!(tx, conn => sqlx::query(SQL)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING task_id";
+    let raised: Option<i64> = on_tx!(tx, conn => sqlx::query_scalar(SQL)
         .bind(household)
         .bind(instruction)
         .bind(attempt)
         .bind(reason)
-        .execute(conn)
-        .await
-        .map(drop))?;
+        .fetch_optional(conn)
+        .await)?;
+    if let Some(id) = raised {
+        announce(tx, topic, id, TASK_OPENED).await?;
+    }
     Ok(())
 }
+
+/// Writes the task as it now stands into the outbox as an `event_type`
+/// event for `topic`, inside the transaction that changed it: a field
+/// app following the topic sees every change that committed, in order
+/// (one key per task), and none that did not.
+async fn announce(tx: &mut Tx, topic: &str, id: i64, event_type: &str) -> Result<()> {
+    const SQL: &str =
+        "SELECT t.task_id, i.crisis_id, t.household_id, t.instruction_id, t.attempt, \
+            t.reason_code, t.state, t.assigned_to, t.outcome, t.resolved_by, t.reissued_attempt \
+         FROM disbursement.verification_tasks t \
+         JOIN disbursement.instructions i ON i.instruction_id = t.instruction_id \
+         WHERE t.task_id = $1";
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        i32,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i32>,
+    );
+    let r: Row = on_tx!(tx, conn => sqlx::query_as(SQL).bind(id).fetch_one(conn).await)?;
+    let event = TaskEvent {
+        task_id: r.0,
+        crisis_id: r.1,
+        household_id: r.2,
+        instruction_id: r.3,
+        attempt: r.4,
+        reason_code: r.5,
+        state: r.6,
+        assigned_to: r.7,
+        outcome: r.8,
+        resolved_by: r.9,
+        reissued_attempt: r.10,
+        changed_at: Utc::now(),
+    };
+    let key = id.to_string();
+    let envelope = Envelope::new(TASK_SOURCE, event_type, Some(key.clone()), event);
+    outbox::enqueue_tx(
+        tx,
+        "disbursement",
+        vec![Pending::event(topic, &key, &envelope)],
+    )
+    .await
+}
+
+/// The CloudEvents `source` of task events.
+const TASK_SOURCE: &str = "urn:sumud:disbursement";
 
 /// What an assignment or a resolution did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,10 +210,19 @@ fn state_of(h: &Held) -> Result<TaskState> {
         .ok_or_else(|| sumud_shared::Error::Other(format!("unknown task state {:?}", h.state)))
 }
 
-/// Assigns task `id` to a field worker or team `to`.
-pub async fn assign(store: &Store, id: i64, to: &str) -> Result<Answer> {
+/// Assigns task `id` to a field worker or team `to`, announcing it on
+/// `topic`.
+pub async fn assign(store: &Store, topic: &str, id: i64, to: &str) -> Result<Answer> {
     let mut tx = store.begin().await?;
-    let Some(h) = held(&mut tx, id).await? else {
+    let answer = assign_in(&mut tx, topic, id, to).await?;
+    settle(tx, answer).await
+}
+
+/// [`assign`] inside the caller's transaction, which the caller commits
+/// when the answer is not [`Answer::Refused`] (a field command commits its
+/// own record with it).
+pub async fn assign_in(tx: &mut Tx, topic: &str, id: i64, to: &str) -> Result<Answer> {
+    let Some(h) = held(tx, id).await? else {
         return Ok(unknown(id));
     };
     match field_task::assignment(id, state_of(&h)?, h.assigned_to.as_deref(), to) {
@@ -166,22 +234,43 @@ pub async fn assign(store: &Store, id: i64, to: &str) -> Result<Answer> {
         "UPDATE disbursement.verification_tasks SET state = 'assigned', assigned_to = $2, \
              assigned_at = {} \
          WHERE task_id = $1 AND state IN ('open', 'assigned')",
-        now(&tx)
+        now(tx)
     );
-    let n = on_tx!(&mut tx, conn => sqlx::query(&sql)
+    let n = on_tx!(tx, conn => sqlx::query(&sql)
         .bind(id)
         .bind(to)
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    settle(tx, id, n, None).await
+    if n == 1 {
+        announce(tx, topic, id, TASK_ASSIGNED).await?;
+    }
+    Ok(guarded(id, n, None))
 }
 
 /// Resolves task `id` as `resolution`, by `by`, with a `note` (no personal
 /// data: it is kept outside the registry). A re-issued attempt gets a
-/// deadline `deadline_secs` from now, as scheduled retries do.
+/// deadline `deadline_secs` from now, as scheduled retries do. The change
+/// is announced on `topic`.
 pub async fn resolve(
     store: &Store,
+    topic: &str,
+    id: i64,
+    by: &str,
+    note: &str,
+    resolution: &Resolution,
+    deadline_secs: i64,
+) -> Result<Answer> {
+    let mut tx = store.begin().await?;
+    let answer = resolve_in(&mut tx, topic, id, by, note, resolution, deadline_secs).await?;
+    settle(tx, answer).await
+}
+
+/// [`resolve`] inside the caller's transaction, which the caller commits
+/// when the answer is not [`Answer::Refused`].
+pub async fn resolve_in(
+    tx: &mut Tx,
+    topic: &str,
     id: i64,
     by: &str,
     note: &str,
@@ -194,9 +283,8 @@ pub async fn resolve(
         ));
     }
     let outcome = resolution.outcome();
-    let mut tx = store.begin().await?;
     // The instruction first, as a status report locks it, then the task.
-    let instruction: Option<String> = on_tx!(&mut tx, conn => sqlx::query_scalar(
+    let instruction: Option<String> = on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT instruction_id FROM disbursement.verification_tasks WHERE task_id = $1")
         .bind(id)
         .fetch_optional(conn)
@@ -204,10 +292,10 @@ pub async fn resolve(
     let Some(instruction) = instruction else {
         return Ok(unknown(id));
     };
-    let Some(payment) = super::instruction_for_update(&mut tx, &instruction).await? else {
+    let Some(payment) = super::instruction_for_update(tx, &instruction).await? else {
         return Ok(unknown(id));
     };
-    let Some(h) = held(&mut tx, id).await? else {
+    let Some(h) = held(tx, id).await? else {
         return Ok(unknown(id));
     };
     let done = h.outcome.as_deref().and_then(Outcome::parse);
@@ -220,11 +308,11 @@ pub async fn resolve(
     let mut reissued = None;
     match resolution {
         Resolution::DetailsCorrected(to) => {
-            if let Some(why) = reissue_refused(&mut tx, id, &h, &payment, &to.provider).await? {
+            if let Some(why) = reissue_refused(tx, id, &h, &payment, &to.provider).await? {
                 return Ok(Answer::Refused(why));
             }
             // The failure released the money: reserve it again, inside the cap.
-            let reserved = on_tx!(&mut tx, conn => sqlx::query(
+            let reserved = on_tx!(tx, conn => sqlx::query(
                 "UPDATE disbursement.crises SET reserved_minor = reserved_minor + $2 \
                  WHERE crisis_id = $1 AND state = 'active' AND reserved_minor + $2 <= budget_minor")
                 .bind(crisis)
@@ -233,7 +321,7 @@ pub async fn resolve(
                 .await
                 .map(|r| r.rows_affected()))?;
             if reserved != 1 {
-                let (budget, held_minor): (i64, i64) = on_tx!(&mut tx, conn => sqlx::query_as(
+                let (budget, held_minor): (i64, i64) = on_tx!(tx, conn => sqlx::query_as(
                     "SELECT budget_minor, reserved_minor FROM disbursement.crises WHERE crisis_id = $1")
                     .bind(crisis)
                     .fetch_one(conn)
@@ -246,12 +334,11 @@ pub async fn resolve(
                     payment.amount_minor
                 )));
             }
-            let attempt =
-                reissue(&mut tx, &instruction, h.attempt, crisis, to, deadline_secs).await?;
+            let attempt = reissue(tx, &instruction, h.attempt, crisis, to, deadline_secs).await?;
             reissued = Some(attempt);
         }
         Resolution::Ineligible => {
-            on_tx!(&mut tx, conn => sqlx::query(
+            on_tx!(tx, conn => sqlx::query(
                 "INSERT INTO disbursement.entitlement_stops (crisis_id, household_id, task_id) \
                  VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(crisis)
@@ -276,9 +363,9 @@ pub async fn resolve(
              resolved_by = $3, note = $4, resolved_at = {now}, corrected_channel = $5, \
              corrected_provider = $6, corrected_token = $7, reissued_attempt = $8 \
          WHERE task_id = $1 AND state IN ('open', 'assigned')",
-        now = now(&tx)
+        now = now(tx)
     );
-    let n = on_tx!(&mut tx, conn => sqlx::query(&sql)
+    let n = on_tx!(tx, conn => sqlx::query(&sql)
         .bind(id)
         .bind(outcome.as_str())
         .bind(by)
@@ -290,20 +377,32 @@ pub async fn resolve(
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    settle(tx, id, n, reissued).await
+    if n == 1 {
+        announce(tx, topic, id, TASK_RESOLVED).await?;
+    }
+    Ok(guarded(id, n, reissued))
 }
 
-/// Ends a transition whose guarded UPDATE touched `n` rows: committed when
-/// it touched the task, refused (rolled back) when another writer moved
-/// the task out of the state the UPDATE required.
-async fn settle(tx: Tx, id: i64, n: u64, reissued: Option<i32>) -> Result<Answer> {
+/// The answer of a transition whose guarded UPDATE touched `n` rows:
+/// applied when it touched the task, refused when another writer moved the
+/// task out of the state the UPDATE required.
+fn guarded(id: i64, n: u64, reissued: Option<i32>) -> Answer {
     if n != 1 {
-        return Ok(Answer::Refused(format!(
+        return Answer::Refused(format!(
             "task {id} changed meanwhile; list it again (`sumud tasks list`)"
-        )));
+        ));
     }
-    tx.commit().await?;
-    Ok(Answer::Changed { reissued })
+    Answer::Changed { reissued }
+}
+
+/// Ends a transition: committed when it changed the task, rolled back
+/// otherwise (a refusal leaves nothing behind; an unchanged task has
+/// nothing to keep).
+async fn settle(tx: Tx, answer: Answer) -> Result<Answer> {
+    if matches!(answer, Answer::Changed { .. }) {
+        tx.commit().await?;
+    }
+    Ok(answer)
 }
 
 /// Why the payment of task `id` cannot be re-issued, if it cannot: it

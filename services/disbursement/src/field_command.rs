@@ -1,0 +1,348 @@
+//! A field team's signed command on the tasks topic, judged once: who may
+//! write it (a registered, unrevoked field key, whose signature verifies),
+//! that it concerns the task it is keyed by, that it is fresh and not a
+//! replay, and then what it does — the same assignment or resolution
+//! `sumud tasks` makes, recorded as made by the key's principal.
+//!
+//! The order of the checks, like control's for operator commands: the
+//! signature first (a message nobody can attribute changes nothing and is
+//! not recorded), then the same message read again (acknowledged without
+//! effect, before expiry or revocation: it was judged when it was fresh),
+//! then replay, key binding, revocation and age; every refusal after the
+//! signature verified (but `replayed` and `key_mismatch`) is recorded, so
+//! the command can never take effect later.
+
+use chrono::{DateTime, Utc};
+use sumud_shared::db::Store;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::events::task::{SignedTaskCommand, TaskClaims, TaskCommandKind};
+use sumud_shared::jws;
+use sumud_shared::kafka::consumer::{Incoming, Verdict};
+use sumud_shared::Result;
+use tracing::{info, warn};
+
+use crate::db::{self, Answer, Judged, Position};
+use crate::field_task::{Destination, Outcome, Resolution};
+
+/// How far in the future a command's `iat` may be (clock skew).
+const SKEW_SECS: i64 = 300;
+
+/// What a verified command asks for, checked for shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Assign the task to this worker or team.
+    Assign(String),
+    /// Resolve it so, with a note.
+    Resolve(Resolution, String),
+}
+
+/// The claims' request as an [`Action`], or why it is malformed
+/// (`invalid_command`). Pure.
+pub fn action(c: &TaskClaims) -> Result<Action, String> {
+    match c.cmd {
+        TaskCommandKind::Assign => match c.assign_to.as_deref().map(str::trim) {
+            Some(to) if !to.is_empty() && to.len() <= 128 => Ok(Action::Assign(to.to_owned())),
+            _ => Err(
+                "task.assign needs assign_to: the field worker or team (1 to 128 characters)"
+                    .into(),
+            ),
+        },
+        TaskCommandKind::Resolve => {
+            let outcome = c.outcome.as_deref().and_then(Outcome::parse).ok_or(
+                "task.resolve needs outcome: details_corrected, ineligible or unreachable",
+            )?;
+            let note = c.note.clone().unwrap_or_default();
+            let resolution = match outcome {
+                Outcome::DetailsCorrected => {
+                    let d = c.destination.as_ref().ok_or(
+                        "details_corrected needs destination {channel, provider, account_token}",
+                    )?;
+                    Resolution::DetailsCorrected(Destination::parse(
+                        &d.channel,
+                        &d.provider,
+                        &d.account_token,
+                    )?)
+                }
+                Outcome::Ineligible => Resolution::Ineligible,
+                Outcome::Unreachable => Resolution::Unreachable,
+            };
+            if c.destination.is_some() && outcome != Outcome::DetailsCorrected {
+                return Err(format!(
+                    "a destination goes only with details_corrected, not {outcome}"
+                ));
+            }
+            Ok(Action::Resolve(resolution, note))
+        }
+    }
+}
+
+/// Whether `iat` is too old (or too far ahead) at `now`. Pure.
+pub fn stale(iat: i64, now: DateTime<Utc>, max_age_secs: i64) -> Option<String> {
+    let age = now.timestamp() - iat;
+    if age > max_age_secs {
+        Some(format!(
+            "issued {age} s ago; commands older than {max_age_secs} s are refused"
+        ))
+    } else if age < -SKEW_SECS {
+        Some(format!("issued {} s in the future", -age))
+    } else {
+        None
+    }
+}
+
+/// The settings a judgement needs.
+pub struct Judge<'a> {
+    /// The record of truth.
+    pub store: &'a Store,
+    /// The tasks topic (where task events are announced).
+    pub topic: &'a str,
+    /// Oldest accepted `iat`, seconds.
+    pub max_age_secs: i64,
+    /// Deadline of a re-issued payment, seconds.
+    pub deadline_secs: i64,
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+impl Judge<'_> {
+    /// Judges one task command.
+    pub async fn judge(&self, m: &Incoming) -> Result<Verdict> {
+        let signed: SignedTaskCommand = match m.envelope.typed() {
+            Ok(s) => s,
+            Err(rej) => return Ok(Verdict::Reject(rej)),
+        };
+        let kid = match jws::key_id(&signed.jws, "the task command") {
+            Ok(k) => k,
+            Err(rej) => return Ok(Verdict::Reject(rej)),
+        };
+        let Some(key) = db::field_key(self.store, &kid).await? else {
+            return Ok(reject(
+                Reason::UnknownKey,
+                format!("no field key {kid} is registered (`sumud field-keys list`)"),
+            ));
+        };
+        let claims: TaskClaims =
+            match jws::verify(&signed.jws, &key.public_x, Reason::InvalidCommand) {
+                Ok(c) => c,
+                Err(rej) => return Ok(Verdict::Reject(rej)),
+            };
+        let at = Position {
+            source_topic: m.topic.clone(),
+            source_partition: m.partition,
+            source_offset: m.offset,
+        };
+        if let Some(seen) = db::task_command_judged(self.store, &claims.jti).await? {
+            if seen == at {
+                // The very message judged before, read again after a crash.
+                return Ok(Verdict::Done);
+            }
+            return Ok(reject(
+                Reason::Replayed,
+                format!(
+                    "task command {} was judged before, from another position",
+                    claims.jti
+                ),
+            ));
+        }
+        let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
+        if keyed != claims.task_id.to_string() {
+            return Ok(reject(
+                Reason::KeyMismatch,
+                format!(
+                    "the Kafka key must be the task id {}, not {keyed:?}",
+                    claims.task_id
+                ),
+            ));
+        }
+        let judged = |refused| Judged {
+            jti: &claims.jti,
+            kid: &key.kid,
+            principal: &key.principal,
+            cmd: claims.cmd.as_str(),
+            task_id: claims.task_id,
+            at: at.clone(),
+            refused,
+        };
+        let refusal = if key.revoked {
+            Some((Reason::RevokedKey, format!("field key {kid} was revoked")))
+        } else {
+            stale(claims.iat, Utc::now(), self.max_age_secs).map(|why| (Reason::Expired, why))
+        };
+        let action = match (refusal, action(&claims)) {
+            (Some(r), _) => Err(r),
+            (None, Err(why)) => Err((Reason::InvalidCommand, why)),
+            (None, Ok(a)) => Ok(a),
+        };
+        let action = match action {
+            Ok(a) => a,
+            Err((reason, why)) => {
+                return self
+                    .refuse(judged(Some((reason.code(), &why))), reason, &why)
+                    .await
+            }
+        };
+        // The change and the record of the command commit together: a
+        // crash between them cannot apply it without recording it, nor
+        // record it without applying it.
+        let mut tx = self.store.begin().await?;
+        db::record_task_command(&mut tx, &judged(None)).await?;
+        let answer = match &action {
+            Action::Assign(to) => db::assign_in(&mut tx, self.topic, claims.task_id, to).await?,
+            Action::Resolve(resolution, note) => {
+                db::resolve_in(
+                    &mut tx,
+                    self.topic,
+                    claims.task_id,
+                    &key.principal,
+                    note,
+                    resolution,
+                    self.deadline_secs,
+                )
+                .await?
+            }
+        };
+        match answer {
+            Answer::Refused(why) => {
+                drop(tx);
+                self.refuse(
+                    judged(Some((Reason::InvalidTransition.code(), &why))),
+                    Reason::InvalidTransition,
+                    &why,
+                )
+                .await
+            }
+            Answer::Changed { .. } | Answer::Unchanged => {
+                tx.commit().await?;
+                info!(
+                    task = claims.task_id,
+                    cmd = claims.cmd.as_str(),
+                    principal = %key.principal,
+                    changed = matches!(answer, Answer::Changed { .. }),
+                    "Field command applied."
+                );
+                Ok(Verdict::Done)
+            }
+        }
+    }
+
+    /// Records a refusal, so the command never takes effect later, and
+    /// dead-letters it.
+    async fn refuse(&self, j: Judged<'_>, reason: Reason, why: &str) -> Result<Verdict> {
+        let mut tx = self.store.begin().await?;
+        db::record_task_command(&mut tx, &j).await?;
+        tx.commit().await?;
+        warn!(
+            task = j.task_id,
+            cmd = j.cmd,
+            reason = reason.code(),
+            "Field command refused."
+        );
+        Ok(reject(reason, why))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sumud_shared::events::task::CorrectedDestination;
+
+    fn claims(cmd: TaskCommandKind) -> TaskClaims {
+        TaskClaims {
+            jti: "c1".into(),
+            iat: 0,
+            cmd,
+            task_id: 7,
+            assign_to: None,
+            outcome: None,
+            destination: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn an_assignment_without_a_worker_is_malformed() {
+        assert!(action(&claims(TaskCommandKind::Assign)).is_err());
+        let mut c = claims(TaskCommandKind::Assign);
+        c.assign_to = Some("  ".into());
+        assert!(action(&c).is_err());
+        c.assign_to = Some("team-irbid-1".into());
+        assert_eq!(action(&c), Ok(Action::Assign("team-irbid-1".into())));
+    }
+
+    #[test]
+    fn a_resolution_needs_a_known_outcome_and_a_destination_only_when_corrected() {
+        let mut c = claims(TaskCommandKind::Resolve);
+        assert!(action(&c).is_err());
+        c.outcome = Some("paid".into());
+        assert!(action(&c).is_err());
+        c.outcome = Some("details_corrected".into());
+        assert!(action(&c).is_err(), "no destination");
+        let d = CorrectedDestination {
+            channel: "e_wallet".into(),
+            provider: "wallet-a".into(),
+            account_token: "tok_abcdefgh12".into(),
+        };
+        c.destination = Some(d.clone());
+        assert!(matches!(
+            action(&c),
+            Ok(Action::Resolve(Resolution::DetailsCorrected(_), _))
+        ));
+        c.destination = Some(CorrectedDestination {
+            account_token: "0791234567".into(),
+            ..d.clone()
+        });
+        assert!(action(&c).is_err(), "a phone number is not a token");
+        c.outcome = Some("unreachable".into());
+        c.destination = Some(d);
+        assert!(action(&c).is_err(), "a destination with unreachable");
+        c.destination = None;
+        assert_eq!(
+            action(&c),
+            Ok(Action::Resolve(Resolution::Unreachable, String::new()))
+        );
+    }
+
+    /// A command signed outside Sumud, by Node.js's own `crypto` (Ed25519,
+    /// compact JWS built by hand as docs/field-teams.md shows), is heard
+    /// with the key's public `x`, and a changed byte is not.
+    #[test]
+    fn a_command_signed_by_node_crypto_as_the_contract_shows_is_heard() {
+        const X: &str = "3aimju3cJbkklyp6dvhEKdQh5iQPGNIeG5N9McEqdOs";
+        const JWS: &str = "eyJhbGciOiJFZERTQSIsImtpZCI6ImZpZWxkLWFtbWFuLTEifQ.eyJqdGkiOiJub2RlLTdmM2EiLCJpYXQiOjE3OTY2Mzc2MDAsImNtZCI6InRhc2sucmVzb2x2ZSIsInRhc2tfaWQiOjE3LCJvdXRjb21lIjoiZGV0YWlsc19jb3JyZWN0ZWQiLCJkZXN0aW5hdGlvbiI6eyJjaGFubmVsIjoiZV93YWxsZXQiLCJwcm92aWRlciI6IndhbGxldC1hIiwiYWNjb3VudF90b2tlbiI6InRva19ub2RlX2NvcnJlY3RlZF8wMSJ9LCJub3RlIjoibmV3IHdhbGxldCBvcGVuZWQgYXQgdGhlIGFnZW50In0.KaW6SmPctU1gmvch-0K4nZu0I9HhHTkT704FEskyP0BUuK6aE9kAqGv8as9-ZX1AP9xET9ekID9n-LnI_LpHAg";
+        assert_eq!(
+            jws::key_id(JWS, "the task command").unwrap(),
+            "field-amman-1"
+        );
+        let c: TaskClaims = jws::verify(JWS, X, Reason::InvalidCommand).unwrap();
+        assert_eq!(
+            (c.jti.as_str(), c.task_id, c.iat),
+            ("node-7f3a", 17, 1_796_637_600)
+        );
+        let Ok(Action::Resolve(Resolution::DetailsCorrected(d), note)) = action(&c) else {
+            panic!("a corrected destination: {c:?}");
+        };
+        assert_eq!(
+            (d.provider.as_str(), d.account_token.as_str(), note.as_str()),
+            (
+                "wallet-a",
+                "tok_node_corrected_01",
+                "new wallet opened at the agent"
+            )
+        );
+        let mut tampered = JWS.to_owned();
+        tampered.replace_range(60..61, if &JWS[60..61] == "A" { "B" } else { "A" });
+        assert!(jws::verify::<TaskClaims>(&tampered, X, Reason::InvalidCommand).is_err());
+    }
+
+    #[test]
+    fn commands_older_than_the_bound_or_from_the_future_are_stale() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        assert_eq!(stale(1_000_000 - 900, now, 900), None);
+        assert!(stale(1_000_000 - 901, now, 900).is_some());
+        assert_eq!(stale(1_000_000 + 300, now, 900), None);
+        assert!(stale(1_000_000 + 301, now, 900).is_some());
+    }
+}
