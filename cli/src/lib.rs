@@ -9,6 +9,7 @@ pub mod demo;
 pub mod embedded;
 pub mod explain_cmd;
 pub mod field_keys_cmd;
+pub mod grievances_cmd;
 pub mod operators_cmd;
 pub mod payments_cmd;
 pub mod registry_cmd;

@@ -106,6 +106,12 @@ enum Command {
         #[command(subcommand)]
         command: sumud::tasks_cmd::TasksCommand,
     },
+    /// Grievances: a household's complaint, filed by the hotline or a field
+    /// worker, worked as a task and answered with what `explain` shows.
+    Grievances {
+        #[command(subcommand)]
+        command: sumud::grievances_cmd::GrievancesCommand,
+    },
     /// Reconcile a crisis's payments: per provider against our own records,
     /// or, with --statement, against the provider's statement. Exits 0 when
     /// reconciled, 3 when something is unexplained, awaits a provider or
@@ -604,6 +610,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             command: IncidentsCommand::Resolve { id, by, resolution },
         } => payments_cmd::resolve_incident(&settings, id, &by, &resolution).await,
         Command::Tasks { command } => sumud::tasks_cmd::run(&settings, command).await,
+        Command::Grievances { command } => sumud::grievances_cmd::run(&settings, command).await,
         Command::Reconcile {
             crisis,
             statement,

@@ -81,6 +81,24 @@ async fn the_demo_runs_from_alert_to_reconciled_payments() {
         .unwrap();
         assert_eq!(now, *attempt);
     }
+    // A household with no payment complained and was answered with its
+    // explanation (the synthetic registry has households outside the areas).
+    let (grievance, household) = audit.grievance.clone().expect("a household left out");
+    let (state, paid_there, answer): (String, i64, String) = sqlx::query_as(
+        "SELECT g.state, (SELECT count(*) FROM disbursement.instructions i \
+                          WHERE i.crisis_id = g.crisis_id AND i.household_id = g.household_id), \
+                g.answer \
+         FROM disbursement.grievances g WHERE g.grievance_id = $1",
+    )
+    .bind(grievance)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), paid_there), ("resolved", 0));
+    assert!(
+        answer.contains(&format!("Household {household}")),
+        "{answer}"
+    );
     let camt = std::fs::read_to_string(&audit.statement).unwrap();
     assert!(camt.contains("urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"));
 }

@@ -1,7 +1,8 @@
 //! The demo's last act, the loop an operations team and an auditor live in:
 //! a field worker resolves a verification task (the failed payment goes out
 //! again to the corrected destination, as the next attempt of the same
-//! reference), one household's full explanation (authority, rules, registry
+//! reference), a household left out calls the hotline and is answered
+//! with its explanation, one household's full explanation (authority, rules, registry
 //! record, decision, every payment and its status history), then the
 //! provider's own statement — written by the simulator from its ledger, as
 //! a provider's back office would — reconciled against our instructions.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use sumud_disbursement::db::{self, Answer, TaskFilter};
 use sumud_disbursement::field_task::{Destination, Resolution, TaskState};
+use sumud_disbursement::grievance;
 use sumud_disbursement::statement::{self, Kind};
 use sumud_provider_sim::statement::{self as sim, Header};
 use sumud_shared::db::Store;
@@ -28,6 +30,9 @@ pub struct Audit {
     pub household: String,
     /// How many lines its explanation had.
     pub explanation_lines: usize,
+    /// The grievance of a household left out of the crisis, answered:
+    /// (grievance id, household), when the registry has one outside.
+    pub grievance: Option<(i64, String)>,
     /// Where the provider's statement was written.
     pub statement: PathBuf,
     /// Statement entries read back.
@@ -67,6 +72,8 @@ pub async fn close_the_loop(
     for line in &lines {
         println!("  {line}");
     }
+
+    let grievance = grievance(store, crisis_id).await?;
 
     // The provider's statement of this crisis's references, from its ledger.
     let ours: Vec<String> = on_store!(store, pool => sqlx::query_scalar(
@@ -110,6 +117,7 @@ pub async fn close_the_loop(
         field_visit,
         household,
         explanation_lines: lines.len(),
+        grievance,
         statement: file,
         entries: r.entries,
         matched: r.lines(Kind::Matched).len(),
@@ -193,4 +201,44 @@ async fn field_visit(
     };
     println!("  The provider's answer to attempt {attempt}: {status}.");
     Ok(Some((task.task_id, task.instruction_id, attempt)))
+}
+
+/// A household with no payment in the crisis calls the hotline: "we were
+/// left out". The grievance is filed, and answered with what `sumud
+/// explain` shows for it.
+async fn grievance(store: &Store, crisis_id: &str) -> anyhow::Result<Option<(i64, String)>> {
+    let sql = "SELECT h.household_id FROM registry.households_v h WHERE NOT EXISTS \
+               (SELECT 1 FROM disbursement.instructions i \
+                WHERE i.crisis_id = $1 AND i.household_id = h.household_id) \
+               ORDER BY h.household_id LIMIT 1";
+    let household: Option<String> = on_store!(store, pool => sqlx::query_scalar(sql)
+        .bind(crisis_id)
+        .fetch_optional(pool)
+        .await)?;
+    let Some(household) = household else {
+        return Ok(None);
+    };
+    let complaint = db::Complaint {
+        crisis: crisis_id,
+        household: &household,
+        kind: grievance::Kind::NotIncluded,
+        channel: grievance::Channel::Hotline,
+        filed_by: "hotline-1",
+        instruction: None,
+        note: "says the flood reached the street too",
+    };
+    let id = match db::file_grievance(store, &complaint).await? {
+        db::Filed::New(id) | db::Filed::AlreadyOpen(id) => id,
+        db::Filed::Refused(why) => anyhow::bail!("the demo's grievance was refused: {why}"),
+    };
+    let (answer, _) =
+        crate::grievances_cmd::answer(store, id, grievance::Outcome::Explained, "hotline-1", "")
+            .await?;
+    println!(
+        "\nA household calls the hotline: sumud grievances file --crisis {crisis_id} --household {household} --kind not_included …; answered (sumud grievances answer --id {id}):"
+    );
+    for line in answer.lines() {
+        println!("  {line}");
+    }
+    Ok(Some((id, household)))
 }

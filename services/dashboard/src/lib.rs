@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod deadletters;
 pub mod error;
+pub mod grievances;
 pub mod http;
 pub mod lag;
 pub mod model;

@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub crises: Vec<CrisisSummary>,
     /// Caseload and payments by governorate and district, all crises.
     pub areas: Vec<AreaRow>,
+    /// Grievances by governorate: the open ones by kind and by age, and
+    /// how many were answered.
+    pub grievances: Vec<GrievanceArea>,
     /// Payment provider health.
     pub providers: Vec<ProviderHealth>,
     /// Dead-letter counts.
@@ -185,6 +188,37 @@ pub struct AreaRow {
     pub failed_instructions: i64,
     /// Money failed or reversed, minor units.
     pub failed_minor: i64,
+}
+
+/// Grievances of one governorate (docs/field-teams.md, "Grievances"):
+/// what a programme lead watches so that no household's complaint waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrievanceArea {
+    /// Governorate code, or the code as recorded when the catalog does not
+    /// place it (`unknown` when the household had no area).
+    pub code: String,
+    /// English name.
+    pub name_en: String,
+    /// Arabic name.
+    pub name_ar: String,
+    /// Not yet answered (open or assigned).
+    pub open: i64,
+    /// Open ones saying the household was not included.
+    pub not_included: i64,
+    /// Open ones saying the amount was wrong.
+    pub wrong_amount: i64,
+    /// Open ones saying a payment did not arrive.
+    pub not_received: i64,
+    /// Open ones filed less than a day ago.
+    pub under_1_day: i64,
+    /// Open ones filed one to seven days ago.
+    pub from_1_to_7_days: i64,
+    /// Open ones filed more than seven days ago.
+    pub over_7_days: i64,
+    /// When the oldest open one was filed.
+    pub oldest_open_at: Option<DateTime<Utc>>,
+    /// Answered (explained, upheld or unreachable).
+    pub answered: i64,
 }
 
 /// How one payment provider is doing.

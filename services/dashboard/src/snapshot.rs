@@ -19,8 +19,8 @@ use crate::deadletters::DeadLetterBoard;
 use crate::error::{Error, Result};
 use crate::lag::LagBoard;
 use crate::model::{
-    AreaRow, ConsumerLag, CrisisDetail, CrisisSummary, DeadLetters, ProviderHealth, Snapshot,
-    Sources,
+    AreaRow, ConsumerLag, CrisisDetail, CrisisSummary, DeadLetters, GrievanceArea, ProviderHealth,
+    Snapshot, Sources,
 };
 
 /// How long registered-household counts are reused: the registry changes
@@ -67,6 +67,7 @@ impl Monitor {
             generated_at,
             crises: self.crises_with(&sources, None).await?,
             areas: self.areas_with(&sources, None).await?,
+            grievances: self.grievances_with(&sources, generated_at).await?,
             providers: self.providers_with(&sources).await?,
             dead_letters: self.dead_letters(),
             consumer_lag: self.consumer_lag(),
@@ -113,6 +114,23 @@ impl Monitor {
     pub async fn providers(&self) -> Result<Vec<ProviderHealth>> {
         let sources = db::sources(&self.store).await?;
         self.providers_with(&sources).await
+    }
+
+    /// Grievances by governorate at `now` (none before disbursement has
+    /// created its grievance table).
+    async fn grievances_with(
+        &self,
+        s: &Sources,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<GrievanceArea>> {
+        // A disbursement schema older than its grievance table has none
+        // (a database that cannot answer fails the snapshot's other reads).
+        let table = self.store.has_table("disbursement", "grievances").await;
+        if !s.disbursement || !table.unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        let rows = db::grievances(&self.store, now).await?;
+        Ok(crate::grievances::grievance_areas(self.catalog, &rows))
     }
 
     /// Dead-letter counts.

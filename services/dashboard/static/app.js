@@ -27,6 +27,9 @@ const T = {
     held: "payments held: outcome unknown, awaiting the provider", incidents: "payment incidents to resolve",
     pass_failing: "scheduler passes failing", pass_failed: "scheduler passes failed before",
     state_proposed: "Proposed", state_active: "Active", state_closed: "Closed",
+    grievances: "Grievances by area", not_included: "Not included", wrong_amount: "Wrong amount",
+    not_received: "Not received", under_1_day: "Under a day", from_1_to_7_days: "1–7 days",
+    over_7_days: "Over 7 days", answered: "Answered",
     s: "s", m: "min", h: "h", d: "d",
   },
   ar: {
@@ -50,6 +53,9 @@ const T = {
     held: "دفعات معلّقة: النتيجة مجهولة، بانتظار رد المزود", incidents: "حوادث دفع تحتاج إلى معالجة",
     pass_failing: "جولات جدولة فاشلة", pass_failed: "جولات جدولة فشلت سابقًا",
     state_proposed: "مقترحة", state_active: "نشطة", state_closed: "مغلقة",
+    grievances: "الشكاوى حسب المنطقة", not_included: "لم تُشمل", wrong_amount: "مبلغ خاطئ",
+    not_received: "لم تُستلم", under_1_day: "أقل من يوم", from_1_to_7_days: "١–٧ أيام",
+    over_7_days: "أكثر من ٧ أيام", answered: "تمت الإجابة",
     s: "ث", m: "د", h: "س", d: "ي",
   },
 };
@@ -235,6 +241,15 @@ function renderAreas(snap) {
   fill(document.querySelector("#areas tbody"), rows);
 }
 
+function renderGrievances(snap) {
+  const num = (v, alarm) => el("td", { class: "num" + (alarm && v > 0 ? " alarm" : ""), "data-value": v }, fmtInt(v));
+  const rows = snap.grievances.map((g) => el("tr", { "data-area": g.code },
+    el("td", {}, lang === "ar" ? g.name_ar : g.name_en, " ", el("span", { class: "muted code" }, g.code)),
+    num(g.open), num(g.not_included), num(g.wrong_amount), num(g.not_received),
+    num(g.under_1_day), num(g.from_1_to_7_days), num(g.over_7_days, true), num(g.answered)));
+  fill(document.querySelector("#grievances tbody"), rows);
+}
+
 function renderProviders(snap) {
   const rows = snap.providers.map((p) => el("tr", { "data-provider": p.provider },
     el("td", {}, p.provider),
@@ -280,6 +295,7 @@ function render(snap) {
   renderCrises(snap, now);
   renderFunnels(snap);
   renderAreas(snap);
+  renderGrievances(snap);
   renderProviders(snap);
   renderDeadLetters(snap);
   renderLag(snap);

@@ -226,6 +226,23 @@ fn snapshots_with_every_optional_field_set_or_unset_validate() {
             failed_instructions: 0,
             failed_minor: 0,
         }],
+        grievances: [Some(now), None]
+            .into_iter()
+            .map(|oldest| GrievanceArea {
+                code: "JO-MN".into(),
+                name_en: "Ma'an".into(),
+                name_ar: "معان".into(),
+                open: i64::from(oldest.is_some()),
+                not_included: i64::from(oldest.is_some()),
+                wrong_amount: 0,
+                not_received: 0,
+                under_1_day: i64::from(oldest.is_some()),
+                from_1_to_7_days: 0,
+                over_7_days: 0,
+                oldest_open_at: oldest,
+                answered: 2,
+            })
+            .collect(),
         providers: vec![ProviderHealth {
             provider: "wallet".into(),
             instructions: 4,

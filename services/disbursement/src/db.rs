@@ -3,7 +3,7 @@
 //! instructions' outbox, retries and deadlines in `db/batches.rs`; our side
 //! of a provider statement in `db/statement.rs`; field-verification tasks
 //! in `db/tasks.rs`; field teams' keys and commands in
-//! `db/field_keys.rs`). Statements that read the
+//! `db/field_keys.rs`; grievances in `db/grievances.rs`). Statements that read the
 //! same on both are written once; on SQLite, times are bound as
 //! [`timestamp`] text and lists as JSON arrays.
 
@@ -16,11 +16,13 @@ use sumud_shared::{on_store, on_tx, Result};
 
 mod batches;
 mod field_keys;
+mod grievances;
 pub mod history;
 mod statement;
 mod tasks;
 pub use batches::*;
 pub use field_keys::*;
+pub use grievances::*;
 pub use statement::*;
 pub use tasks::*;
 

@@ -11,6 +11,7 @@ pub mod create;
 pub mod db;
 pub mod field_command;
 pub mod field_task;
+pub mod grievance;
 pub mod handler;
 pub mod instruction;
 pub mod metrics;
