@@ -6,13 +6,13 @@
 //! grievance exactly as it was given (docs/field-teams.md, "Grievances").
 
 use clap::{Subcommand, ValueEnum};
-use sumud_disbursement::db::{self, Answer, Complaint, Filed, GrievanceFilter, GrievanceRow};
+use sumud_disbursement::db::{self, Complaint, Filed, GrievanceFilter, GrievanceRow};
 use sumud_disbursement::grievance::{self, Channel, Kind, Outcome};
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 
 use crate::explain_cmd::{self, Subject};
-use crate::tasks_cmd::StateArg;
+use crate::tasks_cmd::{answered, StateArg};
 
 /// `sumud grievances` subcommands.
 #[derive(Subcommand)]
@@ -191,7 +191,11 @@ pub async fn run(settings: &Settings, command: GrievancesCommand) -> anyhow::Res
             }
         }
         GrievancesCommand::Assign { id, to } => {
-            answered(id, db::assign_grievance(&store, id, &to).await?)?;
+            answered(
+                "grievance",
+                id,
+                db::assign_grievance(&store, id, &to).await?,
+            )?;
             println!("grievance {id} assigned to {to}");
         }
         GrievancesCommand::Answer {
@@ -234,22 +238,11 @@ pub async fn answer(
     let text = grievance::answer(kind, outcome, &explanation.lines(), note);
     let json = serde_json::to_string(&explanation)?;
     answered(
+        "grievance",
         id,
         db::answer_grievance(store, id, by, outcome, &text, &json).await?,
     )?;
     Ok((text, json))
-}
-
-/// An answer as the command's outcome: a refusal is an error (exit 1).
-fn answered(id: i64, answer: Answer) -> anyhow::Result<()> {
-    match answer {
-        Answer::Changed { .. } => Ok(()),
-        Answer::Unchanged => {
-            eprintln!("grievance {id} was already so: nothing changed");
-            Ok(())
-        }
-        Answer::Refused(why) => anyhow::bail!("{why}"),
-    }
 }
 
 fn print_table(rows: &[GrievanceRow]) {

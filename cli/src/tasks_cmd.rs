@@ -154,6 +154,7 @@ pub async fn run(settings: &Settings, command: TasksCommand) -> anyhow::Result<(
         }
         TasksCommand::Assign { id, to } => {
             answered(
+                "task",
                 id,
                 db::assign(&store, &settings.topics.tasks, id, &to).await?,
             )?;
@@ -194,7 +195,7 @@ pub async fn run(settings: &Settings, command: TasksCommand) -> anyhow::Result<(
                 Answer::Changed { reissued } => *reissued,
                 _ => None,
             };
-            answered(id, answer)?;
+            answered("task", id, answer)?;
             match reissued {
                 Some(attempt) => println!(
                     "task {id} resolved as {}; the payment goes out again as attempt {attempt}",
@@ -227,12 +228,13 @@ pub async fn run(settings: &Settings, command: TasksCommand) -> anyhow::Result<(
     Ok(())
 }
 
-/// An answer as the command's outcome: a refusal is an error (exit 1).
-fn answered(id: i64, answer: Answer) -> anyhow::Result<()> {
+/// An answer about `what` (`task`, `grievance`) `id` as the command's
+/// outcome: a refusal is an error (exit 1).
+pub fn answered(what: &str, id: i64, answer: Answer) -> anyhow::Result<()> {
     match answer {
         Answer::Changed { .. } => Ok(()),
         Answer::Unchanged => {
-            eprintln!("task {id} was already so: nothing changed");
+            eprintln!("{what} {id} was already so: nothing changed");
             Ok(())
         }
         Answer::Refused(why) => anyhow::bail!("{why}"),

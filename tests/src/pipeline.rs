@@ -102,6 +102,43 @@ impl Pipeline {
         .await
     }
 
+    /// A one-tranche crisis `crisis` in `areas`, on a registry of `n`, paid
+    /// as far as it goes by a provider that refuses `permanent_rate` of the
+    /// payments for good (decided by its seed, not by the code under
+    /// test); returns once every payment is final, so each refusal has
+    /// raised its verification task.
+    pub async fn paid_once_with_refusals(
+        backend: Backend,
+        n: u64,
+        crisis: &str,
+        areas: &[&str],
+        permanent_rate: f64,
+    ) -> Pipeline {
+        let behaviour = Behaviour {
+            permanent_reject_rate: permanent_rate,
+            ..Behaviour::honest()
+        };
+        let schedule = DisbursementConfig {
+            day_seconds: 1.0,
+            tick_ms: 100,
+            max_attempts: 1,
+            ..DisbursementConfig::default()
+        };
+        let p = Self::start_with_payments_on(backend, n, no_four_eyes(), schedule, behaviour).await;
+        let entitled = expected(&p.households, areas).len() as i64;
+        let mut def = definition(areas, "10000000");
+        def.response.overrides.tranches = Some(1);
+        p.send(&p.alice, &claims(CommandKind::Declare, crisis, Some(def)))
+            .await;
+        p.wait_count(
+            "every payment final",
+            "SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')",
+            entitled,
+        )
+        .await;
+        p
+    }
+
     async fn start_full(
         backend: Backend,
         n: u64,

@@ -15,10 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sumud_disbursement::config::DisbursementConfig;
-use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::envelope::Envelope;
-use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::task::{
     SignedTaskCommand, TaskClaims, TaskCommandKind, TaskEvent, TASK_ASSIGNED, TASK_COMMAND,
     TASK_EVENTS, TASK_OPENED, TASK_RESOLVED,
@@ -32,15 +29,6 @@ const CRISIS: &str = "FC-1";
 /// The field team's key, and who it is.
 const FIELD_KID: &str = "field-irbid-1";
 const FIELD_PRINCIPAL: &str = "field-app-irbid";
-
-fn schedule() -> DisbursementConfig {
-    DisbursementConfig {
-        day_seconds: 1.0,
-        tick_ms: 100,
-        max_attempts: 1,
-        ..DisbursementConfig::default()
-    }
-}
 
 fn command(jti: &str, cmd: TaskCommandKind, task: i64) -> TaskClaims {
     TaskClaims {
@@ -108,24 +96,7 @@ async fn wait_state(p: &Pipeline, task: i64, state: &str) {
 
 async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) {
     // Arrange: one tranche, every refusal final, so each raises one task.
-    let behaviour = Behaviour {
-        permanent_reject_rate: 0.15,
-        ..Behaviour::honest()
-    };
-    let p =
-        Pipeline::start_with_payments_on(backend, 600, no_four_eyes(), schedule(), behaviour).await;
-    let areas = ["JO-IR"];
-    let entitled = expected(&p.households, &areas).len() as i64;
-    let mut def = definition(&areas, "10000000");
-    def.response.overrides.tranches = Some(1);
-    p.send(&p.alice, &claims(CommandKind::Declare, CRISIS, Some(def)))
-        .await;
-    p.wait_count(
-        "every payment final",
-        "SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')",
-        entitled,
-    )
-    .await;
+    let p = Pipeline::paid_once_with_refusals(backend, 600, CRISIS, &["JO-IR"], 0.15).await;
     // The tasks, read from the instructions alone (not from the tasks table).
     let failed: Vec<(String, String)> = p
         .env

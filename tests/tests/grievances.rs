@@ -17,12 +17,9 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
 use sumud::grievances_cmd;
-use sumud_disbursement::config::DisbursementConfig;
 use sumud_disbursement::db::{self, Answer, Complaint, Filed};
 use sumud_disbursement::grievance::{Channel, Kind, Outcome};
-use sumud_provider_sim::behaviour::Behaviour;
 use sumud_shared::areas::AreaCatalog;
-use sumud_shared::events::control::CommandKind;
 use sumud_tests::pipeline::*;
 use sumud_tests::{on_both_backends, Backend};
 
@@ -75,29 +72,7 @@ async fn board(p: &Pipeline) -> BTreeMap<String, Row> {
 
 async fn households_complain_and_are_answered_with_the_real_reason(backend: Backend) {
     // Arrange: a one-tranche crisis in Irbid, paid as far as it goes.
-    let behaviour = Behaviour {
-        permanent_reject_rate: 0.15,
-        ..Behaviour::honest()
-    };
-    let schedule = DisbursementConfig {
-        day_seconds: 1.0,
-        tick_ms: 100,
-        max_attempts: 1,
-        ..DisbursementConfig::default()
-    };
-    let p =
-        Pipeline::start_with_payments_on(backend, 600, no_four_eyes(), schedule, behaviour).await;
-    let entitled = expected(&p.households, &AREAS).len() as i64;
-    let mut def = definition(&AREAS, "10000000");
-    def.response.overrides.tranches = Some(1);
-    p.send(&p.alice, &claims(CommandKind::Declare, CRISIS, Some(def)))
-        .await;
-    p.wait_count(
-        "every payment final",
-        "SELECT count(*) FROM disbursement.instructions WHERE status IN ('succeeded', 'failed')",
-        entitled,
-    )
-    .await;
+    let p = Pipeline::paid_once_with_refusals(backend, 600, CRISIS, &AREAS, 0.15).await;
     let store = &p.env.store;
     // Three households, chosen from the test's own registry and the payments.
     let out = p

@@ -11,7 +11,7 @@ use sumud_shared::db::{Store, Tx};
 use sumud_shared::{on_store, on_tx, Result};
 
 use super::now;
-use super::tasks::Answer;
+use super::tasks::{guarded, settle, Answer};
 use crate::field_task::{self, Step, TaskState};
 use crate::grievance::{self, Channel, Kind, Outcome};
 
@@ -211,17 +211,6 @@ fn state_of(s: &str) -> Result<TaskState> {
         .ok_or_else(|| sumud_shared::Error::Other(format!("unknown grievance state {s:?}")))
 }
 
-/// Commits a guarded UPDATE that touched `n` rows, or refuses.
-async fn settle(tx: Tx, id: i64, n: u64) -> Result<Answer> {
-    if n != 1 {
-        return Ok(Answer::Refused(format!(
-            "grievance {id} changed meanwhile; list it again (`sumud grievances list`)"
-        )));
-    }
-    tx.commit().await?;
-    Ok(Answer::Changed { reissued: None })
-}
-
 /// Assigns grievance `id` to a case worker or field team `to`.
 pub async fn assign_grievance(store: &Store, id: i64, to: &str) -> Result<Answer> {
     let mut tx = store.begin().await?;
@@ -244,7 +233,7 @@ pub async fn assign_grievance(store: &Store, id: i64, to: &str) -> Result<Answer
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    settle(tx, id, n).await
+    settle(tx, guarded("grievance", id, n, None)).await
 }
 
 /// Answers grievance `id` as `outcome`, by `by`, with the answer given and
@@ -287,7 +276,7 @@ pub async fn answer_grievance(
         .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
-    settle(tx, id, n).await
+    settle(tx, guarded("grievance", id, n, None)).await
 }
 
 /// The explanation an answered grievance cites, as stored.

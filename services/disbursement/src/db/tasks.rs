@@ -245,7 +245,7 @@ pub async fn assign_in(tx: &mut Tx, topic: &str, id: i64, to: &str) -> Result<An
     if n == 1 {
         announce(tx, topic, id, TASK_ASSIGNED).await?;
     }
-    Ok(guarded(id, n, None))
+    Ok(guarded("task", id, n, None))
 }
 
 /// Resolves task `id` as `resolution`, by `by`, with a `note` (no personal
@@ -380,16 +380,17 @@ pub async fn resolve_in(
     if n == 1 {
         announce(tx, topic, id, TASK_RESOLVED).await?;
     }
-    Ok(guarded(id, n, reissued))
+    Ok(guarded("task", id, n, reissued))
 }
 
-/// The answer of a transition whose guarded UPDATE touched `n` rows:
-/// applied when it touched the task, refused when another writer moved the
-/// task out of the state the UPDATE required.
-fn guarded(id: i64, n: u64, reissued: Option<i32>) -> Answer {
+/// The answer of a transition of `what` (`task`, `grievance`) `id` whose
+/// guarded UPDATE touched `n` rows: applied when it touched the row,
+/// refused when another writer moved it out of the state the UPDATE
+/// required.
+pub(super) fn guarded(what: &str, id: i64, n: u64, reissued: Option<i32>) -> Answer {
     if n != 1 {
         return Answer::Refused(format!(
-            "task {id} changed meanwhile; list it again (`sumud tasks list`)"
+            "{what} {id} changed meanwhile; list it again (`sumud {what}s list`)"
         ));
     }
     Answer::Changed { reissued }
@@ -398,7 +399,7 @@ fn guarded(id: i64, n: u64, reissued: Option<i32>) -> Answer {
 /// Ends a transition: committed when it changed the task, rolled back
 /// otherwise (a refusal leaves nothing behind; an unchanged task has
 /// nothing to keep).
-async fn settle(tx: Tx, answer: Answer) -> Result<Answer> {
+pub(super) async fn settle(tx: Tx, answer: Answer) -> Result<Answer> {
     if matches!(answer, Answer::Changed { .. }) {
         tx.commit().await?;
     }
