@@ -1,9 +1,11 @@
 # One image with every Sumud binary; docker-compose.yml picks the command.
-FROM rust:1.88-bookworm AS build
+# The toolchain is the workspace's rust-version, which covers every crate of
+# the lockfile (tests/tests/deployment.rs checks both against cargo metadata).
+FROM rust:1.90-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --workspace --bins
+RUN cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/*

@@ -1,7 +1,8 @@
 //! No Docker engine runs on the build machines, so the deployment file is
 //! checked structurally: every service crate has a compose service that runs
 //! its binary, every image and build context exists, every variable set is
-//! one the services read, and every dependency names a defined service.
+//! one the services read, and every dependency names a defined service;
+//! the image's toolchain is checked against what the lockfile needs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -371,6 +372,102 @@ fn disbursement_refuses_to_start_with_a_missing_published_or_short_pseudonym_sec
         assert!(
             stderr.contains("SUMUD_PSEUDONYM_SECRET") && stderr.contains("32 bytes"),
             "{secret:?}: {stderr}"
+        );
+    }
+}
+
+/// (major, minor) of a Rust version such as `1.90` or `1.89.0`.
+fn major_minor(v: &str) -> (u32, u32) {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap_or(0))
+}
+
+/// The image builds from the lockfile: its toolchain and the workspace's
+/// `rust-version` are the same and no older than the newest `rust-version`
+/// any locked crate built for Linux declares (cargo refuses to build a
+/// crate that needs a newer compiler); the build is `--locked` and the
+/// build context leaves out what must not go into an image.
+#[test]
+fn the_image_toolchain_and_rust_version_cover_what_the_locked_tree_needs() {
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let declared = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the workspace declares a rust-version");
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let toolchain = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .and_then(|l| l.split(['-', ' ']).next())
+        .expect("the Dockerfile builds FROM rust:<version>");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--filter-platform",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let built: BTreeSet<&str> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let (needed, by) = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let id = p["id"].as_str().unwrap();
+            built.contains(id) && !ours.contains(id)
+        })
+        .filter_map(|p| {
+            let v = p["rust_version"].as_str()?;
+            let name = format!(
+                "{} {}",
+                p["name"].as_str().unwrap_or_default(),
+                p["version"].as_str().unwrap_or_default()
+            );
+            Some((major_minor(v), name))
+        })
+        .max()
+        .expect("locked crates declare rust-versions");
+    assert!(
+        major_minor(declared) >= needed,
+        "rust-version {declared} is older than {}.{}, which {by} needs",
+        needed.0,
+        needed.1
+    );
+    assert_eq!(
+        major_minor(toolchain),
+        major_minor(declared),
+        "the Dockerfile builds with rust:{toolchain} but the workspace declares rust-version {declared}"
+    );
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    let ignored = std::fs::read_to_string(root().join(".dockerignore")).expect(".dockerignore");
+    for dir in ["target/", ".local/", ".sumud/", "secrets/"] {
+        assert!(
+            ignored.lines().any(|l| l == dir),
+            ".dockerignore leaves out {dir}"
         );
     }
 }
