@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::task::{
-    SignedTaskCommand, TaskClaims, TaskCommandKind, TaskEvent, TASK_ASSIGNED, TASK_COMMAND,
-    TASK_EVENTS, TASK_OPENED, TASK_RESOLVED,
+    FieldGrievance, SignedTaskCommand, TaskClaims, TaskCommandKind, TaskEvent, TASK_ASSIGNED,
+    TASK_COMMAND, TASK_EVENTS, TASK_OPENED, TASK_RESOLVED,
 };
 use sumud_shared::jws::{self, Jwk};
 use sumud_tests::pipeline::*;
@@ -36,6 +36,7 @@ fn command(jti: &str, cmd: TaskCommandKind, task: i64) -> TaskClaims {
         iat: chrono::Utc::now().timestamp(),
         cmd,
         task_id: task,
+        grievance: None,
         assign_to: None,
         outcome: None,
         destination: None,
@@ -53,18 +54,19 @@ fn resolve(jti: &str, task: i64, outcome: &str) -> TaskClaims {
 
 /// Publishes a task command keyed `key`, signed or not, as a field app would.
 async fn send(p: &Pipeline, key: i64, jws: String) {
+    send_as(p, &key.to_string(), jws).await;
+}
+
+/// Publishes a task command with the Kafka key `key`.
+async fn send_as(p: &Pipeline, key: &str, jws: String) {
     let e = Envelope::new(
         "urn:field-app:test",
         TASK_COMMAND,
-        Some(key.to_string()),
+        Some(key.to_owned()),
         SignedTaskCommand { jws },
     );
     p.env
-        .publish(
-            &p.env.settings.topics.tasks,
-            &key.to_string(),
-            &e.to_bytes(),
-        )
+        .publish(&p.env.settings.topics.tasks, key, &e.to_bytes())
         .await;
 }
 
@@ -220,8 +222,60 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
     .await;
     wait_state(&p, t2, "resolved").await;
 
+    // A field worker files a grievance for a household outside the crisis
+    // areas (from the test's own registry); a stranger files one for
+    // another, and the team's own is sent under a task's key.
+    let mut outside = p
+        .households
+        .iter()
+        .filter(|h| !h.area_code.starts_with("JO-IR"))
+        .map(|h| h.household_id.clone());
+    let (met, other) = (outside.next().unwrap(), outside.next().unwrap());
+    let grievance = |jti: &str, household: &str| TaskClaims {
+        grievance: Some(FieldGrievance {
+            crisis_id: CRISIS.into(),
+            household_id: household.into(),
+            kind: "not_included".into(),
+            instruction_id: None,
+        }),
+        note: Some("says the water reached the house".into()),
+        ..command(jti, TaskCommandKind::FileGrievance, 0)
+    };
+    send_as(
+        &p,
+        &other,
+        signed(&grievance("a-grievance", &other), &stranger),
+    )
+    .await;
+    send_as(
+        &p,
+        &t1.to_string(),
+        signed(&grievance("f-grievance-rekeyed", &met), &field),
+    )
+    .await;
+    send_as(&p, &met, signed(&grievance("f-grievance", &met), &field)).await;
+    p.wait_count(
+        "the field worker's grievance",
+        "SELECT count(*) FROM disbursement.grievances",
+        1,
+    )
+    .await;
+    let filed: Vec<(String, String, String, String)> = p
+        .env
+        .rows("SELECT household_id, kind, channel, filed_by FROM disbursement.grievances")
+        .await;
+    assert_eq!(
+        filed,
+        vec![(
+            met,
+            "not_included".into(),
+            "field".into(),
+            FIELD_PRINCIPAL.into()
+        )]
+    );
+
     // Assert: every outsider's message dead-lettered with its reason.
-    let mut reasons: Vec<String> = dead_letters(&p.env, 10)
+    let mut reasons: Vec<String> = dead_letters(&p.env, 12)
         .into_iter()
         .map(|d| d.reason.to_string())
         .collect();
@@ -236,6 +290,8 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
         "untrusted_sender",
         "replayed",
         "invalid_transition",
+        "unknown_key",
+        "key_mismatch",
     ];
     want.sort();
     assert_eq!(reasons, want);
@@ -276,6 +332,7 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
         ("a-revoked", Some("revoked_key")),
         ("a-stale", Some("expired")),
         ("f-assign-1", None),
+        ("f-grievance", None),
         ("f-resolve-1", None),
         ("f-resolve-1b", Some("invalid_transition")),
         ("f-resolve-2", None),
@@ -287,8 +344,9 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
 
     // Every change announced, in order, by disbursement: one `opened` per
     // refused payment; task 1 opened, assigned, resolved.
-    // Not ours: the outsiders' 6 commands and forged event, the team's 5.
-    let n_commands = 12;
+    // Not ours: the outsiders' 6 commands and forged event, the team's 5,
+    // and the 3 grievance commands.
+    let n_commands = 15;
     let expected_events = tasks.len() + 2 + 1; // + task 1's two changes + task 2's
     let read = p.env.read_topic(
         &p.env.settings.topics.tasks,

@@ -39,8 +39,9 @@ CREATE TABLE disbursement.task_commands (
     jti             text PRIMARY KEY,
     kid             text NOT NULL REFERENCES disbursement.field_keys (kid),
     principal       text NOT NULL,
-    cmd             text NOT NULL CHECK (cmd IN ('task.assign', 'task.resolve')),
-    task_id         bigint NOT NULL,
+    cmd             text NOT NULL CHECK (cmd IN ('task.assign', 'task.resolve', 'grievance.file')),
+    -- What it is bound to: the task id, or the household of a grievance.
+    subject         text NOT NULL,
     source_topic    text NOT NULL,
     source_partition integer NOT NULL,
     source_offset   bigint NOT NULL,

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::db::{self, Answer, Judged, Position};
 use crate::field_task::{Destination, Outcome, Resolution};
+use crate::grievance::{Channel as GrievanceChannel, Kind as GrievanceKind};
 
 /// How far in the future a command's `iat` may be (clock skew).
 const SKEW_SECS: i64 = 300;
@@ -35,12 +36,27 @@ pub enum Action {
     Assign(String),
     /// Resolve it so, with a note.
     Resolve(Resolution, String),
+    /// File a grievance of this kind (the claims' `grievance`).
+    FileGrievance(GrievanceKind),
 }
 
 /// The claims' request as an [`Action`], or why it is malformed
 /// (`invalid_command`). Pure.
 pub fn action(c: &TaskClaims) -> Result<Action, String> {
     match c.cmd {
+        TaskCommandKind::FileGrievance => {
+            let g = c
+                .grievance
+                .as_ref()
+                .ok_or("grievance.file needs grievance {crisis_id, household_id, kind}")?;
+            let kind = GrievanceKind::parse(&g.kind).ok_or_else(|| {
+                format!(
+                    "unknown grievance kind {:?}: not_included, wrong_amount or not_received",
+                    g.kind
+                )
+            })?;
+            Ok(Action::FileGrievance(kind))
+        }
         TaskCommandKind::Assign => match c.assign_to.as_deref().map(str::trim) {
             Some(to) if !to.is_empty() && to.len() <= 128 => Ok(Action::Assign(to.to_owned())),
             _ => Err(
@@ -148,12 +164,15 @@ impl Judge<'_> {
             ));
         }
         let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
-        if keyed != claims.task_id.to_string() {
+        let bound = match (&claims.cmd, &claims.grievance) {
+            (TaskCommandKind::FileGrievance, Some(g)) => g.household_id.clone(),
+            _ => claims.task_id.to_string(),
+        };
+        if keyed != bound {
             return Ok(reject(
                 Reason::KeyMismatch,
                 format!(
-                    "the Kafka key must be the task id {}, not {keyed:?}",
-                    claims.task_id
+                    "the Kafka key must be {bound} (the task id, or the household of a grievance), not {keyed:?}"
                 ),
             ));
         }
@@ -162,7 +181,7 @@ impl Judge<'_> {
             kid: &key.kid,
             principal: &key.principal,
             cmd: claims.cmd.as_str(),
-            task_id: claims.task_id,
+            subject: &bound,
             at: at.clone(),
             refused,
         };
@@ -190,6 +209,32 @@ impl Judge<'_> {
         let mut tx = self.store.begin().await?;
         db::record_task_command(&mut tx, &judged(None)).await?;
         let answer = match &action {
+            Action::FileGrievance(kind) => {
+                let g = claims.grievance.as_ref().expect("checked by action()");
+                let complaint = db::Complaint {
+                    crisis: &g.crisis_id,
+                    household: &g.household_id,
+                    kind: *kind,
+                    channel: GrievanceChannel::Field,
+                    filed_by: &key.principal,
+                    instruction: g.instruction_id.as_deref(),
+                    note: claims.note.as_deref().unwrap_or_default(),
+                };
+                match db::file_grievance_in(&mut tx, &complaint).await? {
+                    db::Filed::New(_) => Answer::Changed { reissued: None },
+                    db::Filed::AlreadyOpen(_) => Answer::Unchanged,
+                    db::Filed::Refused(why) => {
+                        drop(tx);
+                        return self
+                            .refuse(
+                                judged(Some((Reason::InvalidCommand.code(), &why))),
+                                Reason::InvalidCommand,
+                                &why,
+                            )
+                            .await;
+                    }
+                }
+            }
             Action::Assign(to) => db::assign_in(&mut tx, self.topic, claims.task_id, to).await?,
             Action::Resolve(resolution, note) => {
                 db::resolve_in(
@@ -217,7 +262,7 @@ impl Judge<'_> {
             Answer::Changed { .. } | Answer::Unchanged => {
                 tx.commit().await?;
                 info!(
-                    task = claims.task_id,
+                    subject = %bound,
                     cmd = claims.cmd.as_str(),
                     principal = %key.principal,
                     changed = matches!(answer, Answer::Changed { .. }),
@@ -235,7 +280,7 @@ impl Judge<'_> {
         db::record_task_command(&mut tx, &j).await?;
         tx.commit().await?;
         warn!(
-            task = j.task_id,
+            subject = j.subject,
             cmd = j.cmd,
             reason = reason.code(),
             "Field command refused."
@@ -255,6 +300,7 @@ mod tests {
             iat: 0,
             cmd,
             task_id: 7,
+            grievance: None,
             assign_to: None,
             outcome: None,
             destination: None,
@@ -335,6 +381,28 @@ mod tests {
         let mut tampered = JWS.to_owned();
         tampered.replace_range(60..61, if &JWS[60..61] == "A" { "B" } else { "A" });
         assert!(jws::verify::<TaskClaims>(&tampered, X, Reason::InvalidCommand).is_err());
+    }
+
+    #[test]
+    fn a_grievance_needs_its_complaint_of_a_known_kind() {
+        let mut c = claims(TaskCommandKind::FileGrievance);
+        assert!(action(&c).is_err(), "no grievance");
+        let g = sumud_shared::events::task::FieldGrievance {
+            crisis_id: "FL-1".into(),
+            household_id: "HH-1".into(),
+            kind: "late".into(),
+            instruction_id: None,
+        };
+        c.grievance = Some(g.clone());
+        assert!(action(&c).is_err(), "unknown kind");
+        c.grievance = Some(sumud_shared::events::task::FieldGrievance {
+            kind: "not_received".into(),
+            ..g
+        });
+        assert_eq!(
+            action(&c),
+            Ok(Action::FileGrievance(GrievanceKind::NotReceived))
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!   (`task.opened`, `task.assigned`, `task.resolved`) through its outbox,
 //!   so a field-team app can follow its work list as events;
 //! - the field-team app closes the loop with signed commands
-//!   (`task.command`): a compact JWS, Ed25519, `kid` = a field key
-//!   registered with `sumud field-keys add`, exactly as operators sign
-//!   control commands. Disbursement judges each once.
+//!   (`task.command`: `task.assign`, `task.resolve`, and `grievance.file`
+//!   for a complaint met in the field): a compact JWS, Ed25519, `kid` = a
+//!   field key registered with `sumud tasks keys add`, exactly as operators
+//!   sign control commands. Disbursement judges each once.
 //!
 //! ```json
 //! {"jti": "<command id>", "iat": 1764400000, "cmd": "task.resolve",
@@ -81,6 +82,9 @@ pub enum TaskCommandKind {
     /// Resolve the task with `outcome`.
     #[serde(rename = "task.resolve")]
     Resolve,
+    /// File a household's grievance met in the field (`grievance`).
+    #[serde(rename = "grievance.file")]
+    FileGrievance,
 }
 
 impl TaskCommandKind {
@@ -89,6 +93,7 @@ impl TaskCommandKind {
         match self {
             TaskCommandKind::Assign => "task.assign",
             TaskCommandKind::Resolve => "task.resolve",
+            TaskCommandKind::FileGrievance => "grievance.file",
         }
     }
 }
@@ -105,6 +110,24 @@ pub struct CorrectedDestination {
     pub account_token: String,
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A grievance a field worker took down (`grievance.file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldGrievance {
+    /// Crisis.
+    pub crisis_id: String,
+    /// Household (registry id).
+    pub household_id: String,
+    /// `not_included`, `wrong_amount` or `not_received`.
+    pub kind: String,
+    /// The payment the household names, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction_id: Option<String>,
+}
+
 /// The claims inside a task command's JWS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskClaims {
@@ -114,8 +137,13 @@ pub struct TaskClaims {
     pub iat: i64,
     /// What to do.
     pub cmd: TaskCommandKind,
-    /// The task; the Kafka key must be this id in decimal.
+    /// The task (`task.*`); the Kafka key must be this id in decimal.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub task_id: i64,
+    /// For `grievance.file`: the complaint; the Kafka key must be its
+    /// household id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grievance: Option<FieldGrievance>,
     /// For `task.assign`: the field worker or team.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assign_to: Option<String>,

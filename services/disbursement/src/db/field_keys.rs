@@ -97,10 +97,10 @@ pub struct Judged<'a> {
     pub kid: &'a str,
     /// That key's principal.
     pub principal: &'a str,
-    /// `task.assign` or `task.resolve`.
+    /// `task.assign`, `task.resolve` or `grievance.file`.
     pub cmd: &'a str,
-    /// The task.
-    pub task_id: i64,
+    /// What it is bound to: the task id, or the household of a grievance.
+    pub subject: &'a str,
     /// Where it was read.
     pub at: Position,
     /// Why it was refused (dead-letter code, detail); `None` if applied.
@@ -112,7 +112,7 @@ pub struct Judged<'a> {
 /// a command is judged once.
 pub async fn record_task_command(tx: &mut Tx, j: &Judged<'_>) -> Result<()> {
     const SQL: &str = "INSERT INTO disbursement.task_commands \
-             (jti, kid, principal, cmd, task_id, source_topic, source_partition, source_offset, \
+             (jti, kid, principal, cmd, subject, source_topic, source_partition, source_offset, \
               refused_reason, refused_detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
     let (reason, detail) = j.refused.unzip();
@@ -121,7 +121,7 @@ pub async fn record_task_command(tx: &mut Tx, j: &Judged<'_>) -> Result<()> {
         .bind(j.kid)
         .bind(j.principal)
         .bind(j.cmd)
-        .bind(j.task_id)
+        .bind(j.subject)
         .bind(&j.at.source_topic)
         .bind(j.at.source_partition)
         .bind(j.at.source_offset)

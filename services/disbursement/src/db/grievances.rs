@@ -83,11 +83,21 @@ pub struct GrievanceRow {
 /// that crisis. A second complaint of the same kind while one is open
 /// joins it.
 pub async fn file_grievance(store: &Store, c: &Complaint<'_>) -> Result<Filed> {
+    let mut tx = store.begin().await?;
+    let filed = file_grievance_in(&mut tx, c).await?;
+    if matches!(filed, Filed::New(_)) {
+        tx.commit().await?;
+    }
+    Ok(filed)
+}
+
+/// [`file_grievance`] inside the caller's transaction, which the caller
+/// commits (a field command commits its own record with it).
+pub async fn file_grievance_in(tx: &mut Tx, c: &Complaint<'_>) -> Result<Filed> {
     if c.filed_by.trim().is_empty() {
         return Ok(Filed::Refused("say who took the complaint (--by)".into()));
     }
-    let mut tx = store.begin().await?;
-    let crisis: bool = on_tx!(&mut tx, conn => sqlx::query_scalar(
+    let crisis: bool = on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM disbursement.crises WHERE crisis_id = $1)")
         .bind(c.crisis)
         .fetch_one(conn)
@@ -98,7 +108,7 @@ pub async fn file_grievance(store: &Store, c: &Complaint<'_>) -> Result<Filed> {
             c.crisis
         )));
     }
-    let area: Option<Option<String>> = on_tx!(&mut tx, conn => sqlx::query_scalar(
+    let area: Option<Option<String>> = on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT area_code FROM registry.households_v WHERE household_id = $1")
         .bind(c.household)
         .fetch_optional(conn)
@@ -111,7 +121,7 @@ pub async fn file_grievance(store: &Store, c: &Complaint<'_>) -> Result<Filed> {
         )));
     };
     if let Some(reference) = c.instruction {
-        let theirs: bool = on_tx!(&mut tx, conn => sqlx::query_scalar(
+        let theirs: bool = on_tx!(tx, conn => sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM disbursement.instructions \
              WHERE instruction_id = $1 AND crisis_id = $2 AND household_id = $3)")
             .bind(reference)
@@ -130,7 +140,7 @@ pub async fn file_grievance(store: &Store, c: &Complaint<'_>) -> Result<Filed> {
     const INSERT: &str = "INSERT INTO disbursement.grievances \
              (crisis_id, household_id, kind, channel, filed_by, instruction_id, area_code, note) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING grievance_id";
-    let id: Option<i64> = on_tx!(&mut tx, conn => sqlx::query_scalar(INSERT)
+    let id: Option<i64> = on_tx!(tx, conn => sqlx::query_scalar(INSERT)
         .bind(c.crisis)
         .bind(c.household)
         .bind(c.kind.as_str())
@@ -142,10 +152,9 @@ pub async fn file_grievance(store: &Store, c: &Complaint<'_>) -> Result<Filed> {
         .fetch_optional(conn)
         .await)?;
     if let Some(id) = id {
-        tx.commit().await?;
         return Ok(Filed::New(id));
     }
-    let open: i64 = on_tx!(&mut tx, conn => sqlx::query_scalar(
+    let open: i64 = on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT grievance_id FROM disbursement.grievances \
          WHERE crisis_id = $1 AND household_id = $2 AND kind = $3 AND state <> 'resolved'")
         .bind(c.crisis)
