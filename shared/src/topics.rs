@@ -66,6 +66,43 @@ impl Topics {
         ]
     }
 
+    /// Whether `event_type` travels on `topic`: each event type has one
+    /// topic, written by its producer (docs/security.md says who may write
+    /// which). A consumer refuses a type found on another of these topics,
+    /// whose writers are someone else. Topics not named here carry anything.
+    pub fn carries(&self, topic: &str, event_type: &str) -> bool {
+        use crate::events::{
+            alert, control, crisis, deadletter, entitlement, household, payment, task,
+        };
+        let types: &[&str] = if topic == self.control {
+            &[control::CONTROL_COMMAND]
+        } else if topic == self.alerts {
+            &[alert::ALERT_CAP, alert::INDICATOR_READING]
+        } else if topic == self.registry {
+            &[household::HOUSEHOLD_UPSERTED, household::HOUSEHOLD_REMOVED]
+        } else if topic == self.crisis {
+            &crisis::CRISIS_EVENTS
+        } else if topic == self.entitlements {
+            &[entitlement::ENTITLEMENT_DECIDED]
+        } else if topic == self.instructions {
+            &[payment::INSTRUCTION_ISSUED]
+        } else if topic == self.status {
+            &[payment::PAYMENT_STATUS]
+        } else if topic == self.tasks {
+            &[
+                task::TASK_OPENED,
+                task::TASK_ASSIGNED,
+                task::TASK_RESOLVED,
+                task::TASK_COMMAND,
+            ]
+        } else if topic == self.deadletter {
+            &[deadletter::DEADLETTER_RECORDED]
+        } else {
+            return true;
+        };
+        types.contains(&event_type)
+    }
+
     /// The same topics with a suffix appended to each name; tests use this
     /// to get private topics on a shared broker.
     pub fn with_suffix(&self, suffix: &str) -> Self {
@@ -81,5 +118,31 @@ impl Topics {
             tasks: s(&self.tasks),
             deadletter: s(&self.deadletter),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_type_travels_on_its_own_topic_only() {
+        let t = Topics::default().with_suffix("x");
+        assert!(t.carries(&t.crisis, "org.sumud.crisis.activated"));
+        assert!(t.carries(&t.tasks, "org.sumud.task.command"));
+        assert!(t.carries(&t.status, "org.sumud.payment.status_reported"));
+        // What field apps or providers may write cannot pass for control's
+        // or eligibility's words.
+        for forged in [
+            "org.sumud.crisis.activated",
+            "org.sumud.entitlement.decided",
+            "org.sumud.payment.status_reported",
+        ] {
+            assert!(!t.carries(&t.tasks, forged), "{forged}");
+        }
+        assert!(!t.carries(&t.status, "org.sumud.crisis.activated"));
+        assert!(!t.carries(&t.registry, "org.sumud.crisis.closed"));
+        assert!(!t.carries(&t.crisis, "org.sumud.task.resolved"));
+        assert!(t.carries("someone.elses.topic", "org.sumud.crisis.activated"));
     }
 }

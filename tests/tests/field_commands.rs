@@ -6,7 +6,8 @@
 //! - messages from anyone but a registered, unrevoked field key — unsigned,
 //!   an unknown key, a forged signature under a registered key id, a
 //!   revoked key, a stale command, a command keyed to another task, a
-//!   replay, a task event disbursement never wrote — are dead-lettered
+//!   replay, a task event disbursement never wrote, an entitlement decision
+//!   written to the tasks topic — are dead-lettered
 //!   with their reason and change nothing;
 //! - the field team's own signed commands assign and resolve tasks,
 //!   recorded as made by the key's principal (not by anything the message
@@ -254,6 +255,27 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
     )
     .await;
     send_as(&p, &met, signed(&grievance("f-grievance", &met), &field)).await;
+    // A genuine entitlement decision, re-addressed to that household and
+    // written to the tasks topic (which field apps may write): not
+    // eligibility's word, so it must not entitle anyone.
+    let (_, genuine) = p
+        .env
+        .read_topic(
+            &p.env.settings.topics.entitlements,
+            1,
+            Duration::from_secs(30),
+        )
+        .remove(0);
+    let mut forged: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+    forged["id"] = serde_json::Value::from(format!("forged-{}", forged["id"].as_str().unwrap()));
+    forged["data"]["household_id"] = serde_json::Value::from(met.clone());
+    p.env
+        .publish(
+            &p.env.settings.topics.tasks,
+            &met,
+            &serde_json::to_vec(&forged).unwrap(),
+        )
+        .await;
     p.wait_count(
         "the field worker's grievance",
         "SELECT count(*) FROM disbursement.grievances",
@@ -275,7 +297,7 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
     );
 
     // Assert: every outsider's message dead-lettered with its reason.
-    let mut reasons: Vec<String> = dead_letters(&p.env, 12)
+    let mut reasons: Vec<String> = dead_letters(&p.env, 13)
         .into_iter()
         .map(|d| d.reason.to_string())
         .collect();
@@ -292,6 +314,7 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
         "invalid_transition",
         "unknown_key",
         "key_mismatch",
+        "untrusted_sender",
     ];
     want.sort();
     assert_eq!(reasons, want);
@@ -317,6 +340,15 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
         .rows("SELECT household_id FROM disbursement.entitlement_stops")
         .await;
     assert_eq!(stops, vec![(tasks[1].2.clone(),)]);
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM disbursement.entitlements WHERE household_id = '{}'",
+            filed[0].0
+        ))
+        .await,
+        0,
+        "a decision forged on the tasks topic entitles nobody"
+    );
     // Judged once: applied ones and refusals after the signature verified
     // are recorded; the rest (no attributable signer, or an unsigned key)
     // are not.
@@ -345,8 +377,8 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
     // Every change announced, in order, by disbursement: one `opened` per
     // refused payment; task 1 opened, assigned, resolved.
     // Not ours: the outsiders' 6 commands and forged event, the team's 5,
-    // and the 3 grievance commands.
-    let n_commands = 15;
+    // the 3 grievance commands and the forged decision.
+    let n_commands = 16;
     let expected_events = tasks.len() + 2 + 1; // + task 1's two changes + task 2's
     let read = p.env.read_topic(
         &p.env.settings.topics.tasks,

@@ -269,6 +269,32 @@ async fn field_teams_resolve_tasks_and_each_outcome_does_what_it_says(backend: B
         }
     );
     assert_eq!(reserved(&p).await, before + fix.4, "reserved again");
+    // The same correction again changes nothing; another destination for
+    // a resolved task is refused rather than acknowledged and dropped.
+    let again = |token: &str| {
+        let to = Destination::parse("bank", &holder, token).unwrap();
+        let topic = p.env.settings.topics.tasks.clone();
+        let id = fix.0;
+        async move {
+            db::resolve(
+                store,
+                &topic,
+                id,
+                "team-irbid-1",
+                "sent twice",
+                &Resolution::DetailsCorrected(to),
+                3600,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(again(token).await, Answer::Unchanged);
+    assert!(matches!(
+        again("tok_someoneelse01").await,
+        Answer::Refused(_)
+    ));
+    assert_eq!(reserved(&p).await, before + fix.4, "nothing reserved twice");
     wait_for("the corrected payment paid", DEADLINE, || async {
         let rows: Vec<(String, i32, String, String)> = p
             .env

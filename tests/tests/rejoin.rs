@@ -41,7 +41,10 @@ async fn round(infra: &PrivateInfra, n: u32) {
     let mut env = TestEnv::on(infra.bootstrap(), infra.database_url()).await;
     // The remedy for a coordinator connection that wedges in the restart
     // (a new consumer) fires after this bound; at the default 120 s it
-    // left a consumer that needed it a few seconds of the 150 s wait.
+    // left a consumer that needed it a few seconds of the 150 s wait. So
+    // this checks the remedy works, at a bound a test can wait for: with
+    // the default, a wedged service is ready again about 2 min after the
+    // broker (docs/reliability.md).
     env.settings.consumer_bounds.join_within = JOIN_BOUND;
     if std::env::var("SUMUD_REJOIN_DEBUG").as_deref() == Ok("1") {
         env.settings

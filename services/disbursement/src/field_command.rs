@@ -119,6 +119,19 @@ pub struct Judge<'a> {
     pub deadline_secs: i64,
 }
 
+/// The reason a recorded refusal was given (the codes `refuse` records).
+fn recorded(code: &str) -> Reason {
+    [
+        Reason::RevokedKey,
+        Reason::Expired,
+        Reason::InvalidTransition,
+        Reason::InvalidCommand,
+    ]
+    .into_iter()
+    .find(|r| r.code() == code)
+    .unwrap_or(Reason::InvalidCommand)
+}
+
 fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
 }
@@ -137,7 +150,7 @@ impl Judge<'_> {
         let Some(key) = db::field_key(self.store, &kid).await? else {
             return Ok(reject(
                 Reason::UnknownKey,
-                format!("no field key {kid} is registered (`sumud field-keys list`)"),
+                format!("no field key {kid} is registered (`sumud tasks keys list`)"),
             ));
         };
         let claims: TaskClaims =
@@ -150,10 +163,15 @@ impl Judge<'_> {
             source_partition: m.partition,
             source_offset: m.offset,
         };
-        if let Some(seen) = db::task_command_judged(self.store, &claims.jti).await? {
+        if let Some((seen, refused)) = db::task_command_judged(self.store, &claims.jti).await? {
             if seen == at {
-                // The very message judged before, read again after a crash.
-                return Ok(Verdict::Done);
+                // The very message judged before, read again after a crash:
+                // the same verdict, so a refusal still reaches the
+                // dead-letter topic (it was recorded before it was sent).
+                return Ok(match refused {
+                    None => Verdict::Done,
+                    Some((code, detail)) => reject(recorded(&code), detail),
+                });
             }
             return Ok(reject(
                 Reason::Replayed,

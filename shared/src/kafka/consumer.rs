@@ -255,11 +255,14 @@ async fn session<H: Handler>(
             batch_max: settings.batch_max,
             batch_linger: settings.batch_linger,
             limits: settings.limits.clone(),
-            accepted: handler
-                .event_types()
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            accepted: Arc::new(Accepted {
+                types: handler
+                    .event_types()
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+                topics: settings.topics.clone(),
+            }),
         },
         ready,
         stop.clone(),
@@ -524,7 +527,16 @@ struct Fetcher {
     batch_max: usize,
     batch_linger: Duration,
     limits: DecodeLimits,
-    accepted: Arc<[String]>,
+    accepted: Arc<Accepted>,
+}
+
+/// What the loop accepts: the handler's event types, each only on the
+/// topic that carries it (`Topics::carries`). The type alone is the
+/// sender's claim; a crisis event written to the tasks or status topic,
+/// which field apps and providers may write, is not the control service's.
+struct Accepted {
+    types: Vec<String>,
+    topics: crate::topics::Topics,
 }
 
 /// Receives and decodes batches into `ready` until `stop` is cancelled or
@@ -568,7 +580,7 @@ const DECODE_THREADS_MAX: usize = 4;
 /// blocking threads. Order is kept. `None` only if the runtime is going away.
 async fn prepare(
     batch: Vec<Raw>,
-    accepted: &Arc<[String]>,
+    accepted: &Arc<Accepted>,
     limits: &DecodeLimits,
 ) -> Option<Prepared> {
     let positions = highest_offsets(&batch);
@@ -624,11 +636,12 @@ async fn prepare(
 /// The decoding ladder over messages, moving each into its outcome.
 fn decode_all(
     batch: Vec<Raw>,
-    accepted: &[String],
+    accepted: &Accepted,
     limits: &DecodeLimits,
     now: DateTime<Utc>,
 ) -> (Vec<Incoming>, Vec<(Raw, Rejection)>) {
-    let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    let topics = &accepted.topics;
+    let accepted: Vec<&str> = accepted.types.iter().map(String::as_str).collect();
     let mut decoded = Vec::with_capacity(batch.len());
     let mut undecodable = Vec::new();
     for raw in batch {
@@ -639,6 +652,13 @@ fn decode_all(
             limits,
             now,
         ) {
+            Ok(envelope) if !topics.carries(&raw.topic, &envelope.event_type) => {
+                let detail = format!(
+                    "{} does not travel on {}: whoever wrote it there is not its producer",
+                    envelope.event_type, raw.topic
+                );
+                undecodable.push((raw, Rejection::new(Reason::UntrustedSender, detail)));
+            }
             Ok(envelope) => decoded.push(Incoming {
                 topic: raw.topic,
                 partition: raw.partition,

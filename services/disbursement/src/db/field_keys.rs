@@ -6,7 +6,7 @@
 use sumud_shared::db::{Store, Tx};
 use sumud_shared::{on_store, on_tx, Result};
 
-/// A field team's key as `sumud field-keys list` shows it.
+/// A field team's key as `sumud tasks keys list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct FieldKey {
     /// Key id, the `kid` of its JWS headers.
@@ -71,7 +71,7 @@ pub async fn field_key(store: &Store, kid: &str) -> Result<Option<FieldKey>> {
 }
 
 /// Where a command was read from.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// Topic.
     pub source_topic: String,
@@ -81,11 +81,27 @@ pub struct Position {
     pub source_offset: i64,
 }
 
-/// Where the task command `jti` was judged from, if it was.
-pub async fn task_command_judged(store: &Store, jti: &str) -> Result<Option<Position>> {
-    const SQL: &str = "SELECT source_topic, source_partition, source_offset \
-         FROM disbursement.task_commands WHERE jti = $1";
-    Ok(on_store!(store, pool => sqlx::query_as(SQL).bind(jti).fetch_optional(pool).await)?)
+/// How the task command `jti` was judged, if it was: where it was read,
+/// and the refusal (code, detail) recorded, if refused.
+pub async fn task_command_judged(
+    store: &Store,
+    jti: &str,
+) -> Result<Option<(Position, Option<(String, String)>)>> {
+    const SQL: &str = "SELECT source_topic, source_partition, source_offset, refused_reason, \
+            refused_detail FROM disbursement.task_commands WHERE jti = $1";
+    type Row = (String, i32, i64, Option<String>, Option<String>);
+    let row: Option<Row> =
+        on_store!(store, pool => sqlx::query_as(SQL).bind(jti).fetch_optional(pool).await)?;
+    Ok(row.map(|(topic, partition, offset, reason, detail)| {
+        (
+            Position {
+                source_topic: topic,
+                source_partition: partition,
+                source_offset: offset,
+            },
+            reason.zip(detail),
+        )
+    }))
 }
 
 /// A judged task command, as recorded.

@@ -185,6 +185,11 @@ struct Held {
     state: String,
     assigned_to: Option<String>,
     outcome: Option<String>,
+    /// The corrected destination recorded with `details_corrected`:
+    /// (channel, provider, token).
+    corrected_channel: Option<String>,
+    corrected_provider: Option<String>,
+    corrected_token: Option<String>,
 }
 
 async fn held(tx: &mut Tx, id: i64) -> Result<Option<Held>> {
@@ -193,7 +198,8 @@ async fn held(tx: &mut Tx, id: i64) -> Result<Option<Held>> {
         Tx::Sqlite(_) => "",
     };
     let sql = format!(
-        "SELECT household_id, instruction_id, attempt, state, assigned_to, outcome \
+        "SELECT household_id, instruction_id, attempt, state, assigned_to, outcome, \
+                corrected_channel, corrected_provider, corrected_token \
          FROM disbursement.verification_tasks WHERE task_id = $1{lock}"
     );
     Ok(on_tx!(tx, conn => sqlx::query_as(&sql).bind(id).fetch_optional(conn).await)?)
@@ -300,7 +306,29 @@ pub async fn resolve_in(
     };
     let done = h.outcome.as_deref().and_then(Outcome::parse);
     match field_task::resolution(id, state_of(&h)?, done, outcome) {
-        Step::AlreadyDone => return Ok(Answer::Unchanged),
+        Step::AlreadyDone => {
+            // The same outcome again; a correction must also name the same
+            // destination, or it would be acknowledged and silently dropped.
+            if let Resolution::DetailsCorrected(d) = resolution {
+                let kept = (
+                    h.corrected_channel.as_deref(),
+                    h.corrected_provider.as_deref(),
+                    h.corrected_token.as_deref(),
+                );
+                let asked = (
+                    Some(d.channel.as_str()),
+                    Some(d.provider.as_str()),
+                    Some(d.account_token.as_str()),
+                );
+                if kept != asked {
+                    return Ok(Answer::Refused(format!(
+                        "task {id} was already resolved as details_corrected to another destination; \
+                         a resolved task is final: correct the household's record in the registry"
+                    )));
+                }
+            }
+            return Ok(Answer::Unchanged);
+        }
         Step::Refused(why) => return Ok(Answer::Refused(why)),
         Step::Proceed => {}
     }
