@@ -479,12 +479,23 @@ async fn http_get_unbounded(addr: SocketAddr, path: &str) -> Option<(u16, String
     Some((status, body))
 }
 
+/// How long a consumer of [`start_payments`]' services may stay outside its
+/// group before it is made anew (`SUMUD_CONSUMER_JOIN_SECS`).
+pub const RECREATE_AFTER: Duration = Duration::from_secs(30);
+
 /// Registry, control, eligibility, disbursement and the provider simulator
 /// on `env` (which may name private servers), each serving its HTTP surface
 /// on an address of its own; `database_url` overrides the database URL of
 /// the services named in it (e.g. disbursement through a [`TcpProxy`]),
 /// while the test's own pool keeps the direct path. The registry of `n`
 /// synthetic households is published and consumed before this returns.
+///
+/// These pipelines live through broker and database restarts, after which
+/// librdkafka's coordinator connection can wedge so that a consumer never
+/// joins again; the remedy (a new consumer) fires after
+/// [`RECREATE_AFTER`] here instead of the default 120 s, which left it no
+/// room inside the tests' readiness waits (90 s and 150 s): the tests
+/// check that the remedy heals, at a bound they can wait for.
 pub async fn start_payments(
     env: TestEnv,
     n: u64,
@@ -507,6 +518,7 @@ pub async fn start_payments(
     let mut addrs = Vec::new();
     let mut settings_of = |name: &'static str| -> Settings {
         let mut s = env.settings.clone();
+        s.consumer_bounds.join_within = RECREATE_AFTER;
         let addr = free_addr();
         s.http_addr = Some(addr);
         if let Some(url) = database_url.get(name) {
