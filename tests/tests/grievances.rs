@@ -11,7 +11,7 @@
 //!   times it set;
 //! - each answer cites what `sumud explain` shows: the real reason (the
 //!   household's own area, outside the crisis areas) and the payment's
-//!   real status; answered once, final.
+//!   real status; answered once, and kept final by the database.
 
 use std::collections::BTreeMap;
 
@@ -272,6 +272,23 @@ async fn households_complain_and_are_answered_with_the_real_reason(backend: Back
             .unwrap(),
         Answer::Refused(_)
     ));
+    // The database keeps it final too, past the code's own refusal: a
+    // writer going straight to the table cannot rewrite or remove it.
+    for sql in [
+        format!(
+            "UPDATE disbursement.grievances SET answer = 'rewritten' WHERE grievance_id = {g_out}"
+        ),
+        format!("DELETE FROM disbursement.grievances WHERE grievance_id = {g_out}"),
+    ] {
+        assert!(p.env.try_execute(&sql).await.is_err(), "{sql}");
+    }
+    assert!(db::grievance(store, g_out)
+        .await
+        .unwrap()
+        .unwrap()
+        .answer
+        .unwrap()
+        .contains(&outside));
     // The board moves them from open to answered.
     for (area, kind, age) in [
         (out.area_code.clone(), Kind::NotIncluded, 0),
