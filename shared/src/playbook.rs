@@ -56,6 +56,52 @@ pub struct Playbook {
     /// Points added to the enrolment threshold by severity (missing = 0).
     #[serde(default)]
     pub severity_threshold_bonus: BTreeMap<Severity, f64>,
+    /// What this response does for a household already assisted in an
+    /// overlapping period (missing = `top_up_to`, no household cap).
+    #[serde(default)]
+    pub overlap: Overlap,
+}
+
+/// What a response does for a household that another crisis (or a partner
+/// agency) already assists in a period overlapping this crisis's: the
+/// cash working group's rule, as data, so that the same need is never paid
+/// twice unless a playbook says the needs differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapRule {
+    /// Already assisted: this crisis pays the household nothing.
+    Skip,
+    /// Pay only what lifts the household's total for the period up to this
+    /// crisis's entitlement (the difference, if any). The default: it never
+    /// pays one need twice.
+    #[default]
+    TopUpTo,
+    /// Both are paid in full: the needs differ (a flood and a price shock).
+    Stack,
+}
+
+impl OverlapRule {
+    /// The name in playbooks, overrides and reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapRule::Skip => "skip",
+            OverlapRule::TopUpTo => "top_up_to",
+            OverlapRule::Stack => "stack",
+        }
+    }
+}
+
+/// A playbook's overlap rule and its per-household cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlap {
+    /// The rule.
+    #[serde(default)]
+    pub rule: OverlapRule,
+    /// The most one household may receive over a crisis's period from all
+    /// overlapping assistance together, this crisis's included, minor units.
+    #[serde(default)]
+    pub household_cap_minor: Option<i64>,
 }
 
 /// Vertical expansion figures (per tranche, minor units).
@@ -123,6 +169,12 @@ pub struct Resolved {
     pub tranches: u32,
     /// Days between tranches.
     pub interval_days: u32,
+    /// What this crisis does for a household already assisted in an
+    /// overlapping period.
+    pub overlap: OverlapRule,
+    /// Per-household cap over the period on all overlapping assistance
+    /// together, minor units.
+    pub household_cap_minor: Option<i64>,
 }
 
 static DEFAULT: LazyLock<PlaybookBook> = LazyLock::new(|| {
@@ -172,6 +224,12 @@ impl PlaybookBook {
                 if flat < 0 || per < 0 || cap <= 0 {
                     return Err(format!("playbook {} has a negative amount or no cap", p.id));
                 }
+            }
+            if p.overlap.household_cap_minor.is_some_and(|c| c <= 0) {
+                return Err(format!(
+                    "playbook {} has a household cap that is not positive",
+                    p.id
+                ));
             }
             if p.severity_amount_factor.values().any(|f| *f <= 0.0) {
                 return Err(format!(
@@ -235,6 +293,13 @@ impl PlaybookBook {
                 }
             }
         }
+        if o.household_cap_minor.is_some_and(|c| c <= 0) {
+            return Err(
+                "the household cap on overlapping assistance must be positive: give it a \
+                 positive amount or leave it out"
+                    .to_owned(),
+            );
+        }
         Ok(Resolved {
             playbook: format!("{}@{}", p.id, self.version),
             programme: p.vertical.as_ref().map(|v| v.programme.clone()),
@@ -247,6 +312,8 @@ impl PlaybookBook {
             priority_flags: p.priority_flags.clone(),
             tranches: o.tranches.unwrap_or(p.tranches).max(1),
             interval_days: o.interval_days.unwrap_or(p.interval_days),
+            overlap: o.overlap.unwrap_or(p.overlap.rule),
+            household_cap_minor: o.household_cap_minor.or(p.overlap.household_cap_minor),
         })
     }
 }

@@ -100,8 +100,12 @@ async fn a_declaration_entitles_exactly_the_expected_households(backend: Backend
             .await
             .unwrap()
             .unwrap();
-        let verdict =
-            sumud_eligibility::policy::judge(&crisis.resolved, &crisis.definition.areas, &facts);
+        let verdict = sumud_eligibility::policy::judge(
+            &crisis.resolved,
+            &crisis.definition.areas,
+            &facts,
+            &Default::default(),
+        );
         let sumud_eligibility::policy::Verdict::Qualifies {
             kind,
             amount_minor,

@@ -5,12 +5,14 @@
 
 mod amend;
 mod expand;
+mod ledger;
 mod redecide;
 
 pub use amend::{
     cancel_households, cancel_outside_areas, cancel_waitlist, fit_budget, reprice_and_promote,
 };
 pub use expand::{expand, Expansion};
+pub use ledger::{assisted_against, ledger, LedgerEntry};
 pub use redecide::{redecide_households, Redecided};
 
 use sumud_shared::db::sqlite::json_list;
@@ -183,6 +185,10 @@ fn resolved_from(v: serde_json::Value) -> Result<Resolved> {
         priority_flags: serde_json::from_value(get("priority_flags")).unwrap_or_default(),
         tranches: get("tranches").as_u64().unwrap_or(1) as u32,
         interval_days: get("interval_days").as_u64().unwrap_or(0) as u32,
+        // A crisis stored before overlap rules existed weighs overlaps by
+        // the default rule, which never pays one need twice.
+        overlap: serde_json::from_value(get("overlap")).unwrap_or_default(),
+        household_cap_minor: get("household_cap_minor").as_i64(),
     })
 }
 

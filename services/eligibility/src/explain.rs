@@ -9,7 +9,7 @@ use sumud_shared::money::Money;
 use sumud_shared::Result;
 
 use crate::db;
-use crate::policy::{self, Facts, Verdict};
+use crate::policy::{self, Assisted, Facts, Verdict};
 
 /// The crisis revision eligibility decides under.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +98,9 @@ pub struct Eligibility {
     pub decisions: Vec<Decision>,
     /// Every later change to them, oldest first.
     pub trail: Vec<Change>,
+    /// Assistance the household holds from other crises for periods
+    /// overlapping this one's, which the overlap rule weighs.
+    pub assisted: Assisted,
     /// What the rules in force say of the current record (absent when the
     /// crisis or the record is unknown).
     pub rules_now: Option<Verdict>,
@@ -120,8 +123,18 @@ pub async fn eligibility(
             .into_iter()
             .map(|(id, rank, left)| (id, (rank, left)))
             .collect();
+    let entries = db::ledger(store, household_id).await?;
+    let assisted = crisis
+        .as_ref()
+        .map(|c| db::assisted_against(c, &entries))
+        .unwrap_or_default();
     let rules_now = match (&crisis, &registry) {
-        (Some(c), Some(r)) => Some(policy::judge(&c.resolved, &c.definition.areas, &r.facts)),
+        (Some(c), Some(r)) => Some(policy::judge(
+            &c.resolved,
+            &c.definition.areas,
+            &r.facts,
+            &assisted,
+        )),
         _ => None,
     };
     Ok(Eligibility {
@@ -177,6 +190,7 @@ pub async fn eligibility(
                 },
             )
             .collect(),
+        assisted,
         rules_now,
     })
 }
@@ -290,6 +304,9 @@ impl Eligibility {
             ),
             Verdict::NotQualified { why } => {
                 format!("Household {h} is in the crisis areas, but {why}: not eligible.")
+            }
+            Verdict::AlreadyAssisted { why } => {
+                format!("Household {h} is in the crisis areas and {why}: no payment from this crisis.")
             }
             Verdict::Qualifies { kind, reason, .. } => {
                 let pending = match c.state.as_str() {

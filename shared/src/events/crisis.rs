@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
+use crate::playbook::OverlapRule;
 
 /// A crisis was proposed and awaits four-eyes approval.
 pub const CRISIS_PROPOSED: &str = "org.sumud.crisis.proposed";
@@ -89,6 +90,14 @@ pub struct ResponseOverrides {
     /// Days between tranches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_days: Option<u32>,
+    /// What this crisis does for a household already assisted in an
+    /// overlapping period (the playbook's rule otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<OverlapRule>,
+    /// Per-household cap over the period on all overlapping assistance
+    /// together, minor units (the playbook's otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub household_cap_minor: Option<i64>,
 }
 
 /// Which playbook answers the crisis, and how it is adjusted.

@@ -9,11 +9,15 @@ use sumud_shared::db::Tx;
 use sumud_shared::Result;
 
 use super::{CrisisRow, PRIORITY_ORDER_E, WAITLISTED};
+use crate::policy::overlapped_sql;
+use sumud_shared::playbook::Resolved;
 
 /// What the amendment statements spell differently per backend.
 pub(super) struct Dialect {
     /// The two-argument minimum (`LEAST`, or SQLite's scalar `min`).
     pub(super) least: &'static str,
+    /// The two-argument maximum (`GREATEST`, or SQLite's scalar `max`).
+    pub(super) greatest: &'static str,
     /// The current time as stored.
     pub(super) now: &'static str,
     /// The change-counter bump of a changed decision (on SQLite a trigger
@@ -27,6 +31,7 @@ pub(super) struct Dialect {
 
 const POSTGRES: Dialect = Dialect {
     least: "LEAST",
+    greatest: "GREATEST",
     now: "now()",
     bump: ", change_seq = nextval('eligibility.change_seq')",
     returning: "e.entitlement_id",
@@ -35,6 +40,7 @@ const POSTGRES: Dialect = Dialect {
 
 const SQLITE: Dialect = Dialect {
     least: "min",
+    greatest: "max",
     now: "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
     bump: "",
     returning: "entitlement_id",
@@ -59,8 +65,21 @@ impl Dialect {
     }
 
     /// The per-tranche price of decision `e` under the crisis's amounts
-    /// (parameters 2 to 7: vertical flat, per member, cap; horizontal the same).
-    fn price(&self) -> String {
+    /// (parameters 2 to 7: vertical flat, per member, cap; horizontal the
+    /// same) over `$8` tranches, after the crisis's overlap rule has weighed
+    /// the assistance the decision was made against.
+    fn price(&self, r: &Resolved) -> String {
+        overlapped_sql(
+            r,
+            (self.greatest, self.least),
+            &self.list_price(),
+            "$8",
+            "e.assisted_minor",
+        )
+    }
+
+    /// [`Dialect::price`] before the overlap rule.
+    fn list_price(&self) -> String {
         let least = self.least;
         format!(
             "CASE WHEN e.kind = 'vertical' \
@@ -224,7 +243,7 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
     let r = &c.resolved;
     let d = Dialect::of(tx);
     let (now, bump, returning) = (d.now, d.bump, d.returning);
-    let price = d.price();
+    let price = d.price(r);
     let (v, h) = (r.vertical.clone(), r.horizontal.clone());
     // $2..$7: the amounts; $8 tranches, $9 interval, $10 revision.
     let amounts = [
@@ -242,11 +261,16 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
     let lowered = changed_ids(
         tx,
         &format!(
-            "UPDATE eligibility.entitlements AS e SET amount_minor = {price}, tranches = $8, \
+            "UPDATE eligibility.entitlements AS e SET \
+                 amount_minor = CASE WHEN {price} = 0 THEN e.amount_minor ELSE {price} END, tranches = $8, \
                  interval_days = $9, \
+                 status = CASE WHEN {price} = 0 THEN 'cancelled' ELSE e.status END, \
                  committed_minor = CASE WHEN e.status = 'entitled' THEN {price} * $8 ELSE 0 END, \
                  crisis_revision = $10, \
-                 reason = e.reason || '; revision ' || $10 || ': amount ' || {price} || ' x ' || $8 || ' tranches', \
+                 reason = e.reason || '; revision ' || $10 || CASE WHEN {price} = 0 \
+                     THEN ': cancelled: ' || coalesce(e.assisted_by, 'other assistance') || ' already gave ' || e.assisted_minor \
+                          || ' in an overlapping period and the overlap rule leaves nothing to pay' \
+                     ELSE ': amount ' || {price} || ' x ' || $8 || ' tranches' END, \
                  updated_at = {now}{bump} \
              WHERE e.crisis_id = $1 AND e.status <> 'cancelled' \
                AND (e.amount_minor <> {price} OR e.tranches <> $8 OR e.interval_days <> $9) \

@@ -8,6 +8,7 @@ use sumud_shared::db::Tx;
 use sumud_shared::Result;
 
 use super::{CrisisRow, PRIORITY_ORDER_E, WAITLISTED};
+use crate::policy::{overlap_reason_sql, overlapped_sql};
 
 /// Counts of an expansion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,14 +29,40 @@ pub struct Expansion {
 /// Vertical: enrolled in the playbook's programme. Horizontal: not enrolled,
 /// welfare score under the (relaxed) threshold. Both: living in one of the
 /// crisis areas. Per-tranche amount: min(flat + per-member × members, cap).
+/// Then the overlap rule ([`crate::policy::overlapped`]) weighs what the household
+/// already holds from other crises whose period overlaps this one's (the
+/// assistance ledger): a household it leaves nothing to pay gets no
+/// decision (`explain` says why), a reduced one says by whom and how much.
 /// A household is entitled while the running total of (amount × tranches)
 /// in [`PRIORITY_ORDER`] stays within the remaining budget; the rest are
 /// waitlisted with that reason.
+///
+/// On PostgreSQL the expansions of different crises take one lock in turn,
+/// so that two crises declared together each see the other's decisions and
+/// neither pays a household the other already covers (SQLite's transaction
+/// holds the file's write lock already).
 pub async fn expand(tx: &mut Tx, c: &CrisisRow, only: Option<&[String]>) -> Result<Expansion> {
     match tx {
-        Tx::Postgres(tx) => expand_postgres(tx, c, only).await,
+        Tx::Postgres(tx) => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(LEDGER_LOCK)
+                .execute(&mut **tx)
+                .await?;
+            expand_postgres(tx, c, only).await
+        }
         Tx::Sqlite(tx) => expand_sqlite(tx, c, only).await,
     }
+}
+
+/// The transaction lock expansions take in turn ("SUMUDLG1").
+const LEDGER_LOCK: i64 = 0x5355_4d55_444c_4731;
+
+/// The period of crisis `c` as the ledger's ISO dates.
+fn period(c: &CrisisRow) -> (String, String) {
+    (
+        c.definition.starts_on.to_string(),
+        c.definition.ends_on.to_string(),
+    )
 }
 
 async fn expand_postgres(
@@ -48,6 +75,15 @@ async fn expand_postgres(
     let v = r.vertical.clone();
     let h = r.horizontal.clone();
     let flags: Vec<&str> = r.priority_flags.iter().map(|f| f.as_str()).collect();
+    let (starts_on, ends_on) = period(c);
+    let paid = overlapped_sql(
+        r,
+        ("GREATEST", "LEAST"),
+        "e.base",
+        "$14",
+        "coalesce(a.total, 0)",
+    );
+    let overlap_reason = overlap_reason_sql(r, "base", "amount", "assisted", "by_whom");
     let row = sqlx::query(&format!(
         r#"
         WITH cand AS (
@@ -62,19 +98,35 @@ async fn expand_postgres(
         ), eligible AS (
             SELECT c.*, CASE WHEN is_vertical THEN 'vertical' ELSE 'horizontal' END AS kind,
                    CASE WHEN is_vertical THEN LEAST($7::bigint + $8::bigint * members, $9::bigint)
-                        ELSE LEAST($10::bigint + $11::bigint * members, $12::bigint) END AS amount
+                        ELSE LEAST($10::bigint + $11::bigint * members, $12::bigint) END AS base
             FROM cand c
             WHERE is_vertical OR ($13::float8 IS NOT NULL AND welfare_score < $13::float8)
+        ), assisted AS (
+            -- What each eligible household already holds from other crises
+            -- for a period overlapping this one's, and from whom.
+            SELECT household_id, sum(total)::bigint AS total,
+                   string_agg(source || ' ' || source_id, ', ' ORDER BY source_id COLLATE "C") AS by_whom
+            FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor)::bigint AS total
+                  FROM eligible e
+                  JOIN eligibility.assistance_ledger o ON o.household_id = e.household_id
+                  WHERE o.source_id <> $1 AND o.period_from <= $21 AND $20 <= o.period_to
+                  GROUP BY o.household_id, o.source, o.source_id) s
+            GROUP BY household_id
+        ), priced AS (
+            SELECT e.*, coalesce(a.total, 0) AS assisted, a.by_whom, {paid} AS amount
+            FROM eligible e LEFT JOIN assisted a ON a.household_id = e.household_id
         ), fresh AS (
-            -- Households without a live decision in this crisis; a cancelled
-            -- decision of the same kind is re-enrolled in place.
+            -- Households without a live decision in this crisis that the
+            -- overlap rule leaves something to pay; a cancelled decision of
+            -- the same kind is re-enrolled in place.
             SELECT e.*, x.entitlement_id AS cancelled_id,
                    sum(e.amount * $14::int) OVER w AS running,
                    row_number() OVER w AS rank
-            FROM eligible e
+            FROM priced e
             LEFT JOIN eligibility.entitlements x
                    ON x.crisis_id = $1 AND x.household_id = e.household_id AND x.kind = e.kind
-            WHERE NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
+            WHERE e.amount > 0
+              AND NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
                               WHERE y.crisis_id = $1 AND y.household_id = e.household_id
                                 AND y.status <> 'cancelled')
             WINDOW w AS (ORDER BY {PRIORITY_ORDER_E} ROWS UNBOUNDED PRECEDING)
@@ -85,19 +137,21 @@ async fn expand_postgres(
                         THEN 'vertical top-up: enrolled in ' || $2
                         ELSE 'horizontal enrolment: welfare score ' || welfare_score || ' under ' || $13::float8 END
                    || '; area ' || area_code || ' is in the crisis areas; '
-                   || amount || ' per tranche for ' || members || ' members x ' || $14 || ' tranches'
+                   || base || ' per tranche for ' || members || ' members x ' || $14 || ' tranches'
+                   || {overlap_reason}
                    || CASE WHEN running <= $15 THEN '' ELSE '{WAITLISTED}' END AS reason
             FROM fresh f
         ), inserted AS (
             INSERT INTO eligibility.entitlements
                 (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches,
                  interval_days, committed_minor, priority, members, welfare_score, area_code, governorate,
-                 district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor)
+                 district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor,
+                 assisted_minor, assisted_by)
             SELECT $1 || '/' || household_id || '/' || kind, $1, household_id, kind,
                    CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END,
                    amount, $16, $14, $17, CASE WHEN covered THEN amount * $14 ELSE 0 END,
                    priority, members, welfare_score, area_code, governorate, district, $18, version, $19, reason,
-                   rank, left_before
+                   rank, left_before, assisted, by_whom
             FROM decided WHERE cancelled_id IS NULL
             -- Index order: the inserts append to the indexes instead of landing at random.
             ORDER BY household_id, kind
@@ -111,6 +165,7 @@ async fn expand_postgres(
                 area_code = d.area_code, governorate = d.governorate, district = d.district,
                 crisis_revision = $18, registry_version = d.version, playbook = $19, reason = d.reason,
                 budget_rank = d.rank, budget_left_minor = d.left_before,
+                assisted_minor = d.assisted, assisted_by = d.by_whom,
                 updated_at = now(), change_seq = nextval('eligibility.change_seq')
             FROM decided d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id
             RETURNING t.status, t.committed_minor
@@ -145,6 +200,8 @@ async fn expand_postgres(
     .bind(r.interval_days as i32)
     .bind(c.revision)
     .bind(&r.playbook)
+    .bind(&starts_on)
+    .bind(&ends_on)
     .fetch_one(conn)
     .await?;
     Ok(Expansion {
@@ -174,17 +231,29 @@ const STAGE_SQLITE: &str = r#"
     ), eligible AS (
         SELECT c.*, CASE WHEN is_vertical THEN 'vertical' ELSE 'horizontal' END AS kind,
                CASE WHEN is_vertical THEN min(?7 + ?8 * members, ?9)
-                    ELSE min(?10 + ?11 * members, ?12) END AS amount
+                    ELSE min(?10 + ?11 * members, ?12) END AS base
         FROM cand c
         WHERE is_vertical OR (?13 IS NOT NULL AND welfare_score < ?13)
+    ), assisted AS (
+        SELECT household_id, sum(total) AS total,
+               group_concat(source || ' ' || source_id, ', ' ORDER BY source_id) AS by_whom
+        FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor) AS total
+              FROM eligible e
+              JOIN eligibility.assistance_ledger o ON o.household_id = e.household_id
+              WHERE o.source_id <> ?1 AND o.period_from <= ?18 AND ?17 <= o.period_to
+              GROUP BY o.household_id, o.source, o.source_id) s
+        GROUP BY household_id
+    ), priced AS (
+        SELECT e.*, coalesce(a.total, 0) AS assisted, a.by_whom, PAID AS amount
+        FROM eligible e LEFT JOIN assisted a ON a.household_id = e.household_id
     ), fresh AS (
         SELECT e.*, x.entitlement_id AS cancelled_id,
                sum(e.amount * ?14) OVER w AS running,
                row_number() OVER w AS rank
-        FROM eligible e
+        FROM priced e
         LEFT JOIN eligibility.entitlements x
                ON x.crisis_id = ?1 AND x.household_id = e.household_id AND x.kind = e.kind
-        WHERE NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
+        WHERE e.amount > 0 AND NOT EXISTS (SELECT 1 FROM eligibility.entitlements y
                           WHERE y.crisis_id = ?1 AND y.household_id = e.household_id
                             AND y.status <> 'cancelled')
         WINDOW w AS (ORDER BY PRIORITY_ORDER_E ROWS UNBOUNDED PRECEDING)
@@ -199,7 +268,8 @@ const STAGE_SQLITE: &str = r#"
                              ELSE CAST(welfare_score AS TEXT) END
                      || ' under ' || ?16 END
            || '; area ' || area_code || ' is in the crisis areas; '
-           || amount || ' per tranche for ' || members || ' members x ' || ?14 || ' tranches'
+           || base || ' per tranche for ' || members || ' members x ' || ?14 || ' tranches'
+           || OVERLAP_REASON
            || CASE WHEN running <= ?15 THEN '' ELSE 'WAITLISTED' END AS reason
     FROM fresh f
 "#;
@@ -218,10 +288,19 @@ async fn expand_sqlite(
     sqlx::query("DROP TABLE IF EXISTS temp.expansion")
         .execute(&mut *conn)
         .await?;
+    let (starts_on, ends_on) = period(c);
     sqlx::query(
         &STAGE_SQLITE
             .replace("PRIORITY_ORDER_E", PRIORITY_ORDER_E)
-            .replace("'WAITLISTED'", &format!("'{WAITLISTED}'")),
+            .replace("'WAITLISTED'", &format!("'{WAITLISTED}'"))
+            .replace(
+                "PAID",
+                &overlapped_sql(r, ("max", "min"), "e.base", "?14", "coalesce(a.total, 0)"),
+            )
+            .replace(
+                "OVERLAP_REASON",
+                &overlap_reason_sql(r, "base", "amount", "assisted", "by_whom"),
+            ),
     )
     .bind(&c.crisis_id)
     .bind(&r.programme)
@@ -240,6 +319,8 @@ async fn expand_sqlite(
     .bind(remaining)
     // The threshold as PostgreSQL prints a float8 (40, 35.5).
     .bind(threshold.map(|t| t.to_string()))
+    .bind(&starts_on)
+    .bind(&ends_on)
     .execute(&mut *conn)
     .await?;
     // New decisions, in index order.
@@ -247,12 +328,13 @@ async fn expand_sqlite(
         "INSERT INTO eligibility.entitlements \
             (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches, \
              interval_days, committed_minor, priority, members, welfare_score, area_code, governorate, \
-             district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor) \
+             district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor, \
+             assisted_minor, assisted_by) \
          SELECT ?1 || '/' || household_id || '/' || kind, ?1, household_id, kind, \
                 CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END, \
                 amount, ?2, ?3, ?4, CASE WHEN covered THEN amount * ?3 ELSE 0 END, \
                 priority, members, welfare_score, area_code, governorate, district, ?5, version, ?6, reason, \
-                rank, left_before \
+                rank, left_before, assisted, by_whom \
          FROM temp.expansion WHERE cancelled_id IS NULL ORDER BY household_id, kind",
     )
     .bind(&c.crisis_id)
@@ -273,6 +355,7 @@ async fn expand_sqlite(
             area_code = d.area_code, governorate = d.governorate, district = d.district, \
             crisis_revision = ?3, registry_version = d.version, playbook = ?4, reason = d.reason, \
             budget_rank = d.rank, budget_left_minor = d.left_before, \
+            assisted_minor = d.assisted, assisted_by = d.by_whom, \
             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          FROM temp.expansion d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id",
     )

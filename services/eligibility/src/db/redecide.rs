@@ -114,7 +114,8 @@ async fn live_decisions(
 ) -> Result<Vec<LiveDecision>> {
     let d = Dialect::of(tx);
     let sql = format!(
-        "SELECT entitlement_id, household_id, kind, status, amount_minor, tranches, registry_version \
+        "SELECT entitlement_id, household_id, kind, status, amount_minor, tranches, registry_version, \
+                assisted_minor, assisted_by \
          FROM eligibility.entitlements \
          WHERE crisis_id = $1 AND status <> 'cancelled' AND {} ORDER BY entitlement_id",
         d.in_list("household_id", 2)
@@ -246,7 +247,7 @@ pub async fn redecide_households(
     recompute_committed(tx, &c.crisis_id).await?;
     // 2. Raises, in the expansion's priority order, while the budget reaches.
     if !raises.is_empty() {
-        let key = |f: &Facts| match policy::judge(r, areas, f) {
+        let key = |f: &Facts| match policy::judge_alone(r, areas, f) {
             Verdict::Qualifies { priority, .. } => priority,
             _ => 0,
         };
