@@ -5,7 +5,8 @@
 //! declare a crisis within its pre-approved budget; two operators scale it
 //! up under the four-eyes rule; eligibility expands, instructions flow to the
 //! built-in provider simulator (some payments fail and are retried), and a
-//! reconciliation table closes the run.
+//! reconciliation table closes the flood; then a price shock over the same
+//! areas pays flood households only what the overlap rule leaves.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -293,6 +294,7 @@ async fn run_with(
     // 4. Operators scale the response up; above the four-eyes threshold an
     //    amendment waits for a second principal's approval.
     let mut amended: CrisisDefinition = serde_json::from_value(definition)?;
+    let flood_areas = amended.areas.clone();
     amended.budget = scale_to.clone();
     // What the approver reviews: the approval is signed over its digest.
     let reviewed = sumud_shared::events::crisis::definition_digest(&amended);
@@ -384,6 +386,7 @@ async fn run_with(
     println!(
         "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
     );
+    overlapping_price_shock(&settings, &store, &proposer, &crisis_id, flood_areas).await?;
     let audit = audit::close_the_loop(&store, &settings.topics.tasks, &crisis_id).await?;
     println!(
         "Explain any decision or payment: sumud explain --crisis {crisis_id} --household <id>, \
@@ -405,6 +408,92 @@ async fn run_with(
     }
     pipeline.stop().await?;
     Ok(audit)
+}
+
+/// The demo's sixth step, a second, overlapping crisis: prices jump while
+/// the flood's period runs, over the same areas. The price-shock playbook stacks on the flood
+/// (the needs differ) up to a household cap per period, so a flood
+/// household is paid only what the cap leaves, and the reason says so.
+async fn overlapping_price_shock(
+    settings: &Settings,
+    store: &Store,
+    operator: &Jwk,
+    flood: &str,
+    areas: Vec<String>,
+) -> anyhow::Result<()> {
+    let shock_id = format!("PS-DEMO-{:x}", rand::random::<u32>());
+    let today = Utc::now().date_naive();
+    let shock = CrisisDefinition {
+        title: "Food prices jump after the flood".into(),
+        hazard: Hazard::PriceShock,
+        severity: Severity::Severe,
+        areas,
+        response: Response {
+            playbook: "price-shock-topup".into(),
+            overrides: ResponseOverrides::default(),
+        },
+        // Under the four-eyes threshold: declared at once.
+        budget: Money::parse_major("90000", "JOD").map_err(anyhow::Error::msg)?,
+        starts_on: today,
+        ends_on: today + chrono::Days::new(30),
+    };
+    crisis_cmd::publish(
+        settings,
+        operator,
+        CommandKind::Declare,
+        &shock_id,
+        Some(shock),
+        Some("prices rose after the flood".into()),
+    )
+    .await?;
+    wait_for::<(i64,)>(
+        store,
+        "the price shock",
+        &format!("SELECT CAST(1 AS bigint) FROM eligibility.crises WHERE crisis_id = '{shock_id}' AND state = 'active'"),
+    )
+    .await?;
+    let decided = wait_stable(
+        store,
+        &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{shock_id}'"),
+    )
+    .await?;
+    let weighed = count(
+        store,
+        &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{shock_id}' AND assisted_minor > 0"),
+    )
+    .await?;
+    let reduced = count(
+        store,
+        &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{shock_id}' AND reason LIKE '%; reduced to %'"),
+    )
+    .await?;
+    let skipped = count(
+        store,
+        &format!(
+            "SELECT count(*) FROM eligibility.entitlements f WHERE f.crisis_id = '{flood}' AND f.status = 'entitled' \
+             AND NOT EXISTS (SELECT 1 FROM eligibility.entitlements s WHERE s.crisis_id = '{shock_id}' \
+                             AND s.household_id = f.household_id)"
+        ),
+    )
+    .await?;
+    println!(
+        "\nOverlap: {shock_id}, a price shock over the same areas while {flood}'s period runs \
+         (playbook price-shock-topup: stack on the flood, household cap 300.000 JOD per period): \
+         {decided} decisions, {weighed} of them for flood households, {reduced} of those paid only \
+         what the cap leaves; {skipped} flood households get nothing more (the flood already gives \
+         them the cap, or the price shock's rules do not reach them)."
+    );
+    // An example, a reduced decision if there is one.
+    let example: Option<(String, String)> = sumud_shared::on_store!(store, pool => sqlx::query_as(
+        &format!("SELECT household_id, reason FROM eligibility.entitlements \
+                  WHERE crisis_id = '{shock_id}' AND assisted_minor > 0 \
+                  ORDER BY CASE WHEN reason LIKE '%; reduced to %' THEN 0 ELSE 1 END, household_id LIMIT 1"))
+        .fetch_optional(pool)
+        .await)?;
+    if let Some((household, reason)) = example {
+        println!("  {household}: {reason}.\n  Its ledger: sumud ledger --household {household}");
+    }
+    Ok(())
 }
 
 /// The demo's CAP alert (placeholders for id and times).

@@ -2,6 +2,7 @@
 //! subcommand lives in its own module; `main.rs` only parses and dispatches.
 
 pub mod alerts_cmd;
+pub mod caseload_cmd;
 pub mod crisis_cmd;
 pub mod deadletter_cmd;
 pub mod demo;
@@ -10,6 +11,7 @@ pub mod embedded;
 pub mod explain_cmd;
 pub mod field_keys_cmd;
 pub mod grievances_cmd;
+pub mod ledger_cmd;
 pub mod operators_cmd;
 pub mod payments_cmd;
 pub mod registry_cmd;

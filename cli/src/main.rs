@@ -136,6 +136,16 @@ enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
+    /// Everything a household holds across crises — decision, period,
+    /// paid and reversed — as the overlap rules weigh it.
+    Ledger {
+        /// Household id.
+        #[arg(long)]
+        household: String,
+        /// Print JSON instead of sentences.
+        #[arg(long)]
+        json: bool,
+    },
     /// Explain everything behind a household's payments in a crisis, or
     /// behind one payment: authority, rules, registry record, decision,
     /// instructions and their status history.
@@ -158,6 +168,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ExportCommand {
+    /// A crisis's caseload and payments, one row per decision, as CSV or
+    /// JSON (schemas/caseload.row.schema.json); no personal data.
+    Caseload {
+        /// Crisis id.
+        #[arg(long)]
+        crisis: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: sumud::caseload_cmd::Format,
+        /// Output file (standard output if absent).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// An ISO 20022 pain.001.001.09 credit-transfer batch of a provider's open instructions.
     Pain001 {
         /// Crisis id.
@@ -567,6 +590,37 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
         },
         Command::Export {
             command:
+                ExportCommand::Caseload {
+                    crisis,
+                    format,
+                    out,
+                },
+        } => {
+            let store = sumud_shared::db::Store::connect_with(
+                &settings.database_url,
+                2,
+                std::time::Duration::from_secs(10),
+                settings.db_timeouts,
+            )
+            .await?;
+            let rows = sumud::caseload_cmd::caseload(&store, &crisis).await?;
+            match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    sumud::caseload_cmd::write(&rows, format, std::io::BufWriter::new(file))?;
+                    eprintln!(
+                        "{} decisions of {crisis} written to {}",
+                        rows.len(),
+                        path.display()
+                    );
+                }
+                None => sumud::caseload_cmd::write(&rows, format, std::io::stdout().lock())?,
+            }
+            Ok(())
+        }
+        Command::Export {
+            command:
                 ExportCommand::Pain001 {
                     crisis,
                     provider,
@@ -628,6 +682,24 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             };
             if found > 0 {
                 std::process::exit(payments_cmd::EXIT_DISCREPANCIES);
+            }
+            Ok(())
+        }
+        Command::Ledger { household, json } => {
+            let store = sumud_shared::db::Store::connect_with(
+                &settings.database_url,
+                2,
+                std::time::Duration::from_secs(10),
+                settings.db_timeouts,
+            )
+            .await?;
+            let ledger = sumud::ledger_cmd::ledger(&store, &household).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ledger)?);
+            } else {
+                for line in sumud::ledger_cmd::lines(&household, &ledger) {
+                    println!("{line}");
+                }
             }
             Ok(())
         }

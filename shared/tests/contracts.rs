@@ -154,3 +154,16 @@ fn every_schema_file_has_valid_and_invalid_examples() {
         assert!(!examples(stem, "invalid").is_empty());
     }
 }
+
+#[test]
+fn caseload_export_examples_meet_the_caseload_row_schema() {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../schemas/caseload.row.schema.json")).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    for (name, row) in examples("caseload.row", "valid") {
+        assert!(v.is_valid(&row), "{name} should be valid");
+    }
+    for (name, row) in examples("caseload.row", "invalid") {
+        assert!(!v.is_valid(&row), "{name} should be invalid");
+    }
+}

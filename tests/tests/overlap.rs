@@ -284,6 +284,35 @@ async fn each_overlap_rule_pays_exactly_what_it_allows(backend: Backend) {
             assert_eq!((amount_minor, &reason), (*amount, &d.reason), "{id} {h}");
         }
     }
+    // The caseload export a partner agency reads: every row valid against
+    // the published schema, and the same households and amounts.
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schemas/caseload.row.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for (id, paid) in &want {
+        let rows = sumud::caseload_cmd::caseload(&p.env.store, id)
+            .await
+            .unwrap();
+        let mut json = Vec::new();
+        sumud::caseload_cmd::write(&rows, sumud::caseload_cmd::Format::Json, &mut json).unwrap();
+        let json: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+        for row in &json {
+            assert!(validator.is_valid(row), "{id}: {row}");
+        }
+        let exported: BTreeMap<String, (String, i64)> = json
+            .iter()
+            .map(|r| {
+                (
+                    r["household_id"].as_str().unwrap().to_owned(),
+                    (
+                        r["kind"].as_str().unwrap().to_owned(),
+                        r["amount_per_tranche_minor"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(&exported, paid, "{id}'s exported caseload");
+    }
     // A skipped household is told why, with the flood's name and amount.
     let h = &skipped[0];
     let lines = explain::explain(&p.env.store, "OV-SKIP", h).await.unwrap();

@@ -156,12 +156,18 @@ pub fn overlap_reason(r: &Resolved, amount: i64, paid: i64, assisted: &Assisted)
 /// [`overlap_reason`] as a SQL expression over the columns named.
 pub fn overlap_reason_sql(r: &Resolved, amount: &str, paid: &str, total: &str, by: &str) -> String {
     let words = overlap_words(r);
-    let cap = r.household_cap_minor.unwrap_or_default();
+    // Without a cap, nothing but assistance can reduce an amount.
+    let capped = match r.household_cap_minor {
+        Some(cap) => format!(
+            "'; reduced to ' || {paid} || ' per tranche by the household cap of {cap} per period'"
+        ),
+        None => "''".to_owned(),
+    };
     format!(
         "(CASE WHEN {paid} = {amount} THEN '' \
                WHEN {total} > 0 THEN '; reduced to ' || {paid} || ' per tranche: ' || {by} \
                     || ' already gave ' || {total} || ' in an overlapping period ({words})' \
-               ELSE '; reduced to ' || {paid} || ' per tranche by the household cap of {cap} per period' END)"
+               ELSE {capped} END)"
     )
 }
 
