@@ -167,3 +167,80 @@ fn caseload_export_examples_meet_the_caseload_row_schema() {
         assert!(!v.is_valid(&row), "{name} should be invalid");
     }
 }
+
+/// The AsyncAPI document cannot drift from the code: one channel per topic
+/// of `Topics` (at its default name), one message per event type the
+/// schema registry knows, on the channel whose topic carries it, with the
+/// same data schema; every referenced schema file exists.
+#[test]
+fn the_asyncapi_document_names_every_topic_and_event_type_and_nothing_else() {
+    use std::collections::BTreeSet;
+    use sumud_shared::topics::Topics;
+    let doc: Value = serde_json::from_str(include_str!("../../schemas/asyncapi.json")).unwrap();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    let topics = Topics::default();
+    let channels = doc["channels"].as_object().unwrap();
+    let addresses: BTreeSet<&str> = channels
+        .values()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), channels.len(), "one channel per topic");
+    assert_eq!(
+        addresses,
+        topics.all().into_iter().collect::<BTreeSet<_>>(),
+        "the channels are exactly the topics"
+    );
+    let messages = doc["components"]["messages"].as_object().unwrap();
+    let mut documented = BTreeSet::new();
+    for (id, m) in messages {
+        let event_type = m["name"].as_str().unwrap();
+        let parts = m["payload"]["schema"]["allOf"].as_array().unwrap();
+        assert_eq!(parts[0]["$ref"], "cloudevent.schema.json", "{id}");
+        assert_eq!(parts[1]["properties"]["type"]["const"], event_type, "{id}");
+        let data = parts[1]["properties"]["data"]["$ref"].as_str().unwrap();
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../schemas")
+                .join(data)
+                .is_file(),
+            "{id} references {data}, which is not in schemas/"
+        );
+        // On the channels whose topic carries it, and no other.
+        let on: BTreeSet<&str> = channels
+            .values()
+            .filter(|c| c["messages"].get(id).is_some())
+            .map(|c| c["address"].as_str().unwrap())
+            .collect();
+        let carrying: BTreeSet<&str> = topics
+            .all()
+            .into_iter()
+            .filter(|t| topics.carries(t, event_type))
+            .collect();
+        assert_eq!(on, carrying, "{id} ({event_type})");
+        assert!(
+            m["bindings"]["kafka"]["key"]["description"].is_string(),
+            "{id}"
+        );
+        documented.insert((event_type.to_owned(), data.to_owned()));
+    }
+    let registry: BTreeSet<(String, String)> = SchemaRegistry::global()
+        .event_types()
+        .map(|(t, f)| (t.to_owned(), f.to_owned()))
+        .collect();
+    assert_eq!(documented, registry, "every event type, with its schema");
+    // Every operation's messages are messages of its channel.
+    for (id, op) in doc["operations"].as_object().unwrap() {
+        let channel = op["channel"]["$ref"].as_str().unwrap();
+        let name = channel.strip_prefix("#/channels/").unwrap();
+        for m in op["messages"].as_array().unwrap() {
+            let r = m["$ref"].as_str().unwrap();
+            assert!(
+                r.starts_with(&format!("{channel}/messages/"))
+                    && channels[name]["messages"]
+                        .get(r.rsplit('/').next().unwrap())
+                        .is_some(),
+                "{id}: {r}"
+            );
+        }
+    }
+}

@@ -358,6 +358,32 @@ async fn the_page_shows_a_declared_crisis_and_its_payments_as_they_succeed(backe
     }
     let (status, body) = get(addr, "/api/crises/NO-SUCH").await;
     assert_eq!(status, 404, "{body}");
+    // The contracts, as an integrator browses them: the AsyncAPI document
+    // and every schema it references resolve beside it, byte for byte the
+    // files of schemas/.
+    let (status, doc) = get(addr, "/schemas/asyncapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc, include_str!("../../schemas/asyncapi.json"));
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    for m in doc["components"]["messages"].as_object().unwrap().values() {
+        for part in m["payload"]["schema"]["allOf"].as_array().unwrap() {
+            let file = part["$ref"]
+                .as_str()
+                .or(part["properties"]["data"]["$ref"].as_str())
+                .unwrap();
+            let (status, text) = get(addr, &format!("/schemas/{file}")).await;
+            assert_eq!(status, 200, "{file}");
+            let on_disk = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../schemas")
+                    .join(file),
+            )
+            .unwrap();
+            assert_eq!(text, on_disk, "{file}");
+        }
+    }
+    let (status, body) = get(addr, "/schemas/no-such.json").await;
+    assert_eq!(status, 404, "{body}");
 
     browser.close().await;
     running.stop().await;

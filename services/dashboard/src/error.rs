@@ -19,6 +19,9 @@ pub enum Error {
     /// The crisis asked for does not exist.
     #[error("no crisis {0}; GET /api/crises lists the known ones")]
     UnknownCrisis(String),
+    /// The contract file asked for is not one of `schemas/`.
+    #[error("no contract {0}; GET /schemas/asyncapi.json names the event schemas, /openapi.json this API")]
+    UnknownContract(String),
     /// The service owning the data has never started, so its tables do not exist.
     #[error("{0} has not created its tables yet; start it, then ask again")]
     NotYet(&'static str),
@@ -29,7 +32,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Database(_) | Error::NotYet(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::UnknownCrisis(_) => StatusCode::NOT_FOUND,
+            Error::UnknownCrisis(_) | Error::UnknownContract(_) => StatusCode::NOT_FOUND,
         }
     }
 }

@@ -75,6 +75,7 @@ fn routes() -> Routes {
         .get("/assets/app.js", app_js)
         .get("/assets/app.css", app_css)
         .get("/openapi.json", openapi)
+        .get("/schemas/{file}", contract)
         .get("/healthz", healthz)
         .get("/api/snapshot", snapshot)
         .get("/api/crises", crises)
@@ -142,6 +143,12 @@ async fn openapi() -> Response {
         crate::openapi::OPENAPI,
     )
         .into_response()
+}
+
+/// A file of `schemas/`: the AsyncAPI document, or a schema it references.
+async fn contract(Path(file): Path<String>) -> Result<Response> {
+    let text = crate::contracts::file(&file).ok_or(crate::error::Error::UnknownContract(file))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 async fn healthz() -> &'static str {

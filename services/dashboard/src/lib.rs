@@ -9,6 +9,7 @@
 
 pub mod assemble;
 pub mod config;
+pub mod contracts;
 pub mod db;
 pub mod deadletters;
 pub mod error;
