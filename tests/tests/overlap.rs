@@ -340,4 +340,107 @@ async fn each_overlap_rule_pays_exactly_what_it_allows(backend: Backend) {
     p.stop().await;
 }
 
-on_both_backends!(each_overlap_rule_pays_exactly_what_it_allows);
+/// A flood whose budget first reaches no one (every household waitlisted);
+/// a price shock then pays the same households in full; the flood's budget
+/// is raised. Promoted as they stood, the waitlisted decisions would pay
+/// each household the flood in full on top of the shock: instead each is
+/// decided anew against the shock under the flood's own rule (`top_up_to`,
+/// no household cap), by hand: max(0, 3 × flood price − shock total) div 3.
+async fn a_waitlisted_household_is_weighed_anew_when_promoted(backend: Backend) {
+    let p = Pipeline::start_on(backend, 3000, no_four_eyes()).await;
+    let area = "JO-IR";
+    let flood = expected(&p.households, &[area]);
+    let mut starved = definition(&[area], "0.001");
+    starved.title = "A flood with no money yet".into();
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Declare, "OV-W", Some(starved.clone())),
+    )
+    .await;
+    p.wait_count(
+        "the flood's waitlist",
+        "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'OV-W' AND status = 'waitlisted'",
+        flood.len() as i64,
+    )
+    .await;
+    // The shock: top_up_to, no cap that binds; nothing entitled in the
+    // flood, so it pays everyone it reaches in full.
+    let shock = shock_base(&p.households, area);
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "OV-S",
+            Some(price_shock(
+                area,
+                ("2027-01-01", "2027-02-28"),
+                OverlapRule::TopUpTo,
+                Some(NO_CAP),
+            )),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "the shock's decisions",
+        "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'OV-S' AND status = 'entitled'",
+        shock.len() as i64,
+    )
+    .await;
+    let shock_total = |h: &str| shock.get(h).map_or(0, |(_, a)| a * SHOCK_TRANCHES);
+    // The flood's budget is raised: the waitlist is decided anew.
+    let want: BTreeMap<String, (String, i64)> = flood
+        .iter()
+        .map(|(h, (kind, price))| {
+            let paid = (price * 3 - shock_total(h)).max(0) / 3;
+            (h.clone(), (kind.clone(), paid))
+        })
+        .filter(|(_, (_, paid))| *paid > 0)
+        .collect();
+    let reduced = want
+        .iter()
+        .filter(|(h, (_, paid))| *paid < flood[*h].1)
+        .count();
+    let skipped = flood.len() - want.len();
+    assert!(
+        reduced > 3 && skipped > 3 && want.len() > reduced,
+        "the scenario reaches every case: {reduced} reduced, {skipped} skipped, {} in full",
+        want.len() - reduced
+    );
+    let mut funded = starved;
+    funded.budget = sumud_shared::money::Money::parse_major("100000000", "JOD").unwrap();
+    p.send(&p.alice, &claims(CommandKind::Amend, "OV-W", Some(funded)))
+        .await;
+    // Applied in one transaction with the new revision.
+    p.wait_count(
+        "the flood's revision 2",
+        "SELECT count(*) FROM eligibility.crises WHERE crisis_id = 'OV-W' AND revision = 2",
+        1,
+    )
+    .await;
+    let got: BTreeMap<String, (String, i64)> = p
+        .entitlements("OV-W")
+        .await
+        .into_iter()
+        .filter(|(_, (_, status, _))| status == "entitled")
+        .map(|(h, (kind, _, amount))| (h, (kind, amount)))
+        .collect();
+    assert_eq!(got, want, "the flood after its budget was raised");
+    // Those the shock already covers stay out, cancelled, saying why.
+    let cancelled = p
+        .count(
+            "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'OV-W' AND status = 'cancelled' \
+             AND reason LIKE '%changed since it was waitlisted; decided anew'",
+        )
+        .await;
+    assert_eq!(cancelled, skipped as i64);
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'OV-W'")
+        .await;
+    assert_eq!(committed, want.values().map(|(_, a)| a * 3).sum::<i64>());
+    p.stop().await;
+}
+
+on_both_backends!(
+    each_overlap_rule_pays_exactly_what_it_allows,
+    a_waitlisted_household_is_weighed_anew_when_promoted
+);

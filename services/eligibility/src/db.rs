@@ -11,7 +11,7 @@ mod redecide;
 pub use amend::{
     cancel_households, cancel_outside_areas, cancel_waitlist, fit_budget, reprice_and_promote,
 };
-pub use expand::{expand, Expansion};
+pub use expand::{expand, lock_ledger, Expansion};
 pub use ledger::{assisted_against, ledger, LedgerEntry};
 pub use redecide::{redecide_households, Redecided};
 

@@ -65,6 +65,9 @@ impl EligibilityHandler {
             Err(why) => return Ok(Verdict::Reject(Rejection::new(Reason::InvalidCommand, why))),
         };
         let mut tx = self.store.begin().await?;
+        // The ledger first, then the crisis row: one order in every
+        // transaction that changes decisions.
+        db::lock_ledger(&mut tx).await?;
         if let Some((state, revision)) = db::crisis_for_update(&mut tx, &e.crisis_id).await? {
             if (revision, rank(state)) >= (e.revision, rank(e.state)) {
                 return Ok(Verdict::Done); // redelivery or an older event
@@ -166,6 +169,7 @@ impl EligibilityHandler {
         let crises = db::active_crises(&self.store).await?;
         for c in crises {
             let mut tx = self.store.begin().await?;
+            db::lock_ledger(&mut tx).await?;
             if db::crisis_for_update(&mut tx, &c.crisis_id)
                 .await?
                 .map(|s| s.0)

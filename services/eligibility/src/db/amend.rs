@@ -308,7 +308,38 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
     )
     .await?;
     recompute_committed(tx, &c.crisis_id).await?;
-    // 3. Promote the waitlist in priority order.
+    // 3. A waitlisted decision whose household has since been assisted by
+    //    another crisis for an overlapping period (or no longer is) was
+    //    priced against assistance that changed: promoted as it stands it
+    //    could pay one need twice. It is cancelled here, and the expansion
+    //    that follows in the same transaction decides it anew, in place,
+    //    under the overlap rule and the budget.
+    let starts_on = c.definition.starts_on.to_string();
+    let ends_on = c.definition.ends_on.to_string();
+    let stale = changed_ids(
+        tx,
+        &format!(
+            "UPDATE eligibility.entitlements AS e SET status = 'cancelled', crisis_revision = $2, \
+                 reason = e.reason || '; revision ' || $2 || ': cancelled: the assistance other crises \
+                     give the household for an overlapping period changed since it was waitlisted; decided anew', \
+                 updated_at = {now}{bump} \
+             WHERE e.crisis_id = $1 AND e.status = 'waitlisted' \
+               AND e.assisted_minor <> (SELECT coalesce(sum(o.total_minor), 0) \
+                   FROM eligibility.assistance_ledger o \
+                   WHERE o.household_id = e.household_id AND o.source_id <> $1 AND o.currency = $3 \
+                     AND o.period_from <= $5 AND $4 <= o.period_to) \
+             RETURNING {returning}"
+        ),
+        &c.crisis_id,
+        &[
+            Bind::Int(c.revision.into()),
+            Bind::Text(&c.definition.budget.currency),
+            Bind::Text(&starts_on),
+            Bind::Text(&ends_on),
+        ],
+    )
+    .await?;
+    // 4. Promote the waitlist in priority order.
     let promoted = changed_ids(
         tx,
         &format!(
@@ -338,6 +369,7 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
     let (raised_n, promoted_n) = (raised.len() as i64, promoted.len() as i64);
     let mut changed = lowered;
     changed.extend(raised);
+    changed.extend(stale);
     changed.extend(promoted);
     log_changes(tx, &c.crisis_id, &changed).await?;
     Ok((raised_n, promoted_n))

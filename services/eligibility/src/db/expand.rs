@@ -42,16 +42,26 @@ pub struct Expansion {
 /// neither pays a household the other already covers (SQLite's transaction
 /// holds the file's write lock already).
 pub async fn expand(tx: &mut Tx, c: &CrisisRow, only: Option<&[String]>) -> Result<Expansion> {
+    lock_ledger(tx).await?;
     match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(LEDGER_LOCK)
-                .execute(&mut **tx)
-                .await?;
-            expand_postgres(tx, c, only).await
-        }
+        Tx::Postgres(tx) => expand_postgres(tx, c, only).await,
         Tx::Sqlite(tx) => expand_sqlite(tx, c, only).await,
     }
+}
+
+/// Takes the ledger's transaction lock on PostgreSQL: every transaction
+/// that changes decisions takes it first (the handler, before anything
+/// else), so that what one reads of other crises' decisions cannot change
+/// before it commits. Held again by the same transaction, it is a no-op;
+/// on SQLite the transaction holds the file's write lock already.
+pub async fn lock_ledger(tx: &mut Tx) -> Result<()> {
+    if let Tx::Postgres(pg) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LEDGER_LOCK)
+            .execute(&mut **pg)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The transaction lock expansions take in turn ("SUMUDLG1").
@@ -109,7 +119,7 @@ async fn expand_postgres(
             FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor)::bigint AS total
                   FROM eligible e
                   JOIN eligibility.assistance_ledger o ON o.household_id = e.household_id
-                  WHERE o.source_id <> $1 AND o.period_from <= $21 AND $20 <= o.period_to
+                  WHERE o.source_id <> $1 AND o.currency = $16 AND o.period_from <= $21 AND $20 <= o.period_to
                   GROUP BY o.household_id, o.source, o.source_id) s
             GROUP BY household_id
         ), priced AS (
@@ -240,7 +250,7 @@ const STAGE_SQLITE: &str = r#"
         FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor) AS total
               FROM eligible e
               JOIN eligibility.assistance_ledger o ON o.household_id = e.household_id
-              WHERE o.source_id <> ?1 AND o.period_from <= ?18 AND ?17 <= o.period_to
+              WHERE o.source_id <> ?1 AND o.currency = ?19 AND o.period_from <= ?18 AND ?17 <= o.period_to
               GROUP BY o.household_id, o.source, o.source_id) s
         GROUP BY household_id
     ), priced AS (
@@ -321,6 +331,7 @@ async fn expand_sqlite(
     .bind(threshold.map(|t| t.to_string()))
     .bind(&starts_on)
     .bind(&ends_on)
+    .bind(&c.definition.budget.currency)
     .execute(&mut *conn)
     .await?;
     // New decisions, in index order.

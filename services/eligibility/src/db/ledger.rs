@@ -54,8 +54,8 @@ pub async fn ledger(store: &Store, household_id: &str) -> Result<Vec<LedgerEntry
         .await)?)
 }
 
-/// What the household holds from sources other than crisis `c` for
-/// periods overlapping `c`'s: the overlap rule's input, as the expansion
+/// What the household holds from sources other than crisis `c`, in `c`'s
+/// currency, for periods overlapping `c`'s: the overlap rule's input, as the expansion
 /// computes it set-based.
 pub fn assisted_against(c: &CrisisRow, entries: &[LedgerEntry]) -> Assisted {
     let (from, to) = (
@@ -63,10 +63,11 @@ pub fn assisted_against(c: &CrisisRow, entries: &[LedgerEntry]) -> Assisted {
         c.definition.ends_on.to_string(),
     );
     let mut by: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
-    for e in entries
-        .iter()
-        .filter(|e| e.source_id != c.crisis_id && e.overlaps(&from, &to))
-    {
+    for e in entries.iter().filter(|e| {
+        e.source_id != c.crisis_id
+            && e.currency == c.definition.budget.currency
+            && e.overlaps(&from, &to)
+    }) {
         *by.entry((e.source_id.as_str(), e.source.as_str()))
             .or_default() += e.total_minor;
     }
