@@ -32,28 +32,28 @@ pub async fn ledger(store: &Store, household_id: &str) -> anyhow::Result<Vec<Led
          database (sqlite://.sumud/sumud.db for the embedded default of `sumud up`)"
     );
     let entries = sumud_eligibility::db::ledger(store, household_id).await?;
-    let payments: Vec<(String, String, i64, i64)> = if store
-        .has_table("disbursement", "instructions")
-        .await?
-    {
-        const SQL: &str = "SELECT crisis_id, status, count(*), \
-                                      CAST(coalesce(sum(amount_minor), 0) AS bigint) \
-                               FROM disbursement.instructions WHERE household_id = $1 GROUP BY 1, 2";
-        sumud_shared::on_store!(store, pool => sqlx::query_as(SQL)
+    let payments: Vec<(String, String, String, i64, i64)> =
+        if store.has_table("disbursement", "instructions").await? {
+            const SQL: &str = "SELECT crisis_id, kind, status, count(*), \
+                           CAST(coalesce(sum(amount_minor), 0) AS bigint) \
+                           FROM disbursement.instructions WHERE household_id = $1 GROUP BY 1, 2, 3";
+            sumud_shared::on_store!(store, pool => sqlx::query_as(SQL)
                 .bind(household_id)
                 .fetch_all(pool)
                 .await)?
-    } else {
-        Vec::new()
-    };
+        } else {
+            Vec::new()
+        };
     Ok(entries
         .into_iter()
         .map(|entry| {
             let of = |statuses: &[&str]| {
                 payments
                     .iter()
-                    .filter(|(c, s, _, _)| *c == entry.source_id && statuses.contains(&s.as_str()))
-                    .fold((0, 0), |(n, a), (_, _, cn, ca)| (n + cn, a + ca))
+                    .filter(|(c, k, s, _, _)| {
+                        *c == entry.source_id && *k == entry.kind && statuses.contains(&s.as_str())
+                    })
+                    .fold((0, 0), |(n, a), (_, _, _, cn, ca)| (n + cn, a + ca))
             };
             LedgerLine {
                 paid_minor: of(&["succeeded"]).1,
