@@ -20,3 +20,4 @@ pub mod statement_cmd;
 pub mod tasks_cmd;
 pub mod topics_cmd;
 pub mod up;
+pub mod verdict;

@@ -252,6 +252,18 @@ enum ProvidersCommand {
     List,
 }
 
+/// Whether to wait for control's verdict on a published command.
+#[derive(Debug, Clone, clap::Args)]
+struct WaitArgs {
+    /// Return once the command is published, without waiting for control's
+    /// verdict (exit 0 then means only "published").
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for control's verdict, in seconds.
+    #[arg(long, default_value_t = 30)]
+    wait_secs: u64,
+}
+
 #[derive(Subcommand)]
 enum CrisisCommand {
     /// Declare a crisis (signed with --key and published).
@@ -259,6 +271,8 @@ enum CrisisCommand {
         /// Signing key file.
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Crisis id chosen by the operator.
         #[arg(long)]
         crisis_id: String,
@@ -273,6 +287,8 @@ enum CrisisCommand {
         /// Signing key file.
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Crisis id.
         #[arg(long)]
         crisis_id: String,
@@ -287,6 +303,8 @@ enum CrisisCommand {
         /// Signing key file.
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Crisis id.
         #[arg(long)]
         crisis_id: String,
@@ -303,6 +321,8 @@ enum CrisisCommand {
         /// Signing key file.
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Crisis id.
         #[arg(long)]
         crisis_id: String,
@@ -388,6 +408,31 @@ enum RegistryCommand {
         /// The CSV file (header: household_id,version,area_code,members,...).
         file: PathBuf,
     },
+}
+
+/// Waits for control's verdict on `command_id` unless `--no-wait`, prints
+/// it, and exits 3 when control refused the command.
+async fn await_verdict(
+    settings: &sumud_shared::config::Settings,
+    command_id: &str,
+    what: &str,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
+    if wait.no_wait {
+        return Ok(());
+    }
+    let store = crisis_cmd::control_store(settings).await?;
+    let v = sumud::verdict::wait(
+        &store,
+        command_id,
+        std::time::Duration::from_secs(wait.wait_secs),
+    )
+    .await?;
+    println!("{}", v.line(what));
+    if v.exit_code() != sumud::verdict::exit::OK {
+        std::process::exit(v.exit_code());
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -512,6 +557,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
         Command::Crisis { command } => match command {
             CrisisCommand::Declare {
                 key,
+                wait,
                 crisis_id,
                 note,
                 definition,
@@ -527,10 +573,17 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 )
                 .await?;
                 println!("crisis.declare {crisis_id} published (command {id})");
-                Ok(())
+                await_verdict(
+                    &settings,
+                    &id,
+                    &format!("crisis.declare {crisis_id}"),
+                    &wait,
+                )
+                .await
             }
             CrisisCommand::Amend {
                 key,
+                wait,
                 crisis_id,
                 note,
                 definition,
@@ -550,10 +603,11 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 )
                 .await?;
                 println!("crisis.amend {crisis_id} published (command {id})");
-                Ok(())
+                await_verdict(&settings, &id, &format!("crisis.amend {crisis_id}"), &wait).await
             }
             CrisisCommand::Approve {
                 key,
+                wait,
                 crisis_id,
                 digest,
                 note,
@@ -570,9 +624,19 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                     "crisis.approve {crisis_id} of revision {} ({}) published (command {id})",
                     p.revision, p.digest
                 );
-                Ok(())
+                await_verdict(
+                    &settings,
+                    &id,
+                    &format!("crisis.approve {crisis_id}"),
+                    &wait,
+                )
+                .await
             }
-            CrisisCommand::Close { key, crisis_id } => {
+            CrisisCommand::Close {
+                key,
+                wait,
+                crisis_id,
+            } => {
                 let id = crisis_cmd::publish(
                     &settings,
                     &crisis_cmd::read_key(&key)?,
@@ -583,7 +647,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 )
                 .await?;
                 println!("crisis.close {crisis_id} published (command {id})");
-                Ok(())
+                await_verdict(&settings, &id, &format!("crisis.close {crisis_id}"), &wait).await
             }
             CrisisCommand::List => crisis_cmd::list(&settings).await,
             CrisisCommand::Show { crisis_id } => crisis_cmd::show(&settings, &crisis_id).await,

@@ -163,7 +163,7 @@ impl Summary {
 /// The exit status of `sumud reconcile` when it ran and found something to
 /// explain (unexplained items, or statement discrepancies); 1 stays "could
 /// not run" and 2 a usage error.
-pub const EXIT_DISCREPANCIES: i32 = 3;
+pub const EXIT_DISCREPANCIES: i32 = crate::verdict::exit::REFUSED;
 
 fn money(minor: i64, currency: &str) -> String {
     Money {
