@@ -19,6 +19,7 @@ use sumud_shared::events::crisis::{
 };
 use sumud_shared::kafka::producer::EventProducer;
 use sumud_shared::money::Money;
+use sumud_shared::playbook::OverlapRule;
 
 /// Writes a new key pair as a JWK file and returns its public key.
 pub fn generate_key(kid: &str, out: &Path) -> anyhow::Result<String> {
@@ -138,12 +139,12 @@ pub struct DefinitionArgs {
     /// Human title.
     #[arg(long)]
     pub title: Option<String>,
-    /// flood, drought, heatwave, cold_wave, earthquake, epidemic, price_shock, displacement, other.
-    #[arg(long)]
-    pub hazard: Option<String>,
-    /// minor, moderate, severe, extreme.
-    #[arg(long)]
-    pub severity: Option<String>,
+    /// Kind of shock.
+    #[arg(long, value_parser = crate::closed_sets::hazard())]
+    pub hazard: Option<Hazard>,
+    /// Severity (scales amounts and relaxes the enrolment threshold).
+    #[arg(long, value_parser = crate::closed_sets::severity())]
+    pub severity: Option<Severity>,
     /// Comma-separated area codes (governorates, districts, localities).
     #[arg(long, value_delimiter = ',')]
     pub areas: Option<Vec<String>>,
@@ -168,11 +169,14 @@ pub struct DefinitionArgs {
     /// Override the vertical flat amount per tranche, in minor units.
     #[arg(long)]
     pub vertical_flat_minor: Option<i64>,
-}
-
-fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> anyhow::Result<T> {
-    serde_json::from_value(serde_json::Value::String(v.to_owned()))
-        .with_context(|| format!("{v:?} is not a valid {what}"))
+    /// Override what this crisis does for a household another crisis
+    /// already assists in an overlapping period.
+    #[arg(long, value_parser = crate::closed_sets::overlap())]
+    pub overlap: Option<OverlapRule>,
+    /// Override the per-household cap over the period on all overlapping
+    /// assistance together, in minor units.
+    #[arg(long)]
+    pub household_cap_minor: Option<i64>,
 }
 
 impl DefinitionArgs {
@@ -194,20 +198,26 @@ impl DefinitionArgs {
         if self.vertical_flat_minor.is_some() {
             overrides.vertical_flat_minor = self.vertical_flat_minor;
         }
+        if self.overlap.is_some() {
+            overrides.overlap = self.overlap;
+        }
+        if self.household_cap_minor.is_some() {
+            overrides.household_cap_minor = self.household_cap_minor;
+        }
         Ok(CrisisDefinition {
             title: self
                 .title
                 .or(base.as_ref().map(|b| b.title.clone()))
                 .ok_or_else(|| need("title"))?,
             hazard: match self.hazard {
-                Some(h) => parse_enum::<Hazard>("hazard", &h)?,
+                Some(h) => h,
                 None => base
                     .as_ref()
                     .map(|b| b.hazard)
                     .ok_or_else(|| need("hazard"))?,
             },
             severity: match self.severity {
-                Some(s) => parse_enum::<Severity>("severity", &s)?,
+                Some(s) => s,
                 None => base
                     .as_ref()
                     .map(|b| b.severity)
@@ -292,14 +302,29 @@ pub async fn authority(store: &Store, crisis_id: &str) -> anyhow::Result<Option<
     Ok(sumud_control::decided::decided(&entries).map(|d| d.sentence()))
 }
 
-/// Prints every crisis.
-pub async fn list(settings: &Settings) -> anyhow::Result<()> {
+/// Prints every crisis, as a table or (`json`) one JSON array.
+pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let store = control_store(settings).await?;
+    let crises = sumud_control::db::crises(&store).await?;
+    if json {
+        let rows: Vec<serde_json::Value> = crises
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "crisis_id": c.id, "state": c.state.as_str(), "revision": c.revision,
+                    "hazard": c.definition.hazard, "budget": c.definition.budget,
+                    "title": c.definition.title, "awaiting_approval": c.pending.is_some(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
     println!(
         "{:<20} {:<9} {:>3} {:<12} {:>20}  title",
         "crisis", "state", "rev", "hazard", "budget"
     );
-    for c in sumud_control::db::crises(&store).await? {
+    for c in crises {
         println!(
             "{:<20} {:<9} {:>3} {:<12} {:>20}  {}{}",
             c.id,
@@ -318,20 +343,40 @@ pub async fn list(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints one crisis with its audit trail.
-pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
+/// Prints one crisis with its audit trail and refused commands; `json`
+/// prints all of it as one JSON document.
+pub async fn show(settings: &Settings, crisis_id: &str, json: bool) -> anyhow::Result<()> {
     let store = control_store(settings).await?;
     let Some(c) = sumud_control::db::crisis(&store, crisis_id).await? else {
         bail!("crisis {crisis_id} does not exist (sumud crisis list shows the known ones)");
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "crisis_id": c.id, "state": c.state.as_str(), "revision": c.revision,
-            "definition": c.definition, "pending": c.pending, "proposal": c.proposal(),
-            "declared_by": c.declared_by,
-        }))?
-    );
+    let crisis = serde_json::json!({
+        "crisis_id": c.id, "state": c.state.as_str(), "revision": c.revision,
+        "definition": c.definition, "pending": c.pending, "proposal": c.proposal(),
+        "declared_by": c.declared_by,
+    });
+    let trail = sumud_control::db::audit_trail(&store, crisis_id).await?;
+    let refused = sumud_control::db::refusals(&store, crisis_id).await?;
+    if json {
+        let mut doc = crisis;
+        doc["audit_trail"] = trail
+            .iter()
+            .map(|(at, kind, principal, revision, state, outcome)| {
+                serde_json::json!({"at": at, "kind": kind, "principal": principal,
+                    "revision": revision, "state": state, "outcome": outcome})
+            })
+            .collect();
+        doc["refused"] = refused
+            .iter()
+            .map(|(at, kind, principal, reason, detail)| {
+                serde_json::json!({"at": at, "kind": kind, "principal": principal,
+                    "reason": reason, "detail": detail})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{}", serde_json::to_string_pretty(&crisis)?);
     if let Some(p) = c.proposal() {
         println!(
             "\nawaiting approval: revision {} proposed by {}; to approve it after review:\n  \
@@ -340,15 +385,12 @@ pub async fn show(settings: &Settings, crisis_id: &str) -> anyhow::Result<()> {
         );
     }
     println!("\naudit trail:");
-    for (at, kind, principal, revision, state, outcome) in
-        sumud_control::db::audit_trail(&store, crisis_id).await?
-    {
+    for (at, kind, principal, revision, state, outcome) in trail {
         println!(
             "  {} {kind:<15} by {principal:<16} rev {revision:<3} → {state:<9} {outcome}",
             at.format("%Y-%m-%d %H:%M:%S")
         );
     }
-    let refused = sumud_control::db::refusals(&store, crisis_id).await?;
     if !refused.is_empty() {
         println!("\nrefused commands (each judged once; none can take effect later):");
         for (at, kind, principal, reason, detail) in refused {

@@ -3,6 +3,7 @@
 
 pub mod alerts_cmd;
 pub mod caseload_cmd;
+pub mod closed_sets;
 pub mod crisis_cmd;
 pub mod deadletter_cmd;
 pub mod demo;

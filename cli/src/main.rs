@@ -328,11 +328,18 @@ enum CrisisCommand {
         crisis_id: String,
     },
     /// List crises.
-    List,
+    List {
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one crisis and its audit trail.
     Show {
         /// Crisis id.
         crisis_id: String,
+        /// Print one JSON document (crisis, audit trail, refused commands).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -649,8 +656,10 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 println!("crisis.close {crisis_id} published (command {id})");
                 await_verdict(&settings, &id, &format!("crisis.close {crisis_id}"), &wait).await
             }
-            CrisisCommand::List => crisis_cmd::list(&settings).await,
-            CrisisCommand::Show { crisis_id } => crisis_cmd::show(&settings, &crisis_id).await,
+            CrisisCommand::List { json } => crisis_cmd::list(&settings, json).await,
+            CrisisCommand::Show { crisis_id, json } => {
+                crisis_cmd::show(&settings, &crisis_id, json).await
+            }
         },
         Command::Export {
             command:

@@ -44,8 +44,8 @@ pub enum OperatorsCommand {
         /// A key file to take the public key from.
         #[arg(long)]
         key_file: Option<PathBuf>,
-        /// Comma-separated roles: declare, approve, close, admin.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',', required = true, value_parser = crate::closed_sets::role())]
         roles: Vec<String>,
         /// Why, for the record.
         #[arg(long)]

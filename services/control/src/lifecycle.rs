@@ -38,6 +38,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role's name, as stored and typed (`sumud operators add --roles`).
+    pub const NAMES: [&'static str; 4] = ["declare", "approve", "close", "admin"];
+
     /// Parses a stored role name.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
