@@ -346,6 +346,9 @@ async fn each_overlap_rule_pays_exactly_what_it_allows(backend: Backend) {
 /// each household the flood in full on top of the shock: instead each is
 /// decided anew against the shock under the flood's own rule (`top_up_to`,
 /// no household cap), by hand: max(0, 3 × flood price − shock total) div 3.
+/// Then an amendment lowers the flood's top-up: each decision is re-priced
+/// against what it was weighed against, and one the rule leaves nothing is
+/// cancelled, saying so.
 async fn a_waitlisted_household_is_weighed_anew_when_promoted(backend: Backend) {
     let p = Pipeline::start_on(backend, 3000, no_four_eyes()).await;
     let area = "JO-IR";
@@ -408,8 +411,11 @@ async fn a_waitlisted_household_is_weighed_anew_when_promoted(backend: Backend) 
     );
     let mut funded = starved;
     funded.budget = sumud_shared::money::Money::parse_major("100000000", "JOD").unwrap();
-    p.send(&p.alice, &claims(CommandKind::Amend, "OV-W", Some(funded)))
-        .await;
+    p.send(
+        &p.alice,
+        &claims(CommandKind::Amend, "OV-W", Some(funded.clone())),
+    )
+    .await;
     // Applied in one transaction with the new revision.
     p.wait_count(
         "the flood's revision 2",
@@ -437,6 +443,61 @@ async fn a_waitlisted_household_is_weighed_anew_when_promoted(backend: Backend) 
         .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'OV-W'")
         .await;
     assert_eq!(committed, want.values().map(|(_, a)| a * 3).sum::<i64>());
+
+    // An amendment lowers the top-up's flat amount to 20,000: each live
+    // decision is re-priced under the rule against what it was weighed
+    // against (severe: 20,000 + 12,500 per member, capped at 150,000, over
+    // 3 tranches, less the shock's total); one left nothing is cancelled,
+    // saying so. New enrolments keep their amounts.
+    let members: BTreeMap<&str, i64> = p
+        .households
+        .iter()
+        .map(|h| (h.household_id.as_str(), i64::from(h.members)))
+        .collect();
+    let mut lowered = funded;
+    lowered.response.overrides.vertical_flat_minor = Some(20_000);
+    p.send(&p.alice, &claims(CommandKind::Amend, "OV-W", Some(lowered)))
+        .await;
+    p.wait_count(
+        "the flood's revision 3",
+        "SELECT count(*) FROM eligibility.crises WHERE crisis_id = 'OV-W' AND revision = 3",
+        1,
+    )
+    .await;
+    let mut after = BTreeMap::new();
+    let mut emptied = 0;
+    for (h, (kind, paid)) in &want {
+        let now = if kind == "vertical" {
+            let price = (20_000 + 12_500 * members[h.as_str()]).min(150_000);
+            (price * 3 - shock_total(h)).max(0) / 3
+        } else {
+            *paid
+        };
+        if now == 0 {
+            emptied += 1;
+        } else {
+            after.insert(h.clone(), (kind.clone(), now));
+        }
+    }
+    assert!(
+        emptied > 0,
+        "the amendment leaves some top-ups nothing to pay"
+    );
+    let got: BTreeMap<String, (String, i64)> = p
+        .entitlements("OV-W")
+        .await
+        .into_iter()
+        .filter(|(_, (_, status, _))| status == "entitled")
+        .map(|(h, (kind, _, amount))| (h, (kind, amount)))
+        .collect();
+    assert_eq!(got, after, "the flood after its top-up was lowered");
+    let cancelled = p
+        .count(
+            "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'OV-W' AND status = 'cancelled' \
+             AND reason LIKE '%overlap rule leaves nothing to pay'",
+        )
+        .await;
+    assert_eq!(cancelled, emptied);
     p.stop().await;
 }
 
