@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use sumud::alerts_cmd::{self, FootprintArgs};
 use sumud::crisis_cmd::{self, DefinitionArgs};
 use sumud::{demo, payments_cmd, registry_cmd, topics_cmd, up};
@@ -19,6 +19,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print shell completions for `sumud` (e.g. `sumud completions bash >
+    /// /etc/bash_completion.d/sumud`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command (sumud.1, sumud-crisis-declare.1, …)
+    /// into a directory.
+    Man {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "man")]
+        out: PathBuf,
+    },
     /// Run the live end-to-end demo on the pipeline of `sumud up`, then keep
     /// it running (dashboard included) until Ctrl-C.
     Demo {
@@ -457,6 +470,16 @@ fn main() -> anyhow::Result<()> {
 async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sumud", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => {
+            std::fs::create_dir_all(&out)?;
+            clap_mangen::generate_to(Cli::command(), &out)?;
+            println!("man pages written to {}", out.display());
+            Ok(())
+        }
         Command::Demo {
             households,
             exit,
@@ -806,5 +829,34 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_documents_itself() {
+        // clap's own checks: no clashing flags, every argument reachable.
+        Cli::command().debug_assert();
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "sumud",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        assert!(bash.contains("--no-wait") && bash.contains("caseload"));
+        let dir = std::env::temp_dir().join(format!("sumud-man-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        clap_mangen::generate_to(Cli::command(), &dir).unwrap();
+        let page = std::fs::read_to_string(dir.join("sumud-crisis-declare.1")).unwrap();
+        assert!(
+            page.contains("price_shock"),
+            "the closed sets are in the page"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
