@@ -1,7 +1,8 @@
-//! `sumud ledger`: everything a household holds across crises, as the
-//! overlap rules weigh it — each crisis's decision and period from
-//! eligibility's assistance ledger, with what disbursement has paid and
-//! reversed of it. The one place that answers "has this household already
+//! `sumud ledger`: everything a household holds across crises and partner
+//! agencies, as the overlap rules weigh it — each crisis's decision and
+//! period from eligibility's assistance ledger, with what disbursement has
+//! paid and reversed of it, and each partner's record as the agency
+//! reports it. The one place that answers "has this household already
 //! been helped for this shock, by whom, how much?".
 
 use serde::Serialize;
@@ -79,6 +80,17 @@ pub fn lines(household_id: &str, ledger: &[LedgerLine]) -> Vec<String> {
     let mut out = vec![format!("Household {household_id}:")];
     for l in ledger {
         let e = &l.entry;
+        if e.source == "partner" {
+            out.push(format!(
+                "  partner {} record {}, {} to {}: {} (as the agency reports it).",
+                e.source_id,
+                e.reference,
+                e.period_from,
+                e.period_to,
+                money(e.total_minor, &e.currency).display()
+            ));
+            continue;
+        }
         out.push(format!(
             "  {} {} ({} expansion), {} to {}: {} x {} = {}; paid {}, reversed {}, {} in flight.",
             e.source,

@@ -14,6 +14,7 @@ pub mod field_keys_cmd;
 pub mod grievances_cmd;
 pub mod ledger_cmd;
 pub mod operators_cmd;
+pub mod partners_cmd;
 pub mod payments_cmd;
 pub mod registry_cmd;
 pub mod registry_csv;

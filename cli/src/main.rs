@@ -149,6 +149,12 @@ enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
+    /// Partner agencies whose signed assistance records are weighed under
+    /// the overlap rules.
+    Partners {
+        #[command(subcommand)]
+        command: sumud::partners_cmd::PartnersCommand,
+    },
     /// Everything a household holds across crises — decision, period,
     /// paid and reversed — as the overlap rules weigh it.
     Ledger {
@@ -760,6 +766,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             command: IncidentsCommand::Resolve { id, by, resolution },
         } => payments_cmd::resolve_incident(&settings, id, &by, &resolution).await,
         Command::Tasks { command } => sumud::tasks_cmd::run(&settings, command).await,
+        Command::Partners { command } => sumud::partners_cmd::run(&settings, command).await,
         Command::Grievances { command } => sumud::grievances_cmd::run(&settings, command).await,
         Command::Reconcile {
             crisis,

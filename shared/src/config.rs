@@ -44,6 +44,7 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_TOPIC_INSTRUCTIONS",
     "SUMUD_TOPIC_STATUS",
     "SUMUD_TOPIC_TASKS",
+    "SUMUD_TOPIC_ASSISTANCE",
     "SUMUD_TOPIC_DEADLETTER",
     "RUST_LOG",
     // Trace export (read by `telemetry.rs`; the OpenTelemetry SDK also reads
@@ -196,6 +197,7 @@ impl Settings {
                 "SUMUD_TOPIC_INSTRUCTIONS" => s.topics.instructions = value,
                 "SUMUD_TOPIC_STATUS" => s.topics.status = value,
                 "SUMUD_TOPIC_TASKS" => s.topics.tasks = value,
+                "SUMUD_TOPIC_ASSISTANCE" => s.topics.assistance = value,
                 "SUMUD_TOPIC_DEADLETTER" => s.topics.deadletter = value,
                 _ => {
                     if let Some(prop) = key.strip_prefix("SUMUD_RDKAFKA_") {
@@ -265,6 +267,7 @@ impl Settings {
             ("SUMUD_TOPIC_INSTRUCTIONS".into(), t.instructions.clone()),
             ("SUMUD_TOPIC_STATUS".into(), t.status.clone()),
             ("SUMUD_TOPIC_TASKS".into(), t.tasks.clone()),
+            ("SUMUD_TOPIC_ASSISTANCE".into(), t.assistance.clone()),
             ("SUMUD_TOPIC_DEADLETTER".into(), t.deadletter.clone()),
         ];
         if let Some(addr) = self.http_addr {

@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod jws;
 pub mod kafka;
+pub mod match_key;
 pub mod metrics;
 pub mod money;
 pub mod outbox;

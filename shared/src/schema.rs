@@ -31,7 +31,7 @@ macro_rules! contract {
 /// a line here and a file (with examples) in `schemas/`.
 fn contracts() -> Vec<Contract> {
     use crate::events::{
-        alert, control, crisis, deadletter, entitlement, household, payment, task,
+        alert, assistance, control, crisis, deadletter, entitlement, household, payment, task,
     };
     vec![
         contract!(alert::ALERT_CAP, "alert.cap.schema.json"),
@@ -70,6 +70,10 @@ fn contracts() -> Vec<Contract> {
         contract!(task::TASK_ASSIGNED, "task.event.schema.json"),
         contract!(task::TASK_RESOLVED, "task.event.schema.json"),
         contract!(task::TASK_COMMAND, "task.command.schema.json"),
+        contract!(
+            assistance::PARTNER_ASSISTANCE,
+            "assistance.partner.schema.json"
+        ),
     ]
 }
 

@@ -26,12 +26,19 @@ pub struct Topics {
     /// teams' signed commands.
     #[serde(default = "default_tasks")]
     pub tasks: String,
+    /// Partner agencies' signed records of assistance they gave.
+    #[serde(default = "default_assistance")]
+    pub assistance: String,
     /// Rejected messages with their reason.
     pub deadletter: String,
 }
 
 fn default_tasks() -> String {
     "sumud.tasks.v1".into()
+}
+
+fn default_assistance() -> String {
+    "sumud.assistance.v1".into()
 }
 
 impl Default for Topics {
@@ -45,6 +52,7 @@ impl Default for Topics {
             instructions: "sumud.payments.instructions.v1".into(),
             status: "sumud.payments.status.v1".into(),
             tasks: default_tasks(),
+            assistance: default_assistance(),
             deadletter: "sumud.deadletter.v1".into(),
         }
     }
@@ -52,7 +60,7 @@ impl Default for Topics {
 
 impl Topics {
     /// Every topic name, for creation and ACL documentation.
-    pub fn all(&self) -> [&str; 9] {
+    pub fn all(&self) -> [&str; 10] {
         [
             &self.control,
             &self.alerts,
@@ -62,6 +70,7 @@ impl Topics {
             &self.instructions,
             &self.status,
             &self.tasks,
+            &self.assistance,
             &self.deadletter,
         ]
     }
@@ -72,7 +81,7 @@ impl Topics {
     /// whose writers are someone else. Topics not named here carry anything.
     pub fn carries(&self, topic: &str, event_type: &str) -> bool {
         use crate::events::{
-            alert, control, crisis, deadletter, entitlement, household, payment, task,
+            alert, assistance, control, crisis, deadletter, entitlement, household, payment, task,
         };
         let types: &[&str] = if topic == self.control {
             &[control::CONTROL_COMMAND]
@@ -95,6 +104,8 @@ impl Topics {
                 task::TASK_RESOLVED,
                 task::TASK_COMMAND,
             ]
+        } else if topic == self.assistance {
+            &[assistance::PARTNER_ASSISTANCE]
         } else if topic == self.deadletter {
             &[deadletter::DEADLETTER_RECORDED]
         } else {
@@ -116,6 +127,7 @@ impl Topics {
             instructions: s(&self.instructions),
             status: s(&self.status),
             tasks: s(&self.tasks),
+            assistance: s(&self.assistance),
             deadletter: s(&self.deadletter),
         }
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sumud_shared::deadletter::DeadLetter;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::alert::{CapAlertJson, IndicatorReading};
+use sumud_shared::events::assistance::{AssistanceClaims, SignedAssistance};
 use sumud_shared::events::control::SignedCommand;
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::EntitlementDecision;
@@ -129,6 +130,33 @@ fn payment_status_schema_and_type_agree() {
 #[test]
 fn task_event_schema_and_type_agree() {
     check_contract::<TaskEvent>("task.event");
+}
+
+#[test]
+fn partner_assistance_schema_and_type_agree() {
+    check_contract::<SignedAssistance>("assistance.partner");
+}
+
+/// The claims a partner signs, as the schema's `$defs/claims` describes
+/// them, decode as the type the judge reads (and the schema refuses a
+/// record without a well-formed match key).
+#[test]
+fn partner_claims_schema_and_type_agree() {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../schemas/assistance.partner.schema.json")).unwrap();
+    let mut claims_schema = schema["$defs"]["claims"].clone();
+    claims_schema["$schema"] = schema["$schema"].clone();
+    let v = jsonschema::validator_for(&claims_schema).unwrap();
+    let claims = serde_json::json!({"jti": "a1", "iat": 1796637600, "record_id": "WFP-1",
+        "action": "given", "match_key": "zKT-Vy1CpauC8SX2g8ZxGrp7x1M2-0R7Tj5XQQm1Ino",
+        "amount": {"minor": 150000, "currency": "JOD"}, "period_from": "2026-12-01",
+        "period_to": "2027-02-28", "programme": "WFP food voucher"});
+    assert!(v.is_valid(&claims));
+    let typed: AssistanceClaims = serde_json::from_value(claims.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), claims);
+    let mut bad = claims;
+    bad["match_key"] = "9871234567".into();
+    assert!(!v.is_valid(&bad));
 }
 
 #[test]

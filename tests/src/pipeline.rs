@@ -157,7 +157,8 @@ impl Pipeline {
             .unwrap();
         let registry = sumud_registry::App::build(env.settings.clone())
             .await
-            .unwrap();
+            .unwrap()
+            .with_match_key(Some(match_secret()));
         let control = sumud_control::App::build(env.settings.clone(), config)
             .await
             .unwrap();
@@ -418,6 +419,15 @@ pub fn no_four_eyes() -> ControlConfig {
         four_eyes_threshold_minor: i64::MAX / 4,
         ..ControlConfig::default()
     }
+}
+
+/// The agencies' shared match-key secret of the scenarios' registries
+/// (base64url of 32 bytes).
+pub const MATCH_SECRET: &str = "c3VtdWQtdGVzdC1tYXRjaC1rZXktc2VjcmV0LTMyYnl0ZXM";
+
+/// [`MATCH_SECRET`], parsed.
+pub fn match_secret() -> sumud_shared::match_key::MatchKeySecret {
+    sumud_shared::match_key::MatchKeySecret::parse(MATCH_SECRET).expect("a 32-byte secret")
 }
 
 /// A severe flood declaration over `areas` with a budget in JOD.

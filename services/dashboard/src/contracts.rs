@@ -14,6 +14,7 @@ macro_rules! contract {
 /// Every file of `schemas/` (a test keeps this list complete).
 pub const FILES: &[(&str, &str)] = &[
     contract!("alert.cap.schema.json"),
+    contract!("assistance.partner.schema.json"),
     contract!("asyncapi.json"),
     contract!("caseload.row.schema.json"),
     contract!("cloudevent.schema.json"),

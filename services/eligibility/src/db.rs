@@ -6,6 +6,7 @@
 mod amend;
 mod expand;
 mod ledger;
+mod partners;
 mod redecide;
 
 pub use amend::{
@@ -13,6 +14,10 @@ pub use amend::{
 };
 pub use expand::{expand, lock_ledger, Expansion};
 pub use ledger::{assisted_against, ledger, LedgerEntry};
+pub use partners::{
+    add_partner_key, apply_record, household_of, judged, partner_key, partner_keys, record_judged,
+    revoke_partner_key, reweigh, PartnerKey, Position,
+};
 pub use redecide::{redecide_households, Redecided};
 
 use sumud_shared::db::sqlite::json_list;
@@ -206,6 +211,13 @@ pub async fn crisis_now(store: &Store, crisis_id: &str) -> Result<Option<CrisisR
     let row: Option<RawCrisis> =
         on_store!(store, pool => sqlx::query_as(&sql).bind(crisis_id).fetch_optional(pool).await)?;
     row.map(crisis_from).transpose()
+}
+
+/// Every active crisis, inside a transaction.
+pub async fn active_crises_in(tx: &mut Tx) -> Result<Vec<CrisisRow>> {
+    let sql = crisis_select(matches!(tx, Tx::Sqlite(_)), "state = 'active'");
+    let rows: Vec<RawCrisis> = on_tx!(tx, conn => sqlx::query_as(&sql).fetch_all(conn).await)?;
+    rows.into_iter().map(crisis_from).collect()
 }
 
 /// Every active crisis.

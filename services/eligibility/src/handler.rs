@@ -2,7 +2,8 @@
 //!
 //! Crisis events drive expansions; registry changes extend active crises to
 //! newly eligible households (once the registry service has stored them) and
-//! cancel the live decisions of removed households. Every step is
+//! cancel the live decisions of removed households; partner agencies'
+//! signed records of assistance are judged by [`crate::partner`]. Every step is
 //! idempotent: a crisis event at or below the stored revision changes
 //! nothing, and an expansion never decides a household twice.
 
@@ -13,6 +14,7 @@ use sumud_shared::areas::AreaCatalog;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
+use sumud_shared::events::assistance::PARTNER_ASSISTANCE;
 use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_AMENDED, CRISIS_AMENDMENT_PROPOSED,
     CRISIS_CLOSED, CRISIS_EVENTS, CRISIS_PROPOSED,
@@ -41,7 +43,7 @@ impl EligibilityHandler {
     /// A handler on `store`; `wake` nudges the decision publisher after commits.
     pub fn new(store: Store, book: &'static PlaybookBook, wake: Arc<Notify>) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
-        types.extend([HOUSEHOLD_UPSERTED, HOUSEHOLD_REMOVED]);
+        types.extend([HOUSEHOLD_UPSERTED, HOUSEHOLD_REMOVED, PARTNER_ASSISTANCE]);
         EligibilityHandler {
             store,
             book,
@@ -222,13 +224,23 @@ impl Handler for EligibilityHandler {
     async fn handle(&self, batch: &[Incoming]) -> Result<Vec<Verdict>> {
         let mut verdicts = vec![Verdict::Done; batch.len()];
         for (i, m) in batch.iter().enumerate() {
-            if CRISIS_EVENTS.contains(&m.envelope.event_type.as_str()) {
+            let t = m.envelope.event_type.as_str();
+            if CRISIS_EVENTS.contains(&t) {
                 verdicts[i] = self.crisis_event(m).await?;
+            } else if t == PARTNER_ASSISTANCE {
+                let (verdict, changed) = crate::partner::judge(&self.store, m).await?;
+                verdicts[i] = verdict;
+                if changed {
+                    self.wake.notify_one();
+                }
             }
         }
         let registry: Vec<&Incoming> = batch
             .iter()
-            .filter(|m| !CRISIS_EVENTS.contains(&m.envelope.event_type.as_str()))
+            .filter(|m| {
+                let t = m.envelope.event_type.as_str();
+                t == HOUSEHOLD_UPSERTED || t == HOUSEHOLD_REMOVED
+            })
             .collect();
         self.registry_changes(&registry).await?;
         Ok(verdicts)

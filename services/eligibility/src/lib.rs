@@ -9,6 +9,7 @@ pub mod db;
 pub mod explain;
 pub mod handler;
 pub mod metrics;
+pub mod partner;
 pub mod policy;
 pub mod publisher;
 pub mod simulate;
@@ -80,7 +81,7 @@ impl App {
             EligibilityHandler::new(self.store.clone(), PlaybookBook::default_book(), wake);
         let t = &self.settings.topics;
         let (topics, foreign) = (
-            vec![t.crisis.clone(), t.registry.clone()],
+            vec![t.crisis.clone(), t.registry.clone(), t.assistance.clone()],
             vec![t.registry.clone()],
         );
         let service = Service {

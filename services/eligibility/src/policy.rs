@@ -307,6 +307,8 @@ pub struct LiveDecision {
     pub assisted_minor: i64,
     /// Who gave that assistance.
     pub assisted_by: Option<String>,
+    /// Partner agencies' part of `assisted_minor`.
+    pub partner_minor: i64,
 }
 
 /// What a new registry record does to a live decision. Tranches already
@@ -520,6 +522,7 @@ mod tests {
             registry_version: 1,
             assisted_minor: 0,
             assisted_by: None,
+            partner_minor: 0,
         }
     }
 

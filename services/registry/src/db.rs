@@ -38,6 +38,7 @@ macro_rules! newer_version_wins {
     };
 }
 
+pub mod match_keys;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -13,6 +13,7 @@ use sumud_shared::events::household::{
     Household, HouseholdRemoved, HOUSEHOLD_REMOVED, HOUSEHOLD_UPSERTED,
 };
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
+use sumud_shared::match_key::MatchKeySecret;
 use sumud_shared::Result;
 use tracing::debug;
 
@@ -27,6 +28,8 @@ pub struct RegistryHandler {
     /// no read of stored versions): true until a batch meets stored
     /// households, and again once a batch meets none.
     try_fresh: AtomicBool,
+    /// The agencies' shared match-key secret, when the deployment has one.
+    match_key: Option<MatchKeySecret>,
 }
 
 impl RegistryHandler {
@@ -36,7 +39,14 @@ impl RegistryHandler {
             store,
             areas,
             try_fresh: AtomicBool::new(true),
+            match_key: None,
         }
+    }
+
+    /// Also stores each written household's match key under `secret`.
+    pub fn with_match_key(mut self, secret: Option<MatchKeySecret>) -> Self {
+        self.match_key = secret;
+        self
     }
 
     fn parse(&self, m: &Incoming) -> Result<Versioned, Rejection> {
@@ -115,6 +125,9 @@ impl Handler for RegistryHandler {
         let parse_ms = started.elapsed().as_secs_f64() * 1e3;
         let try_fresh = self.try_fresh.load(Ordering::Relaxed);
         let written = db::write(&self.store, &parsed, try_fresh).await?;
+        if let Some(secret) = &self.match_key {
+            db::match_keys::write(&self.store, &db::match_keys::keys_of(secret, &parsed)).await?;
+        }
         let fresh_next = match written.path {
             Path::Fresh => true,
             Path::Merge { stored } => stored == 0,

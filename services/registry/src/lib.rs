@@ -12,6 +12,7 @@ use sumud_shared::areas::AreaCatalog;
 use sumud_shared::config::Settings;
 use sumud_shared::db::Store;
 use sumud_shared::kafka::producer::EventProducer;
+use sumud_shared::match_key::MatchKeySecret;
 use sumud_shared::startup;
 use sumud_shared::startup::Service;
 use sumud_shared::Result;
@@ -50,6 +51,7 @@ pub struct App {
     settings: Settings,
     store: Store,
     producer: EventProducer,
+    match_key: Option<MatchKeySecret>,
 }
 
 impl App {
@@ -62,11 +64,20 @@ impl App {
             &[&db::MIGRATIONS],
         )
         .await?;
+        // The agencies' match-key secret (SUMUD_MATCH_KEY), if shared.
+        let match_key = MatchKeySecret::from_env().map_err(sumud_shared::Error::Other)?;
         Ok(App {
             settings,
             store,
             producer,
+            match_key,
         })
+    }
+
+    /// Stores match keys under `secret` instead of the environment's.
+    pub fn with_match_key(mut self, secret: Option<MatchKeySecret>) -> Self {
+        self.match_key = secret;
+        self
     }
 
     /// The store (tests and the CLI read through it).
@@ -76,7 +87,8 @@ impl App {
 
     /// Consumes until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let handler = RegistryHandler::new(self.store.clone(), AreaCatalog::default_catalog());
+        let handler = RegistryHandler::new(self.store.clone(), AreaCatalog::default_catalog())
+            .with_match_key(self.match_key.clone());
         let service = Service {
             name: SERVICE,
             settings: &self.settings,

@@ -2,6 +2,7 @@
 //! CloudEvents type string and the topic it travels on.
 
 pub mod alert;
+pub mod assistance;
 pub mod control;
 pub mod crisis;
 pub mod deadletter;

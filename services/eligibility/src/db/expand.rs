@@ -115,6 +115,7 @@ async fn expand_postgres(
             -- What each eligible household already holds from other crises
             -- for a period overlapping this one's, and from whom.
             SELECT household_id, sum(total)::bigint AS total,
+                   coalesce(sum(total) FILTER (WHERE source = 'partner'), 0)::bigint AS partner_total,
                    string_agg(source || ' ' || source_id, ', ' ORDER BY source_id COLLATE "C") AS by_whom
             FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor)::bigint AS total
                   FROM eligible e
@@ -123,7 +124,8 @@ async fn expand_postgres(
                   GROUP BY o.household_id, o.source, o.source_id) s
             GROUP BY household_id
         ), priced AS (
-            SELECT e.*, coalesce(a.total, 0) AS assisted, a.by_whom, {paid} AS amount
+            SELECT e.*, coalesce(a.total, 0) AS assisted, coalesce(a.partner_total, 0) AS partner,
+                   a.by_whom, {paid} AS amount
             FROM eligible e LEFT JOIN assisted a ON a.household_id = e.household_id
         ), fresh AS (
             -- Households without a live decision in this crisis that the
@@ -156,12 +158,12 @@ async fn expand_postgres(
                 (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches,
                  interval_days, committed_minor, priority, members, welfare_score, area_code, governorate,
                  district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor,
-                 assisted_minor, assisted_by)
+                 assisted_minor, assisted_by, partner_minor)
             SELECT $1 || '/' || household_id || '/' || kind, $1, household_id, kind,
                    CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END,
                    amount, $16, $14, $17, CASE WHEN covered THEN amount * $14 ELSE 0 END,
                    priority, members, welfare_score, area_code, governorate, district, $18, version, $19, reason,
-                   rank, left_before, assisted, by_whom
+                   rank, left_before, assisted, by_whom, partner
             FROM decided WHERE cancelled_id IS NULL
             -- Index order: the inserts append to the indexes instead of landing at random.
             ORDER BY household_id, kind
@@ -175,7 +177,7 @@ async fn expand_postgres(
                 area_code = d.area_code, governorate = d.governorate, district = d.district,
                 crisis_revision = $18, registry_version = d.version, playbook = $19, reason = d.reason,
                 budget_rank = d.rank, budget_left_minor = d.left_before,
-                assisted_minor = d.assisted, assisted_by = d.by_whom,
+                assisted_minor = d.assisted, assisted_by = d.by_whom, partner_minor = d.partner,
                 updated_at = now(), change_seq = nextval('eligibility.change_seq')
             FROM decided d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id
             RETURNING t.status, t.committed_minor
@@ -246,6 +248,7 @@ const STAGE_SQLITE: &str = r#"
         WHERE is_vertical OR (?13 IS NOT NULL AND welfare_score < ?13)
     ), assisted AS (
         SELECT household_id, sum(total) AS total,
+               coalesce(sum(total) FILTER (WHERE source = 'partner'), 0) AS partner_total,
                group_concat(source || ' ' || source_id, ', ' ORDER BY source_id) AS by_whom
         FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor) AS total
               FROM eligible e
@@ -254,7 +257,8 @@ const STAGE_SQLITE: &str = r#"
               GROUP BY o.household_id, o.source, o.source_id) s
         GROUP BY household_id
     ), priced AS (
-        SELECT e.*, coalesce(a.total, 0) AS assisted, a.by_whom, PAID AS amount
+        SELECT e.*, coalesce(a.total, 0) AS assisted, coalesce(a.partner_total, 0) AS partner,
+               a.by_whom, PAID AS amount
         FROM eligible e LEFT JOIN assisted a ON a.household_id = e.household_id
     ), fresh AS (
         SELECT e.*, x.entitlement_id AS cancelled_id,
@@ -340,12 +344,12 @@ async fn expand_sqlite(
             (entitlement_id, crisis_id, household_id, kind, status, amount_minor, currency, tranches, \
              interval_days, committed_minor, priority, members, welfare_score, area_code, governorate, \
              district, crisis_revision, registry_version, playbook, reason, budget_rank, budget_left_minor, \
-             assisted_minor, assisted_by) \
+             assisted_minor, assisted_by, partner_minor) \
          SELECT ?1 || '/' || household_id || '/' || kind, ?1, household_id, kind, \
                 CASE WHEN covered THEN 'entitled' ELSE 'waitlisted' END, \
                 amount, ?2, ?3, ?4, CASE WHEN covered THEN amount * ?3 ELSE 0 END, \
                 priority, members, welfare_score, area_code, governorate, district, ?5, version, ?6, reason, \
-                rank, left_before, assisted, by_whom \
+                rank, left_before, assisted, by_whom, partner \
          FROM temp.expansion WHERE cancelled_id IS NULL ORDER BY household_id, kind",
     )
     .bind(&c.crisis_id)
@@ -366,7 +370,7 @@ async fn expand_sqlite(
             area_code = d.area_code, governorate = d.governorate, district = d.district, \
             crisis_revision = ?3, registry_version = d.version, playbook = ?4, reason = d.reason, \
             budget_rank = d.rank, budget_left_minor = d.left_before, \
-            assisted_minor = d.assisted, assisted_by = d.by_whom, \
+            assisted_minor = d.assisted, assisted_by = d.by_whom, partner_minor = d.partner, \
             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          FROM temp.expansion d WHERE d.cancelled_id IS NOT NULL AND t.entitlement_id = d.cancelled_id",
     )

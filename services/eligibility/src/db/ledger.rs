@@ -13,13 +13,14 @@ use crate::policy::Assisted;
 /// One assistance a household holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LedgerEntry {
-    /// Who gives it: `crisis` (a Sumud crisis response).
+    /// Who gives it: `crisis` (a Sumud crisis response) or `partner` (an
+    /// agency's record on the assistance topic).
     pub source: String,
-    /// The crisis id.
+    /// The crisis id, or the agency.
     pub source_id: String,
-    /// The decision it comes from.
+    /// The decision it comes from, or the agency's record id.
     pub reference: String,
-    /// `vertical` or `horizontal`.
+    /// `vertical` or `horizontal`; `partner` for an agency's record.
     pub kind: String,
     /// Per-tranche amount, minor units.
     pub amount_minor: i64,

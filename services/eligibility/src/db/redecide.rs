@@ -85,7 +85,10 @@ pub(super) fn into_facts(row: FactsRow<Vec<String>>) -> (String, (Facts, String)
 
 /// The current registry records of `ids` (absent or removed ones are
 /// missing from the map), with the event that set each.
-async fn facts_of(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, (Facts, String)>> {
+pub(super) async fn facts_of(
+    tx: &mut Tx,
+    ids: &[String],
+) -> Result<HashMap<String, (Facts, String)>> {
     let d = Dialect::of(tx);
     let sql = format!("{FACTS_SELECT}{}", d.in_list("household_id", 1));
     let rows: Vec<FactsRow<Vec<String>>> = match tx {
@@ -107,7 +110,7 @@ async fn facts_of(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, (Facts,
 }
 
 /// The crisis's live decisions of `households`.
-async fn live_decisions(
+pub(super) async fn live_decisions(
     tx: &mut Tx,
     crisis_id: &str,
     households: &[String],
@@ -115,7 +118,7 @@ async fn live_decisions(
     let d = Dialect::of(tx);
     let sql = format!(
         "SELECT entitlement_id, household_id, kind, status, amount_minor, tranches, registry_version, \
-                assisted_minor, assisted_by \
+                assisted_minor, assisted_by, partner_minor \
          FROM eligibility.entitlements \
          WHERE crisis_id = $1 AND status <> 'cancelled' AND {} ORDER BY entitlement_id",
         d.in_list("household_id", 2)

@@ -1,0 +1,340 @@
+//! Partner agencies' side of the assistance ledger: their signing keys,
+//! every message judged once, the records they keep (one per agency and
+//! record id, matched to a household through the registry's match keys),
+//! and what a changed record does to decisions already made — each live
+//! decision of the household in an active crisis whose period overlaps is
+//! re-weighed under its crisis's overlap rule, from the next tranche on.
+
+use sumud_shared::db::{Store, Tx};
+use sumud_shared::events::assistance::{AssistanceAction, AssistanceClaims};
+use sumud_shared::{on_store, on_tx, Result};
+
+use super::amend::{log_changes, recompute_committed, Dialect};
+use super::redecide::{facts_of, live_decisions};
+use super::CrisisRow;
+use crate::policy::{self, Verdict};
+
+/// A registered partner key.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PartnerKey {
+    /// Key id (the JWS `kid`).
+    pub kid: String,
+    /// The agency the key speaks for.
+    pub agency: String,
+    /// Public key, base64url.
+    pub public_x: String,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+const KEY_COLUMNS: &str = "kid, agency, public_x, revoked_at IS NOT NULL AS revoked";
+
+/// The partner key `kid`, if registered.
+pub async fn partner_key(store: &Store, kid: &str) -> Result<Option<PartnerKey>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM eligibility.partner_keys WHERE kid = $1");
+    Ok(on_store!(store, pool => sqlx::query_as(&sql).bind(kid).fetch_optional(pool).await)?)
+}
+
+/// Every partner key, by agency.
+pub async fn partner_keys(store: &Store) -> Result<Vec<PartnerKey>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM eligibility.partner_keys ORDER BY agency, kid");
+    Ok(on_store!(store, pool => sqlx::query_as(&sql).fetch_all(pool).await)?)
+}
+
+/// Registers a partner key; a key id is never reused.
+pub async fn add_partner_key(store: &Store, kid: &str, agency: &str, public_x: &str) -> Result<()> {
+    const SQL: &str =
+        "INSERT INTO eligibility.partner_keys (kid, agency, public_x) VALUES ($1, $2, $3)";
+    on_store!(store, pool => sqlx::query(SQL).bind(kid).bind(agency).bind(public_x).execute(pool).await.map(drop))?;
+    Ok(())
+}
+
+/// Revokes a partner key; false if there is no active key `kid`.
+pub async fn revoke_partner_key(store: &Store, kid: &str) -> Result<bool> {
+    let sql = match store {
+        Store::Postgres(_) => {
+            "UPDATE eligibility.partner_keys SET revoked_at = now() \
+                               WHERE kid = $1 AND revoked_at IS NULL"
+        }
+        Store::Sqlite(_) => {
+            "UPDATE eligibility.partner_keys \
+                             SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+                             WHERE kid = $1 AND revoked_at IS NULL"
+        }
+    };
+    let done = on_store!(store, pool => sqlx::query(sql).bind(kid).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Where a message was read: (topic, partition, offset).
+pub type Position = (String, i32, i64);
+
+/// (topic, partition, offset, refusal code, refusal detail).
+type JudgedRow = (String, i32, i64, Option<String>, Option<String>);
+
+/// A message judged before: where it was read, and its refusal if any.
+pub async fn judged(
+    store: &Store,
+    jti: &str,
+) -> Result<Option<(Position, Option<(String, String)>)>> {
+    const SQL: &str =
+        "SELECT source_topic, source_partition, source_offset, refused_code, refused_detail \
+                       FROM eligibility.partner_messages WHERE jti = $1";
+    let row: Option<JudgedRow> =
+        on_store!(store, pool => sqlx::query_as(SQL).bind(jti).fetch_optional(pool).await)?;
+    Ok(row
+        .map(|(t, p, o, code, detail)| ((t, p, o), code.map(|c| (c, detail.unwrap_or_default())))))
+}
+
+/// Records that message `jti` was judged at `at`, refused with
+/// `refused` (code, detail) or applied (`None`).
+pub async fn record_judged(
+    tx: &mut Tx,
+    key: &PartnerKey,
+    jti: &str,
+    at: &Position,
+    refused: Option<(&str, &str)>,
+) -> Result<()> {
+    const SQL: &str = "INSERT INTO eligibility.partner_messages \
+         (jti, kid, agency, source_topic, source_partition, source_offset, refused_code, refused_detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(jti)
+        .bind(&key.kid)
+        .bind(&key.agency)
+        .bind(&at.0)
+        .bind(at.1)
+        .bind(at.2)
+        .bind(refused.map(|r| r.0))
+        .bind(refused.map(|r| r.1))
+        .execute(conn)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+/// The registry household whose current record carries `match_key`.
+pub async fn household_of(tx: &mut Tx, match_key: &str) -> Result<Option<String>> {
+    const SQL: &str = "SELECT m.household_id FROM registry.match_keys m \
+                       JOIN registry.households_v h \
+                         ON h.household_id = m.household_id AND h.version = m.version \
+                       WHERE m.match_key = $1 ORDER BY m.household_id LIMIT 1";
+    Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(match_key).fetch_optional(conn).await)?)
+}
+
+/// Applies a verified record of `agency`; `Err(detail)` when the action
+/// does not fit what the agency recorded before (`invalid_transition`).
+/// Returns the household it concerns, if the match key names one.
+pub async fn apply_record(
+    tx: &mut Tx,
+    agency: &str,
+    c: &AssistanceClaims,
+) -> Result<std::result::Result<Option<String>, String>> {
+    const STATUS: &str =
+        "SELECT status FROM eligibility.partner_records WHERE agency = $1 AND record_id = $2";
+    let status: Option<String> = on_tx!(tx, conn => sqlx::query_scalar(STATUS)
+        .bind(agency)
+        .bind(&c.record_id)
+        .fetch_optional(conn)
+        .await)?;
+    let household = household_of(tx, &c.match_key).await?;
+    let fits = matches!(
+        (c.action, status.as_deref()),
+        (AssistanceAction::Given, None)
+            | (AssistanceAction::Corrected, Some("given"))
+            | (AssistanceAction::Reversed, Some("given"))
+    );
+    if !fits {
+        return Ok(Err(format!(
+            "{:?} of record {} of {agency}, which is {}",
+            c.action,
+            c.record_id,
+            status
+                .as_deref()
+                .map_or("not recorded".to_owned(), str::to_owned)
+        )
+        .to_lowercase()));
+    }
+    let now = Dialect::of(tx).now;
+    match (c.action, &c.amount, c.period_from, c.period_to) {
+        (AssistanceAction::Reversed, ..) => {
+            let sql = format!(
+                "UPDATE eligibility.partner_records SET status = 'reversed', last_jti = $3, updated_at = {now} \
+                 WHERE agency = $1 AND record_id = $2"
+            );
+            on_tx!(tx, conn => sqlx::query(&sql).bind(agency).bind(&c.record_id).bind(&c.jti).execute(conn).await.map(drop))?;
+        }
+        (_, Some(amount), Some(from), Some(to)) => {
+            let sql = format!(
+                "INSERT INTO eligibility.partner_records (agency, record_id, match_key, household_id, \
+                     amount_minor, currency, period_from, period_to, programme, status, last_jti) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'given', $10) \
+                 ON CONFLICT (agency, record_id) DO UPDATE SET match_key = excluded.match_key, \
+                     household_id = excluded.household_id, amount_minor = excluded.amount_minor, \
+                     currency = excluded.currency, period_from = excluded.period_from, \
+                     period_to = excluded.period_to, programme = excluded.programme, \
+                     last_jti = excluded.last_jti, updated_at = {now}"
+            );
+            on_tx!(tx, conn => sqlx::query(&sql)
+                .bind(agency)
+                .bind(&c.record_id)
+                .bind(&c.match_key)
+                .bind(&household)
+                .bind(amount.minor)
+                .bind(&amount.currency)
+                .bind(from.to_string())
+                .bind(to.to_string())
+                .bind(&c.programme)
+                .bind(&c.jti)
+                .execute(conn)
+                .await
+                .map(drop))?;
+        }
+        _ => unreachable!("the judge checked the shape of given and corrected records"),
+    }
+    Ok(Ok(household))
+}
+
+/// Partner assistance the household holds for crisis `c`'s period, in its
+/// currency: (total, "partner A, partner B").
+async fn partner_assistance(tx: &mut Tx, c: &CrisisRow, household: &str) -> Result<(i64, String)> {
+    const SQL: &str =
+        "SELECT agency, CAST(sum(amount_minor) AS bigint) FROM eligibility.partner_records \
+                       WHERE household_id = $1 AND status = 'given' AND currency = $2 \
+                         AND period_from <= $4 AND $3 <= period_to \
+                       GROUP BY agency ORDER BY agency";
+    let rows: Vec<(String, i64)> = on_tx!(tx, conn => sqlx::query_as(SQL)
+        .bind(household)
+        .bind(&c.definition.budget.currency)
+        .bind(c.definition.starts_on.to_string())
+        .bind(c.definition.ends_on.to_string())
+        .fetch_all(conn)
+        .await)?;
+    let mut agencies: Vec<String> = rows.iter().map(|(a, _)| format!("partner {a}")).collect();
+    agencies.sort();
+    Ok((rows.iter().map(|(_, t)| t).sum(), agencies.join(", ")))
+}
+
+/// Re-weighs `household`'s live decisions in crisis `c` against the
+/// partner assistance it holds now (the other crises' part stays as it
+/// was weighed), from the next tranche on: a decrease applies, nothing
+/// left cancels, a raise applies while the budget reaches it. `why` names
+/// the record that changed. Returns the decisions changed.
+pub async fn reweigh(tx: &mut Tx, c: &CrisisRow, household: &str, why: &str) -> Result<usize> {
+    let households = [household.to_owned()];
+    let live = live_decisions(tx, &c.crisis_id, &households).await?;
+    if live.is_empty() {
+        return Ok(0);
+    }
+    let facts = facts_of(tx, &households).await?;
+    let Some((f, _)) = facts.get(household) else {
+        return Ok(0); // removed: cancel_households deals with it
+    };
+    let (partner_now, partners) = partner_assistance(tx, c, household).await?;
+    let r = &c.resolved;
+    let tranches = i64::from(r.tranches);
+    let mut changed = Vec::new();
+    for l in &live {
+        let assisted = l.assisted_minor - l.partner_minor + partner_now;
+        if assisted == l.assisted_minor {
+            continue;
+        }
+        let Verdict::Qualifies {
+            kind, amount_minor, ..
+        } = policy::judge_alone(r, &c.definition.areas, f)
+        else {
+            continue; // no longer qualifies: the registry change re-decides it
+        };
+        if kind != l.kind {
+            continue;
+        }
+        let paid = policy::overlapped(r, amount_minor, tranches, assisted);
+        // Who assists now: the other crises as weighed, the partners as now.
+        let mut by: Vec<String> = l
+            .assisted_by
+            .as_deref()
+            .unwrap_or_default()
+            .split(", ")
+            .filter(|s| !s.is_empty() && !s.starts_with("partner "))
+            .map(str::to_owned)
+            .chain(
+                partners
+                    .split(", ")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            )
+            .collect();
+        by.sort_by(|a, b| {
+            a.split_once(' ')
+                .map(|x| x.1)
+                .cmp(&b.split_once(' ').map(|x| x.1))
+        });
+        let by = by.join(", ");
+        let stand = "tranches already instructed stand";
+        let (status, amount, committed, reason) = if paid == 0 {
+            (
+                "cancelled",
+                l.amount_minor,
+                0,
+                format!("cancelled: {why}: {by} now give {assisted} for an overlapping period and the overlap rule leaves nothing to pay; {stand}"),
+            )
+        } else if l.status != "entitled" || paid <= l.amount_minor {
+            let committed = if l.status == "entitled" {
+                paid * tranches
+            } else {
+                0
+            };
+            (
+                l.status.as_str(),
+                paid,
+                committed,
+                format!("{why}: other assistance for an overlapping period now {assisted} ({by}): {paid} per tranche from the next tranche on (was {}); {stand}", l.amount_minor),
+            )
+        } else {
+            let room: i64 = on_tx!(tx, conn => sqlx::query_scalar(
+                "SELECT budget_minor - committed_minor FROM eligibility.crises WHERE crisis_id = $1")
+                .bind(&c.crisis_id)
+                .fetch_one(conn)
+                .await)?;
+            if (paid - l.amount_minor) * tranches <= room {
+                (
+                    "entitled",
+                    paid,
+                    paid * tranches,
+                    format!("{why}: other assistance for an overlapping period now {assisted} ({by}): {paid} per tranche from the next tranche on (was {}); {stand}", l.amount_minor),
+                )
+            } else {
+                (
+                    "entitled",
+                    l.amount_minor,
+                    l.amount_minor * tranches,
+                    format!("{why} would raise the amount to {paid} per tranche, but the remaining budget does not reach it: it stays {}", l.amount_minor),
+                )
+            }
+        };
+        let d = Dialect::of(tx);
+        let sql = format!(
+            "UPDATE eligibility.entitlements SET status = $2, amount_minor = $3, committed_minor = $4, \
+                 assisted_minor = $5, partner_minor = $6, assisted_by = $7, reason = $8, \
+                 updated_at = {}{} WHERE entitlement_id = $1",
+            d.now, d.bump
+        );
+        let by = (!by.is_empty()).then_some(by);
+        on_tx!(tx, conn => sqlx::query(&sql)
+            .bind(&l.entitlement_id)
+            .bind(status)
+            .bind(amount)
+            .bind(committed)
+            .bind(assisted)
+            .bind(partner_now)
+            .bind(&by)
+            .bind(&reason)
+            .execute(conn)
+            .await
+            .map(drop))?;
+        recompute_committed(tx, &c.crisis_id).await?;
+        changed.push(l.entitlement_id.clone());
+    }
+    log_changes(tx, &c.crisis_id, &changed).await?;
+    Ok(changed.len())
+}

@@ -1,0 +1,255 @@
+//! A partner agency's signed record on the assistance topic, judged once:
+//! who may write it (a registered, unrevoked partner key whose signature
+//! verifies; the agency is the key's), that it is keyed by the household's
+//! match key, fresh, not a replay, well formed and fitting what the agency
+//! recorded before; then what it does — the record is kept, and the live
+//! decisions of the household it names are re-weighed under each active
+//! crisis's overlap rule, in the same transaction.
+//!
+//! The order of the checks follows the field commands': the signature
+//! first (a record nobody can attribute changes nothing and is not kept),
+//! then the same message read again (its recorded verdict), replay, key
+//! binding, revocation, age, shape; every refusal after the signature
+//! verified (but `replayed` and `key_mismatch`) is recorded, so the message
+//! can never take effect later.
+
+use chrono::Utc;
+use sumud_shared::db::Store;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::events::assistance::{AssistanceAction, AssistanceClaims, SignedAssistance};
+use sumud_shared::jws;
+use sumud_shared::kafka::consumer::{Incoming, Verdict};
+use sumud_shared::{match_key, Result};
+use tracing::{info, warn};
+
+use crate::db::{self, PartnerKey, Position};
+
+/// Oldest accepted `iat`, seconds.
+pub const MAX_AGE_SECS: i64 = 3600;
+/// How far ahead an `iat` may be (clock skew), seconds.
+const SKEW_SECS: i64 = 300;
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+/// The reason a recorded refusal was given.
+fn recorded(code: &str) -> Reason {
+    [
+        Reason::RevokedKey,
+        Reason::Expired,
+        Reason::InvalidTransition,
+        Reason::InvalidCommand,
+    ]
+    .into_iter()
+    .find(|r| r.code() == code)
+    .unwrap_or(Reason::InvalidCommand)
+}
+
+/// Why the claims are malformed, if they are. Pure.
+pub fn malformed(c: &AssistanceClaims) -> Option<String> {
+    if c.record_id.trim().is_empty() || c.record_id.len() > 128 {
+        return Some("record_id must be 1 to 128 characters".into());
+    }
+    if !match_key::well_formed(&c.match_key) {
+        return Some(
+            "match_key must be 43 base64url characters: HMAC-SHA-256 of the normalised national id \
+             under the agencies' shared secret (docs/contracts.md, Partner agencies)"
+                .into(),
+        );
+    }
+    if c.action == AssistanceAction::Reversed {
+        return None;
+    }
+    match (&c.amount, c.period_from, c.period_to) {
+        (Some(a), Some(from), Some(to)) => {
+            if a.minor <= 0 {
+                Some(format!("amount must be positive, not {}", a.minor))
+            } else if from > to {
+                Some(format!("period_from {from} is after period_to {to}"))
+            } else {
+                None
+            }
+        }
+        _ => Some("given and corrected records need amount, period_from and period_to".into()),
+    }
+}
+
+/// Judges one partner record on `store`; `wake` nudges the decision
+/// publisher when decisions changed.
+pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
+    let signed: SignedAssistance = match m.envelope.typed() {
+        Ok(s) => s,
+        Err(rej) => return Ok((Verdict::Reject(rej), false)),
+    };
+    let kid = match jws::key_id(&signed.jws, "the assistance record") {
+        Ok(k) => k,
+        Err(rej) => return Ok((Verdict::Reject(rej), false)),
+    };
+    let Some(key) = db::partner_key(store, &kid).await? else {
+        return Ok((
+            reject(
+                Reason::UnknownKey,
+                format!("no partner key {kid} is registered (`sumud partners keys list`)"),
+            ),
+            false,
+        ));
+    };
+    let claims: AssistanceClaims =
+        match jws::verify(&signed.jws, &key.public_x, Reason::InvalidCommand) {
+            Ok(c) => c,
+            Err(rej) => return Ok((Verdict::Reject(rej), false)),
+        };
+    let at: Position = (m.topic.clone(), m.partition, m.offset);
+    if let Some((seen, refused)) = db::judged(store, &claims.jti).await? {
+        if seen == at {
+            // The very message judged before, read again after a crash.
+            return Ok((
+                match refused {
+                    None => Verdict::Done,
+                    Some((code, detail)) => reject(recorded(&code), detail),
+                },
+                false,
+            ));
+        }
+        return Ok((
+            reject(
+                Reason::Replayed,
+                format!(
+                    "assistance record message {} was judged before, from another position",
+                    claims.jti
+                ),
+            ),
+            false,
+        ));
+    }
+    let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
+    if keyed != claims.match_key {
+        return Ok((
+            reject(
+                Reason::KeyMismatch,
+                format!("the Kafka key must be the record's match_key, not {keyed:?}"),
+            ),
+            false,
+        ));
+    }
+    let refusal = if key.revoked {
+        Some((
+            Reason::RevokedKey,
+            format!("partner key {} was revoked", key.kid),
+        ))
+    } else if Utc::now().timestamp() - claims.iat > MAX_AGE_SECS {
+        Some((
+            Reason::Expired,
+            format!(
+                "issued {} s ago; records older than {MAX_AGE_SECS} s are refused",
+                Utc::now().timestamp() - claims.iat
+            ),
+        ))
+    } else if claims.iat - Utc::now().timestamp() > SKEW_SECS {
+        Some((Reason::Expired, "issued in the future".to_owned()))
+    } else {
+        malformed(&claims).map(|why| (Reason::InvalidCommand, why))
+    };
+    if let Some((reason, detail)) = refusal {
+        return refuse(store, &key, &claims, &at, reason, detail).await;
+    }
+    let mut tx = store.begin().await?;
+    db::lock_ledger(&mut tx).await?;
+    let household = match db::apply_record(&mut tx, &key.agency, &claims).await? {
+        Ok(h) => h,
+        Err(detail) => {
+            drop(tx);
+            return refuse(store, &key, &claims, &at, Reason::InvalidTransition, detail).await;
+        }
+    };
+    db::record_judged(&mut tx, &key, &claims.jti, &at, None).await?;
+    let mut changed = 0;
+    if let Some(h) = &household {
+        let why = format!(
+            "partner {} record {} {}",
+            key.agency,
+            claims.record_id,
+            match claims.action {
+                AssistanceAction::Given => "given",
+                AssistanceAction::Corrected => "corrected",
+                AssistanceAction::Reversed => "reversed",
+            }
+        );
+        let households = [h.clone()];
+        for c in db::active_crises_in(&mut tx).await? {
+            changed += db::reweigh(&mut tx, &c, h, &why).await?;
+            // A household the partner's assistance kept out (now reversed
+            // or lowered) is decided, under the rule, by the expansion.
+            let c = db::crisis(&mut tx, &c.crisis_id)
+                .await?
+                .expect("locked crisis exists");
+            let x = db::expand(&mut tx, &c, Some(&households)).await?;
+            changed += (x.entitled + x.waitlisted) as usize;
+        }
+    } else {
+        warn!(agency = %key.agency, record = %claims.record_id, "Partner record names no registered household (its match key is unknown); kept for the ledger.");
+    }
+    tx.commit().await?;
+    info!(agency = %key.agency, record = %claims.record_id, action = ?claims.action, matched = household.is_some(), decisions_changed = changed, "Partner assistance recorded.");
+    Ok((Verdict::Done, changed > 0))
+}
+
+/// Records a refusal of a verified message, then dead-letters it.
+async fn refuse(
+    store: &Store,
+    key: &PartnerKey,
+    claims: &AssistanceClaims,
+    at: &Position,
+    reason: Reason,
+    detail: String,
+) -> Result<(Verdict, bool)> {
+    let mut tx = store.begin().await?;
+    db::record_judged(
+        &mut tx,
+        key,
+        &claims.jti,
+        at,
+        Some((reason.code(), &detail)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((reject(reason, detail), false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sumud_shared::money::Money;
+
+    fn given() -> AssistanceClaims {
+        AssistanceClaims {
+            jti: "a1".into(),
+            iat: 0,
+            record_id: "WFP-1".into(),
+            action: AssistanceAction::Given,
+            match_key: "zKT-Vy1CpauC8SX2g8ZxGrp7x1M2-0R7Tj5XQQm1Ino".into(),
+            amount: Some(Money::new(150_000, "JOD").unwrap()),
+            period_from: Some("2026-12-01".parse().unwrap()),
+            period_to: Some("2027-02-28".parse().unwrap()),
+            programme: None,
+        }
+    }
+
+    #[test]
+    fn a_record_is_well_formed_only_with_a_match_key_and_for_a_gift_an_amount_and_period() {
+        assert_eq!(malformed(&given()), None);
+        let mut c = given();
+        c.match_key = "9871234567".into();
+        assert!(malformed(&c).unwrap().contains("match_key"));
+        let mut c = given();
+        c.amount = None;
+        assert!(malformed(&c).is_some());
+        c.action = AssistanceAction::Reversed;
+        assert_eq!(malformed(&c), None);
+        let mut c = given();
+        c.period_to = Some("2026-11-30".parse().unwrap());
+        assert!(malformed(&c).unwrap().contains("after"));
+    }
+}

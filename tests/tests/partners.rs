@@ -1,0 +1,346 @@
+//! Partner agencies on the real broker and database, on both backends.
+//!
+//! From the attacker's side first: a record that is unsigned, under an
+//! unknown key, forged under the agency's key id, under a revoked key,
+//! stale, re-keyed to another household, with a malformed match key,
+//! correcting a record the agency never made, or replayed, is each
+//! dead-lettered with its reason and changes nothing.
+//!
+//! Then the agency's own records, matched to households only through the
+//! agencies' match key (computed here by Node.js's own `crypto`, never by
+//! the code under test): assistance given before a flood is declared
+//! reduces the flood's top-up under its rule (`top_up_to`: by hand,
+//! max(0, 3 × price − given) div 3) and the reason names the agency;
+//! assistance given after re-prices a decision already made, from the next
+//! tranche on; a reversal raises it back; a record for another period, or
+//! for a match key no household has, changes nothing. The match key never
+//! reveals an identity: it is not the plain hash of a national id, and no
+//! national id is in eligibility's tables.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use sumud_control::signing::Jwk;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Envelope;
+use sumud_shared::events::assistance::{
+    AssistanceAction, AssistanceClaims, SignedAssistance, PARTNER_ASSISTANCE,
+};
+use sumud_shared::events::control::CommandKind;
+use sumud_shared::events::household::Household;
+use sumud_shared::money::Money;
+use sumud_tests::pipeline::*;
+use sumud_tests::{on_both_backends, wait_for, Backend};
+
+/// The match key of `national_id`, by Node.js's `crypto`.
+fn node_match_key(national_id: &str) -> String {
+    let out = Command::new("node")
+        .args([
+            "-e",
+            "const c = require('crypto'); \
+             const id = process.argv[2].replace(/[\\s-]/g, '').toUpperCase(); \
+             process.stdout.write(c.createHmac('sha256', Buffer.from(process.argv[1], 'base64url')).update(id).digest('base64url'))",
+            MATCH_SECRET,
+            national_id,
+        ])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn national_id(h: &Household) -> &str {
+    &h.personal.as_ref().unwrap()["national_id"]
+}
+
+fn record(
+    record_id: &str,
+    action: AssistanceAction,
+    match_key: &str,
+    amount: i64,
+    period: (&str, &str),
+) -> AssistanceClaims {
+    AssistanceClaims {
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: Utc::now().timestamp(),
+        record_id: record_id.into(),
+        action,
+        match_key: match_key.into(),
+        amount: (action != AssistanceAction::Reversed).then(|| Money::new(amount, "JOD").unwrap()),
+        period_from: (action != AssistanceAction::Reversed).then(|| period.0.parse().unwrap()),
+        period_to: (action != AssistanceAction::Reversed).then(|| period.1.parse().unwrap()),
+        programme: Some("food vouchers".into()),
+    }
+}
+
+/// Publishes `jws` on the assistance topic under Kafka key `key`.
+async fn send_jws(p: &Pipeline, key: &str, jws: String) {
+    let e = Envelope::new(
+        "urn:partner:test",
+        PARTNER_ASSISTANCE,
+        Some(key.to_owned()),
+        SignedAssistance { jws },
+    );
+    p.env
+        .publish(&p.env.settings.topics.assistance, key, &e.to_bytes())
+        .await;
+}
+
+async fn send(p: &Pipeline, key: &Jwk, c: &AssistanceClaims) -> String {
+    let jws = sumud_shared::jws::sign(c, key).unwrap();
+    send_jws(p, &c.match_key, jws.clone()).await;
+    jws
+}
+
+async fn entitlement(p: &Pipeline, crisis: &str, h: &str) -> Option<(String, i64, String)> {
+    const SQL: &str = "SELECT status, amount_minor, reason FROM eligibility.entitlements \
+                       WHERE crisis_id = $1 AND household_id = $2";
+    sumud_shared::on_store!(&p.env.store, pool => sqlx::query_as(SQL)
+        .bind(crisis)
+        .bind(h)
+        .fetch_optional(pool)
+        .await)
+    .unwrap()
+}
+
+async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
+    let p = Pipeline::start_on(backend, 3000, no_four_eyes()).await;
+    let store = &p.env.store;
+    p.wait_count(
+        "every household's match key",
+        "SELECT count(*) FROM registry.match_keys",
+        p.households.len() as i64,
+    )
+    .await;
+    let area = "JO-IR";
+    let flood = expected(&p.households, &[area]);
+    let by_id: BTreeMap<&str, &Household> = p
+        .households
+        .iter()
+        .map(|h| (h.household_id.as_str(), h))
+        .collect();
+    let mut in_flood = flood.keys();
+    let (h1, h2, h3) = (
+        in_flood.next().unwrap().clone(),
+        in_flood.next().unwrap().clone(),
+        in_flood.next().unwrap().clone(),
+    );
+    let key_of = |h: &str| node_match_key(national_id(by_id[h]));
+    let (k1, k2, k3) = (key_of(&h1), key_of(&h2), key_of(&h3));
+    // The registry computes the same key as an outsider's implementation,
+    // and it is not the plain hash of the national id.
+    let stored: String = sumud_shared::on_store!(store, pool => sqlx::query_scalar(
+        "SELECT match_key FROM registry.match_keys WHERE household_id = $1")
+        .bind(&h1)
+        .fetch_one(pool)
+        .await)
+    .unwrap();
+    assert_eq!(stored, k1);
+    use base64::Engine;
+    let plain = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(national_id(by_id[h1.as_str()]).as_bytes()));
+    assert_ne!(stored, plain);
+
+    let wfp = Jwk::generate("wfp-jo-1");
+    let unicef = Jwk::generate("unicef-jo-1");
+    sumud_eligibility::db::add_partner_key(store, &wfp.kid, "WFP", &wfp.x)
+        .await
+        .unwrap();
+    sumud_eligibility::db::add_partner_key(store, &unicef.kid, "UNICEF", &unicef.x)
+        .await
+        .unwrap();
+    assert!(
+        sumud_eligibility::db::revoke_partner_key(store, &unicef.kid)
+            .await
+            .unwrap()
+    );
+    let during = ("2026-12-01", "2027-03-01");
+
+    // The attacker's side: nine messages, nine reasons, no effect.
+    let good = record("R-1", AssistanceAction::Given, &k1, 150_000, during);
+    send_jws(&p, &k1, String::new()).await; // unsigned
+    let stranger = Jwk::generate("stranger-1");
+    send(
+        &p,
+        &stranger,
+        &record("X-1", AssistanceAction::Given, &k1, 1, during),
+    )
+    .await; // unknown_key
+    let mut forger = Jwk::generate(&wfp.kid);
+    forger.kid = wfp.kid.clone();
+    send(
+        &p,
+        &forger,
+        &record("X-2", AssistanceAction::Given, &k1, 1, during),
+    )
+    .await; // bad_signature
+    send(
+        &p,
+        &unicef,
+        &record("X-3", AssistanceAction::Given, &k1, 1, during),
+    )
+    .await; // revoked_key
+    let mut stale = record("X-4", AssistanceAction::Given, &k1, 1, during);
+    stale.iat -= 7200;
+    send(&p, &wfp, &stale).await; // expired
+    let rekeyed = record("X-5", AssistanceAction::Given, &k1, 1, during);
+    send_jws(&p, &k2, sumud_shared::jws::sign(&rekeyed, &wfp).unwrap()).await; // key_mismatch
+    let bad_key = record("X-6", AssistanceAction::Given, "9871234567", 1, during);
+    send_jws(
+        &p,
+        "9871234567",
+        sumud_shared::jws::sign(&bad_key, &wfp).unwrap(),
+    )
+    .await; // invalid_command
+    send(
+        &p,
+        &wfp,
+        &record("X-7", AssistanceAction::Corrected, &k1, 1, during),
+    )
+    .await; // invalid_transition
+    let jws = send(&p, &wfp, &good).await; // applied
+    send_jws(&p, &k1, jws).await; // replayed
+    let letters = p.dead_letters(9);
+    let mut reasons: Vec<Reason> = letters.iter().map(|d| d.reason).collect();
+    reasons.sort_by_key(|r| r.code());
+    let mut want = vec![
+        Reason::Unsigned,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::RevokedKey,
+        Reason::Expired,
+        Reason::KeyMismatch,
+        Reason::InvalidCommand,
+        Reason::InvalidTransition,
+        Reason::Replayed,
+    ];
+    want.sort_by_key(|r| r.code());
+    assert_eq!(reasons, want, "{letters:#?}");
+    let kept: Vec<(String, String)> = sumud_shared::on_store!(store, pool => sqlx::query_as(
+        "SELECT agency, record_id FROM eligibility.partner_records ORDER BY record_id")
+        .fetch_all(pool)
+        .await)
+    .unwrap();
+    assert_eq!(
+        kept,
+        vec![("WFP".to_owned(), "R-1".to_owned())],
+        "only the agency's own record"
+    );
+
+    // h3's record is for another period; one names no household.
+    send(
+        &p,
+        &wfp,
+        &record(
+            "R-3",
+            AssistanceAction::Given,
+            &k3,
+            500_000,
+            ("2025-01-01", "2025-03-31"),
+        ),
+    )
+    .await;
+    send(
+        &p,
+        &wfp,
+        &record(
+            "R-9",
+            AssistanceAction::Given,
+            &node_match_key("1000000001"),
+            500_000,
+            during,
+        ),
+    )
+    .await;
+    p.wait_count(
+        "the agency's records",
+        "SELECT count(*) FROM eligibility.partner_records",
+        3,
+    )
+    .await;
+
+    // The flood: h1 is topped up only to the difference; h3 in full.
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "PA-1",
+            Some(definition(&[area], "100000000")),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "the flood's decisions",
+        "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'PA-1'",
+        flood.len() as i64,
+    )
+    .await;
+    let price = |h: &str| flood[h].1;
+    let (status, amount, reason) = entitlement(&p, "PA-1", &h1).await.unwrap();
+    assert_eq!(
+        (status.as_str(), amount),
+        ("entitled", (price(&h1) * 3 - 150_000).max(0) / 3),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("partner WFP already gave 150000"),
+        "{reason}"
+    );
+    assert_eq!(entitlement(&p, "PA-1", &h3).await.unwrap().1, price(&h3));
+
+    // After the declaration: h2's decision is re-weighed from the next tranche.
+    send(
+        &p,
+        &wfp,
+        &record("R-2", AssistanceAction::Given, &k2, 90_000, during),
+    )
+    .await;
+    let want2 = (price(&h2) * 3 - 90_000).max(0) / 3;
+    wait_for("h2 re-weighed", DEADLINE, || async {
+        (entitlement(&p, "PA-1", &h2).await.unwrap().1 == want2).then_some(())
+    })
+    .await;
+    let reason2 = entitlement(&p, "PA-1", &h2).await.unwrap().2;
+    assert!(
+        reason2.starts_with("partner WFP record R-2 given: other assistance for an overlapping period now 90000 (partner WFP)"),
+        "{reason2}"
+    );
+
+    // A reversal raises h1 back to the flood's own price.
+    send(
+        &p,
+        &wfp,
+        &record("R-1", AssistanceAction::Reversed, &k1, 0, during),
+    )
+    .await;
+    wait_for("h1 raised back", DEADLINE, || async {
+        (entitlement(&p, "PA-1", &h1).await.unwrap().1 == price(&h1)).then_some(())
+    })
+    .await;
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'PA-1'")
+        .await;
+    let by_hand: i64 = flood
+        .iter()
+        .map(|(h, (_, a))| if *h == h2 { want2 * 3 } else { a * 3 })
+        .sum();
+    assert_eq!(committed, by_hand, "the budget holds exactly what is due");
+
+    // No national id is in eligibility's records.
+    let nid = national_id(by_id[h1.as_str()]).to_owned();
+    let leaked = p
+        .count(&format!(
+            "SELECT count(*) FROM eligibility.partner_records WHERE match_key LIKE '%{nid}%' OR record_id LIKE '%{nid}%'"
+        ))
+        .await;
+    assert_eq!(leaked, 0);
+    p.stop().await;
+}
+
+on_both_backends!(partners_are_weighed_and_outsiders_change_nothing);
