@@ -135,7 +135,17 @@ async fn run_with(
             ..Behaviour::default()
         }),
         dashboard: DashboardConfig::from_env()?,
+        // The agencies' match-key secret of this run, unless the
+        // environment shares one.
+        match_key: Some(
+            match sumud_shared::match_key::MatchKeySecret::from_env().map_err(anyhow::Error::msg)? {
+                Some(s) => s,
+                None => sumud_shared::match_key::MatchKeySecret::parse(&up::random_secret())
+                    .map_err(anyhow::Error::msg)?,
+            },
+        ),
     };
+    let match_secret = tuning.match_key.clone().expect("set just above");
     let pipeline = Pipeline::start(&settings, alerts, tuning)
         .await
         .context(up::starting_hint(&settings))?;
@@ -386,7 +396,20 @@ async fn run_with(
     println!(
         "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
     );
+    let partner = partner_assistance(&settings, &store, &crisis_id, seed, &match_secret).await?;
     overlapping_price_shock(&settings, &store, &proposer, &crisis_id, flood_areas).await?;
+    if let Some(household) = partner {
+        // The price shock's decisions are all in (its step waited for them).
+        let reason: Option<String> = on_store!(&store, pool => sqlx::query_scalar(&format!(
+            "SELECT reason FROM eligibility.entitlements WHERE household_id = '{household}' \
+             AND crisis_id LIKE 'PS-DEMO-%' ORDER BY decided_at DESC LIMIT 1"))
+            .fetch_optional(pool)
+            .await)?;
+        let reason = reason.unwrap_or_else(|| {
+            "no price-shock payment: the flood and WFP already give it the household cap".into()
+        });
+        println!("  {household}, whom WFP also assists: {reason}.");
+    }
     let audit = audit::close_the_loop(&store, &settings.topics.tasks, &crisis_id).await?;
     println!(
         "Explain any decision or payment: sumud explain --crisis {crisis_id} --household <id>, \
@@ -408,6 +431,90 @@ async fn run_with(
     }
     pipeline.stop().await?;
     Ok(audit)
+}
+
+/// A partner agency counted: WFP (its key registered with `sumud partners
+/// keys add`) records food assistance it gave one of the flood's
+/// households for the coming month, naming it only by the agencies' match
+/// key, which it computes from the national id it holds. Returns the
+/// household.
+async fn partner_assistance(
+    settings: &Settings,
+    store: &Store,
+    flood: &str,
+    seed: u64,
+    secret: &sumud_shared::match_key::MatchKeySecret,
+) -> anyhow::Result<Option<String>> {
+    use sumud_shared::events::assistance::{
+        AssistanceAction, AssistanceClaims, SignedAssistance, PARTNER_ASSISTANCE,
+    };
+    // The flood household with the smallest top-up: the price shock's
+    // household cap leaves it the most room, so WFP's share shows.
+    let row: Option<(String, i64)> = on_store!(store, pool => sqlx::query_as(&format!(
+        "SELECT household_id, amount_minor * tranches FROM eligibility.entitlements \
+         WHERE crisis_id = '{flood}' AND status = 'entitled' ORDER BY amount_minor, household_id LIMIT 1"))
+        .fetch_optional(pool)
+        .await)?;
+    let Some((household, flood_total)) = row else {
+        return Ok(None);
+    };
+    // What WFP holds of the household: its national id, from the
+    // synthetic registry this run published.
+    let index: u64 = household.rsplit('-').next().unwrap_or_default().parse()?;
+    let record = sumud_shared::synthetic::household(
+        sumud_shared::areas::AreaCatalog::default_catalog(),
+        seed,
+        index,
+    );
+    let national_id = record
+        .personal
+        .as_ref()
+        .and_then(|p| p.get("national_id"))
+        .context("synthetic households carry a national id")?;
+    let match_key = secret.key(national_id);
+    let wfp = Jwk::generate(&format!("wfp-demo-{:x}", rand::random::<u32>()));
+    sumud_eligibility::db::add_partner_key(store, &wfp.kid, "WFP", &wfp.x).await?;
+    let today = Utc::now().date_naive();
+    let amount = ((300_000 - flood_total).max(2) / 2).max(1);
+    let claims = AssistanceClaims {
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: Utc::now().timestamp(),
+        record_id: format!("WFP-JO-{:x}", rand::random::<u32>()),
+        action: AssistanceAction::Given,
+        match_key: match_key.clone(),
+        amount: Some(Money::new(amount, "JOD").map_err(anyhow::Error::msg)?),
+        period_from: Some(today),
+        period_to: Some(today + chrono::Days::new(30)),
+        programme: Some("WFP food voucher".into()),
+    };
+    let jws = sumud_shared::jws::sign(&claims, &wfp).map_err(anyhow::Error::msg)?;
+    let event = sumud_shared::envelope::Envelope::new(
+        "urn:partner:wfp-jordan",
+        PARTNER_ASSISTANCE,
+        Some(match_key.clone()),
+        SignedAssistance { jws },
+    );
+    sumud_shared::kafka::producer::EventProducer::new(settings)?
+        .send(&settings.topics.assistance, &match_key, &event)
+        .await?;
+    wait_for::<(i64,)>(
+        store,
+        "WFP's record",
+        &format!(
+            "SELECT CAST(1 AS bigint) FROM eligibility.partner_records WHERE record_id = '{}' AND household_id = '{household}'",
+            claims.record_id
+        ),
+    )
+    .await?;
+    println!(
+        "\nPartner: WFP (key {} registered with `sumud partners keys add`) signed a record of {} in food \
+         vouchers for {household} over the coming month, naming it only by the agencies' match key \
+         ({}…, never the national id).",
+        wfp.kid,
+        money(amount),
+        &match_key[..8]
+    );
+    Ok(Some(household))
 }
 
 /// The demo's sixth step, a second, overlapping crisis: prices jump while

@@ -114,6 +114,9 @@ pub struct Tuning {
     pub provider: Option<Behaviour>,
     /// Where the dashboard listens.
     pub dashboard: DashboardConfig,
+    /// The agencies' match-key secret the registry computes match keys
+    /// under; `None` takes `SUMUD_MATCH_KEY` from the environment.
+    pub match_key: Option<sumud_shared::match_key::MatchKeySecret>,
 }
 
 /// Every service, running in this process until [`Pipeline::stop`].
@@ -134,7 +137,10 @@ impl Pipeline {
         alerts: AlertsConfig,
         tuning: Tuning,
     ) -> anyhow::Result<Self> {
-        let registry = sumud_registry::App::build(settings.clone()).await?;
+        let mut registry = sumud_registry::App::build(settings.clone()).await?;
+        if tuning.match_key.is_some() {
+            registry = registry.with_match_key(tuning.match_key.clone());
+        }
         let control =
             sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
         let alerts = sumud_alerts::App::build(settings.clone(), alerts).await?;
@@ -238,6 +244,7 @@ pub async fn run(
         )?))?,
         provider: with_provider.then(Behaviour::default),
         dashboard: DashboardConfig::from_env()?,
+        match_key: None,
     };
     let pipeline = Pipeline::start(&settings, alerts, tuning)
         .await

@@ -162,7 +162,8 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
     );
     let during = ("2026-12-01", "2027-03-01");
 
-    // The attacker's side: nine messages, nine reasons, no effect.
+    // The attacker's side: ten messages refused, each with its reason, no
+    // effect.
     let good = record("R-1", AssistanceAction::Given, &k1, 150_000, during);
     send_jws(&p, &k1, String::new()).await; // unsigned
     let stranger = Jwk::generate("stranger-1");
@@ -180,12 +181,9 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
         &record("X-2", AssistanceAction::Given, &k1, 1, during),
     )
     .await; // bad_signature
-    send(
-        &p,
-        &unicef,
-        &record("X-3", AssistanceAction::Given, &k1, 1, during),
-    )
-    .await; // revoked_key
+    let mut revoked = record("X-3", AssistanceAction::Given, &k1, 1, during);
+    revoked.jti = "shared-jti-1".into();
+    send(&p, &unicef, &revoked).await; // revoked_key
     let mut stale = record("X-4", AssistanceAction::Given, &k1, 1, during);
     stale.iat -= 7200;
     send(&p, &wfp, &stale).await; // expired
@@ -206,7 +204,19 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
     .await; // invalid_transition
     let jws = send(&p, &wfp, &good).await; // applied
     send_jws(&p, &k1, jws).await; // replayed
-    let letters = p.dead_letters(9);
+                                  // Another agency, with a good key, cannot touch WFP's record: its
+                                  // "R-1" is its own, and it has none.
+    let unhcr = Jwk::generate("unhcr-jo-1");
+    sumud_eligibility::db::add_partner_key(store, &unhcr.kid, "UNHCR", &unhcr.x)
+        .await
+        .unwrap();
+    send(
+        &p,
+        &unhcr,
+        &record("R-1", AssistanceAction::Reversed, &k1, 0, during),
+    )
+    .await; // invalid_transition
+    let letters = p.dead_letters(10);
     let mut reasons: Vec<Reason> = letters.iter().map(|d| d.reason).collect();
     reasons.sort_by_key(|r| r.code());
     let mut want = vec![
@@ -217,6 +227,7 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
         Reason::Expired,
         Reason::KeyMismatch,
         Reason::InvalidCommand,
+        Reason::InvalidTransition,
         Reason::InvalidTransition,
         Reason::Replayed,
     ];
@@ -294,13 +305,12 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
     );
     assert_eq!(entitlement(&p, "PA-1", &h3).await.unwrap().1, price(&h3));
 
-    // After the declaration: h2's decision is re-weighed from the next tranche.
-    send(
-        &p,
-        &wfp,
-        &record("R-2", AssistanceAction::Given, &k2, 90_000, during),
-    )
-    .await;
+    // After the declaration: h2's decision is re-weighed from the next
+    // tranche. Its message id is the one the revoked key used: ids are per
+    // key, so the revoked key could not use it up.
+    let mut r2 = record("R-2", AssistanceAction::Given, &k2, 90_000, during);
+    r2.jti = "shared-jti-1".into();
+    send(&p, &wfp, &r2).await;
     let want2 = (price(&h2) * 3 - 90_000).max(0) / 3;
     wait_for("h2 re-weighed", DEADLINE, || async {
         (entitlement(&p, "PA-1", &h2).await.unwrap().1 == want2).then_some(())
@@ -332,14 +342,37 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
         .sum();
     assert_eq!(committed, by_hand, "the budget holds exactly what is due");
 
-    // No national id is in eligibility's records.
-    let nid = national_id(by_id[h1.as_str()]).to_owned();
-    let leaked = p
+    let partner_part = p
         .count(&format!(
-            "SELECT count(*) FROM eligibility.partner_records WHERE match_key LIKE '%{nid}%' OR record_id LIKE '%{nid}%'"
+            "SELECT partner_minor FROM eligibility.entitlements WHERE crisis_id = 'PA-1' AND household_id = '{h2}'"
         ))
         .await;
-    assert_eq!(leaked, 0);
+    assert_eq!(partner_part, 90_000);
+    // R-9 names no household and changed nothing; h3's other period neither.
+    let unmatched = p
+        .count("SELECT count(*) FROM eligibility.partner_records WHERE record_id = 'R-9' AND household_id IS NULL")
+        .await;
+    assert_eq!(unmatched, 1);
+
+    // No national id of any household is in eligibility's records: its
+    // partner tables, reasons and decision trail.
+    let text: Vec<String> = sumud_shared::on_store!(store, pool => sqlx::query_scalar(
+        "SELECT match_key || ' ' || record_id || ' ' || coalesce(programme, '') FROM eligibility.partner_records \
+         UNION ALL SELECT kid || ' ' || jti || ' ' || coalesce(refused_detail, '') FROM eligibility.partner_messages \
+         UNION ALL SELECT reason || ' ' || coalesce(assisted_by, '') FROM eligibility.entitlements \
+         UNION ALL SELECT reason FROM eligibility.decision_log")
+        .fetch_all(pool)
+        .await)
+    .unwrap();
+    assert!(text.len() > 10);
+    for h in &p.households {
+        let nid = national_id(h);
+        assert!(
+            !text.iter().any(|t| t.contains(nid)),
+            "national id of {} found",
+            h.household_id
+        );
+    }
     p.stop().await;
 }
 

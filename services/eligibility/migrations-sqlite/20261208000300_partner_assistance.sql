@@ -26,7 +26,7 @@ CREATE TABLE eligibility.partner_records (
 CREATE INDEX eligibility.partner_records_household_idx ON partner_records (household_id);
 
 CREATE TABLE eligibility.partner_messages (
-    jti              text PRIMARY KEY,
+    jti              text NOT NULL,
     kid              text NOT NULL,
     agency           text NOT NULL,
     source_topic     text NOT NULL,
@@ -34,11 +34,17 @@ CREATE TABLE eligibility.partner_messages (
     source_offset    integer NOT NULL,
     refused_code     text,
     refused_detail   text,
-    judged_at        text NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    judged_at        text NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (kid, jti)
 );
 
 ALTER TABLE eligibility.entitlements
     ADD COLUMN partner_minor integer NOT NULL DEFAULT 0 CHECK (partner_minor >= 0);
+-- The most a decision ever stood for over its period: a decision lowered
+-- from the next tranche on may already have paid tranches at the higher
+-- amount, so the ledger never counts it below this.
+ALTER TABLE eligibility.entitlements
+    ADD COLUMN ledger_floor_minor integer NOT NULL DEFAULT 0 CHECK (ledger_floor_minor >= 0);
 
 DROP VIEW eligibility.assistance_ledger;
 CREATE VIEW eligibility.assistance_ledger AS
@@ -49,7 +55,7 @@ SELECT e.household_id,
        e.kind,
        e.amount_minor,
        e.tranches,
-       e.amount_minor * e.tranches AS total_minor,
+       max(e.amount_minor * e.tranches, e.ledger_floor_minor) AS total_minor,
        e.currency,
        json_extract(c.definition, '$.starts_on') AS period_from,
        json_extract(c.definition, '$.ends_on') AS period_to,

@@ -31,10 +31,10 @@ CREATE TABLE eligibility.partner_records (
 );
 CREATE INDEX partner_records_household_idx ON eligibility.partner_records (household_id);
 
--- Every partner message whose signature verified, judged once: its
--- position, and the refusal if it was refused.
+-- Every partner message whose signature verified, judged once per key:
+-- its position, and the refusal if it was refused.
 CREATE TABLE eligibility.partner_messages (
-    jti              text PRIMARY KEY,
+    jti              text NOT NULL,
     kid              text NOT NULL,
     agency           text NOT NULL,
     source_topic     text NOT NULL,
@@ -42,13 +42,20 @@ CREATE TABLE eligibility.partner_messages (
     source_offset    bigint NOT NULL,
     refused_code     text,
     refused_detail   text,
-    judged_at        timestamptz NOT NULL DEFAULT now()
+    judged_at        timestamptz NOT NULL DEFAULT now(),
+    -- Per key: a revoked or rival key cannot use up another's message ids.
+    PRIMARY KEY (kid, jti)
 );
 
 -- The partners' part of a decision's assisted_minor, so that a partner's
 -- later record re-weighs the decision without counting itself twice.
 ALTER TABLE eligibility.entitlements
     ADD COLUMN partner_minor bigint NOT NULL DEFAULT 0 CHECK (partner_minor >= 0);
+-- The most a decision ever stood for over its period: a decision lowered
+-- from the next tranche on may already have paid tranches at the higher
+-- amount, so the ledger never counts it below this.
+ALTER TABLE eligibility.entitlements
+    ADD COLUMN ledger_floor_minor bigint NOT NULL DEFAULT 0 CHECK (ledger_floor_minor >= 0);
 
 DROP VIEW eligibility.assistance_ledger;
 CREATE VIEW eligibility.assistance_ledger AS
@@ -59,7 +66,7 @@ SELECT e.household_id,
        e.kind,
        e.amount_minor,
        e.tranches,
-       e.amount_minor * e.tranches AS total_minor,
+       GREATEST(e.amount_minor * e.tranches, e.ledger_floor_minor) AS total_minor,
        e.currency,
        c.definition ->> 'starts_on' AS period_from,
        c.definition ->> 'ends_on' AS period_to,

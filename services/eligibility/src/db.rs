@@ -220,6 +220,27 @@ pub async fn active_crises_in(tx: &mut Tx) -> Result<Vec<CrisisRow>> {
     rows.into_iter().map(crisis_from).collect()
 }
 
+/// Every active crisis, those that decided `household` first, in the order
+/// they did, then the rest by id.
+pub async fn active_crises_by_decision(tx: &mut Tx, household: &str) -> Result<Vec<CrisisRow>> {
+    const SQL: &str = "SELECT crisis_id FROM eligibility.entitlements \
+                       WHERE household_id = $1 AND status <> 'cancelled' \
+                       GROUP BY crisis_id ORDER BY min(decided_at), crisis_id";
+    let order: Vec<String> =
+        on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(household).fetch_all(conn).await)?;
+    let mut crises = active_crises_in(tx).await?;
+    crises.sort_by_key(|c| {
+        (
+            order
+                .iter()
+                .position(|id| *id == c.crisis_id)
+                .unwrap_or(usize::MAX),
+            c.crisis_id.clone(),
+        )
+    });
+    Ok(crises)
+}
+
 /// Every active crisis.
 pub async fn active_crises(store: &Store) -> Result<Vec<CrisisRow>> {
     let sql = crisis_select(matches!(store, Store::Sqlite(_)), "state = 'active'");

@@ -102,7 +102,7 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
             Err(rej) => return Ok((Verdict::Reject(rej), false)),
         };
     let at: Position = (m.topic.clone(), m.partition, m.offset);
-    if let Some((seen, refused)) = db::judged(store, &claims.jti).await? {
+    if let Some((seen, refused)) = db::judged(store, &key.kid, &claims.jti).await? {
         if seen == at {
             // The very message judged before, read again after a crash.
             return Ok((
@@ -157,7 +157,7 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
     }
     let mut tx = store.begin().await?;
     db::lock_ledger(&mut tx).await?;
-    let household = match db::apply_record(&mut tx, &key.agency, &claims).await? {
+    let touched = match db::apply_record(&mut tx, &key.agency, &claims).await? {
         Ok(h) => h,
         Err(detail) => {
             drop(tx);
@@ -165,34 +165,37 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
         }
     };
     db::record_judged(&mut tx, &key, &claims.jti, &at, None).await?;
+    let why = format!(
+        "partner {} record {} {}",
+        key.agency,
+        claims.record_id,
+        match claims.action {
+            AssistanceAction::Given => "given",
+            AssistanceAction::Corrected => "corrected",
+            AssistanceAction::Reversed => "reversed",
+        }
+    );
     let mut changed = 0;
-    if let Some(h) = &household {
-        let why = format!(
-            "partner {} record {} {}",
-            key.agency,
-            claims.record_id,
-            match claims.action {
-                AssistanceAction::Given => "given",
-                AssistanceAction::Corrected => "corrected",
-                AssistanceAction::Reversed => "reversed",
-            }
-        );
-        let households = [h.clone()];
-        for c in db::active_crises_in(&mut tx).await? {
+    for h in &touched {
+        // In the order the household's decisions were made, so that each
+        // weighs the earlier ones as they now stand; crises that have not
+        // decided it come last, through the expansion.
+        for c in db::active_crises_by_decision(&mut tx, h).await? {
             changed += db::reweigh(&mut tx, &c, h, &why).await?;
             // A household the partner's assistance kept out (now reversed
             // or lowered) is decided, under the rule, by the expansion.
             let c = db::crisis(&mut tx, &c.crisis_id)
                 .await?
                 .expect("locked crisis exists");
-            let x = db::expand(&mut tx, &c, Some(&households)).await?;
+            let x = db::expand(&mut tx, &c, Some(std::slice::from_ref(h))).await?;
             changed += (x.entitled + x.waitlisted) as usize;
         }
-    } else {
+    }
+    if touched.is_empty() {
         warn!(agency = %key.agency, record = %claims.record_id, "Partner record names no registered household (its match key is unknown); kept for the ledger.");
     }
     tx.commit().await?;
-    info!(agency = %key.agency, record = %claims.record_id, action = ?claims.action, matched = household.is_some(), decisions_changed = changed, "Partner assistance recorded.");
+    info!(agency = %key.agency, record = %claims.record_id, action = ?claims.action, households = touched.len(), decisions_changed = changed, "Partner assistance recorded.");
     Ok((Verdict::Done, changed > 0))
 }
 

@@ -242,7 +242,7 @@ pub async fn cancel_waitlist(tx: &mut Tx, c: &CrisisRow) -> Result<i64> {
 pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64)> {
     let r = &c.resolved;
     let d = Dialect::of(tx);
-    let (now, bump, returning) = (d.now, d.bump, d.returning);
+    let (now, bump, returning, greatest) = (d.now, d.bump, d.returning, d.greatest);
     let price = d.price(r);
     let (v, h) = (r.vertical.clone(), r.horizontal.clone());
     // $2..$7: the amounts; $8 tranches, $9 interval, $10 revision.
@@ -263,6 +263,7 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
         &format!(
             "UPDATE eligibility.entitlements AS e SET \
                  amount_minor = CASE WHEN {price} = 0 THEN e.amount_minor ELSE {price} END, tranches = $8, \
+                 ledger_floor_minor = {greatest}(e.ledger_floor_minor, e.amount_minor * e.tranches), \
                  interval_days = $9, \
                  status = CASE WHEN {price} = 0 THEN 'cancelled' ELSE e.status END, \
                  committed_minor = CASE WHEN e.status = 'entitled' THEN {price} * $8 ELSE 0 END, \
@@ -326,7 +327,7 @@ pub async fn reprice_and_promote(tx: &mut Tx, c: &CrisisRow) -> Result<(i64, i64
              WHERE e.crisis_id = $1 AND e.status = 'waitlisted' \
                AND e.assisted_minor <> (SELECT coalesce(sum(o.total_minor), 0) \
                    FROM eligibility.assistance_ledger o \
-                   WHERE o.household_id = e.household_id AND o.source_id <> $1 AND o.currency = $3 \
+                   WHERE o.household_id = e.household_id AND NOT (o.source = 'crisis' AND o.source_id = $1) AND o.currency = $3 \
                      AND o.period_from <= $5 AND $4 <= o.period_to) \
              RETURNING {returning}"
         ),

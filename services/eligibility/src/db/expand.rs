@@ -120,7 +120,7 @@ async fn expand_postgres(
             FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor)::bigint AS total
                   FROM eligible e
                   JOIN eligibility.assistance_ledger o ON o.household_id = e.household_id
-                  WHERE o.source_id <> $1 AND o.currency = $16 AND o.period_from <= $21 AND $20 <= o.period_to
+                  WHERE NOT (o.source = 'crisis' AND o.source_id = $1) AND o.currency = $16 AND o.period_from <= $21 AND $20 <= o.period_to
                   GROUP BY o.household_id, o.source, o.source_id) s
             GROUP BY household_id
         ), priced AS (
@@ -253,7 +253,7 @@ const STAGE_SQLITE: &str = r#"
         FROM (SELECT o.household_id, o.source, o.source_id, sum(o.total_minor) AS total
               FROM eligible e
               JOIN eligibility.assistance_ledger o ON o.household_id = e.household_id
-              WHERE o.source_id <> ?1 AND o.currency = ?19 AND o.period_from <= ?18 AND ?17 <= o.period_to
+              WHERE NOT (o.source = 'crisis' AND o.source_id = ?1) AND o.currency = ?19 AND o.period_from <= ?18 AND ?17 <= o.period_to
               GROUP BY o.household_id, o.source, o.source_id) s
         GROUP BY household_id
     ), priced AS (

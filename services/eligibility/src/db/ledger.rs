@@ -65,7 +65,7 @@ pub fn assisted_against(c: &CrisisRow, entries: &[LedgerEntry]) -> Assisted {
     );
     let mut by: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
     for e in entries.iter().filter(|e| {
-        e.source_id != c.crisis_id
+        !(e.source == "crisis" && e.source_id == c.crisis_id)
             && e.currency == c.definition.budget.currency
             && e.overlaps(&from, &to)
     }) {

@@ -72,16 +72,22 @@ pub type Position = (String, i32, i64);
 /// (topic, partition, offset, refusal code, refusal detail).
 type JudgedRow = (String, i32, i64, Option<String>, Option<String>);
 
-/// A message judged before: where it was read, and its refusal if any.
+/// A message of key `kid` judged before: where it was read, and its
+/// refusal if any. Ids are per key, so that no other key (a rival's, or a
+/// revoked one) can use up an agency's message ids.
 pub async fn judged(
     store: &Store,
+    kid: &str,
     jti: &str,
 ) -> Result<Option<(Position, Option<(String, String)>)>> {
     const SQL: &str =
         "SELECT source_topic, source_partition, source_offset, refused_code, refused_detail \
-                       FROM eligibility.partner_messages WHERE jti = $1";
-    let row: Option<JudgedRow> =
-        on_store!(store, pool => sqlx::query_as(SQL).bind(jti).fetch_optional(pool).await)?;
+         FROM eligibility.partner_messages WHERE kid = $1 AND jti = $2";
+    let row: Option<JudgedRow> = on_store!(store, pool => sqlx::query_as(SQL)
+        .bind(kid)
+        .bind(jti)
+        .fetch_optional(pool)
+        .await)?;
     Ok(row
         .map(|(t, p, o, code, detail)| ((t, p, o), code.map(|c| (c, detail.unwrap_or_default())))))
 }
@@ -122,21 +128,30 @@ pub async fn household_of(tx: &mut Tx, match_key: &str) -> Result<Option<String>
     Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(match_key).fetch_optional(conn).await)?)
 }
 
+/// The households a record touched: the one its match key names now, and
+/// the one the agency's record was attached to before (a correction may
+/// move it, a reversal may no longer resolve).
+pub type Touched = Vec<String>;
+
 /// Applies a verified record of `agency`; `Err(detail)` when the action
 /// does not fit what the agency recorded before (`invalid_transition`).
-/// Returns the household it concerns, if the match key names one.
+/// Returns the households it concerns.
 pub async fn apply_record(
     tx: &mut Tx,
     agency: &str,
     c: &AssistanceClaims,
-) -> Result<std::result::Result<Option<String>, String>> {
-    const STATUS: &str =
-        "SELECT status FROM eligibility.partner_records WHERE agency = $1 AND record_id = $2";
-    let status: Option<String> = on_tx!(tx, conn => sqlx::query_scalar(STATUS)
+) -> Result<std::result::Result<Touched, String>> {
+    const STATUS: &str = "SELECT status, household_id FROM eligibility.partner_records \
+                          WHERE agency = $1 AND record_id = $2";
+    let before: Option<(String, Option<String>)> = on_tx!(tx, conn => sqlx::query_as(STATUS)
         .bind(agency)
         .bind(&c.record_id)
         .fetch_optional(conn)
         .await)?;
+    let (status, previous) = match before {
+        Some((s, h)) => (Some(s), h),
+        None => (None, None),
+    };
     let household = household_of(tx, &c.match_key).await?;
     let fits = matches!(
         (c.action, status.as_deref()),
@@ -192,27 +207,51 @@ pub async fn apply_record(
         }
         _ => unreachable!("the judge checked the shape of given and corrected records"),
     }
-    Ok(Ok(household))
+    let mut touched: Touched = household.into_iter().chain(previous).collect();
+    touched.sort();
+    touched.dedup();
+    Ok(Ok(touched))
 }
 
-/// Partner assistance the household holds for crisis `c`'s period, in its
-/// currency: (total, "partner A, partner B").
-async fn partner_assistance(tx: &mut Tx, c: &CrisisRow, household: &str) -> Result<(i64, String)> {
-    const SQL: &str =
-        "SELECT agency, CAST(sum(amount_minor) AS bigint) FROM eligibility.partner_records \
-                       WHERE household_id = $1 AND status = 'given' AND currency = $2 \
-                         AND period_from <= $4 AND $3 <= period_to \
-                       GROUP BY agency ORDER BY agency";
-    let rows: Vec<(String, i64)> = on_tx!(tx, conn => sqlx::query_as(SQL)
+/// What live decision `entitlement_id` of crisis `c` weighs now, for
+/// `household`: every partner record and the other crises' decisions made
+/// before it, for `c`'s period and currency — (total, partners' part,
+/// "source id, …" in id order).
+async fn weighed_against(
+    tx: &mut Tx,
+    c: &CrisisRow,
+    household: &str,
+    entitlement_id: &str,
+) -> Result<(i64, i64, String)> {
+    let order = match tx {
+        Tx::Postgres(_) => "o.source_id COLLATE \"C\"",
+        Tx::Sqlite(_) => "o.source_id",
+    };
+    let sql = format!(
+        "SELECT o.source, o.source_id, CAST(sum(o.total_minor) AS bigint) \
+         FROM eligibility.assistance_ledger o \
+         WHERE o.household_id = $1 AND o.currency = $2 AND o.period_from <= $4 AND $3 <= o.period_to \
+           AND (o.source = 'partner' OR (o.source_id <> $5 AND o.recorded_at < \
+                (SELECT decided_at FROM eligibility.entitlements WHERE entitlement_id = $6))) \
+         GROUP BY o.source, o.source_id ORDER BY {order}"
+    );
+    let rows: Vec<(String, String, i64)> = on_tx!(tx, conn => sqlx::query_as(&sql)
         .bind(household)
         .bind(&c.definition.budget.currency)
         .bind(c.definition.starts_on.to_string())
         .bind(c.definition.ends_on.to_string())
+        .bind(&c.crisis_id)
+        .bind(entitlement_id)
         .fetch_all(conn)
         .await)?;
-    let mut agencies: Vec<String> = rows.iter().map(|(a, _)| format!("partner {a}")).collect();
-    agencies.sort();
-    Ok((rows.iter().map(|(_, t)| t).sum(), agencies.join(", ")))
+    let total = rows.iter().map(|r| r.2).sum();
+    let partners = rows.iter().filter(|r| r.0 == "partner").map(|r| r.2).sum();
+    let by = rows
+        .iter()
+        .map(|(source, id, _)| format!("{source} {id}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((total, partners, by))
 }
 
 /// Re-weighs `household`'s live decisions in crisis `c` against the
@@ -230,13 +269,12 @@ pub async fn reweigh(tx: &mut Tx, c: &CrisisRow, household: &str, why: &str) -> 
     let Some((f, _)) = facts.get(household) else {
         return Ok(0); // removed: cancel_households deals with it
     };
-    let (partner_now, partners) = partner_assistance(tx, c, household).await?;
     let r = &c.resolved;
-    let tranches = i64::from(r.tranches);
     let mut changed = Vec::new();
     for l in &live {
-        let assisted = l.assisted_minor - l.partner_minor + partner_now;
-        if assisted == l.assisted_minor {
+        let (assisted, partner_now, by) =
+            weighed_against(tx, c, household, &l.entitlement_id).await?;
+        if assisted == l.assisted_minor && partner_now == l.partner_minor {
             continue;
         }
         let Verdict::Qualifies {
@@ -248,28 +286,10 @@ pub async fn reweigh(tx: &mut Tx, c: &CrisisRow, household: &str, why: &str) -> 
         if kind != l.kind {
             continue;
         }
+        // The decision's own tranche count: an amendment's raise the
+        // budget did not reach left it as it was.
+        let tranches = i64::from(l.tranches);
         let paid = policy::overlapped(r, amount_minor, tranches, assisted);
-        // Who assists now: the other crises as weighed, the partners as now.
-        let mut by: Vec<String> = l
-            .assisted_by
-            .as_deref()
-            .unwrap_or_default()
-            .split(", ")
-            .filter(|s| !s.is_empty() && !s.starts_with("partner "))
-            .map(str::to_owned)
-            .chain(
-                partners
-                    .split(", ")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            )
-            .collect();
-        by.sort_by(|a, b| {
-            a.split_once(' ')
-                .map(|x| x.1)
-                .cmp(&b.split_once(' ').map(|x| x.1))
-        });
-        let by = by.join(", ");
         let stand = "tranches already instructed stand";
         let (status, amount, committed, reason) = if paid == 0 {
             (
@@ -316,8 +336,9 @@ pub async fn reweigh(tx: &mut Tx, c: &CrisisRow, household: &str, why: &str) -> 
         let sql = format!(
             "UPDATE eligibility.entitlements SET status = $2, amount_minor = $3, committed_minor = $4, \
                  assisted_minor = $5, partner_minor = $6, assisted_by = $7, reason = $8, \
+                 ledger_floor_minor = {}(ledger_floor_minor, amount_minor * tranches), \
                  updated_at = {}{} WHERE entitlement_id = $1",
-            d.now, d.bump
+            d.greatest, d.now, d.bump
         );
         let by = (!by.is_empty()).then_some(by);
         on_tx!(tx, conn => sqlx::query(&sql)

@@ -159,9 +159,10 @@ async fn write(tx: &mut Tx, c: &Change<'_>) -> Result<()> {
     let sql = format!(
         "UPDATE eligibility.entitlements SET status = $2, amount_minor = $3, committed_minor = $4, \
              members = $5, welfare_score = $6, area_code = $7, governorate = $8, district = $9, \
-             registry_version = $10, reason = $11, updated_at = {}{} \
+             registry_version = $10, reason = $11, \
+             ledger_floor_minor = {}(ledger_floor_minor, amount_minor * tranches), updated_at = {}{} \
          WHERE entitlement_id = $1",
-        d.now, d.bump
+        d.greatest, d.now, d.bump
     );
     let f = c.facts;
     sumud_shared::on_tx!(tx, conn => sqlx::query(&sql)
