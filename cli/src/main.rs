@@ -698,13 +698,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                     out,
                 },
         } => {
-            let store = sumud_shared::db::Store::connect_with(
-                &settings.database_url,
-                2,
-                std::time::Duration::from_secs(10),
-                settings.db_timeouts,
-            )
-            .await?;
+            let store = sumud::payments_cmd::connect(&settings).await?;
             let rows = sumud::caseload_cmd::caseload(&store, &crisis).await?;
             match &out {
                 Some(path) => {
@@ -789,13 +783,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Ledger { household, json } => {
-            let store = sumud_shared::db::Store::connect_with(
-                &settings.database_url,
-                2,
-                std::time::Duration::from_secs(10),
-                settings.db_timeouts,
-            )
-            .await?;
+            let store = sumud::payments_cmd::connect(&settings).await?;
             let ledger = sumud::ledger_cmd::ledger(&store, &household).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ledger)?);
@@ -812,13 +800,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             instruction,
             json,
         } => {
-            let store = sumud_shared::db::Store::connect_with(
-                &settings.database_url,
-                2,
-                std::time::Duration::from_secs(10),
-                settings.db_timeouts,
-            )
-            .await?;
+            let store = sumud::payments_cmd::connect(&settings).await?;
             let subject = match (instruction, crisis, household) {
                 (Some(reference), _, _) => sumud::explain_cmd::Subject::Instruction(reference),
                 (None, Some(crisis), Some(household)) => {

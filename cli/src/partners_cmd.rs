@@ -49,13 +49,7 @@ pub enum PartnerKeysCommand {
 
 /// Eligibility's store, migrated.
 async fn eligibility_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect_with(
-        &settings.database_url,
-        2,
-        std::time::Duration::from_secs(10),
-        settings.db_timeouts,
-    )
-    .await?;
+    let store = crate::payments_cmd::connect(settings).await?;
     store.migrate(&sumud_registry::db::MIGRATIONS).await?;
     store.migrate(&db::MIGRATIONS).await?;
     Ok(store)

@@ -104,8 +104,9 @@ pub async fn disbursement_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The pipeline's database, on either backend.
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+/// The pipeline's database, on either backend (a small pool: the CLI runs
+/// one statement at a time).
+pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     Ok(Store::connect_with(
         &settings.database_url,
         2,
