@@ -142,6 +142,45 @@ pub fn verify<T: DeserializeOwned>(
     }
 }
 
+/// How far ahead of the reader's clock an `iat` may be (clock skew).
+pub const SKEW_SECS: i64 = 300;
+
+/// Why a signed message issued at `iat` is too old (or too far ahead) to
+/// be heard at `now`, if it is; `what` names such messages in the reason
+/// ("commands", "records"). Pure.
+pub fn stale(
+    iat: i64,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age_secs: i64,
+    what: &str,
+) -> Option<String> {
+    let age = now.timestamp() - iat;
+    if age > max_age_secs {
+        Some(format!(
+            "issued {age} s ago; {what} older than {max_age_secs} s are refused"
+        ))
+    } else if age < -SKEW_SECS {
+        Some(format!("issued {} s in the future", -age))
+    } else {
+        None
+    }
+}
+
+/// The reason a signed message's recorded refusal was given, read back
+/// when the very message is read again: a refusal recorded after the
+/// signature verified is one of these codes.
+pub fn recorded_refusal(code: &str) -> Reason {
+    [
+        Reason::RevokedKey,
+        Reason::Expired,
+        Reason::InvalidTransition,
+        Reason::InvalidCommand,
+    ]
+    .into_iter()
+    .find(|r| r.code() == code)
+    .unwrap_or(Reason::InvalidCommand)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +188,17 @@ mod tests {
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Note {
         text: String,
+    }
+
+    #[test]
+    fn messages_older_than_the_bound_or_from_the_future_are_stale() {
+        let now = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+        assert_eq!(stale(1_000_000 - 900, now, 900, "commands"), None);
+        assert!(stale(1_000_000 - 901, now, 900, "commands").is_some());
+        assert_eq!(stale(1_000_000 + 300, now, 900, "commands"), None);
+        assert!(stale(1_000_000 + 301, now, 900, "commands").is_some());
+        assert_eq!(recorded_refusal("expired"), Reason::Expired);
+        assert_eq!(recorded_refusal("nonsense"), Reason::InvalidCommand);
     }
 
     #[test]

@@ -88,6 +88,16 @@ fn shock_base(households: &[Household], area: &str) -> BTreeMap<String, (String,
         .collect()
 }
 
+/// The entitled decisions of `crisis`: (kind, per-tranche amount) by household.
+async fn entitled(p: &Pipeline, crisis: &str) -> BTreeMap<String, (String, i64)> {
+    p.entitlements(crisis)
+        .await
+        .into_iter()
+        .filter(|(_, (_, status, _))| status == "entitled")
+        .map(|(h, (kind, _, amount))| (h, (kind, amount)))
+        .collect()
+}
+
 /// One price shock of the scenario: id, area, period, overlap rule, cap,
 /// and what it pays a household priced at `base` that already holds
 /// `held` from the flood, by hand.
@@ -423,13 +433,7 @@ async fn a_waitlisted_household_is_weighed_anew_when_promoted(backend: Backend) 
         1,
     )
     .await;
-    let got: BTreeMap<String, (String, i64)> = p
-        .entitlements("OV-W")
-        .await
-        .into_iter()
-        .filter(|(_, (_, status, _))| status == "entitled")
-        .map(|(h, (kind, _, amount))| (h, (kind, amount)))
-        .collect();
+    let got = entitled(&p, "OV-W").await;
     assert_eq!(got, want, "the flood after its budget was raised");
     // Those the shock already covers stay out, cancelled, saying why.
     let cancelled = p
@@ -483,13 +487,7 @@ async fn a_waitlisted_household_is_weighed_anew_when_promoted(backend: Backend) 
         emptied > 0,
         "the amendment leaves some top-ups nothing to pay"
     );
-    let got: BTreeMap<String, (String, i64)> = p
-        .entitlements("OV-W")
-        .await
-        .into_iter()
-        .filter(|(_, (_, status, _))| status == "entitled")
-        .map(|(h, (kind, _, amount))| (h, (kind, amount)))
-        .collect();
+    let got = entitled(&p, "OV-W").await;
     assert_eq!(got, after, "the flood after its top-up was lowered");
     let cancelled = p
         .count(

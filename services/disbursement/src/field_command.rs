@@ -12,7 +12,7 @@
 //! signature verified (but `replayed` and `key_mismatch`) is recorded, so
 //! the command can never take effect later.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
@@ -25,9 +25,6 @@ use tracing::{info, warn};
 use crate::db::{self, Answer, Judged, Position};
 use crate::field_task::{Destination, Outcome, Resolution};
 use crate::grievance::{Channel as GrievanceChannel, Kind as GrievanceKind};
-
-/// How far in the future a command's `iat` may be (clock skew).
-const SKEW_SECS: i64 = 300;
 
 /// What a verified command asks for, checked for shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,20 +90,6 @@ pub fn action(c: &TaskClaims) -> Result<Action, String> {
     }
 }
 
-/// Whether `iat` is too old (or too far ahead) at `now`. Pure.
-pub fn stale(iat: i64, now: DateTime<Utc>, max_age_secs: i64) -> Option<String> {
-    let age = now.timestamp() - iat;
-    if age > max_age_secs {
-        Some(format!(
-            "issued {age} s ago; commands older than {max_age_secs} s are refused"
-        ))
-    } else if age < -SKEW_SECS {
-        Some(format!("issued {} s in the future", -age))
-    } else {
-        None
-    }
-}
-
 /// The settings a judgement needs.
 pub struct Judge<'a> {
     /// The record of truth.
@@ -117,19 +100,6 @@ pub struct Judge<'a> {
     pub max_age_secs: i64,
     /// Deadline of a re-issued payment, seconds.
     pub deadline_secs: i64,
-}
-
-/// The reason a recorded refusal was given (the codes `refuse` records).
-fn recorded(code: &str) -> Reason {
-    [
-        Reason::RevokedKey,
-        Reason::Expired,
-        Reason::InvalidTransition,
-        Reason::InvalidCommand,
-    ]
-    .into_iter()
-    .find(|r| r.code() == code)
-    .unwrap_or(Reason::InvalidCommand)
 }
 
 fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
@@ -170,7 +140,7 @@ impl Judge<'_> {
                 // dead-letter topic (it was recorded before it was sent).
                 return Ok(match refused {
                     None => Verdict::Done,
-                    Some((code, detail)) => reject(recorded(&code), detail),
+                    Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
                 });
             }
             return Ok(reject(
@@ -206,7 +176,8 @@ impl Judge<'_> {
         let refusal = if key.revoked {
             Some((Reason::RevokedKey, format!("field key {kid} was revoked")))
         } else {
-            stale(claims.iat, Utc::now(), self.max_age_secs).map(|why| (Reason::Expired, why))
+            jws::stale(claims.iat, Utc::now(), self.max_age_secs, "commands")
+                .map(|why| (Reason::Expired, why))
         };
         let action = match (refusal, action(&claims)) {
             (Some(r), _) => Err(r),
@@ -421,14 +392,5 @@ mod tests {
             action(&c),
             Ok(Action::FileGrievance(GrievanceKind::NotReceived))
         );
-    }
-
-    #[test]
-    fn commands_older_than_the_bound_or_from_the_future_are_stale() {
-        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
-        assert_eq!(stale(1_000_000 - 900, now, 900), None);
-        assert!(stale(1_000_000 - 901, now, 900).is_some());
-        assert_eq!(stale(1_000_000 + 300, now, 900), None);
-        assert!(stale(1_000_000 + 301, now, 900).is_some());
     }
 }

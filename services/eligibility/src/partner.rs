@@ -27,24 +27,9 @@ use crate::db::{self, PartnerKey, Position};
 
 /// Oldest accepted `iat`, seconds.
 pub const MAX_AGE_SECS: i64 = 3600;
-/// How far ahead an `iat` may be (clock skew), seconds.
-const SKEW_SECS: i64 = 300;
 
 fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
-}
-
-/// The reason a recorded refusal was given.
-fn recorded(code: &str) -> Reason {
-    [
-        Reason::RevokedKey,
-        Reason::Expired,
-        Reason::InvalidTransition,
-        Reason::InvalidCommand,
-    ]
-    .into_iter()
-    .find(|r| r.code() == code)
-    .unwrap_or(Reason::InvalidCommand)
 }
 
 /// Why the claims are malformed, if they are. Pure.
@@ -108,7 +93,7 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
             return Ok((
                 match refused {
                     None => Verdict::Done,
-                    Some((code, detail)) => reject(recorded(&code), detail),
+                    Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
                 },
                 false,
             ));
@@ -139,16 +124,8 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
             Reason::RevokedKey,
             format!("partner key {} was revoked", key.kid),
         ))
-    } else if Utc::now().timestamp() - claims.iat > MAX_AGE_SECS {
-        Some((
-            Reason::Expired,
-            format!(
-                "issued {} s ago; records older than {MAX_AGE_SECS} s are refused",
-                Utc::now().timestamp() - claims.iat
-            ),
-        ))
-    } else if claims.iat - Utc::now().timestamp() > SKEW_SECS {
-        Some((Reason::Expired, "issued in the future".to_owned()))
+    } else if let Some(why) = jws::stale(claims.iat, Utc::now(), MAX_AGE_SECS, "records") {
+        Some((Reason::Expired, why))
     } else {
         malformed(&claims).map(|why| (Reason::InvalidCommand, why))
     };
