@@ -30,8 +30,11 @@ pub enum Reason {
     UnknownHousehold,
     /// A status report for an instruction (or attempt) never issued.
     UnknownInstruction,
+    /// An acknowledgement of a referral never made.
+    UnknownReferral,
     /// A status report from a provider other than the one holding the
-    /// instruction.
+    /// instruction, or a referral's acknowledgement signed by another
+    /// agency than the one the referral names.
     WrongProvider,
     /// A status report from a provider that is not registered.
     UnknownProvider,
@@ -89,6 +92,7 @@ impl Reason {
             Reason::UnknownCrisis => "unknown_crisis",
             Reason::UnknownHousehold => "unknown_household",
             Reason::UnknownInstruction => "unknown_instruction",
+            Reason::UnknownReferral => "unknown_referral",
             Reason::WrongProvider => "wrong_provider",
             Reason::UnknownProvider => "unknown_provider",
             Reason::KeyMismatch => "key_mismatch",

@@ -175,6 +175,8 @@ pub fn recorded_refusal(code: &str) -> Reason {
         Reason::Expired,
         Reason::InvalidTransition,
         Reason::InvalidCommand,
+        Reason::UnknownReferral,
+        Reason::WrongProvider,
     ]
     .into_iter()
     .find(|r| r.code() == code)

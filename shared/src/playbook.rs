@@ -60,6 +60,26 @@ pub struct Playbook {
     /// overlapping period (missing = `top_up_to`, no household cap).
     #[serde(default)]
     pub overlap: Overlap,
+    /// Social services a household is referred to beside cash, as data.
+    #[serde(default)]
+    pub referrals: Vec<ReferralRule>,
+}
+
+/// A referral beside cash: every household of the crisis areas whose
+/// registry record carries all of `flags` is referred to `service`, which
+/// agency `provider` gives, whether or not it is entitled to cash (a
+/// social worker's need is not a welfare score).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralRule {
+    /// The service, lower-case (e.g. `rehabilitation`); part of the
+    /// referral id, so one per playbook.
+    pub service: String,
+    /// The agency that provides it: a partner agency whose registered keys
+    /// alone may acknowledge (`sumud partners keys add --agency`).
+    pub provider: String,
+    /// The flags a household must all carry (at least one).
+    pub flags: Vec<VulnerabilityFlag>,
 }
 
 /// What a response does for a household that another crisis (or a partner
@@ -175,6 +195,8 @@ pub struct Resolved {
     /// Per-household cap over the period on all overlapping assistance
     /// together, minor units.
     pub household_cap_minor: Option<i64>,
+    /// Social-service referrals beside cash.
+    pub referrals: Vec<ReferralRule>,
 }
 
 static DEFAULT: LazyLock<PlaybookBook> = LazyLock::new(|| {
@@ -230,6 +252,27 @@ impl PlaybookBook {
                     "playbook {} has a household cap that is not positive",
                     p.id
                 ));
+            }
+            let mut services = std::collections::BTreeSet::new();
+            for r in &p.referrals {
+                let well_named = !r.service.is_empty()
+                    && r.service.len() <= 32
+                    && r.service.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
+                if !well_named || !services.insert(r.service.as_str()) {
+                    return Err(format!(
+                        "playbook {} names referral service {:?} twice or not as 1 to 32 \
+                         lower-case letters, digits, _ or -",
+                        p.id, r.service
+                    ));
+                }
+                if r.flags.is_empty() || r.provider.trim().is_empty() {
+                    return Err(format!(
+                        "playbook {}'s referral to {} needs a provider and at least one flag",
+                        p.id, r.service
+                    ));
+                }
             }
             if p.severity_amount_factor.values().any(|f| *f <= 0.0) {
                 return Err(format!(
@@ -314,6 +357,7 @@ impl PlaybookBook {
             interval_days: o.interval_days.unwrap_or(p.interval_days),
             overlap: o.overlap.unwrap_or(p.overlap.rule),
             household_cap_minor: o.household_cap_minor.or(p.overlap.household_cap_minor),
+            referrals: p.referrals.clone(),
         })
     }
 }

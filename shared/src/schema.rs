@@ -31,7 +31,8 @@ macro_rules! contract {
 /// a line here and a file (with examples) in `schemas/`.
 fn contracts() -> Vec<Contract> {
     use crate::events::{
-        alert, assistance, control, crisis, deadletter, entitlement, household, payment, task,
+        alert, assistance, control, crisis, deadletter, entitlement, household, payment, referral,
+        task,
     };
     vec![
         contract!(alert::ALERT_CAP, "alert.cap.schema.json"),
@@ -73,6 +74,11 @@ fn contracts() -> Vec<Contract> {
         contract!(
             assistance::PARTNER_ASSISTANCE,
             "assistance.partner.schema.json"
+        ),
+        contract!(referral::REFERRAL_RECORDED, "referral.recorded.schema.json"),
+        contract!(
+            referral::REFERRAL_ACKNOWLEDGED,
+            "referral.acknowledged.schema.json"
         ),
     ]
 }

@@ -29,6 +29,10 @@ pub struct Topics {
     /// Partner agencies' signed records of assistance they gave.
     #[serde(default = "default_assistance")]
     pub assistance: String,
+    /// Social-service referrals: eligibility's referral events and
+    /// service providers' signed acknowledgements.
+    #[serde(default = "default_referrals")]
+    pub referrals: String,
     /// Rejected messages with their reason.
     pub deadletter: String,
 }
@@ -39,6 +43,10 @@ fn default_tasks() -> String {
 
 fn default_assistance() -> String {
     "sumud.assistance.v1".into()
+}
+
+fn default_referrals() -> String {
+    "sumud.referrals.v1".into()
 }
 
 impl Default for Topics {
@@ -53,6 +61,7 @@ impl Default for Topics {
             status: "sumud.payments.status.v1".into(),
             tasks: default_tasks(),
             assistance: default_assistance(),
+            referrals: default_referrals(),
             deadletter: "sumud.deadletter.v1".into(),
         }
     }
@@ -60,7 +69,7 @@ impl Default for Topics {
 
 impl Topics {
     /// Every topic name, for creation and ACL documentation.
-    pub fn all(&self) -> [&str; 10] {
+    pub fn all(&self) -> [&str; 11] {
         [
             &self.control,
             &self.alerts,
@@ -71,6 +80,7 @@ impl Topics {
             &self.status,
             &self.tasks,
             &self.assistance,
+            &self.referrals,
             &self.deadletter,
         ]
     }
@@ -81,7 +91,8 @@ impl Topics {
     /// whose writers are someone else. Topics not named here carry anything.
     pub fn carries(&self, topic: &str, event_type: &str) -> bool {
         use crate::events::{
-            alert, assistance, control, crisis, deadletter, entitlement, household, payment, task,
+            alert, assistance, control, crisis, deadletter, entitlement, household, payment,
+            referral, task,
         };
         let types: &[&str] = if topic == self.control {
             &[control::CONTROL_COMMAND]
@@ -106,6 +117,8 @@ impl Topics {
             ]
         } else if topic == self.assistance {
             &[assistance::PARTNER_ASSISTANCE]
+        } else if topic == self.referrals {
+            &[referral::REFERRAL_RECORDED, referral::REFERRAL_ACKNOWLEDGED]
         } else if topic == self.deadletter {
             &[deadletter::DEADLETTER_RECORDED]
         } else {
@@ -128,6 +141,7 @@ impl Topics {
             status: s(&self.status),
             tasks: s(&self.tasks),
             assistance: s(&self.assistance),
+            referrals: s(&self.referrals),
             deadletter: s(&self.deadletter),
         }
     }

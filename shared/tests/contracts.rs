@@ -15,6 +15,7 @@ use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::EntitlementDecision;
 use sumud_shared::events::household::{Household, HouseholdRemoved};
 use sumud_shared::events::payment::{Instruction, StatusReport};
+use sumud_shared::events::referral::{AcknowledgementClaims, Referral, SignedAcknowledgement};
 use sumud_shared::events::task::{SignedTaskCommand, TaskEvent};
 use sumud_shared::schema::SchemaRegistry;
 
@@ -156,6 +157,39 @@ fn partner_claims_schema_and_type_agree() {
     assert_eq!(serde_json::to_value(&typed).unwrap(), claims);
     let mut bad = claims;
     bad["match_key"] = "9871234567".into();
+    assert!(!v.is_valid(&bad));
+}
+
+#[test]
+fn referral_recorded_schema_and_type_agree() {
+    check_contract::<Referral>("referral.recorded");
+}
+
+#[test]
+fn referral_acknowledged_schema_and_type_agree() {
+    check_contract::<SignedAcknowledgement>("referral.acknowledged");
+}
+
+/// The claims a service provider signs, as the schema's `$defs/claims`
+/// describes them, decode as the type the judge reads; the schema refuses
+/// an acknowledgement that would put a referral back to `referred`.
+#[test]
+fn referral_acknowledgement_claims_schema_and_type_agree() {
+    let schema: Value = serde_json::from_str(include_str!(
+        "../../schemas/referral.acknowledged.schema.json"
+    ))
+    .unwrap();
+    let mut claims_schema = schema["$defs"]["claims"].clone();
+    claims_schema["$schema"] = schema["$schema"].clone();
+    let v = jsonschema::validator_for(&claims_schema).unwrap();
+    let claims = serde_json::json!({"jti": "ack-1", "iat": 1796637600,
+        "referral_id": "FL-2026-MN/HH-000123/rehabilitation", "status": "declined",
+        "note": "moved out of the governorate"});
+    assert!(v.is_valid(&claims));
+    let typed: AcknowledgementClaims = serde_json::from_value(claims.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), claims);
+    let mut bad = claims;
+    bad["status"] = "referred".into();
     assert!(!v.is_valid(&bad));
 }
 

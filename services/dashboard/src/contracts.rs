@@ -15,6 +15,8 @@ macro_rules! contract {
 pub const FILES: &[(&str, &str)] = &[
     contract!("alert.cap.schema.json"),
     contract!("assistance.partner.schema.json"),
+    contract!("referral.recorded.schema.json"),
+    contract!("referral.acknowledged.schema.json"),
     contract!("asyncapi.json"),
     contract!("caseload.row.schema.json"),
     contract!("cloudevent.schema.json"),

@@ -8,6 +8,7 @@ mod expand;
 mod ledger;
 mod partners;
 mod redecide;
+mod referrals;
 
 pub use amend::{
     cancel_households, cancel_outside_areas, cancel_waitlist, fit_budget, reprice_and_promote,
@@ -19,6 +20,10 @@ pub use partners::{
     revoke_partner_key, reweigh, PartnerKey, Position,
 };
 pub use redecide::{redecide_households, Redecided};
+pub use referrals::{
+    answer, published_referral_event, refer, referral_for_update, referrals_of, ReferralAnswer,
+    ReferralRow,
+};
 
 use sumud_shared::db::sqlite::json_list;
 use sumud_shared::db::{Conn, Store, Tx};
@@ -194,6 +199,8 @@ fn resolved_from(v: serde_json::Value) -> Result<Resolved> {
         // the default rule, which never pays one need twice.
         overlap: serde_json::from_value(get("overlap")).unwrap_or_default(),
         household_cap_minor: get("household_cap_minor").as_i64(),
+        // A crisis stored before referrals existed refers no one.
+        referrals: serde_json::from_value(get("referrals")).unwrap_or_default(),
     })
 }
 

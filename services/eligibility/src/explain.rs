@@ -104,6 +104,26 @@ pub struct Eligibility {
     /// What the rules in force say of the current record (absent when the
     /// crisis or the record is unknown).
     pub rules_now: Option<Verdict>,
+    /// Social-service referrals this crisis made for the household, each
+    /// with the provider's answers in order.
+    pub referrals: Vec<ReferralView>,
+}
+
+/// A referral and what its provider answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferralView {
+    /// `<crisis>/<household>/<service>`.
+    pub referral_id: String,
+    /// The service.
+    pub service: String,
+    /// The agency that provides it.
+    pub provider: String,
+    /// Where it stands.
+    pub status: String,
+    /// The rule it met.
+    pub reason: String,
+    /// The provider's answers, oldest first.
+    pub answers: Vec<db::ReferralAnswer>,
 }
 
 /// Reads what eligibility knows of `household_id` in `crisis_id`.
@@ -192,6 +212,19 @@ pub async fn eligibility(
             .collect(),
         assisted,
         rules_now,
+        referrals: db::referrals_of(store, household_id)
+            .await?
+            .into_iter()
+            .filter(|(r, _)| r.crisis_id == crisis_id)
+            .map(|(r, answers)| ReferralView {
+                referral_id: r.referral_id,
+                service: r.service,
+                provider: r.provider,
+                status: r.status,
+                reason: r.reason,
+                answers,
+            })
+            .collect(),
     })
 }
 
@@ -284,6 +317,24 @@ impl Eligibility {
         if self.decisions.is_empty() {
             if let Some(line) = self.undecided(c) {
                 out.push(line);
+            }
+        }
+        for r in &self.referrals {
+            out.push(format!(
+                "Household {h}: referred to {} ({}), now {}. Why: {}.",
+                r.service, r.provider, r.status, r.reason
+            ));
+            for a in &r.answers {
+                out.push(format!(
+                    "  {} {} by {}{}",
+                    a.answered_at,
+                    a.status,
+                    a.agency,
+                    a.note
+                        .as_deref()
+                        .map(|n| format!(": {n}"))
+                        .unwrap_or_default()
+                ));
             }
         }
         out

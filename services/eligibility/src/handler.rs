@@ -1,9 +1,11 @@
 //! The eligibility service's consumer-loop handler.
 //!
-//! Crisis events drive expansions; registry changes extend active crises to
-//! newly eligible households (once the registry service has stored them) and
-//! cancel the live decisions of removed households; partner agencies'
-//! signed records of assistance are judged by [`crate::partner`]. Every step is
+//! Crisis events drive expansions and referrals; registry changes extend
+//! active crises to newly eligible (or newly referred) households (once the
+//! registry service has stored them) and cancel the live decisions of
+//! removed households; partner agencies' signed records of assistance are
+//! judged by [`crate::partner`], service providers' answers to referrals by
+//! [`crate::referral`]. Every step is
 //! idempotent: a crisis event at or below the stored revision changes
 //! nothing, and an expansion never decides a household twice.
 
@@ -22,6 +24,7 @@ use sumud_shared::events::crisis::{
 use sumud_shared::events::household::{
     Household, HouseholdRemoved, HOUSEHOLD_REMOVED, HOUSEHOLD_UPSERTED,
 };
+use sumud_shared::events::referral::{REFERRAL_ACKNOWLEDGED, REFERRAL_RECORDED};
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::playbook::PlaybookBook;
 use sumud_shared::{Error, Result};
@@ -36,19 +39,33 @@ pub struct EligibilityHandler {
     book: &'static PlaybookBook,
     areas: &'static AreaCatalog,
     wake: Arc<Notify>,
+    referrals_topic: String,
     types: Vec<&'static str>,
 }
 
 impl EligibilityHandler {
-    /// A handler on `store`; `wake` nudges the decision publisher after commits.
-    pub fn new(store: Store, book: &'static PlaybookBook, wake: Arc<Notify>) -> Self {
+    /// A handler on `store`; `wake` nudges the decision publisher after
+    /// commits; referral events go to `referrals_topic`.
+    pub fn new(
+        store: Store,
+        book: &'static PlaybookBook,
+        wake: Arc<Notify>,
+        referrals_topic: String,
+    ) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
-        types.extend([HOUSEHOLD_UPSERTED, HOUSEHOLD_REMOVED, PARTNER_ASSISTANCE]);
+        types.extend([
+            HOUSEHOLD_UPSERTED,
+            HOUSEHOLD_REMOVED,
+            PARTNER_ASSISTANCE,
+            REFERRAL_RECORDED,
+            REFERRAL_ACKNOWLEDGED,
+        ]);
         EligibilityHandler {
             store,
             book,
             areas: AreaCatalog::default_catalog(),
             wake,
+            referrals_topic,
             types,
         }
     }
@@ -93,7 +110,8 @@ impl EligibilityHandler {
             CRISIS_PROPOSED => {}
             CRISIS_ACTIVATED => {
                 let x = db::expand(&mut tx, &c, None).await?;
-                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, committed = x.committed_minor, "Expansion committed.");
+                let referred = db::refer(&mut tx, &c, None, &self.referrals_topic).await?;
+                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, committed = x.committed_minor, referred, "Expansion committed.");
             }
             CRISIS_AMENDED => {
                 let cancelled = db::cancel_outside_areas(&mut tx, &c).await?;
@@ -106,7 +124,9 @@ impl EligibilityHandler {
                     .await?
                     .ok_or_else(|| Error::Other("crisis vanished".into()))?;
                 let x = db::expand(&mut tx, &c, None).await?;
-                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, demoted, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, "Amendment applied.");
+                // Areas an amendment adds bring their households' referrals.
+                let referred = db::refer(&mut tx, &c, None, &self.referrals_topic).await?;
+                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, demoted, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, referred, "Amendment applied.");
             }
             CRISIS_CLOSED => {
                 db::close(&mut tx, &c.crisis_id, c.revision).await?;
@@ -198,9 +218,18 @@ impl EligibilityHandler {
                 .await?
                 .ok_or_else(|| Error::Other("crisis vanished".into()))?;
             let x = db::expand(&mut tx, &c, Some(&upserted)).await?;
+            let referred = db::refer(&mut tx, &c, Some(&upserted), &self.referrals_topic).await?;
             tx.commit().await?;
-            if x.entitled + x.waitlisted + cancelled + r.cancelled + r.repriced + r.held > 0 {
-                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, cancelled = cancelled + r.cancelled, repriced = r.repriced, raises_held = r.held, "Registry changes applied to an active crisis.");
+            if x.entitled
+                + x.waitlisted
+                + cancelled
+                + r.cancelled
+                + r.repriced
+                + r.held
+                + referred as i64
+                > 0
+            {
+                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, cancelled = cancelled + r.cancelled, repriced = r.repriced, raises_held = r.held, referred, "Registry changes applied to an active crisis.");
             }
         }
         self.wake.notify_one();
@@ -233,6 +262,10 @@ impl Handler for EligibilityHandler {
                 if changed {
                     self.wake.notify_one();
                 }
+            } else if t == REFERRAL_ACKNOWLEDGED {
+                verdicts[i] = crate::referral::judge(&self.store, m, &self.referrals_topic).await?;
+            } else if t == REFERRAL_RECORDED {
+                verdicts[i] = crate::referral::own_event(&self.store, m).await?;
             }
         }
         let registry: Vec<&Incoming> = batch

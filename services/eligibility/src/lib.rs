@@ -3,7 +3,10 @@
 //! eligible households (horizontal expansion), inside the crisis budget, with
 //! every decision explained. Consumes `sumud.crisis.v1` and
 //! `sumud.registry.v1`; reads households through `registry.households_v`;
-//! publishes decisions on `sumud.entitlements.v1`.
+//! publishes decisions on `sumud.entitlements.v1`. Weighs partner agencies'
+//! assistance (`sumud.assistance.v1`), and refers households to social
+//! services beside cash, hearing the providers' answers
+//! (`sumud.referrals.v1`).
 
 pub mod db;
 pub mod explain;
@@ -12,6 +15,7 @@ pub mod metrics;
 pub mod partner;
 pub mod policy;
 pub mod publisher;
+pub mod referral;
 pub mod simulate;
 
 use std::sync::Arc;
@@ -77,11 +81,29 @@ impl App {
             wake.clone(),
             shutdown.clone(),
         ));
-        let handler =
-            EligibilityHandler::new(self.store.clone(), PlaybookBook::default_book(), wake);
+        // Referral events go out through the shared outbox relay of the
+        // `eligibility` schema (decisions have a relay of their own).
+        let referrals_relay = tokio::spawn(sumud_shared::outbox::relay(
+            self.store.clone(),
+            SERVICE,
+            self.producer.clone(),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+        ));
         let t = &self.settings.topics;
+        let handler = EligibilityHandler::new(
+            self.store.clone(),
+            PlaybookBook::default_book(),
+            wake,
+            t.referrals.clone(),
+        );
         let (topics, foreign) = (
-            vec![t.crisis.clone(), t.registry.clone(), t.assistance.clone()],
+            vec![
+                t.crisis.clone(),
+                t.registry.clone(),
+                t.assistance.clone(),
+                t.referrals.clone(),
+            ],
             vec![t.registry.clone()],
         );
         let service = Service {
@@ -89,14 +111,14 @@ impl App {
             settings: &self.settings,
             store: &self.store,
             producer: &self.producer,
-            outbox: None,
+            outbox: Some(SERVICE),
         };
         startup::run(
             service,
             topics,
             foreign,
             &handler,
-            vec![publisher],
+            vec![publisher, referrals_relay],
             shutdown,
         )
         .await

@@ -405,6 +405,7 @@ mod tests {
             interval_days: 30,
             overlap: OverlapRule::TopUpTo,
             household_cap_minor: None,
+            referrals: vec![],
         }
     }
 

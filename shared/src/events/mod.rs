@@ -9,4 +9,5 @@ pub mod deadletter;
 pub mod entitlement;
 pub mod household;
 pub mod payment;
+pub mod referral;
 pub mod task;
