@@ -282,6 +282,22 @@ async fn referrals_out_and_answers_back(backend: Backend) {
         ]
     );
 
+    // The dashboard's table, by area and service.
+    let board = sumud_dashboard::referrals::referral_areas(
+        sumud_shared::areas::AreaCatalog::default_catalog(),
+        &sumud_dashboard::db::referrals(store).await.unwrap(),
+    );
+    let row = |service: &str| {
+        let r = board
+            .iter()
+            .find(|r| r.code == AREA && r.service == service)
+            .unwrap_or_else(|| panic!("{service} in {board:#?}"));
+        (r.referred, r.accepted, r.served, r.declined)
+    };
+    assert_eq!(board.len(), 2, "{board:#?}");
+    assert_eq!(row("rehabilitation"), (rehab.len() as i64 - 1, 0, 1, 0));
+    assert_eq!(row("child_protection"), (child.len() as i64 - 1, 0, 0, 1));
+
     // The social worker's view.
     let h1 = r1.split('/').nth(1).unwrap();
     let lines = sumud_eligibility::explain::explain(store, "RF-1", h1)

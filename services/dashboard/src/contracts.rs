@@ -15,8 +15,6 @@ macro_rules! contract {
 pub const FILES: &[(&str, &str)] = &[
     contract!("alert.cap.schema.json"),
     contract!("assistance.partner.schema.json"),
-    contract!("referral.recorded.schema.json"),
-    contract!("referral.acknowledged.schema.json"),
     contract!("asyncapi.json"),
     contract!("caseload.row.schema.json"),
     contract!("cloudevent.schema.json"),
@@ -30,6 +28,8 @@ pub const FILES: &[(&str, &str)] = &[
     contract!("indicator.reading.schema.json"),
     contract!("payment.instruction.schema.json"),
     contract!("payment.status.schema.json"),
+    contract!("referral.acknowledged.schema.json"),
+    contract!("referral.recorded.schema.json"),
     contract!("task.command.schema.json"),
     contract!("task.event.schema.json"),
 ];

@@ -655,6 +655,29 @@ pub struct GrievanceAggregate {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// Referrals counted by governorate, service and status.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReferralAggregate {
+    /// Governorate of the household when referred.
+    pub governorate: String,
+    /// Service.
+    pub service: String,
+    /// The agency that provides it.
+    pub provider: String,
+    /// Where they stand.
+    pub status: String,
+    /// How many.
+    pub n: i64,
+}
+
+/// Every [`ReferralAggregate`].
+pub async fn referrals(store: &Store) -> Result<Vec<ReferralAggregate>> {
+    const SQL: &str =
+        "SELECT governorate, service, min(provider) AS provider, status, count(*) AS n \
+                       FROM eligibility.referrals GROUP BY governorate, service, status";
+    Ok(on_store!(store, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+}
+
 /// [`GrievanceAggregate`]s at `now` (`over_7_days` is the rest).
 pub async fn grievances(store: &Store, now: DateTime<Utc>) -> Result<Vec<GrievanceAggregate>> {
     const SQL: &str = "SELECT area_code, kind, state = 'resolved' AS answered, count(*) AS n, \

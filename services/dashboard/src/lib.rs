@@ -18,6 +18,7 @@ pub mod http;
 pub mod lag;
 pub mod model;
 pub mod openapi;
+pub mod referrals;
 pub mod snapshot;
 
 use std::net::SocketAddr;

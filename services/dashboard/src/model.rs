@@ -21,6 +21,9 @@ pub struct Snapshot {
     /// Grievances by governorate: the open ones by kind and by age, and
     /// how many were answered.
     pub grievances: Vec<GrievanceArea>,
+    /// Social-service referrals by governorate and service, by where they
+    /// stand.
+    pub referrals: Vec<ReferralArea>,
     /// Payment provider health.
     pub providers: Vec<ProviderHealth>,
     /// Dead-letter counts.
@@ -188,6 +191,30 @@ pub struct AreaRow {
     pub failed_instructions: i64,
     /// Money failed or reversed, minor units.
     pub failed_minor: i64,
+}
+
+/// Referrals of one governorate to one service: what a social worker
+/// watches so that no referred household waits unanswered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralArea {
+    /// Governorate code.
+    pub code: String,
+    /// English name.
+    pub name_en: String,
+    /// Arabic name.
+    pub name_ar: String,
+    /// The service referred to.
+    pub service: String,
+    /// The agency that provides it.
+    pub provider: String,
+    /// Sent, not yet answered.
+    pub referred: i64,
+    /// Taken by the provider.
+    pub accepted: i64,
+    /// Served.
+    pub served: i64,
+    /// Declined by the provider.
+    pub declined: i64,
 }
 
 /// Grievances of one governorate (docs/field-teams.md, "Grievances"):

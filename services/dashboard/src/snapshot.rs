@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::lag::LagBoard;
 use crate::model::{
     AreaRow, ConsumerLag, CrisisDetail, CrisisSummary, DeadLetters, GrievanceArea, ProviderHealth,
-    Snapshot, Sources,
+    ReferralArea, Snapshot, Sources,
 };
 
 /// How long registered-household counts are reused: the registry changes
@@ -68,6 +68,7 @@ impl Monitor {
             crises: self.crises_with(&sources, None).await?,
             areas: self.areas_with(&sources, None).await?,
             grievances: self.grievances_with(&sources, generated_at).await?,
+            referrals: self.referrals_with(&sources).await?,
             providers: self.providers_with(&sources).await?,
             dead_letters: self.dead_letters(),
             consumer_lag: self.consumer_lag(),
@@ -131,6 +132,17 @@ impl Monitor {
         }
         let rows = db::grievances(&self.store, now).await?;
         Ok(crate::grievances::grievance_areas(self.catalog, &rows))
+    }
+
+    /// Referrals by governorate and service (none before eligibility has
+    /// created its referral table).
+    async fn referrals_with(&self, s: &Sources) -> Result<Vec<ReferralArea>> {
+        let table = self.store.has_table("eligibility", "referrals").await;
+        if !s.eligibility || !table.unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        let rows = db::referrals(&self.store).await?;
+        Ok(crate::referrals::referral_areas(self.catalog, &rows))
     }
 
     /// Dead-letter counts.

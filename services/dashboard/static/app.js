@@ -30,6 +30,8 @@ const T = {
     grievances: "Grievances by area", not_included: "Not included", wrong_amount: "Wrong amount",
     not_received: "Not received", under_1_day: "Under a day", from_1_to_7_days: "1–7 days",
     over_7_days: "Over 7 days", answered: "Answered",
+    referrals: "Social-service referrals by area", referred: "Awaiting answer", accepted: "Accepted",
+    served: "Served", declined: "Declined",
     s: "s", m: "min", h: "h", d: "d",
   },
   ar: {
@@ -56,6 +58,8 @@ const T = {
     grievances: "الشكاوى حسب المنطقة", not_included: "لم تُشمل", wrong_amount: "مبلغ خاطئ",
     not_received: "لم تُستلم", under_1_day: "أقل من يوم", from_1_to_7_days: "١–٧ أيام",
     over_7_days: "أكثر من ٧ أيام", answered: "تمت الإجابة",
+    referrals: "الإحالات إلى الخدمات الاجتماعية حسب المنطقة", referred: "بانتظار الرد", accepted: "مقبولة",
+    served: "تمت الخدمة", declined: "مرفوضة",
     s: "ث", m: "د", h: "س", d: "ي",
   },
 };
@@ -250,6 +254,15 @@ function renderGrievances(snap) {
   fill(document.querySelector("#grievances tbody"), rows);
 }
 
+function renderReferrals(snap) {
+  const num = (v, alarm) => el("td", { class: "num" + (alarm && v > 0 ? " alarm" : ""), "data-value": v }, fmtInt(v));
+  const rows = (snap.referrals || []).map((r) => el("tr", { "data-area": r.code, "data-service": r.service },
+    el("td", {}, lang === "ar" ? r.name_ar : r.name_en, " ", el("span", { class: "muted code" }, r.code)),
+    el("td", {}, r.service, " ", el("span", { class: "muted" }, r.provider)),
+    num(r.referred, true), num(r.accepted), num(r.served), num(r.declined)));
+  fill(document.querySelector("#referrals tbody"), rows);
+}
+
 function renderProviders(snap) {
   const rows = snap.providers.map((p) => el("tr", { "data-provider": p.provider },
     el("td", {}, p.provider),
@@ -296,6 +309,7 @@ function render(snap) {
   renderFunnels(snap);
   renderAreas(snap);
   renderGrievances(snap);
+  renderReferrals(snap);
   renderProviders(snap);
   renderDeadLetters(snap);
   renderLag(snap);

@@ -243,6 +243,17 @@ fn snapshots_with_every_optional_field_set_or_unset_validate() {
                 answered: 2,
             })
             .collect(),
+        referrals: vec![ReferralArea {
+            code: "JO-MN".into(),
+            name_en: "Ma'an".into(),
+            name_ar: "معان".into(),
+            service: "rehabilitation".into(),
+            provider: "moh-rehab".into(),
+            referred: 3,
+            accepted: 1,
+            served: 2,
+            declined: 0,
+        }],
         providers: vec![ProviderHealth {
             provider: "wallet".into(),
             instructions: 4,
