@@ -75,6 +75,7 @@ fn contracts() -> Vec<Contract> {
             assistance::PARTNER_ASSISTANCE,
             "assistance.partner.schema.json"
         ),
+        contract!(assistance::SUMUD_ASSISTANCE, "assistance.sumud.schema.json"),
         contract!(referral::REFERRAL_RECORDED, "referral.recorded.schema.json"),
         contract!(
             referral::REFERRAL_ACKNOWLEDGED,

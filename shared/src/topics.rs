@@ -26,7 +26,8 @@ pub struct Topics {
     /// teams' signed commands.
     #[serde(default = "default_tasks")]
     pub tasks: String,
-    /// Partner agencies' signed records of assistance they gave.
+    /// Partner agencies' signed records of assistance they gave, and
+    /// Sumud's own for them.
     #[serde(default = "default_assistance")]
     pub assistance: String,
     /// Social-service referrals: eligibility's referral events and
@@ -116,7 +117,7 @@ impl Topics {
                 task::TASK_COMMAND,
             ]
         } else if topic == self.assistance {
-            &[assistance::PARTNER_ASSISTANCE]
+            &[assistance::PARTNER_ASSISTANCE, assistance::SUMUD_ASSISTANCE]
         } else if topic == self.referrals {
             &[referral::REFERRAL_RECORDED, referral::REFERRAL_ACKNOWLEDGED]
         } else if topic == self.deadletter {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sumud_shared::deadletter::DeadLetter;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::alert::{CapAlertJson, IndicatorReading};
-use sumud_shared::events::assistance::{AssistanceClaims, SignedAssistance};
+use sumud_shared::events::assistance::{AssistanceClaims, SignedAssistance, SumudAssistance};
 use sumud_shared::events::control::SignedCommand;
 use sumud_shared::events::crisis::CrisisEvent;
 use sumud_shared::events::entitlement::EntitlementDecision;
@@ -158,6 +158,11 @@ fn partner_claims_schema_and_type_agree() {
     let mut bad = claims;
     bad["match_key"] = "9871234567".into();
     assert!(!v.is_valid(&bad));
+}
+
+#[test]
+fn sumud_assistance_schema_and_type_agree() {
+    check_contract::<SumudAssistance>("assistance.sumud");
 }
 
 #[test]

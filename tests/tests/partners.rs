@@ -26,7 +26,8 @@ use sumud_control::signing::Jwk;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::assistance::{
-    AssistanceAction, AssistanceClaims, SignedAssistance, PARTNER_ASSISTANCE,
+    AssistanceAction, AssistanceClaims, SignedAssistance, SumudAssistance, PARTNER_ASSISTANCE,
+    SUMUD_ASSISTANCE,
 };
 use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::household::Household;
@@ -373,6 +374,102 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
             h.household_id
         );
     }
+
+    // Sumud's own assistance, shared with the agencies on the same topic:
+    // one `given` per flood decision, keyed by the household's match key,
+    // for the crisis's period, and a `reversed` when a household leaves
+    // the registry.
+    let removed = sumud_shared::events::household::HouseholdRemoved {
+        household_id: h3.clone(),
+        version: by_id[h3.as_str()].version + 1,
+        reason: Some("emigrated".into()),
+    };
+    let e = Envelope::new(
+        "urn:test",
+        sumud_shared::events::household::HOUSEHOLD_REMOVED,
+        Some(h3.clone()),
+        removed,
+    );
+    p.env
+        .publish(&p.env.settings.topics.registry, &h3, &e.to_bytes())
+        .await;
+    wait_for("every decision shared and published", DEADLINE, || async {
+        let behind = p
+            .count(
+                "SELECT count(*) FROM eligibility.entitlements WHERE shared_seq IS NULL OR shared_seq <> change_seq \
+                 OR status <> 'cancelled' AND household_id = (SELECT household_id FROM registry.households WHERE removed LIMIT 1)",
+            )
+            .await;
+        let unpublished = p
+            .count("SELECT count(*) FROM eligibility.outbox WHERE published_at IS NULL")
+            .await;
+        let removed = p
+            .count("SELECT count(*) FROM registry.households WHERE removed")
+            .await;
+        (behind == 0 && unpublished == 0 && removed == 1).then_some(())
+    })
+    .await;
+    let topic = &p.env.settings.topics.assistance;
+    let all = p.env.read_topic(topic, p.env.topic_len(topic), DEADLINE);
+    let ours: Vec<(String, SumudAssistance)> = all
+        .iter()
+        .filter_map(|(key, payload)| {
+            let e: Envelope<serde_json::Value> = serde_json::from_slice(payload).ok()?;
+            (e.event_type == SUMUD_ASSISTANCE)
+                .then(|| Some((key.clone(), serde_json::from_value(e.data).ok()?)))?
+        })
+        .collect();
+    let given: BTreeMap<&str, &SumudAssistance> = ours
+        .iter()
+        .filter(|(_, r)| r.action == AssistanceAction::Given)
+        .map(|(_, r)| (r.record_id.as_str(), r))
+        .collect();
+    assert_eq!(given.len(), flood.len(), "one given per decision");
+    for (key, r) in &ours {
+        assert_eq!(key, &r.match_key);
+        let h = r.record_id.split('/').nth(1).unwrap();
+        assert_eq!(r.match_key, key_of(h), "keyed by the agencies' match key");
+        assert_eq!(
+            (r.period_from.to_string(), r.period_to.to_string()),
+            ("2026-12-01".to_owned(), "2027-03-01".to_owned())
+        );
+    }
+    let h3_records: Vec<(AssistanceAction, Option<i64>)> = ours
+        .iter()
+        .filter(|(_, r)| r.record_id.split('/').nth(1) == Some(h3.as_str()))
+        .map(|(_, r)| (r.action, r.amount.as_ref().map(|a| a.minor)))
+        .collect();
+    assert_eq!(
+        h3_records,
+        [
+            (AssistanceAction::Given, Some(price(&h3) * 3)),
+            (AssistanceAction::Reversed, None)
+        ]
+    );
+    // A copy written by anyone else is refused and changes nothing.
+    let (_, forged) = ours[0].clone();
+    let e = Envelope::new(
+        "urn:sumud:eligibility",
+        SUMUD_ASSISTANCE,
+        Some(forged.match_key.clone()),
+        SumudAssistance {
+            amount: Some(Money::new(1, "JOD").unwrap()),
+            ..forged
+        },
+    );
+    p.env
+        .publish(topic, &e.data.match_key.clone(), &e.to_bytes())
+        .await;
+    let letters = p.dead_letters(11);
+    assert_eq!(letters.len(), 11);
+    assert_eq!(
+        letters
+            .iter()
+            .filter(|d| d.reason == Reason::UntrustedSender)
+            .count(),
+        1,
+        "{letters:#?}"
+    );
     p.stop().await;
 }
 

@@ -15,6 +15,7 @@ macro_rules! contract {
 pub const FILES: &[(&str, &str)] = &[
     contract!("alert.cap.schema.json"),
     contract!("assistance.partner.schema.json"),
+    contract!("assistance.sumud.schema.json"),
     contract!("asyncapi.json"),
     contract!("caseload.row.schema.json"),
     contract!("cloudevent.schema.json"),

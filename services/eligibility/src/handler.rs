@@ -16,7 +16,7 @@ use sumud_shared::areas::AreaCatalog;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
-use sumud_shared::events::assistance::PARTNER_ASSISTANCE;
+use sumud_shared::events::assistance::{PARTNER_ASSISTANCE, SUMUD_ASSISTANCE};
 use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_AMENDED, CRISIS_AMENDMENT_PROPOSED,
     CRISIS_CLOSED, CRISIS_EVENTS, CRISIS_PROPOSED,
@@ -57,6 +57,7 @@ impl EligibilityHandler {
             HOUSEHOLD_UPSERTED,
             HOUSEHOLD_REMOVED,
             PARTNER_ASSISTANCE,
+            SUMUD_ASSISTANCE,
             REFERRAL_RECORDED,
             REFERRAL_ACKNOWLEDGED,
         ]);
@@ -264,7 +265,7 @@ impl Handler for EligibilityHandler {
                 }
             } else if t == REFERRAL_ACKNOWLEDGED {
                 verdicts[i] = crate::referral::judge(&self.store, m, &self.referrals_topic).await?;
-            } else if t == REFERRAL_RECORDED {
+            } else if t == REFERRAL_RECORDED || t == SUMUD_ASSISTANCE {
                 verdicts[i] = crate::referral::own_event(&self.store, m).await?;
             }
         }

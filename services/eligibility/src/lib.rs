@@ -12,6 +12,7 @@ pub mod db;
 pub mod explain;
 pub mod handler;
 pub mod metrics;
+pub mod own_assistance;
 pub mod partner;
 pub mod policy;
 pub mod publisher;
@@ -81,8 +82,9 @@ impl App {
             wake.clone(),
             shutdown.clone(),
         ));
-        // Referral events go out through the shared outbox relay of the
-        // `eligibility` schema (decisions have a relay of their own).
+        // Referral events and Sumud's assistance for partners go out
+        // through the shared outbox relay of the `eligibility` schema
+        // (decisions have a relay of their own).
         let referrals_relay = tokio::spawn(sumud_shared::outbox::relay(
             self.store.clone(),
             SERVICE,
@@ -91,6 +93,11 @@ impl App {
             shutdown.clone(),
         ));
         let t = &self.settings.topics;
+        let sharing = tokio::spawn(own_assistance::run(
+            self.store.clone(),
+            t.assistance.clone(),
+            shutdown.clone(),
+        ));
         let handler = EligibilityHandler::new(
             self.store.clone(),
             PlaybookBook::default_book(),
@@ -118,7 +125,7 @@ impl App {
             topics,
             foreign,
             &handler,
-            vec![publisher, referrals_relay],
+            vec![publisher, referrals_relay, sharing],
             shutdown,
         )
         .await

@@ -70,15 +70,19 @@ pub fn malformed(c: &AcknowledgementClaims) -> Option<String> {
     None
 }
 
-/// Checks that a referral event on the topic is eligibility's own.
+/// Checks that an event eligibility writes (a referral, or Sumud's
+/// assistance for partners), read back from its topic, is its own.
 pub async fn own_event(store: &Store, m: &Incoming) -> Result<Verdict> {
     let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
-    if db::published_referral_event(store, &key, &m.raw).await? {
+    if db::in_outbox(store, &key, &m.raw).await? {
         return Ok(Verdict::Done);
     }
     Ok(reject(
         Reason::UntrustedSender,
-        "referral events are written by eligibility alone; this one is not in its outbox",
+        format!(
+            "{} events are written by eligibility alone; this one is not in its outbox",
+            m.envelope.event_type
+        ),
     ))
 }
 

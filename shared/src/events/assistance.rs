@@ -9,6 +9,11 @@
 //! The household is named only by its match key
 //! ([`crate::match_key`]): no national id or name travels.
 //!
+//! Sumud publishes its own assistance on the same topic for the agencies
+//! ([`SUMUD_ASSISTANCE`], [`SumudAssistance`]): every entitled decision, as
+//! given, corrected or reversed, under the household's match key, so that
+//! every agency sees the same picture.
+//!
 //! ```json
 //! {"jti": "<record id of this message>", "iat": 1764400000,
 //!  "record_id": "WFP-JO-2026-0042", "action": "given",
@@ -25,6 +30,37 @@ use crate::money::Money;
 
 /// CloudEvents type of a partner's signed assistance record.
 pub const PARTNER_ASSISTANCE: &str = "org.sumud.assistance.partner_recorded";
+
+/// CloudEvents type of Sumud's own assistance, published by eligibility
+/// for the partner agencies.
+pub const SUMUD_ASSISTANCE: &str = "org.sumud.assistance.sumud_recorded";
+
+/// Sumud's record of one crisis decision, as partners read it: the same
+/// vocabulary as theirs, unsigned (written by eligibility alone, through
+/// its outbox; the topic's ACL keeps others' writes out, and eligibility
+/// dead-letters any copy that is not in its outbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SumudAssistance {
+    /// The decision's id (`<crisis>/<household>/<kind>`); a correction or
+    /// reversal names the same id.
+    pub record_id: String,
+    /// Given (first entitled), corrected (its amount changed), reversed
+    /// (cancelled or no longer entitled).
+    pub action: AssistanceAction,
+    /// The household's match key; also the Kafka key.
+    pub match_key: String,
+    /// The crisis that decided it.
+    pub crisis_id: String,
+    /// Total over the period (given and corrected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    /// First day it covers: the crisis's first day.
+    pub period_from: NaiveDate,
+    /// Last day it covers, included: the crisis's last day.
+    pub period_to: NaiveDate,
+    /// The crisis's title and playbook, in words.
+    pub programme: String,
+}
 
 /// The event's `data`: the signed record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -211,9 +211,10 @@ pub async fn answer(
     enqueue(tx, topic, std::slice::from_ref(&moved)).await
 }
 
-/// Whether a referral event read back from the topic is eligibility's own:
-/// its exact bytes are in the outbox under its key.
-pub async fn published_referral_event(store: &Store, key: &str, payload: &[u8]) -> Result<bool> {
+/// Whether an event read back from a topic is eligibility's own (a
+/// referral, or Sumud's assistance shared with partners): its exact bytes
+/// are in the outbox under its key.
+pub async fn in_outbox(store: &Store, key: &str, payload: &[u8]) -> Result<bool> {
     const SQL: &str =
         "SELECT EXISTS (SELECT 1 FROM eligibility.outbox WHERE key = $1 AND payload = $2)";
     Ok(on_store!(store, pool => sqlx::query_scalar(SQL)
