@@ -155,6 +155,12 @@ enum Command {
         #[command(subcommand)]
         command: sumud::partners_cmd::PartnersCommand,
     },
+    /// Social-service referrals: the social worker's list, and a
+    /// provider's signed answer.
+    Referrals {
+        #[command(subcommand)]
+        command: sumud::referrals_cmd::ReferralsCommand,
+    },
     /// Everything a household holds across crises — decision, period,
     /// paid and reversed — as the overlap rules weigh it.
     Ledger {
@@ -761,6 +767,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
         } => payments_cmd::resolve_incident(&settings, id, &by, &resolution).await,
         Command::Tasks { command } => sumud::tasks_cmd::run(&settings, command).await,
         Command::Partners { command } => sumud::partners_cmd::run(&settings, command).await,
+        Command::Referrals { command } => sumud::referrals_cmd::run(&settings, command).await,
         Command::Grievances { command } => sumud::grievances_cmd::run(&settings, command).await,
         Command::Reconcile {
             crisis,

@@ -21,6 +21,22 @@ pub enum PartnersCommand {
         #[command(subcommand)]
         command: PartnerKeysCommand,
     },
+    /// Run by a partner agency: sign every row of its beneficiary list
+    /// (CSV) with its private key and publish the records. National ids
+    /// become match keys here (SUMUD_MATCH_KEY) and never leave.
+    Publish {
+        /// The list (CSV with a header: record_id, national_id or
+        /// match_key, action, amount_minor, currency, period_from,
+        /// period_to, programme).
+        #[arg(long)]
+        file: PathBuf,
+        /// The agency's private key file (JWK).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Check the list and print the records instead of sending them.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `sumud partners keys` subcommands.
@@ -44,7 +60,11 @@ pub enum PartnerKeysCommand {
         kid: String,
     },
     /// List partner keys.
-    List,
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Eligibility's store, migrated.
@@ -57,8 +77,21 @@ async fn eligibility_store(settings: &Settings) -> anyhow::Result<Store> {
 
 /// Runs one `sumud partners` command.
 pub async fn run(settings: &Settings, command: PartnersCommand) -> anyhow::Result<()> {
+    let command = match command {
+        PartnersCommand::Keys { command } => command,
+        PartnersCommand::Publish {
+            file,
+            key_file,
+            dry_run,
+        } => {
+            let key = crate::crisis_cmd::read_key(&key_file)?;
+            let secret =
+                sumud_shared::match_key::MatchKeySecret::from_env().map_err(anyhow::Error::msg)?;
+            crate::partner_list::publish(settings, &file, &key, secret.as_ref(), dry_run).await?;
+            return Ok(());
+        }
+    };
     let store = eligibility_store(settings).await?;
-    let PartnersCommand::Keys { command } = command;
     match command {
         PartnerKeysCommand::Add { key_file, agency } => {
             let agency = agency.trim();
@@ -77,8 +110,13 @@ pub async fn run(settings: &Settings, command: PartnersCommand) -> anyhow::Resul
             );
             println!("partner key {kid} revoked");
         }
-        PartnerKeysCommand::List => {
-            for k in db::partner_keys(&store).await? {
+        PartnerKeysCommand::List { json } => {
+            let keys = db::partner_keys(&store).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            for k in keys {
                 println!(
                     "{:<24} {:<24} {}",
                     k.kid,

@@ -198,7 +198,9 @@ impl Settings {
                 "SUMUD_TOPIC_STATUS" => s.topics.status = value,
                 "SUMUD_TOPIC_TASKS" => s.topics.tasks = value,
                 "SUMUD_TOPIC_ASSISTANCE" => s.topics.assistance = value,
+                "SUMUD_TOPIC_ASSISTANCE_SHARED" => s.topics.assistance_shared = value,
                 "SUMUD_TOPIC_REFERRALS" => s.topics.referrals = value,
+                "SUMUD_TOPIC_REFERRAL_ANSWERS" => s.topics.referral_answers = value,
                 "SUMUD_TOPIC_DEADLETTER" => s.topics.deadletter = value,
                 _ => {
                     if let Some(prop) = key.strip_prefix("SUMUD_RDKAFKA_") {
@@ -269,7 +271,15 @@ impl Settings {
             ("SUMUD_TOPIC_STATUS".into(), t.status.clone()),
             ("SUMUD_TOPIC_TASKS".into(), t.tasks.clone()),
             ("SUMUD_TOPIC_ASSISTANCE".into(), t.assistance.clone()),
+            (
+                "SUMUD_TOPIC_ASSISTANCE_SHARED".into(),
+                t.assistance_shared.clone(),
+            ),
             ("SUMUD_TOPIC_REFERRALS".into(), t.referrals.clone()),
+            (
+                "SUMUD_TOPIC_REFERRAL_ANSWERS".into(),
+                t.referral_answers.clone(),
+            ),
             ("SUMUD_TOPIC_DEADLETTER".into(), t.deadletter.clone()),
         ];
         if let Some(addr) = self.http_addr {

@@ -26,14 +26,20 @@ pub struct Topics {
     /// teams' signed commands.
     #[serde(default = "default_tasks")]
     pub tasks: String,
-    /// Partner agencies' signed records of assistance they gave, and
-    /// Sumud's own for them.
+    /// Partner agencies' signed records of assistance they gave.
     #[serde(default = "default_assistance")]
     pub assistance: String,
-    /// Social-service referrals: eligibility's referral events and
-    /// service providers' signed acknowledgements.
+    /// Sumud's own assistance for the partner agencies, written by
+    /// eligibility alone (a topic of its own, so that no agency that may
+    /// write the partners' topic can pass for Sumud).
+    #[serde(default = "default_assistance_shared")]
+    pub assistance_shared: String,
+    /// Social-service referrals, written by eligibility alone.
     #[serde(default = "default_referrals")]
     pub referrals: String,
+    /// Service providers' signed answers to referrals.
+    #[serde(default = "default_referral_answers")]
+    pub referral_answers: String,
     /// Rejected messages with their reason.
     pub deadletter: String,
 }
@@ -46,8 +52,16 @@ fn default_assistance() -> String {
     "sumud.assistance.v1".into()
 }
 
+fn default_assistance_shared() -> String {
+    "sumud.assistance.shared.v1".into()
+}
+
 fn default_referrals() -> String {
     "sumud.referrals.v1".into()
+}
+
+fn default_referral_answers() -> String {
+    "sumud.referrals.answers.v1".into()
 }
 
 impl Default for Topics {
@@ -62,7 +76,9 @@ impl Default for Topics {
             status: "sumud.payments.status.v1".into(),
             tasks: default_tasks(),
             assistance: default_assistance(),
+            assistance_shared: default_assistance_shared(),
             referrals: default_referrals(),
+            referral_answers: default_referral_answers(),
             deadletter: "sumud.deadletter.v1".into(),
         }
     }
@@ -70,7 +86,7 @@ impl Default for Topics {
 
 impl Topics {
     /// Every topic name, for creation and ACL documentation.
-    pub fn all(&self) -> [&str; 11] {
+    pub fn all(&self) -> [&str; 13] {
         [
             &self.control,
             &self.alerts,
@@ -81,7 +97,9 @@ impl Topics {
             &self.status,
             &self.tasks,
             &self.assistance,
+            &self.assistance_shared,
             &self.referrals,
+            &self.referral_answers,
             &self.deadletter,
         ]
     }
@@ -117,9 +135,13 @@ impl Topics {
                 task::TASK_COMMAND,
             ]
         } else if topic == self.assistance {
-            &[assistance::PARTNER_ASSISTANCE, assistance::SUMUD_ASSISTANCE]
+            &[assistance::PARTNER_ASSISTANCE]
+        } else if topic == self.assistance_shared {
+            &[assistance::SUMUD_ASSISTANCE]
         } else if topic == self.referrals {
-            &[referral::REFERRAL_RECORDED, referral::REFERRAL_ACKNOWLEDGED]
+            &[referral::REFERRAL_RECORDED]
+        } else if topic == self.referral_answers {
+            &[referral::REFERRAL_ACKNOWLEDGED]
         } else if topic == self.deadletter {
             &[deadletter::DEADLETTER_RECORDED]
         } else {
@@ -142,7 +164,9 @@ impl Topics {
             status: s(&self.status),
             tasks: s(&self.tasks),
             assistance: s(&self.assistance),
+            assistance_shared: s(&self.assistance_shared),
             referrals: s(&self.referrals),
+            referral_answers: s(&self.referral_answers),
             deadletter: s(&self.deadletter),
         }
     }

@@ -409,44 +409,60 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
         (behind == 0 && unpublished == 0 && removed == 1).then_some(())
     })
     .await;
-    let topic = &p.env.settings.topics.assistance;
+    let topic = &p.env.settings.topics.assistance_shared;
     let all = p.env.read_topic(topic, p.env.topic_len(topic), DEADLINE);
     let ours: Vec<(String, SumudAssistance)> = all
         .iter()
-        .filter_map(|(key, payload)| {
-            let e: Envelope<serde_json::Value> = serde_json::from_slice(payload).ok()?;
-            (e.event_type == SUMUD_ASSISTANCE)
-                .then(|| Some((key.clone(), serde_json::from_value(e.data).ok()?)))?
+        .map(|(key, payload)| {
+            let e: Envelope<SumudAssistance> = serde_json::from_slice(payload).unwrap();
+            assert_eq!(e.event_type, SUMUD_ASSISTANCE);
+            (key.clone(), e.data)
         })
         .collect();
-    let given: BTreeMap<&str, &SumudAssistance> = ours
+    let flood_keys: BTreeMap<String, &str> =
+        flood.keys().map(|h| (key_of(h), h.as_str())).collect();
+    let given: Vec<&SumudAssistance> = ours
         .iter()
         .filter(|(_, r)| r.action == AssistanceAction::Given)
-        .map(|(_, r)| (r.record_id.as_str(), r))
+        .map(|(_, r)| r)
         .collect();
     assert_eq!(given.len(), flood.len(), "one given per decision");
     for (key, r) in &ours {
         assert_eq!(key, &r.match_key);
-        let h = r.record_id.split('/').nth(1).unwrap();
-        assert_eq!(r.match_key, key_of(h), "keyed by the agencies' match key");
+        assert!(
+            flood_keys.contains_key(&r.match_key),
+            "keyed by a flood household's match key"
+        );
+        assert!(
+            !r.record_id.contains(flood_keys[&r.match_key]),
+            "the record id does not name the household"
+        );
         assert_eq!(
             (r.period_from.to_string(), r.period_to.to_string()),
             ("2026-12-01".to_owned(), "2027-03-01".to_owned())
         );
     }
-    let h3_records: Vec<(AssistanceAction, Option<i64>)> = ours
+    let h3_records: Vec<(AssistanceAction, Option<i64>, &str)> = ours
         .iter()
-        .filter(|(_, r)| r.record_id.split('/').nth(1) == Some(h3.as_str()))
-        .map(|(_, r)| (r.action, r.amount.as_ref().map(|a| a.minor)))
+        .filter(|(_, r)| r.match_key == k3)
+        .map(|(_, r)| {
+            (
+                r.action,
+                r.amount.as_ref().map(|a| a.minor),
+                r.record_id.as_str(),
+            )
+        })
         .collect();
+    let record3 = h3_records[0].2;
     assert_eq!(
         h3_records,
         [
-            (AssistanceAction::Given, Some(price(&h3) * 3)),
-            (AssistanceAction::Reversed, None)
+            (AssistanceAction::Given, Some(price(&h3) * 3), record3),
+            (AssistanceAction::Reversed, None, record3)
         ]
     );
-    // A copy written by anyone else is refused and changes nothing.
+    // A copy written where partners may write cannot pass for Sumud's:
+    // eligibility hears no such type there.
     let (_, forged) = ours[0].clone();
     let e = Envelope::new(
         "urn:sumud:eligibility",
@@ -458,18 +474,49 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
         },
     );
     p.env
-        .publish(topic, &e.data.match_key.clone(), &e.to_bytes())
+        .publish(
+            &p.env.settings.topics.assistance,
+            &e.data.match_key.clone(),
+            &e.to_bytes(),
+        )
         .await;
     let letters = p.dead_letters(11);
     assert_eq!(letters.len(), 11);
     assert_eq!(
         letters
             .iter()
-            .filter(|d| d.reason == Reason::UntrustedSender)
+            .filter(|d| d.reason == Reason::UnknownEventType)
             .count(),
         1,
         "{letters:#?}"
     );
+
+    // An agency's beneficiary list, as `sumud partners publish` sends it:
+    // national ids become match keys on the agency's side.
+    let dir = std::env::temp_dir().join(format!("sumud-list-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("wfp.csv");
+    std::fs::write(
+        &list,
+        format!(
+            "record_id,national_id,amount_minor,currency,period_from,period_to,programme\n\
+             CSV-1,{},40000,JOD,2026-12-01,2027-01-31,cash for work\n",
+            national_id(by_id[h2.as_str()])
+        ),
+    )
+    .unwrap();
+    let sent =
+        sumud::partner_list::publish(&p.env.settings, &list, &wfp, Some(&match_secret()), false)
+            .await
+            .unwrap();
+    assert_eq!(sent, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let matched = format!(
+        "SELECT count(*) FROM eligibility.partner_records \
+         WHERE agency = 'WFP' AND record_id = 'CSV-1' AND household_id = '{h2}' AND amount_minor = 40000"
+    );
+    p.wait_count("the list's record matched to h2", &matched, 1)
+        .await;
     p.stop().await;
 }
 

@@ -1,12 +1,10 @@
 -- Social-service referrals (issue 29): the playbook's referral rules refer
 -- households of a crisis's areas to a service beside cash; the provider's
--- signed acknowledgements move them. Every change is published on
+-- signed answers move them. Every change is published on
 -- sumud.referrals.v1 through eligibility's outbox.
 
--- The outbox of referral events (the shared relay's shape, src/outbox.rs).
--- Rows are kept after publication: a referral event read back from the
--- topic is ours only if its exact bytes are here (anyone else's is
--- dead-lettered as untrusted_sender).
+-- Eligibility's outbox (the shared relay's shape, shared/src/outbox.rs):
+-- referral events, and Sumud's assistance shared with partners.
 CREATE TABLE eligibility.outbox (
     seq          bigserial PRIMARY KEY,
     topic        text NOT NULL,

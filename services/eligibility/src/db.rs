@@ -16,14 +16,16 @@ pub use amend::{
 };
 pub use expand::{expand, lock_ledger, Expansion};
 pub use ledger::{assisted_against, ledger, LedgerEntry};
-pub use own_assistance::{mark_shared, try_lock_sharing, unshared, Unshared};
+pub use own_assistance::{
+    mark_shared, reshare_crisis, try_lock_sharing, unshared, Shared, Unshared,
+};
 pub use partners::{
     add_partner_key, apply_record, household_of, judged, partner_key, partner_keys, record_judged,
     revoke_partner_key, reweigh, PartnerKey, Position,
 };
 pub use redecide::{redecide_households, Redecided};
 pub use referrals::{
-    answer, in_outbox, refer, referral_for_update, referrals_of, ReferralAnswer, ReferralRow,
+    answer, refer, referral_for_update, referrals_of, ReferralAnswer, ReferralRow,
 };
 
 use sumud_shared::db::sqlite::json_list;

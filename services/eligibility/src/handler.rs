@@ -16,7 +16,7 @@ use sumud_shared::areas::AreaCatalog;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
-use sumud_shared::events::assistance::{PARTNER_ASSISTANCE, SUMUD_ASSISTANCE};
+use sumud_shared::events::assistance::PARTNER_ASSISTANCE;
 use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_AMENDED, CRISIS_AMENDMENT_PROPOSED,
     CRISIS_CLOSED, CRISIS_EVENTS, CRISIS_PROPOSED,
@@ -24,7 +24,7 @@ use sumud_shared::events::crisis::{
 use sumud_shared::events::household::{
     Household, HouseholdRemoved, HOUSEHOLD_REMOVED, HOUSEHOLD_UPSERTED,
 };
-use sumud_shared::events::referral::{REFERRAL_ACKNOWLEDGED, REFERRAL_RECORDED};
+use sumud_shared::events::referral::REFERRAL_ACKNOWLEDGED;
 use sumud_shared::kafka::consumer::{Handler, Incoming, Verdict};
 use sumud_shared::playbook::PlaybookBook;
 use sumud_shared::{Error, Result};
@@ -57,8 +57,6 @@ impl EligibilityHandler {
             HOUSEHOLD_UPSERTED,
             HOUSEHOLD_REMOVED,
             PARTNER_ASSISTANCE,
-            SUMUD_ASSISTANCE,
-            REFERRAL_RECORDED,
             REFERRAL_ACKNOWLEDGED,
         ]);
         EligibilityHandler {
@@ -93,7 +91,18 @@ impl EligibilityHandler {
                 return Ok(Verdict::Done); // redelivery or an older event
             }
         }
+        // What partners were told of this crisis's period and title, to
+        // tell them again if an amendment changes either.
+        let shared_as = |d: &sumud_shared::events::crisis::CrisisDefinition| {
+            (d.starts_on, d.ends_on, d.title.clone())
+        };
+        let before = db::crisis(&mut tx, &e.crisis_id)
+            .await?
+            .map(|c| shared_as(&c.definition));
         db::save_crisis(&mut tx, &e, &resolved).await?;
+        if before.is_some_and(|b| b != shared_as(&e.definition)) {
+            db::reshare_crisis(&mut tx, &e.crisis_id).await?;
+        }
         // The decisions this event causes are published later, set-based:
         // they continue the trace of the event through the crisis row.
         let trace = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
@@ -265,8 +274,6 @@ impl Handler for EligibilityHandler {
                 }
             } else if t == REFERRAL_ACKNOWLEDGED {
                 verdicts[i] = crate::referral::judge(&self.store, m, &self.referrals_topic).await?;
-            } else if t == REFERRAL_RECORDED || t == SUMUD_ASSISTANCE {
-                verdicts[i] = crate::referral::own_event(&self.store, m).await?;
             }
         }
         let registry: Vec<&Incoming> = batch

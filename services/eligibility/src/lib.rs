@@ -4,9 +4,10 @@
 //! every decision explained. Consumes `sumud.crisis.v1` and
 //! `sumud.registry.v1`; reads households through `registry.households_v`;
 //! publishes decisions on `sumud.entitlements.v1`. Weighs partner agencies'
-//! assistance (`sumud.assistance.v1`), and refers households to social
-//! services beside cash, hearing the providers' answers
-//! (`sumud.referrals.v1`).
+//! assistance (`sumud.assistance.v1`) and shares Sumud's own with them
+//! (`sumud.assistance.shared.v1`); refers households to social services
+//! beside cash (`sumud.referrals.v1`), hearing the providers' answers
+//! (`sumud.referrals.answers.v1`).
 
 pub mod db;
 pub mod explain;
@@ -95,7 +96,7 @@ impl App {
         let t = &self.settings.topics;
         let sharing = tokio::spawn(own_assistance::run(
             self.store.clone(),
-            t.assistance.clone(),
+            t.assistance_shared.clone(),
             shutdown.clone(),
         ));
         let handler = EligibilityHandler::new(
@@ -109,7 +110,7 @@ impl App {
                 t.crisis.clone(),
                 t.registry.clone(),
                 t.assistance.clone(),
-                t.referrals.clone(),
+                t.referral_answers.clone(),
             ],
             vec![t.registry.clone()],
         );

@@ -1,6 +1,7 @@
 //! Social-service referrals: who a referral rule names (pure, so `explain`
 //! and the set-based statement read the same rule), and a service
-//! provider's signed acknowledgement on `sumud.referrals.v1`, judged once.
+//! provider's signed acknowledgement on `sumud.referrals.answers.v1`,
+//! judged once.
 //!
 //! Who may answer a referral: a registered, unrevoked partner key whose
 //! signature verifies, of the agency the playbook names as the referral's
@@ -12,8 +13,10 @@
 //! refusal after the signature verified (but `replayed` and
 //! `key_mismatch`) is recorded, so the message can never take effect later.
 //!
-//! Referral events read back from the topic are eligibility's own only if
-//! their exact bytes are in its outbox; any other is `untrusted_sender`.
+//! Referral events go out on `sumud.referrals.v1`, which eligibility alone
+//! may write; providers answer on `sumud.referrals.answers.v1`, so no
+//! provider can pass for eligibility (a referral event found there is
+//! `untrusted_sender`, refused by the consumer loop).
 
 use chrono::Utc;
 use sumud_shared::db::Store;
@@ -57,10 +60,13 @@ fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
 
 /// Why the claims are malformed, if they are. Pure.
 pub fn malformed(c: &AcknowledgementClaims) -> Option<String> {
-    if c.referral_id.trim().is_empty() || c.referral_id.len() > 200 {
+    if c.referral_id.trim().is_empty() || c.referral_id.chars().count() > 200 {
         return Some("referral_id must be 1 to 200 characters".into());
     }
-    if c.note.as_ref().is_some_and(|n| n.len() > 500) {
+    if c.status == ReferralStatus::Referred {
+        return Some("an answer is accepted, served or declined, not referred".into());
+    }
+    if c.note.as_ref().is_some_and(|n| n.chars().count() > 500) {
         return Some("note must be at most 500 characters".into());
     }
     if c.status == ReferralStatus::Declined && c.note.as_deref().is_none_or(|n| n.trim().is_empty())
@@ -68,22 +74,6 @@ pub fn malformed(c: &AcknowledgementClaims) -> Option<String> {
         return Some("a declined referral needs a note saying why".into());
     }
     None
-}
-
-/// Checks that an event eligibility writes (a referral, or Sumud's
-/// assistance for partners), read back from its topic, is its own.
-pub async fn own_event(store: &Store, m: &Incoming) -> Result<Verdict> {
-    let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
-    if db::in_outbox(store, &key, &m.raw).await? {
-        return Ok(Verdict::Done);
-    }
-    Ok(reject(
-        Reason::UntrustedSender,
-        format!(
-            "{} events are written by eligibility alone; this one is not in its outbox",
-            m.envelope.event_type
-        ),
-    ))
 }
 
 /// Judges one acknowledgement on `store`; a referral it moves is
@@ -252,8 +242,12 @@ mod tests {
         assert!(malformed(&c).unwrap().contains("why"));
         c.note = Some("moved away".into());
         assert_eq!(malformed(&c), None);
+        c.note = Some("ا".repeat(500)); // 1,000 bytes, 500 characters
+        assert_eq!(malformed(&c), None);
         c.status = ReferralStatus::Served;
         c.note = None;
         assert_eq!(malformed(&c), None);
+        c.status = ReferralStatus::Referred;
+        assert!(malformed(&c).unwrap().contains("not referred"));
     }
 }

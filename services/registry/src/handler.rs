@@ -124,10 +124,14 @@ impl Handler for RegistryHandler {
         }
         let parse_ms = started.elapsed().as_secs_f64() * 1e3;
         let try_fresh = self.try_fresh.load(Ordering::Relaxed);
-        let written = db::write(&self.store, &parsed, try_fresh).await?;
+        // The match keys first: once a household's version is stored, its
+        // key is there for whoever reads it (eligibility shares a decision
+        // with partners under it as soon as it decides). A key written for
+        // a version the batch then does not store is never joined.
         if let Some(secret) = &self.match_key {
             db::match_keys::write(&self.store, &db::match_keys::keys_of(secret, &parsed)).await?;
         }
+        let written = db::write(&self.store, &parsed, try_fresh).await?;
         let fresh_next = match written.path {
             Path::Fresh => true,
             Path::Merge { stored } => stored == 0,

@@ -9,7 +9,8 @@
 //! The household is named only by its match key
 //! ([`crate::match_key`]): no national id or name travels.
 //!
-//! Sumud publishes its own assistance on the same topic for the agencies
+//! Sumud publishes its own assistance for the agencies on
+//! `sumud.assistance.shared.v1`, which eligibility alone may write
 //! ([`SUMUD_ASSISTANCE`], [`SumudAssistance`]): every entitled decision, as
 //! given, corrected or reversed, under the household's match key, so that
 //! every agency sees the same picture.
@@ -37,12 +38,12 @@ pub const SUMUD_ASSISTANCE: &str = "org.sumud.assistance.sumud_recorded";
 
 /// Sumud's record of one crisis decision, as partners read it: the same
 /// vocabulary as theirs, unsigned (written by eligibility alone, through
-/// its outbox; the topic's ACL keeps others' writes out, and eligibility
-/// dead-letters any copy that is not in its outbox).
+/// its outbox, on a topic no one else may write).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SumudAssistance {
-    /// The decision's id (`<crisis>/<household>/<kind>`); a correction or
-    /// reversal names the same id.
+    /// An opaque id of the record (never the household id); a correction
+    /// or reversal names the same id, and a decision given again after a
+    /// reversal is a new record.
     pub record_id: String,
     /// Given (first entitled), corrected (its amount changed), reversed
     /// (cancelled or no longer entitled).

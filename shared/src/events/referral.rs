@@ -1,12 +1,13 @@
-//! Social-service referrals on `sumud.referrals.v1` (key = the referral
-//! id), in both directions, as tasks travel on theirs:
+//! Social-service referrals (key = the referral id), in both directions,
+//! each on a topic of its own so that no provider can pass for eligibility:
 //!
 //! - eligibility, which decides them from the playbook's referral rules (a
 //!   household with a disability flag in a flooded area → rehabilitation),
 //!   publishes every change of a referral as it now stands
-//!   (`referral.recorded`) through its outbox, so the service provider the
-//!   playbook names follows its case list as events;
-//! - the provider answers with signed acknowledgements
+//!   (`referral.recorded`) on `sumud.referrals.v1` through its outbox, so
+//!   the service provider the playbook names follows its case list;
+//! - the provider answers on `sumud.referrals.answers.v1` with signed
+//!   acknowledgements
 //!   (`referral.acknowledged`: accepted, served or declined): a compact JWS,
 //!   Ed25519, `kid` = a partner key registered with `sumud partners keys
 //!   add` for the agency the playbook names as the provider. Eligibility
@@ -102,10 +103,9 @@ pub struct Referral {
     pub status: ReferralStatus,
     /// Why the household was referred (the rule it met).
     pub reason: String,
-    /// The provider's last note, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// When this change was recorded.
+    /// When this change was recorded. (The provider's notes stay with
+    /// eligibility, for `explain`: they are the provider's words to the
+    /// social worker, not for every provider reading the topic.)
     pub changed_at: DateTime<Utc>,
 }
 

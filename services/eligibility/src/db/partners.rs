@@ -15,7 +15,7 @@ use super::CrisisRow;
 use crate::policy::{self, Verdict};
 
 /// A registered partner key.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct PartnerKey {
     /// Key id (the JWS `kid`).
     pub kid: String,

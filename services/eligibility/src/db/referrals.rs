@@ -57,7 +57,6 @@ impl ReferralRow {
             provider: self.provider.clone(),
             status: self.status()?,
             reason: self.reason.clone(),
-            note: self.note.clone(),
             changed_at: Utc::now(),
         };
         Ok(Envelope::new(
@@ -209,19 +208,6 @@ pub async fn answer(
         .await
         .map(drop))?;
     enqueue(tx, topic, std::slice::from_ref(&moved)).await
-}
-
-/// Whether an event read back from a topic is eligibility's own (a
-/// referral, or Sumud's assistance shared with partners): its exact bytes
-/// are in the outbox under its key.
-pub async fn in_outbox(store: &Store, key: &str, payload: &[u8]) -> Result<bool> {
-    const SQL: &str =
-        "SELECT EXISTS (SELECT 1 FROM eligibility.outbox WHERE key = $1 AND payload = $2)";
-    Ok(on_store!(store, pool => sqlx::query_scalar(SQL)
-        .bind(key)
-        .bind(payload)
-        .fetch_one(pool)
-        .await)?)
 }
 
 /// One answer a provider gave, for `explain`.

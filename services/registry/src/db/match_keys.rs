@@ -1,8 +1,9 @@
 //! The agencies' match keys of the households a batch wrote
 //! (`registry.match_keys`), when the deployment shares a match-key secret.
-//! Written after the batch and before its offsets are stored, so a crash
-//! between the two replays the batch and writes them again; a newer
-//! version of a household always wins.
+//! Written before the batch's households and their offsets, so that a
+//! household's key is in place when its version is (a crash in between
+//! replays the batch and writes them again); a newer version of a household
+//! always wins, and readers join the key's version to the household's.
 
 use sumud_shared::db::Store;
 use sumud_shared::match_key::MatchKeySecret;
