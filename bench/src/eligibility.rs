@@ -218,6 +218,37 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     })
     .await?;
     let published_s = acked.elapsed().as_secs_f64();
+    // Referrals beside cash follow the decisions in a transaction of their
+    // own: counted against an independent count of the households each
+    // rule names.
+    let mut want_referrals = 0i64;
+    for rule in &resolved.referrals {
+        let flags: Vec<&str> = rule.flags.iter().map(|f| f.as_str()).collect();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM registry.households_v hh \
+             WHERE (hh.governorate = ANY($1) OR hh.district = ANY($1) OR hh.area_code = ANY($1)) \
+               AND hh.flags @> $2::text[]",
+        )
+        .bind(&areas)
+        .bind(&flags)
+        .fetch_one(&pool)
+        .await?;
+        want_referrals += n;
+    }
+    wait_until(&services, "the referrals", || async {
+        let c: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM eligibility.referrals WHERE crisis_id = $1")
+                .bind(CRISIS)
+                .fetch_one(&pool)
+                .await?;
+        anyhow::ensure!(
+            c <= want_referrals,
+            "{c} referrals, more than {want_referrals}"
+        );
+        Ok((c == want_referrals).then_some(()))
+    })
+    .await?;
+    let referred_s = acked.elapsed().as_secs_f64();
     let peaks: Vec<u64> = services.iter().map(|s| s.peak_rss()).collect();
 
     // The count stays put, and every decision is as expected.
@@ -305,6 +336,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     );
 
     println!("  households in registry:     {total}");
+    println!(
+        "  referrals beside cash:      {want_referrals} (independent count), all committed by +{referred_s:.2} s, \
+         after the decisions (a transaction of their own)"
+    );
     println!(
         "  covered by the crisis:      {covered} ({:.1}%)",
         100.0 * covered as f64 / total as f64

@@ -88,7 +88,14 @@ impl EligibilityHandler {
         db::lock_ledger(&mut tx).await?;
         if let Some((state, revision)) = db::crisis_for_update(&mut tx, &e.crisis_id).await? {
             if (revision, rank(state)) >= (e.revision, rank(e.state)) {
-                return Ok(Verdict::Done); // redelivery or an older event
+                // A redelivery or an older event. Its referrals may not have
+                // committed before a crash (they follow the decisions in a
+                // transaction of their own): making them is idempotent.
+                drop(tx);
+                if state == CrisisState::Active && e.revision == revision {
+                    self.refer(&e.crisis_id).await?;
+                }
+                return Ok(Verdict::Done);
             }
         }
         // What partners were told of this crisis's period and title, to
@@ -120,8 +127,7 @@ impl EligibilityHandler {
             CRISIS_PROPOSED => {}
             CRISIS_ACTIVATED => {
                 let x = db::expand(&mut tx, &c, None).await?;
-                let referred = db::refer(&mut tx, &c, None, &self.referrals_topic).await?;
-                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, committed = x.committed_minor, referred, "Expansion committed.");
+                info!(crisis = %c.crisis_id, entitled = x.entitled, waitlisted = x.waitlisted, committed = x.committed_minor, "Expansion committed.");
             }
             CRISIS_AMENDED => {
                 let cancelled = db::cancel_outside_areas(&mut tx, &c).await?;
@@ -134,9 +140,7 @@ impl EligibilityHandler {
                     .await?
                     .ok_or_else(|| Error::Other("crisis vanished".into()))?;
                 let x = db::expand(&mut tx, &c, None).await?;
-                // Areas an amendment adds bring their households' referrals.
-                let referred = db::refer(&mut tx, &c, None, &self.referrals_topic).await?;
-                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, demoted, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, referred, "Amendment applied.");
+                info!(crisis = %c.crisis_id, revision = c.revision, cancelled, demoted, raised, promoted, entitled = x.entitled, waitlisted = x.waitlisted, "Amendment applied.");
             }
             CRISIS_CLOSED => {
                 db::close(&mut tx, &c.crisis_id, c.revision).await?;
@@ -152,7 +156,32 @@ impl EligibilityHandler {
         }
         tx.commit().await?;
         self.wake.notify_one();
+        if matches!(event_type, CRISIS_ACTIVATED | CRISIS_AMENDED) {
+            // Areas an activation or amendment brings, their referrals.
+            self.refer(&e.crisis_id).await?;
+        }
         Ok(Verdict::Done)
+    }
+
+    /// Makes the referrals of active crisis `crisis_id` in a transaction
+    /// of their own, after its decisions committed: money first, and the
+    /// cash path does not wait on the social services' list. Idempotent
+    /// (one referral per crisis, household and service), so a crisis event
+    /// read again after a crash makes the ones it had not.
+    async fn refer(&self, crisis_id: &str) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let Some(c) = db::crisis(&mut tx, crisis_id).await? else {
+            return Ok(());
+        };
+        if c.state != CrisisState::Active || c.resolved.referrals.is_empty() {
+            return Ok(());
+        }
+        let referred = db::refer(&mut tx, &c, None, &self.referrals_topic).await?;
+        tx.commit().await?;
+        if referred > 0 {
+            info!(crisis = %crisis_id, referred, "Referrals made.");
+        }
+        Ok(())
     }
 
     /// Registry changes: wait for the registry service to store them, then
