@@ -32,6 +32,7 @@ use crate::up::{self, Pipeline, Tuning};
 
 mod audit;
 mod overlap;
+mod referrals;
 use crate::{crisis_cmd, payments_cmd, registry_cmd};
 pub use audit::Audit;
 
@@ -397,6 +398,7 @@ async fn run_with(
     println!(
         "First disbursement instruction {from_start:.1} s after the demo started, {from_alert:.1} s after the alert was published."
     );
+    referrals::referrals(&settings, &store, &crisis_id).await?;
     let partner =
         overlap::partner_assistance(&settings, &store, &crisis_id, seed, &match_secret).await?;
     overlap::overlapping_price_shock(&settings, &store, &proposer, &crisis_id, flood_areas).await?;
