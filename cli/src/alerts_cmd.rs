@@ -65,7 +65,7 @@ pub async fn send(settings: &Settings, file: &Path, key: Option<&Path>) -> anyho
 
 /// sent, sender, identifier, status/type, outcome, areas, crisis.
 /// Prints the most recent alerts and what was done about each.
-pub async fn list(settings: &Settings, limit: i64) -> anyhow::Result<()> {
+pub async fn list(settings: &Settings, limit: i64, json: bool) -> anyhow::Result<()> {
     let store = Store::connect_with(
         &settings.database_url,
         2,
@@ -76,6 +76,10 @@ pub async fn list(settings: &Settings, limit: i64) -> anyhow::Result<()> {
     let alerts = sumud_alerts::db::recent(&store, limit)
         .await
         .context("cannot read alerts.alerts; has the alerts service run against this database?")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&alerts)?);
+        return Ok(());
+    }
     println!(
         "{:<16} {:<20} {:<22} {:<16} {:<18} {:<16} areas",
         "sent (UTC)", "sender", "identifier", "status/type", "outcome", "crisis"

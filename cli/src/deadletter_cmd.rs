@@ -17,7 +17,7 @@ use sumud_shared::envelope::Envelope;
 use sumud_shared::kafka::producer::EventProducer;
 
 /// A dead letter and where it sits on the dead-letter topic.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Stored {
     /// `partition:offset` on the dead-letter topic.
     pub at: String,
@@ -112,8 +112,13 @@ pub fn read_all(settings: &Settings) -> anyhow::Result<Vec<Stored>> {
 }
 
 /// Prints the matching dead letters, one per line.
-pub fn list(settings: &Settings, filter: &Filter) -> anyhow::Result<usize> {
+pub fn list(settings: &Settings, filter: &Filter, json: bool) -> anyhow::Result<usize> {
     let all = read_all(settings)?;
+    if json {
+        let kept: Vec<&Stored> = all.iter().filter(|s| filter.keeps(s)).collect();
+        println!("{}", serde_json::to_string_pretty(&kept)?);
+        return Ok(kept.len());
+    }
     println!(
         "{:<10} {:<20} {:<13} {:<22} {:<32} detail",
         "at", "recorded (UTC)", "service", "reason", "source"

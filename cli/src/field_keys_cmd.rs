@@ -30,7 +30,11 @@ pub enum FieldKeysCommand {
         kid: String,
     },
     /// List field keys.
-    List,
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one `sumud tasks keys` command on disbursement's store.
@@ -56,8 +60,13 @@ pub async fn run(store: &Store, command: FieldKeysCommand) -> anyhow::Result<()>
             );
             println!("field key {kid} revoked");
         }
-        FieldKeysCommand::List => {
-            for k in db::field_keys(store).await? {
+        FieldKeysCommand::List { json } => {
+            let keys = db::field_keys(store).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            for k in keys {
                 println!(
                     "{:<24} {:<24} {}",
                     k.kid,

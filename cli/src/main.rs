@@ -274,7 +274,11 @@ enum ProvidersCommand {
         id: String,
     },
     /// List registered providers.
-    List,
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Whether to wait for control's verdict on a published command.
@@ -374,6 +378,9 @@ enum DeadletterCommand {
     List {
         #[command(flatten)]
         filter: sumud::deadletter_cmd::Filter,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// One dead letter in full, with its original message.
     Show {
@@ -405,6 +412,9 @@ enum AlertsCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -583,8 +593,13 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                     }
                     println!("provider {id} revoked");
                 }
-                ProvidersCommand::List => {
-                    for p in sumud_disbursement::db::providers(&store).await? {
+                ProvidersCommand::List { json } => {
+                    let providers = sumud_disbursement::db::providers(&store).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&providers)?);
+                        return Ok(());
+                    }
+                    for p in providers {
                         println!(
                             "{:<16} {:<24} {}",
                             p.provider_id,
@@ -735,8 +750,8 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Deadletter { command } => match command {
-            DeadletterCommand::List { filter } => {
-                sumud::deadletter_cmd::list(&settings, &filter)?;
+            DeadletterCommand::List { filter, json } => {
+                sumud::deadletter_cmd::list(&settings, &filter, json)?;
                 Ok(())
             }
             DeadletterCommand::Show { at } => sumud::deadletter_cmd::show(&settings, &at),
@@ -751,7 +766,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 println!("published alert event {id}");
                 Ok(())
             }
-            AlertsCommand::List { limit } => alerts_cmd::list(&settings, limit).await,
+            AlertsCommand::List { limit, json } => alerts_cmd::list(&settings, limit, json).await,
         },
         Command::Simulate {
             definition,

@@ -65,7 +65,11 @@ pub enum OperatorsCommand {
         note: Option<String>,
     },
     /// Every key, its roles and state, and who changed what.
-    List,
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one `sumud operators` command.
@@ -134,7 +138,7 @@ pub async fn run(settings: &Settings, command: OperatorsCommand) -> anyhow::Resu
                 .await?;
             println!("operator.revoke {kid} published (command {id})");
         }
-        OperatorsCommand::List => list_operators(settings).await?,
+        OperatorsCommand::List { json } => list_operators(settings, json).await?,
     }
     Ok(())
 }
@@ -154,8 +158,24 @@ pub async fn publish_operator(
 }
 
 /// Prints every operator key and the history of changes to them.
-pub async fn list_operators(settings: &Settings) -> anyhow::Result<()> {
+pub async fn list_operators(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let store = control_store(settings).await?;
+    if json {
+        let keys = sumud_control::db::operator_keys(&store).await?;
+        let changes: Vec<serde_json::Value> = sumud_control::db::operator_changes(&store)
+            .await?
+            .into_iter()
+            .map(|(at, kind, key, principal, by, command)| {
+                serde_json::json!({"at": at, "kind": kind, "key_id": key,
+                    "principal": principal, "by": by, "command": command})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"keys": keys, "changes": changes}))?
+        );
+        return Ok(());
+    }
     println!("{:<24} {:<20} {:<28} state", "key id", "principal", "roles");
     for k in sumud_control::db::operator_keys(&store).await? {
         println!(

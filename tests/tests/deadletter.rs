@@ -30,7 +30,10 @@ async fn a_command_rejected_for_a_late_key_is_applied_once_when_replayed() {
         reason: Some("unknown_key".into()),
         ..Default::default()
     };
-    assert_eq!(sumud::deadletter_cmd::list(s, &unknown_key).unwrap(), 1);
+    assert_eq!(
+        sumud::deadletter_cmd::list(s, &unknown_key, false).unwrap(),
+        1
+    );
     assert_eq!(
         sumud::deadletter_cmd::replay(s, &unknown_key, true)
             .await

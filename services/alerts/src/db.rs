@@ -331,7 +331,7 @@ pub async fn claim_trigger(
 }
 
 /// One line of `sumud alerts list`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AlertSummary {
     /// CAP sent.
     pub sent: DateTime<Utc>,

@@ -304,7 +304,7 @@ pub async fn record_incident(
 }
 
 /// A registered provider as a status report needs it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct Provider {
     /// Provider id, as instructions name it.
     pub provider_id: String,

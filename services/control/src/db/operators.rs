@@ -13,7 +13,7 @@ use super::json_list;
 use crate::lifecycle::Role;
 
 /// A registered operator key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OperatorKey {
     /// Key id (`kid`).
     pub key_id: String,
@@ -22,6 +22,7 @@ pub struct OperatorKey {
     /// Ed25519 public key, base64url.
     pub public_key: String,
     /// Granted roles.
+    #[serde(skip)]
     pub roles: Vec<Role>,
     /// Role names as stored.
     pub role_names: Vec<String>,
