@@ -17,6 +17,7 @@ pub mod operators_cmd;
 pub mod partner_list;
 pub mod partners_cmd;
 pub mod payments_cmd;
+pub mod providers_cmd;
 pub mod referrals_cmd;
 pub mod registry_cmd;
 pub mod registry_csv;

@@ -101,7 +101,7 @@ enum Command {
     /// the status topic (writes to the disbursement database).
     Providers {
         #[command(subcommand)]
-        command: ProvidersCommand,
+        command: sumud::providers_cmd::ProvidersCommand,
     },
     /// Declare, amend, approve, close, list and show crises.
     Crisis {
@@ -247,37 +247,6 @@ enum IncidentsCommand {
         /// How it was settled, for the audit.
         #[arg(long)]
         resolution: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum ProvidersCommand {
-    /// Register a provider, with the public key it signs its status reports
-    /// with (a provider registered without a key is heard unsigned, bound
-    /// only to the instructions it holds).
-    Add {
-        /// Provider id, as households' payment_provider names it.
-        #[arg(long)]
-        id: String,
-        /// The provider's key file (public JWK, `kid` and `x`): its reports
-        /// must carry a JWS by this key.
-        #[arg(long, conflicts_with = "no_key")]
-        key_file: Option<PathBuf>,
-        /// Register it without a key (its reports are not signed).
-        #[arg(long)]
-        no_key: bool,
-    },
-    /// Revoke a provider: its reports are refused from now on.
-    Revoke {
-        /// Provider id.
-        #[arg(long)]
-        id: String,
-    },
-    /// List registered providers.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -559,58 +528,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
             Ok(())
         }
         Command::Operators { command } => sumud::operators_cmd::run(&settings, command).await,
-        Command::Providers { command } => {
-            let store = payments_cmd::disbursement_store(&settings).await?;
-            match command {
-                ProvidersCommand::Add {
-                    id,
-                    key_file,
-                    no_key,
-                } => {
-                    let key = match (key_file, no_key) {
-                        (Some(f), _) => Some(crisis_cmd::read_key(&f)?),
-                        (None, true) => None,
-                        (None, false) => anyhow::bail!(
-                            "give --key-file (the provider's public JWK), or --no-key for a provider that cannot sign"
-                        ),
-                    };
-                    sumud_disbursement::db::add_provider(
-                        &store,
-                        &id,
-                        key.as_ref().map(|k| (k.kid.as_str(), k.x.as_str())),
-                    )
-                    .await?;
-                    match key {
-                        Some(k) => println!("provider {id} registered with key {}", k.kid),
-                        None => println!(
-                            "provider {id} registered without a key: its reports are not signed"
-                        ),
-                    }
-                }
-                ProvidersCommand::Revoke { id } => {
-                    if !sumud_disbursement::db::revoke_provider(&store, &id).await? {
-                        anyhow::bail!("no active provider {id}");
-                    }
-                    println!("provider {id} revoked");
-                }
-                ProvidersCommand::List { json } => {
-                    let providers = sumud_disbursement::db::providers(&store).await?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&providers)?);
-                        return Ok(());
-                    }
-                    for p in providers {
-                        println!(
-                            "{:<16} {:<24} {}",
-                            p.provider_id,
-                            p.kid.as_deref().unwrap_or("(no key)"),
-                            if p.revoked { "revoked" } else { "active" }
-                        );
-                    }
-                }
-            }
-            Ok(())
-        }
+        Command::Providers { command } => sumud::providers_cmd::run(&settings, command).await,
         Command::Crisis { command } => match command {
             CrisisCommand::Declare {
                 key,
