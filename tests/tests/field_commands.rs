@@ -152,10 +152,12 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
         signed(&resolve("a-forged", t3, "ineligible"), &forger),
     )
     .await;
+    // The revoked key sends under the id the team's own app will use for
+    // task 2 (below): ids are per key, so it cannot use that one up.
     send(
         &p,
         t3,
-        signed(&resolve("a-revoked", t3, "ineligible"), &retired),
+        signed(&resolve("f-resolve-2", t3, "ineligible"), &retired),
     )
     .await;
     send(&p, t3, signed(&stale, &field)).await;
@@ -352,25 +354,26 @@ async fn outsiders_change_nothing_and_field_teams_close_tasks(backend: Backend) 
     // Judged once: applied ones and refusals after the signature verified
     // are recorded; the rest (no attributable signer, or an unsigned key)
     // are not.
-    let judged: BTreeMap<String, Option<String>> = p
+    let judged: BTreeMap<(String, String), Option<String>> = p
         .env
-        .rows::<(String, Option<String>)>(
-            "SELECT jti, refused_reason FROM disbursement.task_commands",
+        .rows::<(String, String, Option<String>)>(
+            "SELECT kid, jti, refused_reason FROM disbursement.task_commands",
         )
         .await
         .into_iter()
+        .map(|(k, j, r)| ((k, j), r))
         .collect();
-    let want: BTreeMap<String, Option<String>> = [
-        ("a-revoked", Some("revoked_key")),
-        ("a-stale", Some("expired")),
-        ("f-assign-1", None),
-        ("f-grievance", None),
-        ("f-resolve-1", None),
-        ("f-resolve-1b", Some("invalid_transition")),
-        ("f-resolve-2", None),
+    let want: BTreeMap<(String, String), Option<String>> = [
+        (&retired, "f-resolve-2", Some("revoked_key")),
+        (&field, "a-stale", Some("expired")),
+        (&field, "f-assign-1", None),
+        (&field, "f-grievance", None),
+        (&field, "f-resolve-1", None),
+        (&field, "f-resolve-1b", Some("invalid_transition")),
+        (&field, "f-resolve-2", None),
     ]
     .into_iter()
-    .map(|(j, r)| (j.to_owned(), r.map(str::to_owned)))
+    .map(|(k, j, r)| ((k.kid.clone(), j.to_owned()), r.map(str::to_owned)))
     .collect();
     assert_eq!(judged, want);
 

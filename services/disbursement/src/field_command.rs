@@ -133,7 +133,9 @@ impl Judge<'_> {
             source_partition: m.partition,
             source_offset: m.offset,
         };
-        if let Some((seen, refused)) = db::task_command_judged(self.store, &claims.jti).await? {
+        if let Some((seen, refused)) =
+            db::task_command_judged(self.store, &key.kid, &claims.jti).await?
+        {
             if seen == at {
                 // The very message judged before, read again after a crash:
                 // the same verdict, so a refusal still reaches the

@@ -81,17 +81,23 @@ pub struct Position {
     pub source_offset: i64,
 }
 
-/// How the task command `jti` was judged, if it was: where it was read,
-/// and the refusal (code, detail) recorded, if refused.
+/// How the task command `jti` of field key `kid` was judged, if it was:
+/// where it was read, and the refusal (code, detail) recorded, if
+/// refused. Ids are per key, so that no other key (a rival's, or a revoked
+/// one) can use up a team's command ids.
 pub async fn task_command_judged(
     store: &Store,
+    kid: &str,
     jti: &str,
 ) -> Result<Option<(Position, Option<(String, String)>)>> {
     const SQL: &str = "SELECT source_topic, source_partition, source_offset, refused_reason, \
-            refused_detail FROM disbursement.task_commands WHERE jti = $1";
+            refused_detail FROM disbursement.task_commands WHERE kid = $1 AND jti = $2";
     type Row = (String, i32, i64, Option<String>, Option<String>);
-    let row: Option<Row> =
-        on_store!(store, pool => sqlx::query_as(SQL).bind(jti).fetch_optional(pool).await)?;
+    let row: Option<Row> = on_store!(store, pool => sqlx::query_as(SQL)
+        .bind(kid)
+        .bind(jti)
+        .fetch_optional(pool)
+        .await)?;
     Ok(row.map(|(topic, partition, offset, reason, detail)| {
         (
             Position {
@@ -124,8 +130,8 @@ pub struct Judged<'a> {
 }
 
 /// Records a judged command inside `tx` (with the change it made, when
-/// applied). A second record of the same `jti` fails on the primary key:
-/// a command is judged once.
+/// applied). A second record of the same key's `jti` fails on the primary
+/// key: a command is judged once.
 pub async fn record_task_command(tx: &mut Tx, j: &Judged<'_>) -> Result<()> {
     const SQL: &str = "INSERT INTO disbursement.task_commands \
              (jti, kid, principal, cmd, subject, source_topic, source_partition, source_offset, \
