@@ -24,9 +24,24 @@ CREATE TABLE eligibility.referrals (
     note         text,
     referred_at  text NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     updated_at   text NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    change_seq   integer NOT NULL DEFAULT 0,
+    published_seq integer,
     UNIQUE (crisis_id, household_id, service)
 );
 CREATE INDEX eligibility.referrals_household_idx ON referrals (household_id);
+CREATE INDEX eligibility.referrals_unpublished_idx ON referrals (change_seq)
+    WHERE published_seq IS NOT change_seq;
+-- Numbered by the counter decisions use (see 20261129000300).
+CREATE TRIGGER eligibility.referrals_numbered_insert AFTER INSERT ON referrals
+BEGIN
+    UPDATE change_counter SET value = value + 1;
+    UPDATE referrals SET change_seq = (SELECT value FROM change_counter) WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER eligibility.referrals_numbered_update AFTER UPDATE OF status, note ON referrals
+BEGIN
+    UPDATE change_counter SET value = value + 1;
+    UPDATE referrals SET change_seq = (SELECT value FROM change_counter) WHERE rowid = NEW.rowid;
+END;
 
 CREATE TABLE eligibility.referral_answers (
     referral_id text NOT NULL REFERENCES referrals (referral_id),

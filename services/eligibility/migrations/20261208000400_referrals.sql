@@ -1,10 +1,10 @@
 -- Social-service referrals (issue 29): the playbook's referral rules refer
 -- households of a crisis's areas to a service beside cash; the provider's
 -- signed answers move them. Every change is published on
--- sumud.referrals.v1 through eligibility's outbox.
+-- sumud.referrals.v1 from the table itself (a table outbox).
 
 -- Eligibility's outbox (the shared relay's shape, shared/src/outbox.rs):
--- referral events, and Sumud's assistance shared with partners.
+-- Sumud's assistance shared with partners.
 CREATE TABLE eligibility.outbox (
     seq          bigserial PRIMARY KEY,
     topic        text NOT NULL,
@@ -31,9 +31,15 @@ CREATE TABLE eligibility.referrals (
     note         text,
     referred_at  timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- The table is its own outbox, as entitlements are: every change bumps
+    -- change_seq, and a relay publishes rows whose published mark lags.
+    change_seq   bigint NOT NULL DEFAULT nextval('eligibility.change_seq'),
+    published_seq bigint,
     UNIQUE (crisis_id, household_id, service)
 );
 CREATE INDEX referrals_household_idx ON eligibility.referrals (household_id);
+CREATE INDEX referrals_unpublished_idx ON eligibility.referrals (change_seq)
+    WHERE published_seq IS DISTINCT FROM change_seq;
 
 -- Every acknowledgement that moved a referral, in order: what `explain`
 -- shows a social worker.

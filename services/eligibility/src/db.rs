@@ -25,7 +25,8 @@ pub use partners::{
 };
 pub use redecide::{redecide_households, Redecided};
 pub use referrals::{
-    answer, refer, referral_for_update, referrals_of, ReferralAnswer, ReferralRow,
+    answer, mark_referrals_published, refer, referral_for_update, referrals_of,
+    unpublished_referrals, ReferralAnswer, ReferralRow, Unpublished,
 };
 
 use sumud_shared::db::sqlite::json_list;

@@ -39,19 +39,13 @@ pub struct EligibilityHandler {
     book: &'static PlaybookBook,
     areas: &'static AreaCatalog,
     wake: Arc<Notify>,
-    referrals_topic: String,
     types: Vec<&'static str>,
 }
 
 impl EligibilityHandler {
     /// A handler on `store`; `wake` nudges the decision publisher after
-    /// commits; referral events go to `referrals_topic`.
-    pub fn new(
-        store: Store,
-        book: &'static PlaybookBook,
-        wake: Arc<Notify>,
-        referrals_topic: String,
-    ) -> Self {
+    /// commits.
+    pub fn new(store: Store, book: &'static PlaybookBook, wake: Arc<Notify>) -> Self {
         let mut types: Vec<&'static str> = CRISIS_EVENTS.to_vec();
         types.extend([
             HOUSEHOLD_UPSERTED,
@@ -64,7 +58,6 @@ impl EligibilityHandler {
             book,
             areas: AreaCatalog::default_catalog(),
             wake,
-            referrals_topic,
             types,
         }
     }
@@ -176,7 +169,7 @@ impl EligibilityHandler {
         if c.state != CrisisState::Active || c.resolved.referrals.is_empty() {
             return Ok(());
         }
-        let referred = db::refer(&mut tx, &c, None, &self.referrals_topic).await?;
+        let referred = db::refer(&mut tx, &c, None).await?;
         tx.commit().await?;
         if referred > 0 {
             info!(crisis = %crisis_id, referred, "Referrals made.");
@@ -257,7 +250,7 @@ impl EligibilityHandler {
                 .await?
                 .ok_or_else(|| Error::Other("crisis vanished".into()))?;
             let x = db::expand(&mut tx, &c, Some(&upserted)).await?;
-            let referred = db::refer(&mut tx, &c, Some(&upserted), &self.referrals_topic).await?;
+            let referred = db::refer(&mut tx, &c, Some(&upserted)).await?;
             tx.commit().await?;
             if x.entitled
                 + x.waitlisted
@@ -302,7 +295,7 @@ impl Handler for EligibilityHandler {
                     self.wake.notify_one();
                 }
             } else if t == REFERRAL_ACKNOWLEDGED {
-                verdicts[i] = crate::referral::judge(&self.store, m, &self.referrals_topic).await?;
+                verdicts[i] = crate::referral::judge(&self.store, m).await?;
             }
         }
         let registry: Vec<&Incoming> = batch

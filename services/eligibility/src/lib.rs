@@ -83,10 +83,19 @@ impl App {
             wake.clone(),
             shutdown.clone(),
         ));
-        // Referral events and Sumud's assistance for partners go out
-        // through the shared outbox relay of the `eligibility` schema
-        // (decisions have a relay of their own).
-        let referrals_relay = tokio::spawn(sumud_shared::outbox::relay(
+        // Referrals are published from their own table, as decisions are.
+        let referrals_relay = tokio::spawn(sumud_shared::outbox::relay_table(
+            self.store.clone(),
+            publisher::Referrals {
+                topic: self.settings.topics.referrals.clone(),
+            },
+            self.producer.clone(),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+        ));
+        // Sumud's assistance for partners goes out through the shared
+        // outbox relay of the `eligibility` schema.
+        let shared_relay = tokio::spawn(sumud_shared::outbox::relay(
             self.store.clone(),
             SERVICE,
             self.producer.clone(),
@@ -99,12 +108,8 @@ impl App {
             t.assistance_shared.clone(),
             shutdown.clone(),
         ));
-        let handler = EligibilityHandler::new(
-            self.store.clone(),
-            PlaybookBook::default_book(),
-            wake,
-            t.referrals.clone(),
-        );
+        let handler =
+            EligibilityHandler::new(self.store.clone(), PlaybookBook::default_book(), wake);
         let (topics, foreign) = (
             vec![
                 t.crisis.clone(),
@@ -126,7 +131,7 @@ impl App {
             topics,
             foreign,
             &handler,
-            vec![publisher, referrals_relay, sharing],
+            vec![publisher, referrals_relay, shared_relay, sharing],
             shutdown,
         )
         .await

@@ -1,8 +1,9 @@
-//! Publishes decisions to `sumud.entitlements.v1`. The entitlements table is
-//! its own outbox (see `sumud_shared::outbox::TableOutbox`): every change
-//! bumps `change_seq`, and rows whose published mark lags are published in
-//! change order, marked only after the broker acknowledged. Each decision
-//! continues the trace of the crisis event stored with its crisis.
+//! Publishes decisions to `sumud.entitlements.v1` and referrals to
+//! `sumud.referrals.v1`. Both tables are their own outbox (see
+//! `sumud_shared::outbox::TableOutbox`): every change bumps `change_seq`,
+//! and rows whose published mark lags are published in change order,
+//! marked only after the broker acknowledged. Each decision continues the
+//! trace of the crisis event stored with its crisis.
 
 use sumud_shared::db::Conn;
 use sumud_shared::envelope::Envelope;
@@ -13,7 +14,7 @@ use sumud_shared::money::Money;
 use sumud_shared::outbox::{self, TableOutbox};
 use sumud_shared::Result;
 
-use crate::db::{self, EntitlementRow};
+use crate::db::{self, EntitlementRow, Unpublished};
 
 /// The decision publisher.
 pub struct Decisions {
@@ -90,5 +91,40 @@ impl TableOutbox for Decisions {
         let ids: Vec<String> = rows.iter().map(|r| r.entitlement_id.clone()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.change_seq).collect();
         db::mark_published(conn, &ids, &seqs).await
+    }
+}
+
+/// The referral publisher.
+pub struct Referrals {
+    /// Destination topic.
+    pub topic: String,
+}
+
+impl TableOutbox for Referrals {
+    type Row = Unpublished;
+
+    fn lock_key(&self) -> i64 {
+        0x5355_4d55_4452_4631 // "SUMUDRF1"
+    }
+
+    async fn fetch(&self, conn: &mut Conn, limit: i64) -> Result<Vec<Unpublished>> {
+        db::unpublished_referrals(conn, limit).await
+    }
+
+    fn message(&self, row: &Unpublished) -> (String, String, Vec<u8>) {
+        (
+            self.topic.clone(),
+            row.referral.referral_id.clone(),
+            row.event().to_bytes(),
+        )
+    }
+
+    async fn mark(&self, conn: &mut Conn, rows: &[Unpublished]) -> Result<()> {
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.referral.referral_id.clone())
+            .collect();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.change_seq).collect();
+        db::mark_referrals_published(conn, &ids, &seqs).await
     }
 }

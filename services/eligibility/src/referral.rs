@@ -77,8 +77,8 @@ pub fn malformed(c: &AcknowledgementClaims) -> Option<String> {
 }
 
 /// Judges one acknowledgement on `store`; a referral it moves is
-/// republished on `topic`.
-pub async fn judge(store: &Store, m: &Incoming, topic: &str) -> Result<Verdict> {
+/// republished by the referral relay.
+pub async fn judge(store: &Store, m: &Incoming) -> Result<Verdict> {
     let signed: SignedAcknowledgement = match m.envelope.typed() {
         Ok(s) => s,
         Err(rej) => return Ok(Verdict::Reject(rej)),
@@ -180,7 +180,6 @@ pub async fn judge(store: &Store, m: &Incoming, topic: &str) -> Result<Verdict> 
             claims.note.as_deref(),
             &key,
             &claims.jti,
-            topic,
         )
         .await?;
     }

@@ -1,21 +1,19 @@
 //! Social-service referrals: made set-based from a crisis's referral rules
 //! over the registry's households in its areas, moved by providers'
-//! acknowledgements, each change written to the outbox in the same
-//! transaction so that `sumud.referrals.v1` never misses one.
+//! answers. The table is its own outbox (as entitlements are): every
+//! change bumps `change_seq` in the transaction that makes it, and the
+//! referral relay ([`crate::publisher::Referrals`]) publishes rows whose
+//! published mark lags, so `sumud.referrals.v1` never misses one.
 
-use chrono::Utc;
-use sumud_shared::db::{Store, Tx};
+use chrono::{DateTime, Utc};
+use sumud_shared::db::{Conn, Store, Tx};
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::referral::{Referral, ReferralStatus, REFERRAL_RECORDED};
-use sumud_shared::outbox::{self, Pending};
 use sumud_shared::playbook::ReferralRule;
-use sumud_shared::{on_store, on_tx, Error, Result};
+use sumud_shared::{on_conn, on_store, on_tx, Error, Result};
 
 use super::amend::Dialect;
 use super::{CrisisRow, PartnerKey};
-
-/// The CloudEvents `source` of referral events.
-const SOURCE: &str = "urn:sumud:eligibility";
 
 /// A referral as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -46,26 +44,6 @@ impl ReferralRow {
         ReferralStatus::parse(&self.status)
             .ok_or_else(|| Error::Other(format!("stored referral status {:?}", self.status)))
     }
-
-    fn event(&self) -> Result<Envelope<Referral>> {
-        let data = Referral {
-            referral_id: self.referral_id.clone(),
-            crisis_id: self.crisis_id.clone(),
-            household_id: self.household_id.clone(),
-            area_code: self.area_code.clone(),
-            service: self.service.clone(),
-            provider: self.provider.clone(),
-            status: self.status()?,
-            reason: self.reason.clone(),
-            changed_at: Utc::now(),
-        };
-        Ok(Envelope::new(
-            SOURCE,
-            REFERRAL_RECORDED,
-            Some(self.referral_id.clone()),
-            data,
-        ))
-    }
 }
 
 const COLUMNS: &str =
@@ -73,19 +51,12 @@ const COLUMNS: &str =
 
 /// Refers every household of crisis `c`'s areas (or only those of `only`)
 /// that one of its referral rules names and that has no referral to that
-/// service in this crisis yet, and queues each new referral's event for
-/// `topic`. Set-based: one statement per rule. Returns how many were made.
-pub async fn refer(
-    tx: &mut Tx,
-    c: &CrisisRow,
-    only: Option<&[String]>,
-    topic: &str,
-) -> Result<usize> {
+/// service in this crisis yet; the relay publishes each new one.
+/// Set-based: one statement per rule. Returns how many were made.
+pub async fn refer(tx: &mut Tx, c: &CrisisRow, only: Option<&[String]>) -> Result<u64> {
     let mut made = 0;
     for rule in &c.resolved.referrals {
-        let rows = refer_by(tx, c, rule, only).await?;
-        made += rows.len();
-        enqueue(tx, topic, &rows).await?;
+        made += refer_by(tx, c, rule, only).await?;
     }
     Ok(made)
 }
@@ -95,7 +66,7 @@ async fn refer_by(
     c: &CrisisRow,
     rule: &ReferralRule,
     only: Option<&[String]>,
-) -> Result<Vec<ReferralRow>> {
+) -> Result<u64> {
     let d = Dialect::of(tx);
     let flags: Vec<&str> = rule.flags.iter().map(|f| f.as_str()).collect();
     let carries_all = if d.json_lists {
@@ -112,30 +83,28 @@ async fn refer_by(
          FROM registry.households_v hh \
          WHERE ({} OR {} OR {}) AND {carries_all} AND ($7 IS NULL OR {}) \
          ORDER BY hh.household_id \
-         ON CONFLICT DO NOTHING \
-         RETURNING {COLUMNS}",
+         ON CONFLICT DO NOTHING",
         d.in_list("hh.governorate", 5),
         d.in_list("hh.district", 5),
         d.in_list("hh.area_code", 5),
         d.in_list("hh.household_id", 7),
     );
     let reason = crate::referral::reason(rule);
-    let rows: Vec<ReferralRow> = match tx {
-        Tx::Postgres(conn) => {
-            sqlx::query_as(&sql)
-                .bind(&c.crisis_id)
-                .bind(&rule.service)
-                .bind(&rule.provider)
-                .bind(&reason)
-                .bind(&c.definition.areas)
-                .bind(&flags)
-                .bind(only)
-                .fetch_all(&mut **conn)
-                .await?
-        }
+    let made = match tx {
+        Tx::Postgres(conn) => sqlx::query(&sql)
+            .bind(&c.crisis_id)
+            .bind(&rule.service)
+            .bind(&rule.provider)
+            .bind(&reason)
+            .bind(&c.definition.areas)
+            .bind(&flags)
+            .bind(only)
+            .execute(&mut **conn)
+            .await?
+            .rows_affected(),
         Tx::Sqlite(conn) => {
             use sumud_shared::db::sqlite::json_list;
-            sqlx::query_as(&sql)
+            sqlx::query(&sql)
                 .bind(&c.crisis_id)
                 .bind(&rule.service)
                 .bind(&rule.provider)
@@ -143,22 +112,12 @@ async fn refer_by(
                 .bind(json_list(&c.definition.areas))
                 .bind(json_list(&flags))
                 .bind(only.map(json_list))
-                .fetch_all(&mut **conn)
+                .execute(&mut **conn)
                 .await?
+                .rows_affected()
         }
     };
-    Ok(rows)
-}
-
-async fn enqueue(tx: &mut Tx, topic: &str, rows: &[ReferralRow]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let pending = rows
-        .iter()
-        .map(|r| Ok(Pending::event(topic, &r.referral_id, &r.event()?)))
-        .collect::<Result<Vec<_>>>()?;
-    outbox::enqueue_tx(tx, "eligibility", pending).await
+    Ok(made)
 }
 
 /// The referral `id`, locked for the rest of the transaction.
@@ -172,9 +131,9 @@ pub async fn referral_for_update(tx: &mut Tx, id: &str) -> Result<Option<Referra
     Ok(on_tx!(tx, conn => sqlx::query_as(&sql).bind(id).fetch_optional(conn).await)?)
 }
 
-/// Moves referral `r` to `to` on an acknowledgement signed by `key`
-/// (message `jti`), keeps the provider's note, records the answer and
-/// queues the referral's new state for `topic`.
+/// Moves referral `r` to `to` on an answer signed by `key` (message
+/// `jti`), keeps the provider's note and records the answer; the change is
+/// published by the relay.
 pub async fn answer(
     tx: &mut Tx,
     r: &ReferralRow,
@@ -182,19 +141,20 @@ pub async fn answer(
     note: Option<&str>,
     key: &PartnerKey,
     jti: &str,
-    topic: &str,
 ) -> Result<()> {
-    let now = Dialect::of(tx).now;
+    let d = Dialect::of(tx);
     let update = format!(
-        "UPDATE eligibility.referrals SET status = $2, note = coalesce($3, note), updated_at = {now} \
-         WHERE referral_id = $1 RETURNING {COLUMNS}"
+        "UPDATE eligibility.referrals SET status = $2, note = coalesce($3, note), updated_at = {}{} \
+         WHERE referral_id = $1",
+        d.now, d.bump
     );
-    let moved: ReferralRow = on_tx!(tx, conn => sqlx::query_as(&update)
+    on_tx!(tx, conn => sqlx::query(&update)
         .bind(&r.referral_id)
         .bind(to.as_str())
         .bind(note)
-        .fetch_one(conn)
-        .await)?;
+        .execute(conn)
+        .await
+        .map(drop))?;
     const ANSWER: &str = "INSERT INTO eligibility.referral_answers \
                           (referral_id, status, note, agency, kid, jti) VALUES ($1, $2, $3, $4, $5, $6)";
     on_tx!(tx, conn => sqlx::query(ANSWER)
@@ -207,7 +167,62 @@ pub async fn answer(
         .execute(conn)
         .await
         .map(drop))?;
-    enqueue(tx, topic, std::slice::from_ref(&moved)).await
+    Ok(())
+}
+
+/// A referral whose change is not yet published, as the relay reads it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unpublished {
+    /// The referral.
+    #[sqlx(flatten)]
+    pub referral: ReferralRow,
+    /// When this change was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// The change it was read at.
+    pub change_seq: i64,
+}
+
+impl Unpublished {
+    /// Its event (id = referral id @ change).
+    pub fn event(&self) -> Envelope<Referral> {
+        let r = &self.referral;
+        let data = Referral {
+            referral_id: r.referral_id.clone(),
+            crisis_id: r.crisis_id.clone(),
+            household_id: r.household_id.clone(),
+            area_code: r.area_code.clone(),
+            service: r.service.clone(),
+            provider: r.provider.clone(),
+            // One of four: the table's CHECK constraint.
+            status: ReferralStatus::parse(&r.status).unwrap_or(ReferralStatus::Referred),
+            reason: r.reason.clone(),
+            changed_at: self.updated_at,
+        };
+        let mut e = Envelope::new(
+            "urn:sumud:eligibility",
+            REFERRAL_RECORDED,
+            Some(r.referral_id.clone()),
+            data,
+        );
+        e.id = format!("{}@{}", r.referral_id, self.change_seq);
+        e
+    }
+}
+
+/// Referrals changed since published, in change order.
+pub async fn unpublished_referrals(conn: &mut Conn, limit: i64) -> Result<Vec<Unpublished>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, updated_at, change_seq FROM eligibility.referrals \
+         WHERE {} ORDER BY change_seq LIMIT $1",
+        sumud_shared::outbox::lagging(conn)
+    );
+    Ok(on_conn!(conn, c => sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
+}
+
+/// Marks referrals published at the change they were read at.
+pub async fn mark_referrals_published(conn: &mut Conn, ids: &[String], seqs: &[i64]) -> Result<()> {
+    sumud_shared::outbox::mark_published_at(conn, "eligibility.referrals", "referral_id", ids, seqs)
+        .await
 }
 
 /// One answer a provider gave, for `explain`.
