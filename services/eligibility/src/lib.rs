@@ -18,6 +18,7 @@ pub mod partner;
 pub mod policy;
 pub mod publisher;
 pub mod referral;
+pub mod signed;
 pub mod simulate;
 
 use std::sync::Arc;

@@ -16,7 +16,6 @@
 use chrono::Utc;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
-use sumud_shared::envelope::Rejection;
 use sumud_shared::events::assistance::{AssistanceAction, AssistanceClaims, SignedAssistance};
 use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
@@ -24,13 +23,10 @@ use sumud_shared::{match_key, Result};
 use tracing::{info, warn};
 
 use crate::db::{self, PartnerKey, Position};
+use crate::signed::{self, reject, Opened};
 
 /// Oldest accepted `iat`, seconds.
 pub const MAX_AGE_SECS: i64 = 3600;
-
-fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
-    Verdict::Reject(Rejection::new(reason, detail))
-}
 
 /// Why the claims are malformed, if they are. Pure.
 pub fn malformed(c: &AssistanceClaims) -> Option<String> {
@@ -64,51 +60,19 @@ pub fn malformed(c: &AssistanceClaims) -> Option<String> {
 /// Judges one partner record on `store`; `wake` nudges the decision
 /// publisher when decisions changed.
 pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
-    let signed: SignedAssistance = match m.envelope.typed() {
-        Ok(s) => s,
-        Err(rej) => return Ok((Verdict::Reject(rej), false)),
+    let opened = signed::open(
+        store,
+        m,
+        |d: &SignedAssistance| d.jws.as_str(),
+        |c: &AssistanceClaims| c.jti.as_str(),
+        "the assistance record",
+        "assistance record message",
+    )
+    .await?;
+    let Opened { key, claims, at } = match opened {
+        Ok(o) => o,
+        Err(settled) => return Ok((settled, false)),
     };
-    let kid = match jws::key_id(&signed.jws, "the assistance record") {
-        Ok(k) => k,
-        Err(rej) => return Ok((Verdict::Reject(rej), false)),
-    };
-    let Some(key) = db::partner_key(store, &kid).await? else {
-        return Ok((
-            reject(
-                Reason::UnknownKey,
-                format!("no partner key {kid} is registered (`sumud partners keys list`)"),
-            ),
-            false,
-        ));
-    };
-    let claims: AssistanceClaims =
-        match jws::verify(&signed.jws, &key.public_x, Reason::InvalidCommand) {
-            Ok(c) => c,
-            Err(rej) => return Ok((Verdict::Reject(rej), false)),
-        };
-    let at: Position = (m.topic.clone(), m.partition, m.offset);
-    if let Some((seen, refused)) = db::judged(store, &key.kid, &claims.jti).await? {
-        if seen == at {
-            // The very message judged before, read again after a crash.
-            return Ok((
-                match refused {
-                    None => Verdict::Done,
-                    Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
-                },
-                false,
-            ));
-        }
-        return Ok((
-            reject(
-                Reason::Replayed,
-                format!(
-                    "assistance record message {} was judged before, from another position",
-                    claims.jti
-                ),
-            ),
-            false,
-        ));
-    }
     let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
     if keyed != claims.match_key {
         return Ok((
@@ -176,7 +140,7 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
     Ok((Verdict::Done, changed > 0))
 }
 
-/// Records a refusal of a verified message, then dead-letters it.
+/// Records a refusal of a verified record, then dead-letters it.
 async fn refuse(
     store: &Store,
     key: &PartnerKey,
@@ -185,17 +149,8 @@ async fn refuse(
     reason: Reason,
     detail: String,
 ) -> Result<(Verdict, bool)> {
-    let mut tx = store.begin().await?;
-    db::record_judged(
-        &mut tx,
-        key,
-        &claims.jti,
-        at,
-        Some((reason.code(), &detail)),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((reject(reason, detail), false))
+    let verdict = signed::refuse(store, key, &claims.jti, at, reason, detail).await?;
+    Ok((verdict, false))
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@
 use chrono::Utc;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
-use sumud_shared::envelope::Rejection;
 use sumud_shared::events::household::VulnerabilityFlag;
 use sumud_shared::events::referral::{
     AcknowledgementClaims, ReferralStatus, SignedAcknowledgement,
@@ -32,7 +31,8 @@ use sumud_shared::playbook::ReferralRule;
 use sumud_shared::Result;
 use tracing::info;
 
-use crate::db::{self, PartnerKey, Position};
+use crate::db;
+use crate::signed::{self, reject, Opened};
 
 /// Oldest accepted `iat`, seconds.
 pub const MAX_AGE_SECS: i64 = 3600;
@@ -52,10 +52,6 @@ pub fn reason(rule: &ReferralRule) -> String {
         rule.service,
         rule.provider
     )
-}
-
-fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
-    Verdict::Reject(Rejection::new(reason, detail))
 }
 
 /// Why the claims are malformed, if they are. Pure.
@@ -79,42 +75,19 @@ pub fn malformed(c: &AcknowledgementClaims) -> Option<String> {
 /// Judges one acknowledgement on `store`; a referral it moves is
 /// republished by the referral relay.
 pub async fn judge(store: &Store, m: &Incoming) -> Result<Verdict> {
-    let signed: SignedAcknowledgement = match m.envelope.typed() {
-        Ok(s) => s,
-        Err(rej) => return Ok(Verdict::Reject(rej)),
+    let opened = signed::open(
+        store,
+        m,
+        |d: &SignedAcknowledgement| d.jws.as_str(),
+        |c: &AcknowledgementClaims| c.jti.as_str(),
+        "the acknowledgement",
+        "acknowledgement",
+    )
+    .await?;
+    let Opened { key, claims, at } = match opened {
+        Ok(o) => o,
+        Err(settled) => return Ok(settled),
     };
-    let kid = match jws::key_id(&signed.jws, "the acknowledgement") {
-        Ok(k) => k,
-        Err(rej) => return Ok(Verdict::Reject(rej)),
-    };
-    let Some(key) = db::partner_key(store, &kid).await? else {
-        return Ok(reject(
-            Reason::UnknownKey,
-            format!("no partner key {kid} is registered (`sumud partners keys list`)"),
-        ));
-    };
-    let claims: AcknowledgementClaims =
-        match jws::verify(&signed.jws, &key.public_x, Reason::InvalidCommand) {
-            Ok(c) => c,
-            Err(rej) => return Ok(Verdict::Reject(rej)),
-        };
-    let at: Position = (m.topic.clone(), m.partition, m.offset);
-    if let Some((seen, refused)) = db::judged(store, &key.kid, &claims.jti).await? {
-        if seen == at {
-            // The very message judged before, read again after a crash.
-            return Ok(match refused {
-                None => Verdict::Done,
-                Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
-            });
-        }
-        return Ok(reject(
-            Reason::Replayed,
-            format!(
-                "acknowledgement {} was judged before, from another position",
-                claims.jti
-            ),
-        ));
-    }
     let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
     if keyed != claims.referral_id {
         return Ok(reject(
@@ -133,13 +106,13 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<Verdict> {
         malformed(&claims).map(|why| (Reason::InvalidCommand, why))
     };
     if let Some((reason, detail)) = refusal {
-        return refuse(store, &key, &claims.jti, &at, reason, detail).await;
+        return signed::refuse(store, &key, &claims.jti, &at, reason, detail).await;
     }
     let mut tx = store.begin().await?;
     let Some(referral) = db::referral_for_update(&mut tx, &claims.referral_id).await? else {
         drop(tx);
         let detail = format!("no referral {} was made", claims.referral_id);
-        return refuse(
+        return signed::refuse(
             store,
             &key,
             &claims.jti,
@@ -155,13 +128,13 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<Verdict> {
             "referral {} is for {}, not {} (whose key {} signed)",
             referral.referral_id, referral.provider, key.agency, key.kid
         );
-        return refuse(store, &key, &claims.jti, &at, Reason::WrongProvider, detail).await;
+        return signed::refuse(store, &key, &claims.jti, &at, Reason::WrongProvider, detail).await;
     }
     let moves = match referral.status()?.moves_to(claims.status) {
         Ok(moves) => moves,
         Err(detail) => {
             drop(tx);
-            return refuse(
+            return signed::refuse(
                 store,
                 &key,
                 &claims.jti,
@@ -187,21 +160,6 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<Verdict> {
     tx.commit().await?;
     info!(agency = %key.agency, referral = %referral.referral_id, status = claims.status.as_str(), changed = moves, "Referral acknowledged.");
     Ok(Verdict::Done)
-}
-
-/// Records a refusal of a verified message, then dead-letters it.
-async fn refuse(
-    store: &Store,
-    key: &PartnerKey,
-    jti: &str,
-    at: &Position,
-    reason: Reason,
-    detail: String,
-) -> Result<Verdict> {
-    let mut tx = store.begin().await?;
-    db::record_judged(&mut tx, key, jti, at, Some((reason.code(), &detail))).await?;
-    tx.commit().await?;
-    Ok(reject(reason, detail))
 }
 
 #[cfg(test)]

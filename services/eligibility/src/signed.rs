@@ -1,0 +1,104 @@
+//! The opening every message a partner agency signs shares — an
+//! assistance record ([`crate::partner`]) or a referral answer
+//! ([`crate::referral`]): the signature first (a message nobody can
+//! attribute changes nothing and is not recorded), then the same message
+//! read again (its recorded verdict), then replay, each judged once per
+//! key. What follows (key binding, revocation, age, shape, effect) is the
+//! caller's; a refusal after the signature verified is recorded with
+//! [`refuse`], so the message can never take effect later.
+
+use serde::de::DeserializeOwned;
+use sumud_shared::db::Store;
+use sumud_shared::deadletter::Reason;
+use sumud_shared::envelope::Rejection;
+use sumud_shared::jws;
+use sumud_shared::kafka::consumer::{Incoming, Verdict};
+use sumud_shared::Result;
+
+use crate::db::{self, PartnerKey, Position};
+
+/// A refusal verdict.
+pub fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject(Rejection::new(reason, detail))
+}
+
+/// A message whose signature verified and that was never judged.
+pub struct Opened<C> {
+    /// The registered key that signed it.
+    pub key: PartnerKey,
+    /// Its verified claims.
+    pub claims: C,
+    /// Where it was read.
+    pub at: Position,
+}
+
+/// Opens message `m`, whose data `D` carries a compact JWS (`jws_of`)
+/// over claims `C` with id `jti_of`: `Err(verdict)` when it is settled
+/// already — unsigned, under an unknown key, badly signed, read again
+/// (its recorded verdict) or replayed. `label` names the message in
+/// errors ("the acknowledgement"), `noun` in the replay detail.
+pub async fn open<D, C>(
+    store: &Store,
+    m: &Incoming,
+    jws_of: fn(&D) -> &str,
+    jti_of: fn(&C) -> &str,
+    label: &str,
+    noun: &str,
+) -> Result<std::result::Result<Opened<C>, Verdict>>
+where
+    D: DeserializeOwned,
+    C: DeserializeOwned,
+{
+    let data: D = match m.envelope.typed() {
+        Ok(d) => d,
+        Err(rej) => return Ok(Err(Verdict::Reject(rej))),
+    };
+    let signed = jws_of(&data);
+    let kid = match jws::key_id(signed, label) {
+        Ok(k) => k,
+        Err(rej) => return Ok(Err(Verdict::Reject(rej))),
+    };
+    let Some(key) = db::partner_key(store, &kid).await? else {
+        return Ok(Err(reject(
+            Reason::UnknownKey,
+            format!("no partner key {kid} is registered (`sumud partners keys list`)"),
+        )));
+    };
+    let claims: C = match jws::verify(signed, &key.public_x, Reason::InvalidCommand) {
+        Ok(c) => c,
+        Err(rej) => return Ok(Err(Verdict::Reject(rej))),
+    };
+    let at: Position = (m.topic.clone(), m.partition, m.offset);
+    if let Some((seen, refused)) = db::judged(store, &key.kid, jti_of(&claims)).await? {
+        if seen == at {
+            // The very message judged before, read again after a crash.
+            return Ok(Err(match refused {
+                None => Verdict::Done,
+                Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
+            }));
+        }
+        return Ok(Err(reject(
+            Reason::Replayed,
+            format!(
+                "{noun} {} was judged before, from another position",
+                jti_of(&claims)
+            ),
+        )));
+    }
+    Ok(Ok(Opened { key, claims, at }))
+}
+
+/// Records a refusal of a verified message `jti`, then dead-letters it.
+pub async fn refuse(
+    store: &Store,
+    key: &PartnerKey,
+    jti: &str,
+    at: &Position,
+    reason: Reason,
+    detail: String,
+) -> Result<Verdict> {
+    let mut tx = store.begin().await?;
+    db::record_judged(&mut tx, key, jti, at, Some((reason.code(), &detail))).await?;
+    tx.commit().await?;
+    Ok(reject(reason, detail))
+}
