@@ -268,14 +268,17 @@ async fn session<H: Handler>(
         stop.clone(),
     ));
     // The watch runs beside the handler, so a handler that never returns
-    // still shows as a stall.
-    let recreate = CancellationToken::new();
+    // still shows as a stall. `abandon` ends the session's waits: shutdown
+    // cancels it (its parent), and so does the watch when this consumer
+    // must be made anew.
+    let abandon = shutdown.child_token();
     let watcher = tokio::spawn(watch(
         consumer.clone(),
+        producer.clone(),
         config.service.clone(),
         config.health.clone(),
         stop.clone(),
-        recreate.clone(),
+        abandon.clone(),
     ));
     let metrics = Metrics::global();
     let ended = loop {
@@ -283,7 +286,7 @@ async fn session<H: Handler>(
         let prepared = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ended::Shutdown,
-            _ = recreate.cancelled() => break Ended::Recreate,
+            _ = abandon.cancelled() => break Ended::Recreate,
             p = batches.recv() => match p {
                 Some(p) => p,
                 None => break Ended::Shutdown,
@@ -311,25 +314,48 @@ async fn session<H: Handler>(
         let parts = by_topic(decoded, undecodable);
         let n = parts.len();
         let mut judged = Vec::with_capacity(n);
+        config.health.handling(true);
         for part in parts {
-            match handle_part(handler, config, part, shutdown).await {
+            // While the handler works the fetcher does not poll, so the
+            // consumer cannot rejoin its group: a handler stuck past the
+            // join bound (a send waiting on a producer that lost the
+            // broker) is dropped with the consumer, as a crash would drop
+            // it, and the batch comes again to the new one.
+            let given_up = async {
+                abandon.cancelled().await;
+                if shutdown.is_cancelled() {
+                    // Shutdown lets the handler finish its call.
+                    std::future::pending::<()>().await;
+                }
+            };
+            let j = tokio::select! {
+                j = handle_part(handler, config, part, &abandon) => j,
+                _ = given_up => None,
+            };
+            match j {
                 Some(j) => judged.push(j),
                 None => break,
             }
         }
+        config.health.handling(false);
         let mut handled = Vec::with_capacity(n);
         if judged.len() == n {
             for j in judged {
-                match settle(j, config, &deadletters, shutdown).await {
+                match settle(j, config, &deadletters, &abandon).await {
                     Some(done) => handled.push(done),
                     None => break,
                 }
             }
         }
         if handled.len() != n {
-            // Shutting down mid-retry or mid-dead-letter: store nothing, the
-            // batch comes again (handlers are idempotent under redelivery).
-            break Ended::Shutdown;
+            // Shutting down or giving up on the consumer mid-retry or
+            // mid-dead-letter: store nothing, the batch comes again
+            // (handlers are idempotent under redelivery).
+            break if shutdown.is_cancelled() {
+                Ended::Shutdown
+            } else {
+                Ended::Recreate
+            };
         }
         metrics
             .batch_seconds

@@ -67,6 +67,10 @@ struct State {
     lag: i64,
     /// How often the loop recreated its consumer.
     recreated: u64,
+    /// Since when the handler has been working on the current batch; a
+    /// consumer outside its group with a handler busy this long is held
+    /// out by the handler (the fetcher polls only between batches).
+    handling_since: Option<Instant>,
 }
 
 impl State {
@@ -118,6 +122,7 @@ impl ConsumerHealth {
                 stuck_since: None,
                 lag: 0,
                 recreated: 0,
+                handling_since: None,
             }),
         })
     }
@@ -162,6 +167,11 @@ impl ConsumerHealth {
         s.recreated += 1;
         s.outside_since = Some(Instant::now());
         s.leave();
+    }
+
+    /// The handler took a batch (`true`) or is done with it (`false`).
+    pub fn handling(&self, busy: bool) {
+        self.lock().handling_since = busy.then(Instant::now);
     }
 
     /// A lag report: the sum of the consumer's positions over its assigned
@@ -228,9 +238,14 @@ impl ConsumerHealth {
     /// group, partitions and lag.
     pub fn report(&self, now: Instant) -> (bool, Value) {
         let v = self.verdict(now);
-        let (lag, recreated) = {
+        let (lag, recreated, handling) = {
             let s = self.lock();
-            (s.lag, s.recreated)
+            (
+                s.lag,
+                s.recreated,
+                s.handling_since
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+            )
         };
         let status = match &v {
             Verdict::Consuming { .. } => "ok".to_owned(),
@@ -257,6 +272,7 @@ impl ConsumerHealth {
                 "partitions": partitions,
                 "lag": lag,
                 "recreated": recreated,
+                "handling_s": handling,
             }),
         )
     }
@@ -325,6 +341,19 @@ mod tests {
         assert!(!h.should_recreate(t0 + Duration::from_secs(500)));
         h.revoked();
         assert!(matches!(h.verdict(Instant::now()), Verdict::Joining(_)));
+    }
+
+    #[test]
+    fn the_report_says_how_long_the_handler_has_held_its_batch() {
+        let h = ConsumerHealth::new("g", bounds());
+        let (_, idle) = h.report(Instant::now());
+        assert!(idle["handling_s"].is_null(), "{idle}");
+        h.handling(true);
+        let (_, busy) = h.report(Instant::now() + Duration::from_secs(42));
+        assert_eq!(busy["handling_s"], 42, "{busy}");
+        h.handling(false);
+        let (_, done) = h.report(Instant::now());
+        assert!(done["handling_s"].is_null(), "{done}");
     }
 
     #[test]

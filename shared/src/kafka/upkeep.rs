@@ -10,15 +10,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::kafka::health::{ConsumerHealth, HealthContext};
+use crate::kafka::producer::EventProducer;
 use crate::metrics::{Metrics, PartitionLabels, ServiceLabels};
 
 /// How often the loop reports consumer lag and checks its membership.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the watch waits for a broker's metadata answer.
+const ASK_BROKER: Duration = Duration::from_secs(2);
 
 /// How long closing a consumer (final commit, leaving the group) may take
 /// before it is left to finish on its own thread.
@@ -26,9 +31,13 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 
 /// Every [`LAG_EVERY`]: reports lag and progress to the health, and asks
 /// for a new consumer (cancels `recreate`) when this one has stayed outside
-/// its group past the bound while the broker answers.
+/// its group past the bound while the broker answers. Whether it answers
+/// is asked of the consumer and of the service's producer, either one
+/// enough: a consumer whose own connections wedged may not get metadata
+/// from a broker that serves every other client.
 pub(crate) async fn watch(
     consumer: Arc<StreamConsumer<HealthContext>>,
+    producer: EventProducer,
     service: String,
     health: Arc<ConsumerHealth>,
     stop: CancellationToken,
@@ -42,6 +51,7 @@ pub(crate) async fn watch(
             _ = tick.tick() => {}
         }
         let (c, s, h) = (consumer.clone(), service.clone(), health.clone());
+        let p = producer.clone();
         // Watermarks and metadata are broker round trips: off the runtime.
         let give_up = tokio::task::spawn_blocking(move || {
             report_lag(&c, &s, &h);
@@ -49,9 +59,12 @@ pub(crate) async fn watch(
                 .consumer_ready
                 .get_or_create(&ServiceLabels { service: s })
                 .set(i64::from(h.verdict(Instant::now()).is_ready()));
+            let answers = |m: rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>| {
+                m.is_ok_and(|m| !m.brokers().is_empty())
+            };
             h.should_recreate(Instant::now())
-                && c.fetch_metadata(None, Duration::from_secs(2))
-                    .is_ok_and(|m| !m.brokers().is_empty())
+                && (answers(c.fetch_metadata(None, ASK_BROKER))
+                    || answers(p.raw().client().fetch_metadata(None, ASK_BROKER)))
         })
         .await
         .unwrap_or(false);
