@@ -421,10 +421,11 @@ enum RegistryCommand {
     },
 }
 
-/// Waits for control's verdict on `command_id` unless `--no-wait`, prints
-/// it, and exits 3 when control refused the command.
+/// Waits for control's verdict on `key_id`'s command `command_id` unless
+/// `--no-wait`, prints it, and exits 3 when control refused the command.
 async fn await_verdict(
     settings: &sumud_shared::config::Settings,
+    key_id: &str,
     command_id: &str,
     what: &str,
     wait: &WaitArgs,
@@ -435,6 +436,7 @@ async fn await_verdict(
     let store = crisis_cmd::control_store(settings).await?;
     let v = sumud::verdict::wait(
         &store,
+        key_id,
         command_id,
         std::time::Duration::from_secs(wait.wait_secs),
     )
@@ -538,9 +540,10 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 definition,
             } => {
                 let def = definition.build(None)?;
+                let key = crisis_cmd::read_key(&key)?;
                 let id = crisis_cmd::publish(
                     &settings,
-                    &crisis_cmd::read_key(&key)?,
+                    &key,
                     CommandKind::Declare,
                     &crisis_id,
                     Some(def),
@@ -550,6 +553,7 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 println!("crisis.declare {crisis_id} published (command {id})");
                 await_verdict(
                     &settings,
+                    &key.kid,
                     &id,
                     &format!("crisis.declare {crisis_id}"),
                     &wait,
@@ -568,9 +572,10 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                     anyhow::bail!("crisis {crisis_id} does not exist");
                 };
                 let def = definition.build(Some(current.definition))?;
+                let key = crisis_cmd::read_key(&key)?;
                 let id = crisis_cmd::publish(
                     &settings,
-                    &crisis_cmd::read_key(&key)?,
+                    &key,
                     CommandKind::Amend,
                     &crisis_id,
                     Some(def),
@@ -578,7 +583,14 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 )
                 .await?;
                 println!("crisis.amend {crisis_id} published (command {id})");
-                await_verdict(&settings, &id, &format!("crisis.amend {crisis_id}"), &wait).await
+                await_verdict(
+                    &settings,
+                    &key.kid,
+                    &id,
+                    &format!("crisis.amend {crisis_id}"),
+                    &wait,
+                )
+                .await
             }
             CrisisCommand::Approve {
                 key,
@@ -587,20 +599,16 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 digest,
                 note,
             } => {
-                let (id, p) = crisis_cmd::approve(
-                    &settings,
-                    &crisis_cmd::read_key(&key)?,
-                    &crisis_id,
-                    &digest,
-                    note,
-                )
-                .await?;
+                let key = crisis_cmd::read_key(&key)?;
+                let (id, p) =
+                    crisis_cmd::approve(&settings, &key, &crisis_id, &digest, note).await?;
                 println!(
                     "crisis.approve {crisis_id} of revision {} ({}) published (command {id})",
                     p.revision, p.digest
                 );
                 await_verdict(
                     &settings,
+                    &key.kid,
                     &id,
                     &format!("crisis.approve {crisis_id}"),
                     &wait,
@@ -612,9 +620,10 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 wait,
                 crisis_id,
             } => {
+                let key = crisis_cmd::read_key(&key)?;
                 let id = crisis_cmd::publish(
                     &settings,
-                    &crisis_cmd::read_key(&key)?,
+                    &key,
                     CommandKind::Close,
                     &crisis_id,
                     None,
@@ -622,7 +631,14 @@ async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Res
                 )
                 .await?;
                 println!("crisis.close {crisis_id} published (command {id})");
-                await_verdict(&settings, &id, &format!("crisis.close {crisis_id}"), &wait).await
+                await_verdict(
+                    &settings,
+                    &key.kid,
+                    &id,
+                    &format!("crisis.close {crisis_id}"),
+                    &wait,
+                )
+                .await
             }
             CrisisCommand::List { json } => crisis_cmd::list(&settings, json).await,
             CrisisCommand::Show { crisis_id, json } => {

@@ -74,13 +74,20 @@ impl Verdict {
     }
 }
 
-/// Control's verdict on `command_id`, if it has judged it.
-pub async fn verdict(store: &Store, command_id: &str) -> anyhow::Result<Option<Verdict>> {
+/// Control's verdict on the command `command_id` signed with `key_id`, if
+/// it has judged it. Command ids are the signer's: another key's command
+/// under the same id (ids are on the topic for anyone to copy) is not this
+/// one.
+pub async fn verdict(
+    store: &Store,
+    key_id: &str,
+    command_id: &str,
+) -> anyhow::Result<Option<Verdict>> {
     const APPLIED: &str = "SELECT crisis_id, revision, to_state, outcome FROM control.audit \
-                           WHERE command_id = $1 ORDER BY seq DESC LIMIT 1";
-    const REFUSED: &str =
-        "SELECT reason, detail FROM control.rejected_commands WHERE command_id = $1";
-    let applied: Option<(String, i32, String, String)> = on_store!(store, pool => sqlx::query_as(APPLIED).bind(command_id).fetch_optional(pool).await)?;
+                           WHERE command_id = $1 AND key_id = $2 ORDER BY seq DESC LIMIT 1";
+    const REFUSED: &str = "SELECT reason, detail FROM control.rejected_commands \
+                           WHERE command_id = $1 AND key_id = $2";
+    let applied: Option<(String, i32, String, String)> = on_store!(store, pool => sqlx::query_as(APPLIED).bind(command_id).bind(key_id).fetch_optional(pool).await)?;
     if let Some((crisis_id, revision, state, outcome)) = applied {
         return Ok(Some(Verdict::Applied {
             crisis_id,
@@ -89,16 +96,21 @@ pub async fn verdict(store: &Store, command_id: &str) -> anyhow::Result<Option<V
             outcome,
         }));
     }
-    let refused: Option<(String, String)> = on_store!(store, pool => sqlx::query_as(REFUSED).bind(command_id).fetch_optional(pool).await)?;
+    let refused: Option<(String, String)> = on_store!(store, pool => sqlx::query_as(REFUSED).bind(command_id).bind(key_id).fetch_optional(pool).await)?;
     Ok(refused.map(|(reason, detail)| Verdict::Refused { reason, detail }))
 }
 
-/// Waits up to `within` for control's verdict on `command_id`; an error
-/// that says what to check when none comes.
-pub async fn wait(store: &Store, command_id: &str, within: Duration) -> anyhow::Result<Verdict> {
+/// Waits up to `within` for control's verdict on `key_id`'s command
+/// `command_id`; an error that says what to check when none comes.
+pub async fn wait(
+    store: &Store,
+    key_id: &str,
+    command_id: &str,
+    within: Duration,
+) -> anyhow::Result<Verdict> {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(v) = verdict(store, command_id).await? {
+        if let Some(v) = verdict(store, key_id, command_id).await? {
             return Ok(v);
         }
         if Instant::now() >= deadline {

@@ -27,7 +27,7 @@ async fn the_cli_tells_an_operator_what_control_did(backend: Backend) {
     )
     .await
     .unwrap();
-    let v = verdict::wait(&p.env.store, &declared, DEADLINE)
+    let v = verdict::wait(&p.env.store, &p.alice.kid, &declared, DEADLINE)
         .await
         .unwrap();
     let Verdict::Applied {
@@ -50,7 +50,7 @@ async fn the_cli_tells_an_operator_what_control_did(backend: Backend) {
         sumud::crisis_cmd::publish(settings, &p.bob, CommandKind::Close, "CLI-1", None, None)
             .await
             .unwrap();
-    let v = verdict::wait(&p.env.store, &closed, DEADLINE)
+    let v = verdict::wait(&p.env.store, &p.bob.kid, &closed, DEADLINE)
         .await
         .unwrap();
     assert!(
@@ -59,6 +59,11 @@ async fn the_cli_tells_an_operator_what_control_did(backend: Backend) {
     );
     assert_eq!(v.exit_code(), 3);
     assert_eq!(p.state("CLI-1").await.as_deref(), Some("active"));
+    // A verdict is the signer's: bob's refusal is nothing under alice's key.
+    assert!(verdict::verdict(&p.env.store, &p.alice.kid, &closed)
+        .await
+        .unwrap()
+        .is_none());
 
     // A stranger's key: dead-lettered before any record, so no verdict.
     let stranger = Jwk::generate("stranger-1");
@@ -76,11 +81,11 @@ async fn the_cli_tells_an_operator_what_control_did(backend: Backend) {
             .any(|d| d.reason == sumud_shared::deadletter::Reason::UnknownKey),
         "{letters:?}"
     );
-    assert!(verdict::verdict(&p.env.store, &unknown)
+    assert!(verdict::verdict(&p.env.store, &stranger.kid, &unknown)
         .await
         .unwrap()
         .is_none());
-    let err = verdict::wait(&p.env.store, &unknown, Duration::ZERO)
+    let err = verdict::wait(&p.env.store, &stranger.kid, &unknown, Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();

@@ -581,6 +581,51 @@ async fn a_refused_command_can_never_take_effect_later(backend: Backend) {
     c.service.stop().await;
 }
 
+/// The attack: a rival operator key writes commands under the ids another
+/// operator's client will use next (the ids are on the topic for anyone
+/// who reads it, and a third-party client may count them). One is refused
+/// (bob may not close), one applies (bob declares another crisis). Before
+/// commands were judged per key, alice's later commands under those ids
+/// were dead-lettered as replays: her close of FL-10 never took effect.
+async fn a_command_id_another_key_used_is_no_veto(backend: Backend) {
+    let c = active_small(backend, "FL-10").await;
+    let mut bobs_close = claims(CommandKind::Close, "FL-10", None);
+    bobs_close.jti = "ops-0001".into();
+    send(&c.env, &c.bob, &bobs_close).await; // refused: bob may not close
+    let first = dead_letters(&c.env, 1);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_ne!(first[0].reason, Reason::Replayed, "{first:?}");
+    let mut bobs_declare = claims(
+        CommandKind::Declare,
+        "FL-11",
+        Some(definition(&["JO-MA"], "500")),
+    );
+    bobs_declare.jti = "ops-0002".into();
+    send(&c.env, &c.bob, &bobs_declare).await; // applies
+    c.wait_state("FL-11", CrisisState::Active).await;
+
+    // Alice's client sends under the same two ids.
+    let mut alices_close = claims(CommandKind::Close, "FL-11", None);
+    alices_close.jti = "ops-0002".into();
+    send(&c.env, &c.alice, &alices_close).await;
+    c.wait_state("FL-11", CrisisState::Closed).await;
+    let mut alices_other = claims(CommandKind::Close, "FL-10", None);
+    alices_other.jti = "ops-0001".into();
+    send(&c.env, &c.alice, &alices_other).await;
+    c.wait_state("FL-10", CrisisState::Closed).await;
+
+    // Still judged once per key: bob's refused close sent again is a replay.
+    send(&c.env, &c.bob, &bobs_close).await;
+    let letters = dead_letters(&c.env, 2);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[1].reason, Reason::Replayed, "{letters:?}");
+    // Every crisis event has an id of its own.
+    let events = c.crisis_events(4);
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!((events.len(), ids.len()), (4, 4), "{events:?}");
+    c.service.stop().await;
+}
+
 /// The attack: an older pending raise outlives a newer amendment that
 /// applied directly; approving it later installed the older definition
 /// (its areas, its budget) over the newer one.
@@ -794,6 +839,7 @@ async fn operators_change_only_by_an_admins_signed_command(backend: Backend) {
 }
 
 on_both_backends!(
+    a_command_id_another_key_used_is_no_veto,
     operators_change_only_by_an_admins_signed_command,
     an_approval_in_flight_never_lands_on_a_replaced_proposal,
     a_refused_command_can_never_take_effect_later,

@@ -56,19 +56,32 @@ pub async fn applied_from(store: &Store, at: &SourcePosition, command_id: &str) 
         .await?))
 }
 
-/// Whether a command id took effect (from anywhere).
-pub async fn was_applied(store: &Store, command_id: &str) -> Result<bool> {
-    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM control.commands WHERE command_id = $1)";
-    Ok(on_store!(store, pool => sqlx::query_scalar(SQL).bind(command_id).fetch_one(pool).await?))
+/// Whether a key's command id took effect (from anywhere). Ids are the
+/// signer's: another key's command under the same id is another command.
+pub async fn was_applied(store: &Store, key_id: &str, command_id: &str) -> Result<bool> {
+    const SQL: &str =
+        "SELECT EXISTS (SELECT 1 FROM control.commands WHERE key_id = $1 AND command_id = $2)";
+    Ok(on_store!(store, pool => sqlx::query_scalar(SQL)
+        .bind(key_id)
+        .bind(command_id)
+        .fetch_one(pool)
+        .await?))
 }
 
-/// Where a command id took effect from, if it has (`None` position for
-/// commands recorded before positions were kept).
-pub async fn command_seen(tx: &mut Tx, command_id: &str) -> Result<Option<Option<SourcePosition>>> {
+/// Where a key's command id took effect from, if it has (`None` position
+/// for commands recorded before positions were kept).
+pub async fn command_seen(
+    tx: &mut Tx,
+    key_id: &str,
+    command_id: &str,
+) -> Result<Option<Option<SourcePosition>>> {
     const SQL: &str = "SELECT source_topic, source_partition, source_offset \
-                       FROM control.commands WHERE command_id = $1";
-    let row: Option<(Option<String>, Option<i32>, Option<i64>)> =
-        on_tx!(tx, conn => sqlx::query_as(SQL).bind(command_id).fetch_optional(conn).await?);
+                       FROM control.commands WHERE key_id = $1 AND command_id = $2";
+    let row: Option<(Option<String>, Option<i32>, Option<i64>)> = on_tx!(tx, conn => sqlx::query_as(SQL)
+        .bind(key_id)
+        .bind(command_id)
+        .fetch_optional(conn)
+        .await?);
     Ok(row.map(|(t, p, o)| match (t, p, o) {
         (Some(topic), Some(partition), Some(offset)) => Some(SourcePosition {
             topic,
@@ -389,7 +402,7 @@ pub async fn record_refusal(store: &Store, r: &Refusal<'_>, from: &SourcePositio
     const SQL: &str =
         "INSERT INTO control.rejected_commands (command_id, kind, crisis_id, principal, \
              key_id, issued_at, reason, detail, source_topic, source_partition, source_offset) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (command_id) DO NOTHING";
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (key_id, command_id) DO NOTHING";
     let issued_at = DateTime::from_timestamp(r.claims.iat, 0).unwrap_or_default();
     on_store!(store, pool => {
         sqlx::query(SQL)
@@ -410,15 +423,19 @@ pub async fn record_refusal(store: &Store, r: &Refusal<'_>, from: &SourcePositio
     Ok(())
 }
 
-/// Where and why a command id was refused, if it was.
+/// Where and why a key's command id was refused, if it was.
 pub async fn refusal_of(
     store: &Store,
+    key_id: &str,
     command_id: &str,
 ) -> Result<Option<(SourcePosition, String, String)>> {
     const SQL: &str = "SELECT source_topic, source_partition, source_offset, reason, detail \
-                       FROM control.rejected_commands WHERE command_id = $1";
-    let row: Option<(String, i32, i64, String, String)> =
-        on_store!(store, pool => sqlx::query_as(SQL).bind(command_id).fetch_optional(pool).await?);
+                       FROM control.rejected_commands WHERE key_id = $1 AND command_id = $2";
+    let row: Option<(String, i32, i64, String, String)> = on_store!(store, pool => sqlx::query_as(SQL)
+        .bind(key_id)
+        .bind(command_id)
+        .fetch_optional(pool)
+        .await?);
     Ok(row.map(|(topic, partition, offset, reason, detail)| {
         (
             SourcePosition {

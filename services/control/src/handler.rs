@@ -106,7 +106,7 @@ impl ControlHandler {
             // Nor a command that already took effect (a late copy refused
             // as expired is a replay, not a refusal of the command).
             if !matches!(r.reason, Reason::Replayed | Reason::KeyMismatch)
-                && !db::was_applied(&self.store, &claims.jti).await?
+                && !db::was_applied(&self.store, &key.key_id, &claims.jti).await?
             {
                 let refusal = db::Refusal {
                     claims: &claims,
@@ -123,13 +123,15 @@ impl ControlHandler {
     /// The verdict on a command already judged and refused: the same
     /// rejection again for a redelivery from the same position (its dead
     /// letter may not have gone out before a crash), `replayed` from any
-    /// other. The id is read unverified: a forgery reusing it is refused
-    /// either way.
+    /// other. The key and id are read unverified: a refusal is recorded
+    /// only under a key whose signature verified, so a forgery naming that
+    /// key and id is refused either way, and one naming another key finds
+    /// nothing here.
     async fn judged_before(&self, m: &Incoming, jws: &str) -> Result<Option<Verdict>> {
-        let Some(id) = signing::claimed_command_id(jws) else {
+        let (Ok(kid), Some(id)) = (signing::key_id(jws), signing::claimed_command_id(jws)) else {
             return Ok(None);
         };
-        let Some((at, reason, detail)) = db::refusal_of(&self.store, &id).await? else {
+        let Some((at, reason, detail)) = db::refusal_of(&self.store, &kid, &id).await? else {
             return Ok(None);
         };
         if at == position(m) {
@@ -219,22 +221,25 @@ impl ControlHandler {
         &self,
         tx: &mut Tx,
         claims: &CommandClaims,
+        key: &db::OperatorKey,
         at: &db::SourcePosition,
     ) -> Result<Option<Verdict>> {
-        Ok(match db::command_seen(tx, &claims.jti).await? {
-            Some(Some(from)) if &from == at => Some(Verdict::Done),
-            Some(from) => {
-                let from = from.map_or_else(
-                    || "an earlier message".to_owned(),
-                    |f| format!("{}/{}/{}", f.topic, f.partition, f.offset),
-                );
-                Some(reject(
-                    Reason::Replayed,
-                    format!("command {} was already applied from {from}", claims.jti),
-                ))
-            }
-            None => None,
-        })
+        Ok(
+            match db::command_seen(tx, &key.key_id, &claims.jti).await? {
+                Some(Some(from)) if &from == at => Some(Verdict::Done),
+                Some(from) => {
+                    let from = from.map_or_else(
+                        || "an earlier message".to_owned(),
+                        |f| format!("{}/{}/{}", f.topic, f.partition, f.offset),
+                    );
+                    Some(reject(
+                        Reason::Replayed,
+                        format!("command {} was already applied from {from}", claims.jti),
+                    ))
+                }
+                None => None,
+            },
+        )
     }
 
     /// Applies an admin's `operator.add` or `operator.revoke`: the key
@@ -253,7 +258,7 @@ impl ControlHandler {
         let mut tx = self.store.begin().await?;
         db::lock_keys(&mut tx).await?;
         let at = position(m);
-        if let Some(v) = self.took_effect(&mut tx, claims, &at).await? {
+        if let Some(v) = self.took_effect(&mut tx, claims, key, &at).await? {
             return Ok(v);
         }
         let by = db::ChangedBy {
@@ -312,7 +317,7 @@ impl ControlHandler {
     ) -> Result<Verdict> {
         let mut tx = self.store.begin().await?;
         let at = position(m);
-        if let Some(v) = self.took_effect(&mut tx, claims, &at).await? {
+        if let Some(v) = self.took_effect(&mut tx, claims, key, &at).await? {
             return Ok(v);
         }
         let current = db::crisis_for_update(&mut tx, &claims.crisis_id).await?;
@@ -382,7 +387,9 @@ impl ControlHandler {
                     Some(t.crisis.id.clone()),
                     data,
                 );
-                event.id = format!("{}:{}", claims.jti, event_type);
+                // Command ids are the signer's: the key keeps two keys'
+                // commands under one id from sharing an event id.
+                event.id = format!("{}:{}:{}", key.key_id, claims.jti, event_type);
                 event.traceparent = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
                 Some(event)
             }
