@@ -44,7 +44,11 @@ pub const ENV_VARS: &[&str] = &[
     "SUMUD_TOPIC_INSTRUCTIONS",
     "SUMUD_TOPIC_STATUS",
     "SUMUD_TOPIC_TASKS",
+    "SUMUD_TOPIC_TASK_COMMANDS",
     "SUMUD_TOPIC_ASSISTANCE",
+    "SUMUD_TOPIC_ASSISTANCE_SHARED",
+    "SUMUD_TOPIC_REFERRALS",
+    "SUMUD_TOPIC_REFERRAL_ANSWERS",
     "SUMUD_TOPIC_DEADLETTER",
     "RUST_LOG",
     // Trace export (read by `telemetry.rs`; the OpenTelemetry SDK also reads
@@ -197,6 +201,7 @@ impl Settings {
                 "SUMUD_TOPIC_INSTRUCTIONS" => s.topics.instructions = value,
                 "SUMUD_TOPIC_STATUS" => s.topics.status = value,
                 "SUMUD_TOPIC_TASKS" => s.topics.tasks = value,
+                "SUMUD_TOPIC_TASK_COMMANDS" => s.topics.task_commands = value,
                 "SUMUD_TOPIC_ASSISTANCE" => s.topics.assistance = value,
                 "SUMUD_TOPIC_ASSISTANCE_SHARED" => s.topics.assistance_shared = value,
                 "SUMUD_TOPIC_REFERRALS" => s.topics.referrals = value,
@@ -270,6 +275,7 @@ impl Settings {
             ("SUMUD_TOPIC_INSTRUCTIONS".into(), t.instructions.clone()),
             ("SUMUD_TOPIC_STATUS".into(), t.status.clone()),
             ("SUMUD_TOPIC_TASKS".into(), t.tasks.clone()),
+            ("SUMUD_TOPIC_TASK_COMMANDS".into(), t.task_commands.clone()),
             ("SUMUD_TOPIC_ASSISTANCE".into(), t.assistance.clone()),
             (
                 "SUMUD_TOPIC_ASSISTANCE_SHARED".into(),

@@ -22,10 +22,14 @@ pub struct Topics {
     pub instructions: String,
     /// Payment status reported by providers.
     pub status: String,
-    /// Field-verification tasks: disbursement's task events and field
-    /// teams' signed commands.
+    /// Field-verification tasks as disbursement announces them, written by
+    /// disbursement alone (a topic of its own, so that no field app can
+    /// pass for disbursement to another follower).
     #[serde(default = "default_tasks")]
     pub tasks: String,
+    /// Field teams' signed commands on tasks.
+    #[serde(default = "default_task_commands")]
+    pub task_commands: String,
     /// Partner agencies' signed records of assistance they gave.
     #[serde(default = "default_assistance")]
     pub assistance: String,
@@ -46,6 +50,10 @@ pub struct Topics {
 
 fn default_tasks() -> String {
     "sumud.tasks.v1".into()
+}
+
+fn default_task_commands() -> String {
+    "sumud.tasks.commands.v1".into()
 }
 
 fn default_assistance() -> String {
@@ -75,6 +83,7 @@ impl Default for Topics {
             instructions: "sumud.payments.instructions.v1".into(),
             status: "sumud.payments.status.v1".into(),
             tasks: default_tasks(),
+            task_commands: default_task_commands(),
             assistance: default_assistance(),
             assistance_shared: default_assistance_shared(),
             referrals: default_referrals(),
@@ -86,7 +95,7 @@ impl Default for Topics {
 
 impl Topics {
     /// Every topic name, for creation and ACL documentation.
-    pub fn all(&self) -> [&str; 13] {
+    pub fn all(&self) -> [&str; 14] {
         [
             &self.control,
             &self.alerts,
@@ -96,6 +105,7 @@ impl Topics {
             &self.instructions,
             &self.status,
             &self.tasks,
+            &self.task_commands,
             &self.assistance,
             &self.assistance_shared,
             &self.referrals,
@@ -128,12 +138,9 @@ impl Topics {
         } else if topic == self.status {
             &[payment::PAYMENT_STATUS]
         } else if topic == self.tasks {
-            &[
-                task::TASK_OPENED,
-                task::TASK_ASSIGNED,
-                task::TASK_RESOLVED,
-                task::TASK_COMMAND,
-            ]
+            &task::TASK_EVENTS
+        } else if topic == self.task_commands {
+            &[task::TASK_COMMAND]
         } else if topic == self.assistance {
             &[assistance::PARTNER_ASSISTANCE]
         } else if topic == self.assistance_shared {
@@ -163,6 +170,7 @@ impl Topics {
             instructions: s(&self.instructions),
             status: s(&self.status),
             tasks: s(&self.tasks),
+            task_commands: s(&self.task_commands),
             assistance: s(&self.assistance),
             assistance_shared: s(&self.assistance_shared),
             referrals: s(&self.referrals),
@@ -180,7 +188,12 @@ mod tests {
     fn each_event_type_travels_on_its_own_topic_only() {
         let t = Topics::default().with_suffix("x");
         assert!(t.carries(&t.crisis, "org.sumud.crisis.activated"));
-        assert!(t.carries(&t.tasks, "org.sumud.task.command"));
+        assert!(t.carries(&t.task_commands, "org.sumud.task.command"));
+        assert!(t.carries(&t.tasks, "org.sumud.task.resolved"));
+        // A field app's topic cannot carry disbursement's announcements,
+        // nor disbursement's topic a field command.
+        assert!(!t.carries(&t.task_commands, "org.sumud.task.resolved"));
+        assert!(!t.carries(&t.tasks, "org.sumud.task.command"));
         assert!(t.carries(&t.status, "org.sumud.payment.status_reported"));
         // What field apps or providers may write cannot pass for control's
         // or eligibility's words.
@@ -189,7 +202,7 @@ mod tests {
             "org.sumud.entitlement.decided",
             "org.sumud.payment.status_reported",
         ] {
-            assert!(!t.carries(&t.tasks, forged), "{forged}");
+            assert!(!t.carries(&t.task_commands, forged), "{forged}");
         }
         assert!(!t.carries(&t.status, "org.sumud.crisis.activated"));
         assert!(!t.carries(&t.registry, "org.sumud.crisis.closed"));

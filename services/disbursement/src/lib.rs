@@ -123,6 +123,7 @@ impl App {
             t.entitlements.clone(),
             t.status.clone(),
             t.tasks.clone(),
+            t.task_commands.clone(),
         ];
         // Eligibility reads (and dead-letters) the crisis topic too; the
         // entitlements topic has no other consumer, so its rejects are ours

@@ -1,10 +1,13 @@
-//! Field-verification tasks on `sumud.tasks.v1` (key = the task id, in
-//! decimal), in both directions:
+//! Field-verification tasks (key = the task id, in decimal), in both
+//! directions, each on a topic of its own so that no field app can pass
+//! for disbursement:
 //!
 //! - disbursement, which owns the tasks, publishes every change of one
-//!   (`task.opened`, `task.assigned`, `task.resolved`) through its outbox,
-//!   so a field-team app can follow its work list as events;
-//! - the field-team app closes the loop with signed commands
+//!   (`task.opened`, `task.assigned`, `task.resolved`) through its outbox
+//!   on `sumud.tasks.v1`, so a field-team app can follow its work list as
+//!   events;
+//! - the field-team app closes the loop on `sumud.tasks.commands.v1` with
+//!   signed commands
 //!   (`task.command`: `task.assign`, `task.resolve`, and `grievance.file`
 //!   for a complaint met in the field): a compact JWS, Ed25519, `kid` = a
 //!   field key registered with `sumud tasks keys add`, exactly as operators
