@@ -247,6 +247,50 @@ impl TestEnv {
         n
     }
 
+    /// Waits until the services have nothing left in hand: the consumer
+    /// group of each `(service, topic)` has committed to the end of every
+    /// partition of its topic, and each schema's outbox in `outboxes` has
+    /// nothing unpublished. Dead letters go out before a batch's offsets
+    /// are stored, and events are enqueued in the transaction of their
+    /// effect, so what the topics hold then is all the input will ever
+    /// produce: a test proves that nothing more comes by settling, not by
+    /// waiting a fixed time for a message that should not exist.
+    pub async fn settle(&self, inputs: &[(&str, &str)], outboxes: &[&str], deadline: Duration) {
+        let inputs: Vec<(String, String)> = inputs
+            .iter()
+            .map(|(service, topic)| (self.settings.group_id(service), (*topic).to_owned()))
+            .collect();
+        wait_for("the services to settle", deadline, || {
+            let inputs = inputs.clone();
+            async move {
+                for schema in outboxes {
+                    let sql =
+                        format!("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL");
+                    if self.count(&sql).await > 0 {
+                        return None;
+                    }
+                }
+                let settings = self.settings.clone();
+                tokio::task::spawn_blocking(move || {
+                    inputs
+                        .iter()
+                        .all(|(group, topic)| committed_to_end(&settings, group, topic))
+                })
+                .await
+                .ok()?
+                .then_some(())
+            }
+        })
+        .await
+    }
+
+    /// Every message `topic` holds now, as (key, payload), in partition
+    /// order: after [`TestEnv::settle`], everything there will be.
+    pub fn read_all(&self, topic: &str) -> Vec<(String, Vec<u8>)> {
+        let n = self.topic_len(topic);
+        self.read_topic(topic, n, Duration::from_secs(30))
+    }
+
     /// Reads a topic from the beginning until `expected` messages arrived or
     /// the deadline passed; returns what was read as (key, payload).
     pub fn read_topic(
@@ -283,6 +327,41 @@ impl TestEnv {
         sumud_shared::kafka::drop_detached(consumer);
         out
     }
+}
+
+/// Whether `group` has committed to the end of every partition of
+/// `topic` (a partition it has no offset for must be empty). Blocking.
+fn committed_to_end(settings: &Settings, group: &str, topic: &str) -> bool {
+    let Ok(c) = sumud_shared::kafka::client_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    let ask = Duration::from_secs(10);
+    let done = (|| {
+        let meta = c.fetch_metadata(Some(topic), ask).ok()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in meta.topics().first()?.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+        let committed = c.committed_offsets(tpl, ask).ok()?;
+        for e in committed.elements() {
+            let (low, high) = c.fetch_watermarks(topic, e.partition(), ask).ok()?;
+            let at = match e.offset() {
+                Offset::Offset(at) => at,
+                _ => low,
+            };
+            if at < high {
+                return Some(false);
+            }
+        }
+        Some(true)
+    })()
+    .unwrap_or(false);
+    sumud_shared::kafka::drop_detached(c);
+    done
 }
 
 impl Drop for TestEnv {

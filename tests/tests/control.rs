@@ -61,8 +61,21 @@ impl Control {
         .await;
     }
 
+    /// Every crisis event control will publish for the commands sent so
+    /// far: read once control has settled (`settle_control`).
+    async fn all_crisis_events(&self) -> Vec<Envelope<CrisisEvent>> {
+        settle_control(&self.env).await;
+        all_crisis_events(&self.env)
+    }
+
+    /// Every dead letter control will write for the commands sent so far.
+    async fn all_dead_letters(&self) -> Vec<sumud_shared::deadletter::DeadLetter> {
+        settle_control(&self.env).await;
+        all_dead_letters(&self.env)
+    }
+
     /// The crisis events on the topic: reads until `expected` arrived or
-    /// 20 s passed (ask for one more than expected to see there are none).
+    /// 20 s passed.
     fn crisis_events(&self, expected: usize) -> Vec<Envelope<CrisisEvent>> {
         self.env
             .read_topic(
@@ -74,6 +87,38 @@ impl Control {
             .map(|(_, b)| serde_json::from_slice(&b).expect("a crisis event"))
             .collect()
     }
+}
+
+/// Waits until control has judged every command on its topic (its group
+/// committed to the end) and published every event it enqueued: what the
+/// crisis and dead-letter topics hold then is all there will be.
+async fn settle_control(env: &TestEnv) {
+    env.settle(
+        &[("control", &env.settings.topics.control)],
+        &["control"],
+        DEADLINE,
+    )
+    .await;
+}
+
+/// Every crisis event on the topic now.
+fn all_crisis_events(env: &TestEnv) -> Vec<Envelope<CrisisEvent>> {
+    env.read_all(&env.settings.topics.crisis)
+        .into_iter()
+        .map(|(_, b)| serde_json::from_slice(&b).expect("a crisis event"))
+        .collect()
+}
+
+/// Every dead letter on the topic now.
+fn all_dead_letters(env: &TestEnv) -> Vec<sumud_shared::deadletter::DeadLetter> {
+    env.read_all(&env.settings.topics.deadletter)
+        .into_iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<Envelope<sumud_shared::deadletter::DeadLetter>>(&b)
+                .expect("a dead letter")
+                .data
+        })
+        .collect()
 }
 
 async fn a_declaration_is_applied_and_published_once_and_a_replay_is_refused(backend: Backend) {
@@ -90,13 +135,13 @@ async fn a_declaration_is_applied_and_published_once_and_a_replay_is_refused(bac
     send(&c.env, &c.alice, &claims(CommandKind::Close, "FL-1", None)).await;
     c.wait_state("FL-1", CrisisState::Closed).await;
 
-    let events = c.crisis_events(3);
+    let events = c.all_crisis_events().await;
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, vec![CRISIS_ACTIVATED, CRISIS_CLOSED]);
     assert_eq!(events[0].data.command_id, declare.jti);
     assert_eq!(events[0].data.definition.areas, vec!["JO-MA".to_string()]);
     assert_eq!(events[1].data.state, CrisisState::Closed);
-    let letters = dead_letters(&c.env, 2);
+    let letters = c.all_dead_letters().await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].reason, Reason::Replayed);
     let trail = sumud_control::db::audit_trail(&c.env.store, "FL-1")
@@ -136,7 +181,8 @@ async fn four_eyes_hold_a_large_declaration_until_another_principal_approves(bac
     send(&c.env, &carol, &approval("FL-2", 1, &big)).await;
     c.wait_state("FL-2", CrisisState::Active).await;
     let types: Vec<String> = c
-        .crisis_events(3)
+        .all_crisis_events()
+        .await
         .into_iter()
         .map(|e| e.event_type)
         .collect();
@@ -197,7 +243,7 @@ async fn forged_revoked_and_stale_commands_are_dead_lettered_and_change_nothing(
     assert_eq!(c.env.count("SELECT count(*) FROM control.crises").await, 1);
     assert_eq!(c.env.count("SELECT count(*) FROM control.audit").await, 1);
     assert_eq!(c.state("X6").await, Some(CrisisState::Active));
-    assert_eq!(c.crisis_events(2).len(), 1);
+    assert_eq!(c.all_crisis_events().await.len(), 1);
     c.service.stop().await;
 }
 
@@ -236,13 +282,13 @@ async fn a_command_whose_crisis_event_would_break_its_contract_is_refused(backen
     .await;
     c.wait_state("X8", CrisisState::Active).await;
 
-    let letters = dead_letters(&c.env, 3);
+    let letters = c.all_dead_letters().await;
     let reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
     assert_eq!(reasons, vec![Reason::InvalidCommand; 2], "{letters:#?}");
     assert!(letters.iter().all(|l| l.detail.contains("contract")));
     assert_eq!(c.env.count("SELECT count(*) FROM control.crises").await, 1);
     assert_eq!(c.env.count("SELECT count(*) FROM control.audit").await, 1);
-    assert_eq!(c.crisis_events(2).len(), 1);
+    assert_eq!(c.all_crisis_events().await.len(), 1);
     c.service.stop().await;
 }
 
@@ -283,11 +329,8 @@ async fn events_committed_before_a_crash_are_published_after_the_restart(backend
             .then_some(())
     })
     .await;
-    let events: Vec<Envelope<CrisisEvent>> = env
-        .read_topic(&env.settings.topics.crisis, 61, Duration::from_secs(10))
-        .into_iter()
-        .map(|(_, b)| serde_json::from_slice(&b).unwrap())
-        .collect();
+    settle_control(&env).await;
+    let events = all_crisis_events(&env);
     // A crash between publishing and marking republishes a row: consumers
     // are idempotent on the event id. None may be missing, none may differ.
     let ids: BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
@@ -297,7 +340,7 @@ async fn events_committed_before_a_crash_are_published_after_the_restart(backend
     assert!(events.iter().all(|e| e.event_type == CRISIS_ACTIVATED));
     assert_eq!(env.count("SELECT count(*) FROM control.commands").await, 30);
     // Redelivered commands after the crash are recognised, not dead-lettered.
-    assert!(dead_letters(&env, 1).is_empty());
+    assert!(all_dead_letters(&env).is_empty());
     restarted.stop().await;
 }
 
