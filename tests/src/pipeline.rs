@@ -396,8 +396,21 @@ pub async fn send_jws(env: &TestEnv, crisis_id: &str, jws: String) {
         .await;
 }
 
-/// The dead letters so far: reads until `expected` arrived or 30 s passed,
-/// so asking for one more than expected proves there are no others.
+/// Every dead letter on the topic now: after [`TestEnv::settle`], every
+/// one the input sent so far will ever produce.
+pub fn all_dead_letters(env: &TestEnv) -> Vec<DeadLetter> {
+    env.read_all(&env.settings.topics.deadletter)
+        .into_iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<Envelope<DeadLetter>>(&b)
+                .expect("a dead letter")
+                .data
+        })
+        .collect()
+}
+
+/// The dead letters so far: reads until `expected` arrived or 30 s passed
+/// (to prove there are no others, settle and take [`all_dead_letters`]).
 pub fn dead_letters(env: &TestEnv, expected: usize) -> Vec<DeadLetter> {
     env.read_topic(
         &env.settings.topics.deadletter,

@@ -15,8 +15,8 @@ use sumud_shared::events::crisis::{
     CrisisEvent, CrisisState, CRISIS_ACTIVATED, CRISIS_CLOSED, CRISIS_PROPOSED,
 };
 use sumud_tests::pipeline::{
-    approval, claims, dead_letters, definition, no_four_eyes, operator, register_operators, send,
-    send_jws, DEADLINE,
+    all_dead_letters, approval, claims, dead_letters, definition, no_four_eyes, operator,
+    register_operators, send, send_jws, DEADLINE,
 };
 use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
 
@@ -106,18 +106,6 @@ fn all_crisis_events(env: &TestEnv) -> Vec<Envelope<CrisisEvent>> {
     env.read_all(&env.settings.topics.crisis)
         .into_iter()
         .map(|(_, b)| serde_json::from_slice(&b).expect("a crisis event"))
-        .collect()
-}
-
-/// Every dead letter on the topic now.
-fn all_dead_letters(env: &TestEnv) -> Vec<sumud_shared::deadletter::DeadLetter> {
-    env.read_all(&env.settings.topics.deadletter)
-        .into_iter()
-        .map(|(_, b)| {
-            serde_json::from_slice::<Envelope<sumud_shared::deadletter::DeadLetter>>(&b)
-                .expect("a dead letter")
-                .data
-        })
         .collect()
 }
 
