@@ -247,39 +247,40 @@ impl TestEnv {
         n
     }
 
-    /// Waits until the services have nothing left in hand: the consumer
-    /// group of each `(service, topic)` has committed to the end of every
-    /// partition of its topic, and each schema's outbox in `outboxes` has
-    /// nothing unpublished. Dead letters go out before a batch's offsets
-    /// are stored, and events are enqueued in the transaction of their
-    /// effect, so what the topics hold then is all the input will ever
+    /// Waits until the services have nothing left in hand, stage by stage
+    /// in the order data flows: for each [`Stage`], its consumer group has
+    /// committed to the end of every partition of its topic, and then its
+    /// outbox (if it has one) holds nothing unpublished. Dead letters go
+    /// out before a batch's offsets are stored, and events are enqueued in
+    /// the transaction of their effect, so once every stage holds, checked
+    /// in that order, what the topics hold is all the input will ever
     /// produce: a test proves that nothing more comes by settling, not by
-    /// waiting a fixed time for a message that should not exist.
-    pub async fn settle(&self, inputs: &[(&str, &str)], outboxes: &[&str], deadline: Duration) {
-        let inputs: Vec<(String, String)> = inputs
-            .iter()
-            .map(|(service, topic)| (self.settings.group_id(service), (*topic).to_owned()))
-            .collect();
-        wait_for("the services to settle", deadline, || {
-            let inputs = inputs.clone();
-            async move {
-                for schema in outboxes {
+    /// waiting a fixed time for a message that should not exist. (An outbox
+    /// checked before its consumer's offsets could read empty just before
+    /// the handler enqueued.)
+    pub async fn settle(&self, stages: &[Stage<'_>], deadline: Duration) {
+        wait_for("the services to settle", deadline, || async {
+            for stage in stages {
+                let settings = self.settings.clone();
+                let group = self.settings.group_id(stage.service);
+                let topic = stage.topic.to_owned();
+                let caught_up = tokio::task::spawn_blocking(move || {
+                    committed_to_end(&settings, &group, &topic)
+                })
+                .await
+                .ok()?;
+                if !caught_up {
+                    return None;
+                }
+                if let Some(schema) = stage.outbox {
                     let sql =
                         format!("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL");
                     if self.count(&sql).await > 0 {
                         return None;
                     }
                 }
-                let settings = self.settings.clone();
-                tokio::task::spawn_blocking(move || {
-                    inputs
-                        .iter()
-                        .all(|(group, topic)| committed_to_end(&settings, group, topic))
-                })
-                .await
-                .ok()?
-                .then_some(())
             }
+            Some(())
         })
         .await
     }
@@ -288,7 +289,14 @@ impl TestEnv {
     /// order: after [`TestEnv::settle`], everything there will be.
     pub fn read_all(&self, topic: &str) -> Vec<(String, Vec<u8>)> {
         let n = self.topic_len(topic);
-        self.read_topic(topic, n, Duration::from_secs(30))
+        let read = self.read_topic(topic, n, Duration::from_secs(30));
+        assert_eq!(
+            read.len(),
+            n,
+            "{topic} holds {n} messages; read {}",
+            read.len()
+        );
+        read
     }
 
     /// Reads a topic from the beginning until `expected` messages arrived or
@@ -329,6 +337,17 @@ impl TestEnv {
     }
 }
 
+/// One stage of [`TestEnv::settle`]: a service's consumer group on one of
+/// its input topics, and the schema of the outbox it writes, if any.
+pub struct Stage<'a> {
+    /// The service (its group is `<prefix>-<service>`).
+    pub service: &'a str,
+    /// One topic it consumes.
+    pub topic: &'a str,
+    /// The schema whose `outbox` table it publishes from.
+    pub outbox: Option<&'a str>,
+}
+
 /// Whether `group` has committed to the end of every partition of
 /// `topic` (a partition it has no offset for must be empty). Blocking.
 fn committed_to_end(settings: &Settings, group: &str, topic: &str) -> bool {
@@ -342,8 +361,12 @@ fn committed_to_end(settings: &Settings, group: &str, topic: &str) -> bool {
     let ask = Duration::from_secs(10);
     let done = (|| {
         let meta = c.fetch_metadata(Some(topic), ask).ok()?;
+        let t = meta.topics().first()?;
+        if t.error().is_some() || t.partitions().is_empty() {
+            return None; // an unknown topic is not a settled one
+        }
         let mut tpl = TopicPartitionList::new();
-        for p in meta.topics().first()?.partitions() {
+        for p in t.partitions() {
             tpl.add_partition(topic, p.id());
         }
         let committed = c.committed_offsets(tpl, ask).ok()?;

@@ -18,7 +18,7 @@ use sumud_tests::pipeline::{
     all_dead_letters, approval, claims, dead_letters, definition, no_four_eyes, operator,
     register_operators, send, send_jws, DEADLINE,
 };
-use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
+use sumud_tests::{on_both_backends, wait_for, Backend, Running, Stage, TestEnv};
 
 /// Control on a fresh database of `backend`, with alice (declare, close)
 /// and bob (approve, declare) registered.
@@ -93,12 +93,12 @@ impl Control {
 /// committed to the end) and published every event it enqueued: what the
 /// crisis and dead-letter topics hold then is all there will be.
 async fn settle_control(env: &TestEnv) {
-    env.settle(
-        &[("control", &env.settings.topics.control)],
-        &["control"],
-        DEADLINE,
-    )
-    .await;
+    let stage = Stage {
+        service: "control",
+        topic: &env.settings.topics.control,
+        outbox: Some("control"),
+    };
+    env.settle(&[stage], DEADLINE).await;
 }
 
 /// Every crisis event on the topic now.
@@ -258,6 +258,15 @@ async fn a_command_whose_crisis_event_would_break_its_contract_is_refused(backen
         &claims(CommandKind::Declare, "X7", Some(long_title)),
     )
     .await;
+    // A command id long enough that the event id (key, id and type) would
+    // pass the CloudEvents limit of 200 characters.
+    let mut long_id = claims(
+        CommandKind::Declare,
+        "X9",
+        Some(definition(&["JO-MN"], "1000")),
+    );
+    long_id.jti = "j".repeat(180);
+    send(&c.env, &c.alice, &long_id).await;
     send(
         &c.env,
         &c.alice,
@@ -272,7 +281,7 @@ async fn a_command_whose_crisis_event_would_break_its_contract_is_refused(backen
 
     let letters = c.all_dead_letters().await;
     let reasons: Vec<Reason> = letters.iter().map(|l| l.reason).collect();
-    assert_eq!(reasons, vec![Reason::InvalidCommand; 2], "{letters:#?}");
+    assert_eq!(reasons, vec![Reason::InvalidCommand; 3], "{letters:#?}");
     assert!(letters.iter().all(|l| l.detail.contains("contract")));
     assert_eq!(c.env.count("SELECT count(*) FROM control.crises").await, 1);
     assert_eq!(c.env.count("SELECT count(*) FROM control.audit").await, 1);

@@ -14,7 +14,7 @@ use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::crisis::CrisisDefinition;
 use sumud_shared::events::payment::{PaymentStatus, StatusReport, PAYMENT_STATUS};
 use sumud_tests::pipeline::*;
-use sumud_tests::{on_both_backends, wait_for, Backend};
+use sumud_tests::{on_both_backends, wait_for, Backend, Stage};
 
 /// Tranches every 30 "days" of 0.05 s: three tranches within about 3 s.
 fn fast_schedule() -> DisbursementConfig {
@@ -685,29 +685,22 @@ async fn a_malformed_entitlement_is_dead_lettered_once_and_payments_go_on() {
 
     // Once the readers of both topics have committed to their end, every
     // letter there will be is out: a second letter for either would show.
+    let stage = |service, topic| Stage {
+        service,
+        topic,
+        outbox: None,
+    };
     p.env
         .settle(
             &[
-                ("eligibility", &t.crisis),
-                ("disbursement", &t.crisis),
-                ("disbursement", &t.entitlements),
+                stage("eligibility", &t.crisis),
+                stage("disbursement", &t.crisis),
+                stage("disbursement", &t.entitlements),
             ],
-            &[],
             DEADLINE,
         )
         .await;
-    let letters: Vec<sumud_shared::deadletter::DeadLetter> = p
-        .env
-        .read_all(&t.deadletter)
-        .into_iter()
-        .map(|(_, b)| {
-            serde_json::from_slice::<
-                sumud_shared::envelope::Envelope<sumud_shared::deadletter::DeadLetter>,
-            >(&b)
-            .unwrap()
-            .data
-        })
-        .collect();
+    let letters = all_dead_letters(&p.env);
     let mut got: Vec<(String, String, Reason)> = letters
         .iter()
         .map(|l| (l.source_topic.clone(), l.service.clone(), l.reason))

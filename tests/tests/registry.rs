@@ -14,7 +14,7 @@ use sumud_shared::events::household::{
 };
 use sumud_shared::on_store;
 use sumud_shared::synthetic;
-use sumud_tests::{on_both_backends, wait_for, Backend, Running, TestEnv};
+use sumud_tests::{on_both_backends, wait_for, Backend, Running, Stage, TestEnv};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -50,12 +50,12 @@ fn removal(id: &str, version: i64) -> Vec<u8> {
 /// Every dead letter the registry service will write for what was sent so
 /// far: read once it has committed to the end of its topic (`settle`).
 async fn all_dead_letters(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
-    env.settle(
-        &[("registry", &env.settings.topics.registry)],
-        &[],
-        DEADLINE,
-    )
-    .await;
+    let stage = Stage {
+        service: "registry",
+        topic: &env.settings.topics.registry,
+        outbox: None,
+    };
+    env.settle(&[stage], DEADLINE).await;
     env.read_all(&env.settings.topics.deadletter)
 }
 

@@ -40,17 +40,26 @@ pub struct SourcePosition {
     pub offset: i64,
 }
 
-/// Whether this command was already applied from exactly this position,
-/// i.e. the message is a redelivery (at-least-once) rather than a replay. The
-/// command id is part of the test: after a topic is recreated, another
-/// command can arrive at a position an earlier one was applied from.
-pub async fn applied_from(store: &Store, at: &SourcePosition, command_id: &str) -> Result<bool> {
+/// Whether `key_id`'s command was already applied from exactly this
+/// position, i.e. the message is a redelivery (at-least-once) rather than a
+/// replay. The key and command id are part of the test: after a topic is
+/// recreated (or the embedded broker restarted), another command, perhaps
+/// another key's under the same id, can arrive at a position an earlier one
+/// was applied from.
+pub async fn applied_from(
+    store: &Store,
+    at: &SourcePosition,
+    key_id: &str,
+    command_id: &str,
+) -> Result<bool> {
     const SQL: &str = "SELECT EXISTS (SELECT 1 FROM control.commands \
-         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3 AND command_id = $4)";
+         WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3 \
+           AND key_id = $4 AND command_id = $5)";
     Ok(on_store!(store, pool => sqlx::query_scalar(SQL)
         .bind(&at.topic)
         .bind(at.partition)
         .bind(at.offset)
+        .bind(key_id)
         .bind(command_id)
         .fetch_one(pool)
         .await?))

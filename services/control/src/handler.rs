@@ -52,11 +52,13 @@ impl ControlHandler {
     }
 
     /// Whether `m` carries the command already applied from its very
-    /// position (its id read from the JWS, see `signing::claimed_command_id`).
+    /// position (its key and id read from the JWS unverified, see
+    /// `signing::claimed_command_id`: only a verified command is recorded
+    /// as applied).
     async fn is_redelivery(&self, m: &Incoming, jws: &str) -> Result<bool> {
-        match signing::claimed_command_id(jws) {
-            Some(id) => db::applied_from(&self.store, &position(m), &id).await,
-            None => Ok(false),
+        match (signing::key_id(jws), signing::claimed_command_id(jws)) {
+            (Ok(kid), Some(id)) => db::applied_from(&self.store, &position(m), &kid, &id).await,
+            _ => Ok(false),
         }
     }
 
@@ -391,6 +393,15 @@ impl ControlHandler {
                 // commands under one id from sharing an event id.
                 event.id = format!("{}:{}:{}", key.key_id, claims.jti, event_type);
                 event.traceparent = sumud_shared::telemetry::continuing(m.traceparent.as_deref());
+                // The attributes too (a long key id and command id make an
+                // id past the CloudEvents limit), for the same reason.
+                let whole = serde_json::to_value(&event).expect("an envelope serialises");
+                if let Err(detail) = SchemaRegistry::global().validate_envelope(&whole) {
+                    return Ok(reject(
+                        Reason::InvalidCommand,
+                        format!("the crisis event it would publish breaks its contract: {detail}"),
+                    ));
+                }
                 Some(event)
             }
             None => None,
