@@ -51,15 +51,12 @@ impl ControlHandler {
         }
     }
 
-    /// Whether `m` carries the command already applied from its very
-    /// position (its key and id read from the JWS unverified, see
+    /// Whether `m` carries `kid`'s command `id`, already applied from its
+    /// very position (key and id read from the JWS unverified, see
     /// `signing::claimed_command_id`: only a verified command is recorded
     /// as applied).
-    async fn is_redelivery(&self, m: &Incoming, jws: &str) -> Result<bool> {
-        match (signing::key_id(jws), signing::claimed_command_id(jws)) {
-            (Ok(kid), Some(id)) => db::applied_from(&self.store, &position(m), &kid, &id).await,
-            _ => Ok(false),
-        }
+    async fn is_redelivery(&self, m: &Incoming, kid: &str, id: &str) -> Result<bool> {
+        db::applied_from(&self.store, &position(m), kid, id).await
     }
 
     async fn one(&self, m: &Incoming, now: DateTime<Utc>) -> Result<Verdict> {
@@ -70,14 +67,19 @@ impl ControlHandler {
             Ok(s) => s,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
-        if self.is_redelivery(m, &signed.jws).await? {
-            info!(topic = %m.topic, partition = m.partition, offset = m.offset, "Command redelivered; already applied.");
-            return Ok(Verdict::Done);
+        // Key and command id, read once, unverified: they only find what
+        // was recorded under a verified signature.
+        let kid = signing::key_id(&signed.jws);
+        if let (Ok(kid), Some(id)) = (&kid, signing::claimed_command_id(&signed.jws)) {
+            if self.is_redelivery(m, kid, &id).await? {
+                info!(topic = %m.topic, partition = m.partition, offset = m.offset, "Command redelivered; already applied.");
+                return Ok(Verdict::Done);
+            }
+            if let Some(v) = self.judged_before(m, kid, &id).await? {
+                return Ok(v);
+            }
         }
-        if let Some(v) = self.judged_before(m, &signed.jws).await? {
-            return Ok(v);
-        }
-        let kid = match signing::key_id(&signed.jws) {
+        let kid = match kid {
             Ok(k) => k,
             Err(r) => return Ok(Verdict::Reject(r)),
         };
@@ -129,11 +131,8 @@ impl ControlHandler {
     /// only under a key whose signature verified, so a forgery naming that
     /// key and id is refused either way, and one naming another key finds
     /// nothing here.
-    async fn judged_before(&self, m: &Incoming, jws: &str) -> Result<Option<Verdict>> {
-        let (Ok(kid), Some(id)) = (signing::key_id(jws), signing::claimed_command_id(jws)) else {
-            return Ok(None);
-        };
-        let Some((at, reason, detail)) = db::refusal_of(&self.store, &kid, &id).await? else {
+    async fn judged_before(&self, m: &Incoming, kid: &str, id: &str) -> Result<Option<Verdict>> {
+        let Some((at, reason, detail)) = db::refusal_of(&self.store, kid, id).await? else {
             return Ok(None);
         };
         if at == position(m) {
@@ -480,8 +479,17 @@ impl Handler for ControlHandler {
                 Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                     // Two deliveries of the same command raced; the other one
                     // won. The same message (a rebalance overlap) is no replay.
-                    let jws = m.envelope.typed::<SignedCommand>().map(|s| s.jws);
-                    if self.is_redelivery(m, &jws.unwrap_or_default()).await? {
+                    let claimed = m.envelope.typed::<SignedCommand>().ok().and_then(|s| {
+                        Some((
+                            signing::key_id(&s.jws).ok()?,
+                            signing::claimed_command_id(&s.jws)?,
+                        ))
+                    });
+                    let redelivered = match claimed {
+                        Some((kid, id)) => self.is_redelivery(m, &kid, &id).await?,
+                        None => false,
+                    };
+                    if redelivered {
                         Verdict::Done
                     } else {
                         reject(Reason::Replayed, "command was applied concurrently")
