@@ -13,17 +13,15 @@
 //! verified (but `replayed` and `key_mismatch`) is recorded, so the message
 //! can never take effect later.
 
-use chrono::Utc;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::events::assistance::{AssistanceAction, AssistanceClaims, SignedAssistance};
-use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
 use sumud_shared::{match_key, Result};
 use tracing::{info, warn};
 
 use crate::db::{self, PartnerKey, Position};
-use crate::signed::{self, reject, Opened};
+use crate::signed::{self, Opened};
 
 /// Oldest accepted `iat`, seconds.
 pub const MAX_AGE_SECS: i64 = 3600;
@@ -73,26 +71,11 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
         Ok(o) => o,
         Err(settled) => return Ok((settled, false)),
     };
-    let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
-    if keyed != claims.match_key {
-        return Ok((
-            reject(
-                Reason::KeyMismatch,
-                format!("the Kafka key must be the record's match_key, not {keyed:?}"),
-            ),
-            false,
-        ));
+    if let Some(v) = signed::unbound(m, &claims.match_key, "the record's match_key") {
+        return Ok((v, false));
     }
-    let refusal = if key.revoked {
-        Some((
-            Reason::RevokedKey,
-            format!("partner key {} was revoked", key.kid),
-        ))
-    } else if let Some(why) = jws::stale(claims.iat, Utc::now(), MAX_AGE_SECS, "records") {
-        Some((Reason::Expired, why))
-    } else {
-        malformed(&claims).map(|why| (Reason::InvalidCommand, why))
-    };
+    let refusal = signed::out_of_standing(&key, claims.iat, MAX_AGE_SECS, "records")
+        .or_else(|| malformed(&claims).map(|why| (Reason::InvalidCommand, why)));
     if let Some((reason, detail)) = refusal {
         return refuse(store, &key, &claims, &at, reason, detail).await;
     }

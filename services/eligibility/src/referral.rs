@@ -18,21 +18,19 @@
 //! provider can pass for eligibility (a referral event found there is
 //! `untrusted_sender`, refused by the consumer loop).
 
-use chrono::Utc;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
 use sumud_shared::events::household::VulnerabilityFlag;
 use sumud_shared::events::referral::{
     AcknowledgementClaims, ReferralStatus, SignedAcknowledgement,
 };
-use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
 use sumud_shared::playbook::ReferralRule;
 use sumud_shared::Result;
 use tracing::info;
 
 use crate::db;
-use crate::signed::{self, reject, Opened};
+use crate::signed::{self, Opened};
 
 /// Oldest accepted `iat`, seconds.
 pub const MAX_AGE_SECS: i64 = 3600;
@@ -88,23 +86,11 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<Verdict> {
         Ok(o) => o,
         Err(settled) => return Ok(settled),
     };
-    let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
-    if keyed != claims.referral_id {
-        return Ok(reject(
-            Reason::KeyMismatch,
-            format!("the Kafka key must be the acknowledgement's referral_id, not {keyed:?}"),
-        ));
+    if let Some(v) = signed::unbound(m, &claims.referral_id, "the acknowledgement's referral_id") {
+        return Ok(v);
     }
-    let refusal = if key.revoked {
-        Some((
-            Reason::RevokedKey,
-            format!("partner key {} was revoked", key.kid),
-        ))
-    } else if let Some(why) = jws::stale(claims.iat, Utc::now(), MAX_AGE_SECS, "acknowledgements") {
-        Some((Reason::Expired, why))
-    } else {
-        malformed(&claims).map(|why| (Reason::InvalidCommand, why))
-    };
+    let refusal = signed::out_of_standing(&key, claims.iat, MAX_AGE_SECS, "acknowledgements")
+        .or_else(|| malformed(&claims).map(|why| (Reason::InvalidCommand, why)));
     if let Some((reason, detail)) = refusal {
         return signed::refuse(store, &key, &claims.jti, &at, reason, detail).await;
     }

@@ -17,6 +17,38 @@ use sumud_shared::Result;
 
 use crate::db::{self, PartnerKey, Position};
 
+/// The refusal, if any, of a message whose Kafka key is not the subject
+/// it signed (`field` names it for the dead letter). Not recorded as
+/// judged: the Kafka key is not signed, so a copy under another key must
+/// not veto the original.
+pub fn unbound(m: &Incoming, subject: &str, field: &str) -> Option<Verdict> {
+    let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
+    (keyed != subject).then(|| {
+        reject(
+            Reason::KeyMismatch,
+            format!("the Kafka key must be {field}, not {keyed:?}"),
+        )
+    })
+}
+
+/// Why a verified message may not take effect whatever it says: its key
+/// was revoked, or it was signed longer than `max_age_secs` ago (`what`
+/// names such messages in the detail).
+pub fn out_of_standing(
+    key: &PartnerKey,
+    iat: i64,
+    max_age_secs: i64,
+    what: &str,
+) -> Option<(Reason, String)> {
+    if key.revoked {
+        return Some((
+            Reason::RevokedKey,
+            format!("partner key {} was revoked", key.kid),
+        ));
+    }
+    jws::stale(iat, chrono::Utc::now(), max_age_secs, what).map(|why| (Reason::Expired, why))
+}
+
 /// A refusal verdict.
 pub fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
