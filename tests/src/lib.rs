@@ -439,6 +439,12 @@ impl Running {
         Running { token, task }
     }
 
+    /// Tells the service to stop, without waiting: [`Running::stop`]
+    /// then waits for it.
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
     /// Graceful stop: finish the batch, commit offsets; a service that
     /// has not stopped after [`STOP_WITHIN`] fails the test.
     pub async fn stop(self) {

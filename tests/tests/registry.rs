@@ -49,14 +49,14 @@ fn removal(id: &str, version: i64) -> Vec<u8> {
 
 /// Every dead letter the registry service will write for what was sent so
 /// far: read once it has committed to the end of its topic (`settle`).
-async fn all_dead_letters(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
+async fn all_dead_letters(env: &TestEnv) -> Vec<DeadLetter> {
     let stage = Stage {
         service: "registry",
         topic: &env.settings.topics.registry,
         outbox: None,
     };
     env.settle(&[stage], DEADLINE).await;
-    env.read_all(&env.settings.topics.deadletter)
+    sumud_tests::pipeline::all_dead_letters(env)
 }
 
 async fn count(env: &TestEnv, sql: &str) -> i64 {
@@ -385,7 +385,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_while_good_ones_are
         (count(&env, "SELECT count(*) FROM registry.households").await == 100).then_some(())
     })
     .await;
-    let letters = dead_letters(&env, poison.len() + 1);
+    let letters = all_dead_letters(&env).await;
     assert_eq!(
         letters.len(),
         poison.len(),
