@@ -16,6 +16,11 @@
 //! for a match key no household has, changes nothing. The match key never
 //! reveals an identity: it is not the plain hash of a national id, and no
 //! national id is in eligibility's tables.
+//!
+//! And records follow the registry: one that arrived before its household
+//! counts once the household is registered; one whose key two households
+//! share (a duplicated national id) counts for neither until the registry
+//! is corrected, then for the one left with the key.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -33,7 +38,7 @@ use sumud_shared::events::control::CommandKind;
 use sumud_shared::events::household::Household;
 use sumud_shared::money::Money;
 use sumud_tests::pipeline::*;
-use sumud_tests::{on_both_backends, wait_for, Backend};
+use sumud_tests::{on_both_backends, wait_for, Backend, Stage};
 
 /// The match key of `national_id`, by Node.js's `crypto`.
 fn node_match_key(national_id: &str) -> String {
@@ -110,22 +115,33 @@ async fn entitlement(p: &Pipeline, crisis: &str, h: &str) -> Option<(String, i64
     .unwrap()
 }
 
-async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
-    let p = Pipeline::start_on(backend, 3000, no_four_eyes()).await;
-    let store = &p.env.store;
+/// A pipeline of `n` households on `backend`, once the registry has stored
+/// every household's match key.
+async fn with_match_keys(backend: Backend, n: u64) -> Pipeline {
+    let p = Pipeline::start_on(backend, n, no_four_eyes()).await;
     p.wait_count(
         "every household's match key",
         "SELECT count(*) FROM registry.match_keys",
         p.households.len() as i64,
     )
     .await;
-    let area = "JO-IR";
-    let flood = expected(&p.households, &[area]);
-    let by_id: BTreeMap<&str, &Household> = p
-        .households
+    p
+}
+
+/// The pipeline's households by id.
+fn households_by_id(p: &Pipeline) -> BTreeMap<&str, &Household> {
+    p.households
         .iter()
         .map(|h| (h.household_id.as_str(), h))
-        .collect();
+        .collect()
+}
+
+async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
+    let p = with_match_keys(backend, 3000).await;
+    let store = &p.env.store;
+    let area = "JO-IR";
+    let flood = expected(&p.households, &[area]);
+    let by_id = households_by_id(&p);
     let mut in_flood = flood.keys();
     let (h1, h2, h3) = (
         in_flood.next().unwrap().clone(),
@@ -520,4 +536,200 @@ async fn partners_are_weighed_and_outsiders_change_nothing(backend: Backend) {
     p.stop().await;
 }
 
-on_both_backends!(partners_are_weighed_and_outsiders_change_nothing);
+/// Waits until the registry and eligibility have taken in everything sent
+/// so far (registry changes and partner records) and eligibility has
+/// published what it enqueued: what the tables hold then is final.
+async fn settle_eligibility(p: &Pipeline) {
+    let t = &p.env.settings.topics;
+    let stage = |service, topic, outbox| Stage {
+        service,
+        topic,
+        outbox,
+    };
+    p.env
+        .settle(
+            &[
+                stage("registry", &t.registry, None),
+                stage("eligibility", &t.registry, None),
+                stage("eligibility", &t.assistance, Some("eligibility")),
+            ],
+            DEADLINE,
+        )
+        .await;
+}
+
+/// A partner's record follows the registry. One that arrived before its
+/// household was registered counts as soon as the household is (not only
+/// once the agency sends it again). One whose match key two registered
+/// households share (a national id entered twice) is not pinned on either
+/// of them, and counts for the right one once the registry is corrected.
+async fn partner_records_follow_the_registry(backend: Backend) {
+    let p = with_match_keys(backend, 500).await;
+    let store = &p.env.store;
+    let area = "JO-IR";
+    let flood = expected(&p.households, &[area]);
+    let by_id = households_by_id(&p);
+    let mut in_flood = flood.keys();
+    let (h2, h3) = (
+        in_flood.next().unwrap().clone(),
+        in_flood.next().unwrap().clone(),
+    );
+    let price = |h: &str| flood[h].1;
+    let wfp = Jwk::generate("wfp-jo-2");
+    sumud_eligibility::db::add_partner_key(store, &wfp.kid, "WFP", &wfp.x)
+        .await
+        .unwrap();
+    let during = ("2026-12-01", "2027-03-01");
+    p.send(
+        &p.alice,
+        &claims(
+            CommandKind::Declare,
+            "PB-1",
+            Some(definition(&[area], "100000000")),
+        ),
+    )
+    .await;
+    p.wait_count(
+        "the flood's decisions",
+        "SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = 'PB-1'",
+        flood.len() as i64,
+    )
+    .await;
+
+    // A household the registry does not hold yet: the agency's record of
+    // it waits, unmatched, and counts once the household is registered.
+    let catalog = sumud_shared::areas::AreaCatalog::default_catalog();
+    let late = (0..)
+        .map(|i| sumud_shared::synthetic::household(catalog, 0x1a7e, i))
+        .find(|h| !expected(std::slice::from_ref(h), &[area]).is_empty())
+        .unwrap();
+    let late_id = late.household_id.clone();
+    let late_price = expected(std::slice::from_ref(&late), &[area])[&late_id].1;
+    send(
+        &p,
+        &wfp,
+        &record(
+            "L-1",
+            AssistanceAction::Given,
+            &node_match_key(national_id(&late)),
+            late_price,
+            during,
+        ),
+    )
+    .await;
+    p.wait_count(
+        "the record of a household not yet registered, kept unmatched",
+        "SELECT count(*) FROM eligibility.partner_records WHERE record_id = 'L-1' AND household_id IS NULL",
+        1,
+    )
+    .await;
+    p.publish_household(&late).await;
+    wait_for("the late household decided", DEADLINE, || async {
+        entitlement(&p, "PB-1", &late_id).await
+    })
+    .await;
+    let (status, amount, reason) = entitlement(&p, "PB-1", &late_id).await.unwrap();
+    assert_eq!(
+        (status.as_str(), amount),
+        ("entitled", (late_price * 3 - late_price).max(0) / 3),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("partner WFP already gave {late_price}")),
+        "{reason}"
+    );
+
+    // h3 registered again under h2's national id (a data-entry slip): the
+    // key now names two households, and a record under it reduces neither.
+    let mut slip = by_id[h3.as_str()].clone();
+    slip.version += 1;
+    let k2 = node_match_key(national_id(by_id[h2.as_str()]));
+    slip.personal.as_mut().unwrap().insert(
+        "national_id".into(),
+        national_id(by_id[h2.as_str()]).to_owned(),
+    );
+    p.publish_household(&slip).await;
+    p.wait_count(
+        "h3's slip stored",
+        &format!(
+            "SELECT count(*) FROM registry.households h JOIN registry.match_keys m \
+               ON m.household_id = h.household_id AND m.version = h.version \
+             WHERE h.household_id = '{h3}' AND h.version = {} AND m.match_key = '{k2}'",
+            slip.version
+        ),
+        1,
+    )
+    .await;
+    send(
+        &p,
+        &wfp,
+        &record("D-1", AssistanceAction::Given, &k2, price(&h2), during),
+    )
+    .await;
+    settle_eligibility(&p).await;
+    let pinned = p
+        .count("SELECT count(*) FROM eligibility.partner_records WHERE record_id = 'D-1' AND household_id IS NOT NULL")
+        .await;
+    assert_eq!(pinned, 0, "a key two households share matches neither");
+    let marked = p
+        .count("SELECT count(*) FROM eligibility.partner_records WHERE record_id = 'D-1' AND ambiguous")
+        .await;
+    assert_eq!(marked, 1, "and the record says why it waits");
+    assert_eq!(entitlement(&p, "PB-1", &h2).await.unwrap().1, price(&h2));
+    assert_eq!(entitlement(&p, "PB-1", &h3).await.unwrap().1, price(&h3));
+
+    // The registry corrects h3: the key is h2's alone, and the record
+    // counts for h2 from the next tranche on.
+    let mut fixed = slip.clone();
+    fixed.version += 1;
+    fixed.personal = by_id[h3.as_str()].personal.clone();
+    p.publish_household(&fixed).await;
+    let want2 = (price(&h2) * 3 - price(&h2)).max(0) / 3;
+    wait_for("h2 re-weighed", DEADLINE, || async {
+        (entitlement(&p, "PB-1", &h2).await.unwrap().1 == want2).then_some(())
+    })
+    .await;
+    let reason2 = entitlement(&p, "PB-1", &h2).await.unwrap().2;
+    assert!(reason2.contains("(partner WFP)"), "{reason2}");
+    settle_eligibility(&p).await;
+    assert_eq!(entitlement(&p, "PB-1", &h3).await.unwrap().1, price(&h3));
+    let committed = p
+        .count("SELECT committed_minor FROM eligibility.crises WHERE crisis_id = 'PB-1'")
+        .await;
+    let by_hand: i64 = flood
+        .iter()
+        .map(|(h, (_, a))| if *h == h2 { want2 * 3 } else { a * 3 })
+        .sum::<i64>()
+        + (late_price * 3 - late_price).max(0) / 3 * 3;
+    assert_eq!(committed, by_hand, "the budget holds exactly what is due");
+
+    // A record pinned by the old rule (on a household its key does not
+    // name) is put right when eligibility starts.
+    sumud_shared::on_store!(store, pool => sqlx::query(
+        "INSERT INTO eligibility.partner_records (agency, record_id, match_key, household_id, \
+             amount_minor, currency, period_from, period_to, status, last_jti) \
+         VALUES ('WFP', 'OLD-1', $1, $2, 1000, 'JOD', '2025-01-01', '2025-03-31', 'given', 'legacy')")
+        .bind(&k2)
+        .bind(&h3)
+        .execute(pool)
+        .await
+        .map(drop))
+    .unwrap();
+    drop(
+        sumud_eligibility::App::build(p.env.settings.clone())
+            .await
+            .unwrap(),
+    );
+    let now: Option<String> = sumud_shared::on_store!(store, pool => sqlx::query_scalar(
+        "SELECT household_id FROM eligibility.partner_records WHERE record_id = 'OLD-1'")
+        .fetch_one(pool)
+        .await)
+    .unwrap();
+    assert_eq!(now.as_deref(), Some(h2.as_str()), "re-matched at start");
+    p.stop().await;
+}
+
+on_both_backends!(
+    partners_are_weighed_and_outsiders_change_nothing,
+    partner_records_follow_the_registry
+);

@@ -7,6 +7,7 @@ mod amend;
 mod expand;
 mod ledger;
 mod own_assistance;
+mod partner_match;
 mod partners;
 mod redecide;
 mod referrals;
@@ -19,8 +20,9 @@ pub use ledger::{assisted_against, ledger, LedgerEntry};
 pub use own_assistance::{
     mark_shared, reshare_crisis, try_lock_sharing, unshared, Shared, Unshared,
 };
+pub use partner_match::{household_of, rematch_records, Match, Moved, Scope};
 pub use partners::{
-    add_partner_key, apply_record, household_of, judged, partner_key, partner_keys, record_judged,
+    add_partner_key, apply_record, judged, partner_key, partner_keys, record_judged,
     revoke_partner_key, reweigh, PartnerKey, Position,
 };
 pub use redecide::{redecide_households, Redecided};

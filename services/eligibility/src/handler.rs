@@ -177,8 +177,9 @@ impl EligibilityHandler {
         Ok(())
     }
 
-    /// Registry changes: wait for the registry service to store them, then
-    /// extend every active crisis to the changed households.
+    /// Registry changes: wait for the registry service to store them,
+    /// re-match the partner records they concern, then extend every active
+    /// crisis to the changed households.
     async fn registry_changes(&self, batch: &[&Incoming]) -> Result<()> {
         let mut wanted: HashMap<String, i64> = HashMap::new();
         let mut upserted = Vec::new();
@@ -220,6 +221,9 @@ impl EligibilityHandler {
                 "{behind} household changes not yet stored by the registry service"
             )));
         }
+        // Partner records follow the registry first, so that the crises
+        // below decide a household with the assistance it now holds.
+        crate::partner::follow_registry(&self.store, &ids).await?;
         let crises = db::active_crises(&self.store).await?;
         for c in crises {
             let mut tx = self.store.begin().await?;

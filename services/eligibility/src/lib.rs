@@ -55,6 +55,9 @@ impl App {
             &[&sumud_registry::db::MIGRATIONS, &db::MIGRATIONS],
         )
         .await?;
+        // Partner records matched before matching followed the registry
+        // are put right before any message is handled.
+        partner::rematch(&store, db::Scope::Stale).await?;
         Ok(App {
             settings,
             store,

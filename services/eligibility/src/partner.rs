@@ -13,7 +13,7 @@
 //! verified (but `replayed` and `key_mismatch`) is recorded, so the message
 //! can never take effect later.
 
-use sumud_shared::db::Store;
+use sumud_shared::db::{Store, Tx};
 use sumud_shared::deadletter::Reason;
 use sumud_shared::events::assistance::{AssistanceAction, AssistanceClaims, SignedAssistance};
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
@@ -99,28 +99,91 @@ pub async fn judge(store: &Store, m: &Incoming) -> Result<(Verdict, bool)> {
             AssistanceAction::Reversed => "reversed",
         }
     );
-    let mut changed = 0;
-    for h in &touched {
-        // In the order the household's decisions were made, so that each
-        // weighs the earlier ones as they now stand; crises that have not
-        // decided it come last, through the expansion.
-        for c in db::active_crises_by_decision(&mut tx, h).await? {
-            changed += db::reweigh(&mut tx, &c, h, &why).await?;
-            // A household the partner's assistance kept out (now reversed
-            // or lowered) is decided, under the rule, by the expansion.
-            let c = db::crisis(&mut tx, &c.crisis_id)
-                .await?
-                .expect("locked crisis exists");
-            let x = db::expand(&mut tx, &c, Some(std::slice::from_ref(h))).await?;
-            changed += (x.entitled + x.waitlisted) as usize;
-        }
-    }
+    let changed = reweigh_households(&mut tx, &touched, &why).await?;
     if touched.is_empty() {
-        warn!(agency = %key.agency, record = %claims.record_id, "Partner record names no registered household (its match key is unknown); kept for the ledger.");
+        warn!(agency = %key.agency, record = %claims.record_id, "Partner record names no single registered household; kept for the ledger, it counts once the registry holds exactly one household with its match key.");
     }
     tx.commit().await?;
     info!(agency = %key.agency, record = %claims.record_id, action = ?claims.action, households = touched.len(), decisions_changed = changed, "Partner assistance recorded.");
     Ok((Verdict::Done, changed > 0))
+}
+
+/// Re-weighs `households` in every active crisis after the partner
+/// assistance they hold changed (`why` names the change): in the order each
+/// household's decisions were made, so that each weighs the earlier ones as
+/// they now stand; crises that have not decided it come last, through the
+/// expansion. Returns the decisions changed or made.
+async fn reweigh_households(tx: &mut Tx, households: &[String], why: &str) -> Result<usize> {
+    let mut changed = 0;
+    for h in households {
+        for c in db::active_crises_by_decision(tx, h).await? {
+            changed += db::reweigh(tx, &c, h, why).await?;
+            // A household the partner's assistance kept out (now reversed
+            // or lowered) is decided, under the rule, by the expansion.
+            let c = db::crisis(tx, &c.crisis_id)
+                .await?
+                .expect("locked crisis exists");
+            let x = db::expand(tx, &c, Some(std::slice::from_ref(h))).await?;
+            changed += (x.entitled + x.waitlisted) as usize;
+        }
+    }
+    Ok(changed)
+}
+
+/// Keeps partner records on the right households as the registry changes
+/// (`db::rematch_records`): a record whose household changed re-weighs
+/// the household it left and the one it joined, in the transaction that
+/// moves it, before the crises extend to the changed households. Runs for
+/// every batch of registry changes, under the ledger lock (one indexed
+/// read when nothing moves). Returns the decisions changed.
+pub async fn follow_registry(store: &Store, changed: &[String]) -> Result<usize> {
+    rematch(store, db::Scope::Households(changed)).await
+}
+
+/// Re-matches the partner records of `scope` and re-weighs the households
+/// they left or joined, in one transaction under the ledger lock.
+pub async fn rematch(store: &Store, scope: db::Scope<'_>) -> Result<usize> {
+    // The lock comes before the read: a partner record judged at the same
+    // moment (another instance) commits its match first, and is then seen
+    // here, or waits and sees this batch's households.
+    let mut tx = store.begin().await?;
+    db::lock_ledger(&mut tx).await?;
+    let when = match scope {
+        db::Scope::Households(_) => "after a registry change",
+        db::Scope::Stale => "when re-matched at start",
+    };
+    let moved = db::rematch_records(&mut tx, scope).await?;
+    if moved.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let mut decisions = 0;
+    for m in &moved {
+        // The household that gains the record first: its cut frees budget
+        // that a raise of the household it left may need.
+        let touched: Vec<String> = m.to.iter().chain(&m.from).cloned().collect();
+        let why = format!(
+            "partner {} record {} {} {when}",
+            m.agency,
+            m.record_id,
+            match (&m.to, m.ambiguous) {
+                (Some(_), _) => "matched",
+                (None, true) => "unmatched (its match key names several households)",
+                (None, false) => "unmatched",
+            }
+        );
+        if m.ambiguous {
+            warn!(agency = %m.agency, record = %m.record_id, "Partner record's match key names several registered households (a national id entered twice?); it counts for none of them until the registry is corrected.");
+        }
+        decisions += reweigh_households(&mut tx, &touched, &why).await?;
+    }
+    tx.commit().await?;
+    info!(
+        records = moved.len(),
+        decisions_changed = decisions,
+        "Partner records re-matched to the registry."
+    );
+    Ok(decisions)
 }
 
 /// Records a refusal of a verified record, then dead-letters it.

@@ -10,6 +10,7 @@ use sumud_shared::events::assistance::{AssistanceAction, AssistanceClaims};
 use sumud_shared::{on_store, on_tx, Result};
 
 use super::amend::{log_changes, recompute_committed, Dialect};
+use super::partner_match::household_of;
 use super::redecide::{facts_of, live_decisions};
 use super::CrisisRow;
 use crate::policy::{self, Verdict};
@@ -119,15 +120,6 @@ pub async fn record_judged(
     Ok(())
 }
 
-/// The registry household whose current record carries `match_key`.
-pub async fn household_of(tx: &mut Tx, match_key: &str) -> Result<Option<String>> {
-    const SQL: &str = "SELECT m.household_id FROM registry.match_keys m \
-                       JOIN registry.households_v h \
-                         ON h.household_id = m.household_id AND h.version = m.version \
-                       WHERE m.match_key = $1 ORDER BY m.household_id LIMIT 1";
-    Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(match_key).fetch_optional(conn).await)?)
-}
-
 /// The households a record touched: the one its match key names now, and
 /// the one the agency's record was attached to before (a correction may
 /// move it, a reversal may no longer resolve).
@@ -152,7 +144,8 @@ pub async fn apply_record(
         Some((s, h)) => (Some(s), h),
         None => (None, None),
     };
-    let household = household_of(tx, &c.match_key).await?;
+    let matched = household_of(tx, &c.match_key).await?;
+    let (household, ambiguous) = (matched.household(), matched.is_ambiguous());
     let fits = matches!(
         (c.action, status.as_deref()),
         (AssistanceAction::Given, None)
@@ -170,11 +163,15 @@ pub async fn apply_record(
         )
         .to_lowercase()));
     }
+    if ambiguous {
+        tracing::warn!(agency, record = %c.record_id, "Partner record's match key names several registered households (a national id entered twice?); it counts for none of them until the registry is corrected.");
+    }
     let now = Dialect::of(tx).now;
     match (c.action, &c.amount, c.period_from, c.period_to) {
         (AssistanceAction::Reversed, ..) => {
             let sql = format!(
-                "UPDATE eligibility.partner_records SET status = 'reversed', last_jti = $3, updated_at = {now} \
+                "UPDATE eligibility.partner_records SET status = 'reversed', ambiguous = false, last_jti = $3, \
+                     updated_at = {now} \
                  WHERE agency = $1 AND record_id = $2"
             );
             on_tx!(tx, conn => sqlx::query(&sql).bind(agency).bind(&c.record_id).bind(&c.jti).execute(conn).await.map(drop))?;
@@ -182,10 +179,12 @@ pub async fn apply_record(
         (_, Some(amount), Some(from), Some(to)) => {
             let sql = format!(
                 "INSERT INTO eligibility.partner_records (agency, record_id, match_key, household_id, \
-                     amount_minor, currency, period_from, period_to, programme, status, last_jti) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'given', $10) \
+                     amount_minor, currency, period_from, period_to, programme, status, last_jti, \
+                     ambiguous) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'given', $10, $11) \
                  ON CONFLICT (agency, record_id) DO UPDATE SET match_key = excluded.match_key, \
-                     household_id = excluded.household_id, amount_minor = excluded.amount_minor, \
+                     household_id = excluded.household_id, ambiguous = excluded.ambiguous, \
+                     amount_minor = excluded.amount_minor, \
                      currency = excluded.currency, period_from = excluded.period_from, \
                      period_to = excluded.period_to, programme = excluded.programme, \
                      last_jti = excluded.last_jti, updated_at = {now}"
@@ -201,6 +200,7 @@ pub async fn apply_record(
                 .bind(to.to_string())
                 .bind(&c.programme)
                 .bind(&c.jti)
+                .bind(ambiguous)
                 .execute(conn)
                 .await
                 .map(drop))?;
