@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Release soaks against the project-started Kafka and PostgreSQL:
 #   scripts/soak.sh [crash]   the crash test with 50 kills of the disbursement
-#                             service (SUMUD_CRASH_KILLS overrides)
+#                             service during a 100,000-household crisis
+#                             (SUMUD_CRASH_KILLS, SUMUD_CRASH_HOUSEHOLDS
+#                             override)
 #   scripts/soak.sh rejoin    the broker-restart-then-new-pipeline sequence that
 #                             once hung the suite, 20 rounds (SUMUD_REJOIN_ROUNDS
 #                             overrides; SUMUD_REJOIN_DEBUG=1 with
@@ -15,6 +17,7 @@ export RUST_LOG=${RUST_LOG:-error}
 case ${1:-crash} in
 crash)
     export SUMUD_CRASH_KILLS=${SUMUD_CRASH_KILLS:-50}
+    export SUMUD_CRASH_HOUSEHOLDS=${SUMUD_CRASH_HOUSEHOLDS:-100000}
     exec cargo test --release -p sumud-tests --test crash -- --nocapture
     ;;
 rejoin)
