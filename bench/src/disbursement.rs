@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use sumud_disbursement::db::InstructionRow;
-use sumud_disbursement::publisher::instruction_event;
+use sumud_disbursement::instruction_event::instruction_event;
 use sumud_shared::config::Settings;
 use sumud_shared::envelope::Envelope;
 use sumud_shared::events::crisis::{

@@ -16,7 +16,8 @@ use sumud_shared::Result;
 
 use crate::config::DisbursementConfig;
 use crate::db::InstructionRow;
-use crate::publisher::{Committed, Handoff, Renderer};
+use crate::instruction_event::Renderer;
+use crate::publisher::{Committed, Handoff};
 
 /// Instructions created per transaction of a pass: each transaction
 /// reserves what it creates, and the relay publishes one while the next

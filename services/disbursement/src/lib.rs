@@ -14,6 +14,7 @@ pub mod field_task;
 pub mod grievance;
 pub mod handler;
 pub mod instruction;
+pub mod instruction_event;
 pub mod metrics;
 pub mod pain001;
 pub mod payment_state;
