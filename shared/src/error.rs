@@ -34,6 +34,16 @@ pub enum Error {
     /// service has not caught up); trying again later will succeed.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A row this service stored cannot be read back (a JSON column that no
+    /// longer parses, a state no version wrote): written by another version,
+    /// or changed by hand. Never retried; the message names the row.
+    #[error("stored {what} is unreadable: {detail} (was it written by another version of Sumud, or edited by hand? restore the row from a backup or the audit trail)")]
+    Unreadable {
+        /// What was read, with its key ("crisis FL-1's definition").
+        what: String,
+        /// Why it could not be read.
+        detail: String,
+    },
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
@@ -47,9 +57,20 @@ impl Error {
         match self {
             Error::Database(e) => is_retryable_sqlx(e),
             Error::Kafka(_) | Error::NotReady(_) => true,
-            Error::Migration(_) | Error::Config(_) | Error::Rejected { .. } | Error::Other(_) => {
-                false
-            }
+            Error::Migration(_)
+            | Error::Config(_)
+            | Error::Rejected { .. }
+            | Error::Unreadable { .. }
+            | Error::Other(_) => false,
+        }
+    }
+
+    /// A stored row that cannot be read back: `what` names it, `detail`
+    /// says why.
+    pub fn unreadable(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Error::Unreadable {
+            what: what.into(),
+            detail: detail.to_string(),
         }
     }
 
@@ -153,6 +174,22 @@ mod tests {
         assert!(Error::Database(sqlx::Error::PoolTimedOut).is_retryable());
         assert!(!Error::rejected(Reason::SchemaInvalid, "x").is_retryable());
         assert!(!Error::Config("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn an_unreadable_row_is_never_retried_and_names_the_row_and_what_to_do() {
+        let bad = serde_json::from_str::<Vec<String>>("{").unwrap_err();
+        let why = bad.to_string();
+        let e = Error::unreadable("crisis FL-1's definition", bad);
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "stored crisis FL-1's definition is unreadable: {why} ("
+            )),
+            "{text}"
+        );
+        assert!(text.contains("restore the row"), "{text}");
     }
 
     #[tokio::test]

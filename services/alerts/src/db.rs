@@ -370,9 +370,8 @@ pub async fn recent(store: &Store, limit: i64) -> Result<Vec<AlertSummary>> {
             lines
                 .into_iter()
                 .map(|(a, b, c, d, e, areas, g)| {
-                    let areas = serde_json::from_str(&areas).map_err(|e| {
-                        sumud_shared::Error::Other(format!("stored areas are unreadable: {e}"))
-                    })?;
+                    let areas = serde_json::from_str(&areas)
+                        .map_err(|e| sumud_shared::Error::unreadable("trigger areas", e))?;
                     Ok((a, b, c, d, e, areas, g))
                 })
                 .collect::<Result<_>>()?

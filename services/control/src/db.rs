@@ -103,17 +103,15 @@ pub async fn command_seen(
 
 /// A list column as SQLite stores it (a JSON array).
 fn json_list(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| Error::Other(format!("stored list is unreadable: {e}")))
+    serde_json::from_str(text).map_err(|e| Error::unreadable("list", e))
 }
 
 fn def_from(v: serde_json::Value) -> Result<CrisisDefinition> {
-    serde_json::from_value(v)
-        .map_err(|e| Error::Other(format!("stored crisis definition is unreadable: {e}")))
+    serde_json::from_value(v).map_err(|e| Error::unreadable("crisis definition", e))
 }
 
 fn json_from(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text)
-        .map_err(|e| Error::Other(format!("stored crisis definition is unreadable: {e}")))
+    serde_json::from_str(text).map_err(|e| Error::unreadable("crisis definition", e))
 }
 
 /// A crisis row's columns, read from either backend.
@@ -163,8 +161,9 @@ impl CrisisColumns {
         let state = self.state;
         Ok(Crisis {
             id: self.id,
-            state: CrisisState::parse(&state)
-                .ok_or_else(|| Error::Other(format!("unknown stored state {state}")))?,
+            state: CrisisState::parse(&state).ok_or_else(|| {
+                Error::unreadable("crisis state", format!("{state:?} is no state"))
+            })?,
             revision: self.revision,
             definition: def_from(self.definition)?,
             pending: self.pending.map(def_from).transpose()?,

@@ -168,14 +168,18 @@ fn crisis_select(tx_is_sqlite: bool, condition: &str) -> String {
 
 fn crisis_from(r: RawCrisis) -> Result<CrisisRow> {
     let (crisis_id, state, revision, definition, resolved, budget_minor, committed_minor) = r;
-    let bad = |e: serde_json::Error| Error::Other(format!("stored crisis is unreadable: {e}"));
+    let what = |part: &str| format!("crisis {crisis_id}'s {part}");
+    let bad = |e: serde_json::Error| Error::unreadable(what("definition"), e);
+    let state = CrisisState::parse(&state)
+        .ok_or_else(|| Error::unreadable(what("state"), format!("{state:?} is no state")))?;
+    let definition = serde_json::from_str(&definition).map_err(bad)?;
+    let resolved = resolved_from(serde_json::from_str(&resolved).map_err(bad)?)?;
     Ok(CrisisRow {
         crisis_id,
-        state: CrisisState::parse(&state)
-            .ok_or_else(|| Error::Other(format!("unknown state {state}")))?,
+        state,
         revision,
-        definition: serde_json::from_str(&definition).map_err(bad)?,
-        resolved: resolved_from(serde_json::from_str(&resolved).map_err(bad)?)?,
+        definition,
+        resolved,
         budget_minor,
         committed_minor,
     })

@@ -140,8 +140,7 @@ pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
 
 /// Reads back a list [`json_list`] stored; `what` names it in the error.
 pub fn parse_json_list(text: &str, what: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text)
-        .map_err(|e| crate::Error::Other(format!("stored {what} are unreadable: {e}")))
+    serde_json::from_str(text).map_err(|e| crate::Error::unreadable(what, e))
 }
 
 /// An exclusive lock named `name`, on the file `<stem>.<name>.lock` beside

@@ -58,9 +58,8 @@ pub async fn trigger(store: &Store, crisis_id: &str) -> Result<Option<serde_json
                 .await?
                 .flatten();
             text.map(|t| {
-                serde_json::from_str(&t).map_err(|e| {
-                    Error::Other(format!("stored trigger of {crisis_id} is unreadable: {e}"))
-                })
+                serde_json::from_str(&t)
+                    .map_err(|e| Error::unreadable(format!("trigger of {crisis_id}"), e))
             })
             .transpose()?
         }

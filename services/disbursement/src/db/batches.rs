@@ -123,9 +123,10 @@ pub async fn unpublished_batch(conn: &mut Conn, batch_id: i64) -> Result<Option<
                 Some((attempts, traceparent)) => Some(Batch {
                     batch_id,
                     attempts: serde_json::from_str(&attempts).map_err(|e| {
-                        sumud_shared::Error::Other(format!(
-                            "batch {batch_id} lists no attempts: {e}"
-                        ))
+                        sumud_shared::Error::unreadable(
+                            format!("attempt list of instruction batch {batch_id}"),
+                            e,
+                        )
                     })?,
                     traceparent,
                 }),

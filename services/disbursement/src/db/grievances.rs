@@ -216,8 +216,9 @@ fn unknown(id: i64) -> Answer {
 }
 
 fn state_of(s: &str) -> Result<TaskState> {
-    TaskState::parse(s)
-        .ok_or_else(|| sumud_shared::Error::Other(format!("unknown grievance state {s:?}")))
+    TaskState::parse(s).ok_or_else(|| {
+        sumud_shared::Error::unreadable("grievance state", format!("{s:?} is no state"))
+    })
 }
 
 /// Assigns grievance `id` to a case worker or field team `to`.

@@ -212,8 +212,9 @@ fn unknown(id: i64) -> Answer {
 }
 
 fn state_of(h: &Held) -> Result<TaskState> {
-    TaskState::parse(&h.state)
-        .ok_or_else(|| sumud_shared::Error::Other(format!("unknown task state {:?}", h.state)))
+    TaskState::parse(&h.state).ok_or_else(|| {
+        sumud_shared::Error::unreadable("task state", format!("{:?} is no state", h.state))
+    })
 }
 
 /// Assigns task `id` to a field worker or team `to`, announcing it on

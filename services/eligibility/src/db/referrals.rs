@@ -41,8 +41,9 @@ pub struct ReferralRow {
 impl ReferralRow {
     /// Where it stands.
     pub fn status(&self) -> Result<ReferralStatus> {
-        ReferralStatus::parse(&self.status)
-            .ok_or_else(|| Error::Other(format!("stored referral status {:?}", self.status)))
+        ReferralStatus::parse(&self.status).ok_or_else(|| {
+            Error::unreadable("referral status", format!("{:?} is no status", self.status))
+        })
     }
 }
 
