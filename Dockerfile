@@ -8,7 +8,8 @@ COPY . .
 RUN cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/*
+# curl answers the compose health checks (each service's /readyz on :9100).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/sumud /src/target/release/sumud-alerts /src/target/release/sumud-registry \
      /src/target/release/sumud-control /src/target/release/sumud-eligibility \
      /src/target/release/sumud-disbursement /src/target/release/sumud-provider-sim \

@@ -1,8 +1,12 @@
-//! No Docker engine runs on the build machines, so the deployment file is
+//! No Docker engine runs on the build machines, so the compose files are
 //! checked structurally: every service crate has a compose service that runs
-//! its binary, every image and build context exists, every variable set is
-//! one the services read, and every dependency names a defined service;
-//! the image's toolchain is checked against what the lockfile needs.
+//! its binary (the deployment stack plus the demo override), every build
+//! context exists, every variable set is one the services read, and every
+//! dependency names a defined service; the deployment stack is closed (no
+//! simulator, no published broker or database port, nothing published
+//! beyond loopback, no secret written in the file, SASL/SCRAM for every
+//! service, the ACLs its init job applies the documented ones); the image's
+//! toolchain is checked against what the lockfile needs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,12 +18,51 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn compose() -> Value {
-    let text = std::fs::read_to_string(root().join("docker-compose.yml"))
-        .expect("docker-compose.yml exists");
-    let mut doc: Value = serde_yaml::from_str(&text).expect("docker-compose.yml is valid YAML");
+/// A compose file with its merge keys resolved.
+fn compose_file(path: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut doc: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"));
     doc.apply_merge().expect("merge keys resolve");
     doc
+}
+
+/// The deployment stack, `docker-compose.yml`.
+fn compose() -> Value {
+    compose_file("docker-compose.yml")
+}
+
+/// The deployment stack with the demo override, merged as compose merges
+/// files: mappings key by key, sequences appended, scalars replaced.
+fn demo() -> Value {
+    fn merge(base: &mut Value, over: &Value) {
+        match (base, over) {
+            (Value::Mapping(b), Value::Mapping(o)) => {
+                for (k, v) in o {
+                    match b.get_mut(k) {
+                        Some(existing) => merge(existing, v),
+                        None => {
+                            b.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (Value::Sequence(b), Value::Sequence(o)) => b.extend(o.iter().cloned()),
+            (b, o) => *b = o.clone(),
+        }
+    }
+    let mut doc = compose();
+    merge(&mut doc, &compose_file("docker-compose.demo.yml"));
+    doc
+}
+
+/// Whether a compose service runs one of our service binaries.
+fn runs_a_sumud_service(svc: &Value) -> bool {
+    svc["command"]
+        .as_sequence()
+        .and_then(|c| c.first())
+        .and_then(Value::as_str)
+        .is_some_and(|c| c.starts_with("sumud-"))
 }
 
 fn service_crates() -> Vec<String> {
@@ -33,17 +76,29 @@ fn service_crates() -> Vec<String> {
 
 #[test]
 fn every_service_crate_runs_in_compose_with_known_settings() {
-    let doc = compose();
+    for doc in [compose(), demo()] {
+        every_service_runs_with_known_settings(&doc);
+    }
+    let demo = demo();
+    let services = demo["services"].as_mapping().expect("services mapping");
+    for name in service_crates() {
+        assert!(
+            services.contains_key(name.as_str()),
+            "services/{name} has no compose service in the deployment stack or the demo"
+        );
+    }
+}
+
+fn every_service_runs_with_known_settings(doc: &Value) {
     let services = doc["services"].as_mapping().expect("services mapping");
     let defined: BTreeSet<String> = services
         .keys()
         .map(|k| k.as_str().unwrap().to_owned())
         .collect();
     for name in service_crates() {
-        assert!(
-            defined.contains(&name),
-            "services/{name} has no compose service"
-        );
+        if !defined.contains(&name) {
+            continue;
+        }
         let svc = &services[name.as_str()];
         let command: Vec<&str> = svc["command"]
             .as_sequence()
@@ -89,7 +144,7 @@ fn every_service_crate_runs_in_compose_with_known_settings() {
                 );
             }
         }
-        let is_ours = svc.get("build").is_some();
+        let is_ours = runs_a_sumud_service(svc);
         if let (true, Some(env)) = (is_ours, svc.get("environment").and_then(Value::as_mapping)) {
             for k in env.keys() {
                 let k = k.as_str().unwrap();
@@ -102,7 +157,8 @@ fn every_service_crate_runs_in_compose_with_known_settings() {
         if let Some(ports) = svc.get("ports").and_then(Value::as_sequence) {
             for p in ports {
                 let p = p.as_str().unwrap();
-                let (host, container) = p.split_once(':').expect("ports are host:container");
+                let (host, container) = p.rsplit_once(':').expect("ports are host:container");
+                let host = host.rsplit(':').next().unwrap();
                 host.parse::<u16>().expect("host port is a number");
                 container
                     .parse::<u16>()
@@ -121,12 +177,171 @@ fn compose_points_services_at_the_compose_kafka_and_postgres() {
         .as_str()
         .unwrap()
         .contains("@postgres:5432/"));
-    let kafka = &doc["services"]["kafka"]["environment"];
-    assert_eq!(
-        kafka["KAFKA_PROCESS_ROLES"].as_str(),
-        Some("broker,controller"),
+    let broker = std::fs::read_to_string(root().join("deploy/kafka/start.sh")).unwrap();
+    assert!(
+        broker.contains("process.roles=broker,controller"),
         "Kafka runs in KRaft mode"
     );
+}
+
+/// The deployment stack as a platform team runs it: no simulator that would
+/// report real payments as made, no broker, database, collector or metrics
+/// port published, nothing published beyond the host's loopback, every
+/// password and secret taken from the deployment's env file (never written
+/// here), Kafka and PostgreSQL on volumes, one image for every Sumud
+/// container (none builds its own), a health check on each, and every
+/// service on SASL/SCRAM as its own principal.
+#[test]
+fn the_deployment_stack_is_closed_and_runs_no_simulator() {
+    let doc = compose();
+    let services = doc["services"].as_mapping().unwrap();
+    assert!(
+        !services.contains_key("provider-sim"),
+        "the deployment runs no payment simulator (the demo override adds it)"
+    );
+    for (name, svc) in services {
+        let name = name.as_str().unwrap();
+        for p in svc["ports"].as_sequence().cloned().unwrap_or_default() {
+            let p = p.as_str().unwrap();
+            assert!(
+                p.starts_with("127.0.0.1:"),
+                "{name} publishes {p} beyond the host's loopback"
+            );
+        }
+        for (k, v) in svc["environment"].as_mapping().cloned().unwrap_or_default() {
+            let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap_or_default());
+            if k.contains("PASSWORD") || k.contains("SECRET") {
+                assert!(
+                    v.starts_with("${") && v.contains(":?"),
+                    "{name} sets {k} in the file instead of requiring it from the env file"
+                );
+            }
+            if k == "DATABASE_URL" {
+                assert!(
+                    v.contains("${SUMUD_PG_PASSWORD:?"),
+                    "{name}'s database password is written in the file"
+                );
+            }
+        }
+    }
+    for closed in ["kafka", "postgres", "otel-collector", "prometheus"] {
+        assert!(
+            doc["services"][closed].get("ports").is_none(),
+            "{closed} publishes a port"
+        );
+    }
+    for (svc, path) in [
+        ("kafka", "/var/lib/kafka/data"),
+        ("postgres", "/var/lib/postgresql/data"),
+    ] {
+        let volumes = doc["services"][svc]["volumes"].as_sequence().unwrap();
+        let named = volumes.iter().filter_map(Value::as_str).find_map(|v| {
+            let (source, target) = v.split_once(':')?;
+            (target == path).then_some(source)
+        });
+        let named = named.unwrap_or_else(|| panic!("{svc} keeps {path} on no volume"));
+        assert!(
+            doc["volumes"].get(named).is_some(),
+            "{svc}'s volume {named} is not declared"
+        );
+    }
+    assert_eq!(
+        doc["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"].as_str(),
+        Some("false"),
+        "Grafana shows nothing to anonymous viewers"
+    );
+    let mut sumud = 0;
+    for (name, svc) in services {
+        let name = name.as_str().unwrap();
+        assert!(
+            svc.get("build").is_none(),
+            "{name} builds an image of its own"
+        );
+        if !runs_a_sumud_service(svc) {
+            continue;
+        }
+        sumud += 1;
+        assert_eq!(
+            svc["image"].as_str(),
+            Some("${SUMUD_IMAGE:-sumud:latest}"),
+            "{name} runs the one Sumud image"
+        );
+        assert!(
+            svc.get("healthcheck").is_some(),
+            "{name} has no health check"
+        );
+        let env = &svc["environment"];
+        assert_eq!(
+            env["SUMUD_RDKAFKA_SECURITY_PROTOCOL"].as_str(),
+            Some("SASL_PLAINTEXT"),
+            "{name}"
+        );
+        assert_eq!(
+            env["SUMUD_RDKAFKA_SASL_MECHANISM"].as_str(),
+            Some("SCRAM-SHA-512")
+        );
+        assert_eq!(
+            env["SUMUD_RDKAFKA_SASL_USERNAME"].as_str(),
+            Some(format!("sumud-{name}").as_str()),
+            "{name} connects as its own principal"
+        );
+        let deps = svc["depends_on"].as_mapping().unwrap();
+        assert!(
+            deps.contains_key("init"),
+            "{name} starts before the init job made its users, ACLs and topics"
+        );
+    }
+    assert_eq!(
+        sumud,
+        service_crates().len() - 1,
+        "every service but the simulator"
+    );
+}
+
+/// The ACLs the deployment's Kafka init job applies are the ones
+/// docs/security.md documents (and tests/tests/secure_transport.rs runs the
+/// pipeline under), and it creates a SCRAM user for every principal the
+/// deployment stack connects as.
+#[test]
+fn the_deployment_applies_the_documented_acls_to_its_own_principals() {
+    let acl_lines = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("acl --"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let block = doc
+        .split_once("<!-- acl-commands")
+        .expect("docs/security.md has an acl-commands block")
+        .1
+        .split("```")
+        .nth(1)
+        .unwrap();
+    let init = std::fs::read_to_string(root().join("deploy/kafka/init.sh")).unwrap();
+    let documented = acl_lines(block);
+    assert!(documented.len() > 10, "{documented:?}");
+    assert_eq!(acl_lines(&init), documented);
+    let compose = compose();
+    for (name, svc) in compose["services"].as_mapping().unwrap() {
+        if !runs_a_sumud_service(svc) {
+            continue;
+        }
+        let user = svc["environment"]["SUMUD_RDKAFKA_SASL_USERNAME"]
+            .as_str()
+            .unwrap();
+        assert!(
+            init.contains(&format!("\nuser {user} ")),
+            "the init job creates no SCRAM user {user} for {name:?}"
+        );
+        assert!(
+            documented
+                .iter()
+                .any(|l| l.contains(&format!("User:{user} "))),
+            "no documented ACL for {user}"
+        );
+    }
 }
 
 /// The compose services that run a Sumud binary (`sumud-<name>`), with the
@@ -134,12 +349,7 @@ fn compose_points_services_at_the_compose_kafka_and_postgres() {
 fn sumud_services(doc: &Value) -> Vec<(String, u16)> {
     let mut out = Vec::new();
     for (name, svc) in doc["services"].as_mapping().unwrap() {
-        let runs_ours = svc["command"]
-            .as_sequence()
-            .and_then(|c| c.first())
-            .and_then(Value::as_str)
-            .is_some_and(|c| c.starts_with("sumud-"));
-        if !runs_ours {
+        if !runs_a_sumud_service(svc) {
             continue;
         }
         let addr = svc["environment"]["SUMUD_HTTP_ADDR"]
@@ -159,7 +369,7 @@ fn yaml_file(path: &str) -> Value {
 
 #[test]
 fn every_sumud_service_exports_traces_to_the_collector_and_is_scraped() {
-    let doc = compose();
+    let doc = demo();
     let defined: BTreeSet<&str> = doc["services"]
         .as_mapping()
         .unwrap()
@@ -226,7 +436,7 @@ fn every_sumud_service_exports_traces_to_the_collector_and_is_scraped() {
 
 #[test]
 fn every_file_compose_mounts_exists() {
-    let doc = compose();
+    let doc = demo();
     for (name, svc) in doc["services"].as_mapping().unwrap() {
         for v in svc["volumes"].as_sequence().cloned().unwrap_or_default() {
             let v = v.as_str().unwrap();
