@@ -43,6 +43,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub(crate) use self::client::GroupConsumer;
 use self::deadletters::DeadLetterSink;
 use self::fetch::{fetch, Accepted, Fetcher, Prepared, DECODE_INLINE_MAX};
 use self::handling::by_topic;

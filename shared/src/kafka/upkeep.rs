@@ -15,6 +15,7 @@ use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::kafka::consumer::GroupConsumer;
 use crate::kafka::health::{ConsumerHealth, HealthContext};
 use crate::kafka::producer::EventProducer;
 use crate::metrics::{Metrics, PartitionLabels, ServiceLabels};
@@ -36,7 +37,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 /// enough: a consumer whose own connections wedged may not get metadata
 /// from a broker that serves every other client.
 pub(crate) async fn watch(
-    consumer: Arc<StreamConsumer<HealthContext>>,
+    consumer: Arc<GroupConsumer>,
     producer: EventProducer,
     service: String,
     health: Arc<ConsumerHealth>,
@@ -80,7 +81,7 @@ pub(crate) async fn watch(
 /// coordinator, which may never answer (a broker gone, or a coordinator
 /// connection that wedged), and a runtime thread blocked there starves
 /// every other task of the process.
-pub(crate) async fn close(consumer: Arc<StreamConsumer<HealthContext>>, group: &str) {
+pub(crate) async fn close(consumer: Arc<GroupConsumer>, group: &str) {
     let (done, closed) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("sumud-consumer-close".into())
@@ -89,7 +90,12 @@ pub(crate) async fn close(consumer: Arc<StreamConsumer<HealthContext>>, group: &
                 // Nothing stored since the last commit is the usual cause.
                 info!(error = %e, "Final offset commit skipped.");
             }
-            drop(consumer);
+            // Destroyed here, and waited for (an embedded broker may stop
+            // right after), unless something else still holds it: then
+            // whoever lets go last has it destroyed on a thread of its own.
+            if let Ok(owned) = Arc::try_unwrap(consumer) {
+                drop(owned.into_inner());
+            }
             let _ = done.send(());
         });
     if let Err(e) = spawned {

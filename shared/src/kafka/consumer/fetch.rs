@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::client::GroupConsumer;
 use super::offsets::highest_offsets;
 use super::Incoming;
 use crate::deadletter::Reason;
@@ -65,7 +66,7 @@ pub(super) struct Prepared {
 
 /// What the background fetcher needs, owned.
 pub(super) struct Fetcher {
-    pub(super) consumer: Arc<StreamConsumer<HealthContext>>,
+    pub(super) consumer: Arc<GroupConsumer>,
     pub(super) batch_max: usize,
     pub(super) batch_linger: Duration,
     pub(super) limits: DecodeLimits,
