@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod playbook;
 pub mod schema;
 pub mod shutdown;
+pub mod signed;
 pub mod startup;
 pub mod synthetic;
 pub mod telemetry;

@@ -4,8 +4,9 @@
 //! replay, and then what it does — the same assignment or resolution
 //! `sumud tasks` makes, recorded as made by the key's principal.
 //!
-//! The order of the checks, like control's for operator commands: the
-//! signature first (a message nobody can attribute changes nothing and is
+//! The order of the checks, like control's for operator commands (the
+//! opening is `sumud_shared::signed`'s, which partner records and referral
+//! answers share): the signature first (a message nobody can attribute changes nothing and is
 //! not recorded), then the same message read again (acknowledged without
 //! effect, before expiry or revocation: it was judged when it was fresh),
 //! then replay, key binding, revocation and age; every refusal after the
@@ -19,6 +20,7 @@ use sumud_shared::envelope::Rejection;
 use sumud_shared::events::task::{SignedTaskCommand, TaskClaims, TaskCommandKind};
 use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
+use sumud_shared::signed::{self, Kind};
 use sumud_shared::Result;
 use tracing::{info, warn};
 
@@ -113,46 +115,38 @@ impl Judge<'_> {
             Ok(s) => s,
             Err(rej) => return Ok(Verdict::Reject(rej)),
         };
-        let kid = match jws::key_id(&signed.jws, "the task command") {
-            Ok(k) => k,
-            Err(rej) => return Ok(Verdict::Reject(rej)),
+        let kind = Kind {
+            label: "the task command",
+            noun: "task command",
+            keys: "field",
+            list: "sumud tasks keys list",
         };
-        let Some(key) = db::field_key(self.store, &kid).await? else {
-            return Ok(reject(
-                Reason::UnknownKey,
-                format!("no field key {kid} is registered (`sumud tasks keys list`)"),
-            ));
+        let store = self.store;
+        let opened = signed::open(
+            m,
+            &signed.jws,
+            &kind,
+            |c: &TaskClaims| c.jti.as_str(),
+            |kid| async move { db::field_key(store, &kid).await },
+            |kid, jti| async move {
+                Ok(db::task_command_judged(store, &kid, &jti)
+                    .await?
+                    .map(|(p, refused)| {
+                        let at = (p.source_topic, p.source_partition, p.source_offset);
+                        (at, refused)
+                    }))
+            },
+        )
+        .await?;
+        let (key, claims, at) = match opened {
+            Ok(o) => (o.key, o.claims, o.at),
+            Err(settled) => return Ok(settled),
         };
-        let claims: TaskClaims =
-            match jws::verify(&signed.jws, &key.public_x, Reason::InvalidCommand) {
-                Ok(c) => c,
-                Err(rej) => return Ok(Verdict::Reject(rej)),
-            };
         let at = Position {
-            source_topic: m.topic.clone(),
-            source_partition: m.partition,
-            source_offset: m.offset,
+            source_topic: at.0,
+            source_partition: at.1,
+            source_offset: at.2,
         };
-        if let Some((seen, refused)) =
-            db::task_command_judged(self.store, &key.kid, &claims.jti).await?
-        {
-            if seen == at {
-                // The very message judged before, read again after a crash:
-                // the same verdict, so a refusal still reaches the
-                // dead-letter topic (it was recorded before it was sent).
-                return Ok(match refused {
-                    None => Verdict::Done,
-                    Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
-                });
-            }
-            return Ok(reject(
-                Reason::Replayed,
-                format!(
-                    "task command {} was judged before, from another position",
-                    claims.jti
-                ),
-            ));
-        }
         let keyed = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default());
         let bound = match (&claims.cmd, &claims.grievance) {
             (TaskCommandKind::FileGrievance, Some(g)) => g.household_id.clone(),
@@ -176,7 +170,10 @@ impl Judge<'_> {
             refused,
         };
         let refusal = if key.revoked {
-            Some((Reason::RevokedKey, format!("field key {kid} was revoked")))
+            Some((
+                Reason::RevokedKey,
+                format!("field key {} was revoked", key.kid),
+            ))
         } else {
             jws::stale(claims.iat, Utc::now(), self.max_age_secs, "commands")
                 .map(|why| (Reason::Expired, why))

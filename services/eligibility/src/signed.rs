@@ -1,6 +1,8 @@
 //! The opening every message a partner agency signs shares — an
 //! assistance record ([`crate::partner`]) or a referral answer
-//! ([`crate::referral`]): the signature first (a message nobody can
+//! ([`crate::referral`]), on the partner keys (the opening itself is
+//! `sumud_shared::signed`'s, which field commands share too): the signature
+//! first (a message nobody can
 //! attribute changes nothing and is not recorded), then the same message
 //! read again (its recorded verdict), then replay, each judged once per
 //! key. What follows (key binding, revocation, age, shape, effect) is the
@@ -13,6 +15,7 @@ use sumud_shared::deadletter::Reason;
 use sumud_shared::envelope::Rejection;
 use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
+use sumud_shared::signed;
 use sumud_shared::Result;
 
 use crate::db::{self, PartnerKey, Position};
@@ -54,21 +57,17 @@ pub fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Reject(Rejection::new(reason, detail))
 }
 
-/// A message whose signature verified and that was never judged.
-pub struct Opened<C> {
-    /// The registered key that signed it.
-    pub key: PartnerKey,
-    /// Its verified claims.
-    pub claims: C,
-    /// Where it was read.
-    pub at: Position,
-}
+/// A partner-signed message whose signature verified and that was never
+/// judged.
+pub type Opened<C> = sumud_shared::signed::Opened<PartnerKey, C>;
 
 /// Opens message `m`, whose data `D` carries a compact JWS (`jws_of`)
 /// over claims `C` with id `jti_of`: `Err(verdict)` when it is settled
 /// already — unsigned, under an unknown key, badly signed, read again
-/// (its recorded verdict) or replayed. `label` names the message in
-/// errors ("the acknowledgement"), `noun` in the replay detail.
+/// (its recorded verdict) or replayed (`sumud_shared::signed::open`, on
+/// the partner keys and the judgements eligibility keeps). `label` names
+/// the message in errors ("the acknowledgement"), `noun` in the replay
+/// detail.
 pub async fn open<D, C>(
     store: &Store,
     m: &Incoming,
@@ -85,39 +84,21 @@ where
         Ok(d) => d,
         Err(rej) => return Ok(Err(Verdict::Reject(rej))),
     };
-    let signed = jws_of(&data);
-    let kid = match jws::key_id(signed, label) {
-        Ok(k) => k,
-        Err(rej) => return Ok(Err(Verdict::Reject(rej))),
+    let kind = signed::Kind {
+        label,
+        noun,
+        keys: "partner",
+        list: "sumud partners keys list",
     };
-    let Some(key) = db::partner_key(store, &kid).await? else {
-        return Ok(Err(reject(
-            Reason::UnknownKey,
-            format!("no partner key {kid} is registered (`sumud partners keys list`)"),
-        )));
-    };
-    let claims: C = match jws::verify(signed, &key.public_x, Reason::InvalidCommand) {
-        Ok(c) => c,
-        Err(rej) => return Ok(Err(Verdict::Reject(rej))),
-    };
-    let at: Position = (m.topic.clone(), m.partition, m.offset);
-    if let Some((seen, refused)) = db::judged(store, &key.kid, jti_of(&claims)).await? {
-        if seen == at {
-            // The very message judged before, read again after a crash.
-            return Ok(Err(match refused {
-                None => Verdict::Done,
-                Some((code, detail)) => reject(jws::recorded_refusal(&code), detail),
-            }));
-        }
-        return Ok(Err(reject(
-            Reason::Replayed,
-            format!(
-                "{noun} {} was judged before, from another position",
-                jti_of(&claims)
-            ),
-        )));
-    }
-    Ok(Ok(Opened { key, claims, at }))
+    signed::open(
+        m,
+        jws_of(&data),
+        &kind,
+        jti_of,
+        |kid| async move { db::partner_key(store, &kid).await },
+        |kid, jti| async move { db::judged(store, &kid, &jti).await },
+    )
+    .await
 }
 
 /// Records a refusal of a verified message `jti`, then dead-letters it.

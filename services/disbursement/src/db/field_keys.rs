@@ -19,6 +19,15 @@ pub struct FieldKey {
     pub revoked: bool,
 }
 
+impl sumud_shared::signed::RegisteredKey for FieldKey {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+    fn public_x(&self) -> &str {
+        &self.public_x
+    }
+}
+
 /// Registers a field key. A key id is never reused: one already
 /// registered (revoked or not) is refused with a message saying so.
 pub async fn add_field_key(store: &Store, kid: &str, principal: &str, x: &str) -> Result<()> {

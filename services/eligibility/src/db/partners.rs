@@ -28,6 +28,15 @@ pub struct PartnerKey {
     pub revoked: bool,
 }
 
+impl sumud_shared::signed::RegisteredKey for PartnerKey {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+    fn public_x(&self) -> &str {
+        &self.public_x
+    }
+}
+
 const KEY_COLUMNS: &str = "kid, agency, public_x, revoked_at IS NOT NULL AS revoked";
 
 /// The partner key `kid`, if registered.
