@@ -1,12 +1,16 @@
 //! The `sumud` command line: what operators and newcomers type. Each
-//! subcommand lives in its own module; `main.rs` only parses and dispatches.
+//! subcommand lives in its own module; `args.rs` is what clap parses,
+//! `dispatch.rs` hands each command to its module, and `main.rs` only runs
+//! that.
 
 pub mod alerts_cmd;
+pub mod args;
 pub mod caseload_cmd;
 pub mod closed_sets;
 pub mod crisis_cmd;
 pub mod deadletter_cmd;
 pub mod demo;
+pub mod dispatch;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod explain_cmd;
