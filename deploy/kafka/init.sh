@@ -4,7 +4,10 @@
 # service with its password from the deployment's env file, then every ACL
 # of docs/security.md ("Kafka ACLs"; tests/tests/deployment.rs keeps the two
 # lists equal). Both are idempotent, so it runs on every `up`, and a changed
-# password in the env file is applied by the next one.
+# service password in the env file is applied by the next one (the admin's
+# is the broker's own, set when its volume was first formatted: change it
+# with kafka-configs.sh first). It only adds: an ACL removed from the
+# documentation must be removed from the cluster with `kafka-acls.sh --remove`.
 set -euo pipefail
 : "${SUMUD_KAFKA_ADMIN_PASSWORD:?set SUMUD_KAFKA_ADMIN_PASSWORD (secrets/deploy.env)}"
 bootstrap=kafka:9092
@@ -72,11 +75,11 @@ acl --allow-principal User:sumud-provider-moh-rehab --operation Write --topic su
 acl --allow-principal User:sumud-provider-sim --operation Read --topic sumud.payments.instructions.v1 --group sumud-provider-sim
 acl --allow-principal User:sumud-provider-sim --operation Write --topic sumud.payments.status.v1 --topic sumud.deadletter.v1
 # dashboard: reads dead letters, watches every group's lag
-acl --allow-principal User:sumud-dashboard --operation Read --topic sumud.deadletter.v1
+acl --allow-principal User:sumud-dashboard --operation Read --topic sumud.deadletter.v1 --group sumud-dashboard-reader
 acl --allow-principal User:sumud-dashboard --operation Describe --topic sumud.control.v1 --topic sumud.alerts.v1 --topic sumud.registry.v1 --topic sumud.crisis.v1 --topic sumud.entitlements.v1 --topic sumud.payments.instructions.v1 --topic sumud.payments.status.v1 --topic sumud.tasks.v1 --topic sumud.tasks.commands.v1 --topic sumud.assistance.v1 --topic sumud.assistance.shared.v1 --topic sumud.referrals.v1 --topic sumud.referrals.answers.v1 --group sumud-alerts --group sumud-registry --group sumud-control --group sumud-eligibility --group sumud-disbursement --group sumud-provider-sim
 # operator CLI: registry imports, signed commands, CAP alerts; dead letters
 acl --allow-principal User:sumud-operator --operation Write --topic sumud.registry.v1 --topic sumud.control.v1 --topic sumud.alerts.v1
-acl --allow-principal User:sumud-operator --operation Read --topic sumud.deadletter.v1
+acl --allow-principal User:sumud-operator --operation Read --topic sumud.deadletter.v1 --group sumud-deadletter-cli
 # break-glass: replaying dead letters of the crisis and status topics
 acl --allow-principal User:sumud-replay --operation Write --topic sumud.crisis.v1 --topic sumud.payments.status.v1
 

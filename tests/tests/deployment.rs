@@ -225,10 +225,27 @@ fn the_deployment_stack_is_closed_and_runs_no_simulator() {
         }
     }
     for closed in ["kafka", "postgres", "otel-collector", "prometheus"] {
+        assert!(services.contains_key(closed), "the stack has no {closed}");
         assert!(
             doc["services"][closed].get("ports").is_none(),
             "{closed} publishes a port"
         );
+    }
+    for (name, svc) in services {
+        assert!(
+            svc.get("network_mode").is_none(),
+            "{name:?} leaves the stack's private network"
+        );
+        // Compose mounts a file secret with its owner and mode, and a key
+        // file is 0600: whoever reads one must run as its owner.
+        if svc.get("secrets").is_some() {
+            assert!(
+                svc["user"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("${SUMUD_KEYS_UID:?")),
+                "{name:?} reads a key file as the image's user, who cannot"
+            );
+        }
     }
     for (svc, path) in [
         ("kafka", "/var/lib/kafka/data"),
@@ -250,6 +267,8 @@ fn the_deployment_stack_is_closed_and_runs_no_simulator() {
         Some("false"),
         "Grafana shows nothing to anonymous viewers"
     );
+    let kafka_init = &doc["services"]["kafka-init"]["environment"];
+    let users = std::fs::read_to_string(root().join("deploy/kafka/init.sh")).unwrap();
     let mut sumud = 0;
     for (name, svc) in services {
         let name = name.as_str().unwrap();
@@ -285,6 +304,27 @@ fn the_deployment_stack_is_closed_and_runs_no_simulator() {
             Some(format!("sumud-{name}").as_str()),
             "{name} connects as its own principal"
         );
+        // Its password is the one the init job gives its SCRAM user.
+        let var = format!(
+            "SUMUD_KAFKA_PASSWORD_{}",
+            name.to_uppercase().replace('-', "_")
+        );
+        assert!(
+            env["SUMUD_RDKAFKA_SASL_PASSWORD"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&format!("${{{var}:?"))),
+            "{name} connects with another password than {var}"
+        );
+        assert!(
+            kafka_init[var.as_str()]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&format!("${{{var}:?"))),
+            "kafka-init is not given {var}"
+        );
+        assert!(
+            users.contains(&format!("\nuser sumud-{name} \"${{{var}:-}}\"\n")),
+            "deploy/kafka/init.sh does not make sumud-{name} with {var}"
+        );
         let deps = svc["depends_on"].as_mapping().unwrap();
         assert!(
             deps.contains_key("init"),
@@ -296,6 +336,44 @@ fn the_deployment_stack_is_closed_and_runs_no_simulator() {
         service_crates().len() - 1,
         "every service but the simulator"
     );
+    // The broker itself: SASL/SCRAM on the one listener other containers
+    // reach, the controller on the container's loopback, and the authorizer
+    // denying what no ACL allows.
+    let broker = std::fs::read_to_string(root().join("deploy/kafka/start.sh")).unwrap();
+    for line in [
+        "listeners=SASL_PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+    ] {
+        assert!(
+            broker.lines().any(|l| l == line),
+            "deploy/kafka/start.sh lacks {line}"
+        );
+    }
+}
+
+/// The deployment's scripts parse (no Docker engine here runs them).
+#[test]
+fn the_deployment_scripts_parse() {
+    for (shell, script) in [
+        ("bash", "deploy/kafka/start.sh"),
+        ("bash", "deploy/kafka/init.sh"),
+        ("sh", "deploy/init.sh"),
+        ("bash", "scripts/demo-secrets.sh"),
+    ] {
+        let out = std::process::Command::new(shell)
+            .arg("-n")
+            .arg(root().join(script))
+            .output()
+            .expect("the shell runs");
+        assert!(
+            out.status.success(),
+            "{script} does not parse: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The ACLs the deployment's Kafka init job applies are the ones
@@ -322,6 +400,20 @@ fn the_deployment_applies_the_documented_acls_to_its_own_principals() {
     let init = std::fs::read_to_string(root().join("deploy/kafka/init.sh")).unwrap();
     let documented = acl_lines(block);
     assert!(documented.len() > 10, "{documented:?}");
+    // The assign-only readers name a group, whose coordinator librdkafka
+    // looks up all the same: their principals may read it.
+    for (user, group) in [
+        ("sumud-operator", "sumud-deadletter-cli"),
+        ("sumud-dashboard", "sumud-dashboard-reader"),
+    ] {
+        assert!(
+            documented
+                .iter()
+                .any(|l| l.contains(&format!("User:{user} --operation Read"))
+                    && l.contains(&format!("--group {group}"))),
+            "{user} may not read its group {group}"
+        );
+    }
     assert_eq!(acl_lines(&init), documented);
     let compose = compose();
     for (name, svc) in compose["services"].as_mapping().unwrap() {
