@@ -57,13 +57,15 @@ impl Filter {
 /// Reads every dead letter now on the topic (up to the current end).
 pub fn read_all(settings: &Settings) -> anyhow::Result<Vec<Stored>> {
     let topic = &settings.topics.deadletter;
-    let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
-        .set(
-            "group.id",
-            format!("{}-deadletter-cli", settings.group_prefix),
-        )
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer = sumud_shared::kafka::Detached::<BaseConsumer>::new(
+        sumud_shared::kafka::client_config(settings)
+            .set(
+                "group.id",
+                format!("{}-deadletter-cli", settings.group_prefix),
+            )
+            .set("enable.auto.commit", "false")
+            .create()?,
+    );
     let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();

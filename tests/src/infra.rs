@@ -601,14 +601,16 @@ pub async fn start_payments(
 /// each partition from the beginning to its high watermark, so republished
 /// duplicates are all seen.
 pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
-    let consumer: BaseConsumer = sumud_shared::kafka::client_config(settings)
-        .set(
-            "group.id",
-            format!("reader-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let consumer = sumud_shared::kafka::Detached::<BaseConsumer>::new(
+        sumud_shared::kafka::client_config(settings)
+            .set(
+                "group.id",
+                format!("reader-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer"),
+    );
     let meta = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -626,7 +628,7 @@ pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
     }
     let mut out = Vec::new();
     if ends.is_empty() {
-        sumud_shared::kafka::drop_detached(consumer);
+        drop(consumer);
         return out;
     }
     consumer.assign(&tpl).expect("assign");
@@ -648,6 +650,6 @@ pub fn read_all(settings: &Settings, topic: &str) -> Vec<(String, Vec<u8>)> {
             }
         }
     }
-    sumud_shared::kafka::drop_detached(consumer);
+    drop(consumer);
     out
 }

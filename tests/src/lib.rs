@@ -229,10 +229,12 @@ impl TestEnv {
     /// high minus low watermark (exact for topics without transactions or
     /// compaction, as every topic of the tests is).
     pub fn topic_len(&self, topic: &str) -> usize {
-        let consumer: BaseConsumer = sumud_shared::kafka::client_config(&self.settings)
-            .set("group.id", format!("reader-{}", short_id()))
-            .create()
-            .expect("consumer");
+        let consumer = sumud_shared::kafka::Detached::<BaseConsumer>::new(
+            sumud_shared::kafka::client_config(&self.settings)
+                .set("group.id", format!("reader-{}", short_id()))
+                .create()
+                .expect("consumer"),
+        );
         let meta = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("metadata");
@@ -243,7 +245,7 @@ impl TestEnv {
                 .expect("watermarks");
             n += (high - low) as usize;
         }
-        sumud_shared::kafka::drop_detached(consumer);
+        drop(consumer);
         n
     }
 
@@ -307,11 +309,13 @@ impl TestEnv {
         expected: usize,
         deadline: Duration,
     ) -> Vec<(String, Vec<u8>)> {
-        let consumer: BaseConsumer = sumud_shared::kafka::client_config(&self.settings)
-            .set("group.id", format!("reader-{}", short_id()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
+        let consumer = sumud_shared::kafka::Detached::<BaseConsumer>::new(
+            sumud_shared::kafka::client_config(&self.settings)
+                .set("group.id", format!("reader-{}", short_id()))
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer"),
+        );
         let meta = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("metadata");
@@ -332,7 +336,7 @@ impl TestEnv {
                 out.push((key, m.payload().unwrap_or_default().to_vec()));
             }
         }
-        sumud_shared::kafka::drop_detached(consumer);
+        drop(consumer);
         out
     }
 }

@@ -129,7 +129,8 @@ async fn readyz(addr: std::net::SocketAddr) -> Option<(u16, serde_json::Value)> 
 /// from outside the service. Leaves the group when dropped.
 struct GroupSquatter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Told once the squatter's consumer is destroyed (it left the group).
+    gone: std::sync::mpsc::Receiver<()>,
 }
 
 impl GroupSquatter {
@@ -145,7 +146,8 @@ impl GroupSquatter {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (holds, held) = std::sync::mpsc::channel();
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
+        let (left, gone) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let mut told = false;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = consumer.poll(Duration::from_millis(100));
@@ -155,22 +157,22 @@ impl GroupSquatter {
                 }
             }
             // Dropping closes the consumer: it leaves the group.
+            drop(consumer);
+            let _ = left.send(());
         });
         held.recv_timeout(Duration::from_secs(60))
             .expect("the squatter holds the group within 60 s");
-        GroupSquatter {
-            stop,
-            thread: Some(thread),
-        }
+        GroupSquatter { stop, gone }
     }
 }
 
 impl Drop for GroupSquatter {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Bounded: librdkafka's close may wait on its group coordinator
+        // without a limit; a squatter that never leaves fails the test's
+        // own wait for the group, rather than hanging it here.
+        let _ = self.gone.recv_timeout(Duration::from_secs(60));
     }
 }
 

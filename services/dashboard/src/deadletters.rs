@@ -140,7 +140,12 @@ pub fn spawn(
         .create()?;
     std::thread::Builder::new()
         .name("dashboard-deadletters".into())
-        .spawn(move || read(&consumer, &topic, &board, &shutdown))
+        .spawn(move || {
+            read(&consumer, &topic, &board, &shutdown);
+            // Its group id makes closing it wait on the coordinator: not
+            // on this thread, which the dashboard's stop joins.
+            sumud_shared::kafka::drop_detached(consumer);
+        })
         .map_err(|e| {
             sumud_shared::Error::Other(format!("cannot start the dead-letter reader: {e}"))
         })

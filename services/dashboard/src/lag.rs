@@ -20,6 +20,7 @@ use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sumud_shared::config::Settings;
+use sumud_shared::kafka::Detached;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +68,10 @@ impl LagBoard {
 
 struct Reader {
     topics: Vec<String>,
-    groups: Vec<(&'static str, String, BaseConsumer)>,
+    /// A consumer per watched group, destroyed on a thread of its own
+    /// however the reader ends (its group id makes closing it wait on the
+    /// coordinator).
+    groups: Vec<(&'static str, String, Detached<BaseConsumer>)>,
     /// Per (group, topic): the sum of committed offsets last seen with
     /// messages waiting, and since when it has stood there.
     standing: Mutex<HashMap<(String, String), (i64, Instant)>>,
@@ -104,7 +108,7 @@ pub fn spawn(
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .create()?;
-        groups.push((*service, group, consumer));
+        groups.push((*service, group, Detached::new(consumer)));
     }
     let reader = Arc::new(Reader {
         topics: settings

@@ -93,8 +93,11 @@ pub(crate) async fn close(consumer: Arc<GroupConsumer>, group: &str) {
             // Destroyed here, and waited for (an embedded broker may stop
             // right after), unless something else still holds it: then
             // whoever lets go last has it destroyed on a thread of its own.
-            if let Ok(owned) = Arc::try_unwrap(consumer) {
-                drop(owned.into_inner());
+            match Arc::try_unwrap(consumer) {
+                Ok(owned) => drop(owned.into_inner()),
+                Err(_) => warn!(
+                    "The consumer is still shared at its close; its destroy is not waited for."
+                ),
             }
             let _ = done.send(());
         });
