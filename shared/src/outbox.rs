@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::PgConnection;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::{Store, Tx};
 use crate::envelope::Envelope;
@@ -153,4 +155,23 @@ fn wait_after(backoff: &mut crate::backoff::Backoff, started: std::time::Instant
         backoff.reset();
     }
     backoff.next_wait()
+}
+
+/// A relay that does not lead waits a second (or for shutdown) before it
+/// tries for the lock again.
+async fn stand_by(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}
+
+/// A leader that read nothing waits for a writer's nudge, 100 ms or
+/// shutdown, whichever comes first, before it reads again.
+async fn idle(shutdown: &CancellationToken, wake: &Notify) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = wake.notified() => {}
+        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
 }

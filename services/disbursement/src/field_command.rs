@@ -16,11 +16,10 @@
 use chrono::Utc;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
-use sumud_shared::envelope::Rejection;
 use sumud_shared::events::task::{SignedTaskCommand, TaskClaims, TaskCommandKind};
 use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
-use sumud_shared::signed::{self, Kind};
+use sumud_shared::signed::{self, reject, Kind};
 use sumud_shared::Result;
 use tracing::{info, warn};
 
@@ -102,10 +101,6 @@ pub struct Judge<'a> {
     pub max_age_secs: i64,
     /// Deadline of a re-issued payment, seconds.
     pub deadline_secs: i64,
-}
-
-fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
-    Verdict::Reject(Rejection::new(reason, detail))
 }
 
 impl Judge<'_> {

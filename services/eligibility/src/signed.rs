@@ -12,7 +12,6 @@
 use serde::de::DeserializeOwned;
 use sumud_shared::db::Store;
 use sumud_shared::deadletter::Reason;
-use sumud_shared::envelope::Rejection;
 use sumud_shared::jws;
 use sumud_shared::kafka::consumer::{Incoming, Verdict};
 use sumud_shared::signed;
@@ -52,10 +51,7 @@ pub fn out_of_standing(
     jws::stale(iat, chrono::Utc::now(), max_age_secs, what).map(|why| (Reason::Expired, why))
 }
 
-/// A refusal verdict.
-pub fn reject(reason: Reason, detail: impl Into<String>) -> Verdict {
-    Verdict::Reject(Rejection::new(reason, detail))
-}
+pub use sumud_shared::signed::reject;
 
 /// A partner-signed message whose signature verified and that was never
 /// judged.

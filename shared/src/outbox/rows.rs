@@ -4,14 +4,13 @@
 //! after every acknowledgement.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool, SqlitePool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{leadership, relay_backoff, wait_after, SendSpans, BATCH};
+use super::{idle, leadership, relay_backoff, stand_by, wait_after, SendSpans, BATCH};
 use crate::db::sqlite::FileLock;
 use crate::db::Store;
 use crate::kafka::producer::EventProducer;
@@ -89,10 +88,7 @@ async fn relay_while_leader(
         conn.close_on_drop();
     } else {
         debug!(schema, "Another relay holds the outbox; standing by.");
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+        stand_by(shutdown).await;
         return Ok(());
     }
     let result = publish_rounds(
@@ -154,11 +150,7 @@ async fn publish_rounds(
             Rounds::Sqlite(pool, _) => sqlx::query_as(&select).bind(BATCH).fetch_all(*pool).await?,
         };
         if rows.is_empty() {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
+            idle(shutdown, wake).await;
             continue;
         }
         // Only the leader publishes: a relay deposed since it last looked
@@ -222,10 +214,7 @@ async fn relay_sqlite_while_leader(
 ) -> Result<()> {
     let Some(lock) = crate::db::sqlite::try_lock_file(pool, &format!("{schema}.relay"))? else {
         debug!(schema, "Another relay holds the outbox; standing by.");
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+        stand_by(shutdown).await;
         return Ok(());
     };
     publish_rounds(

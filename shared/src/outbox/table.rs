@@ -5,13 +5,12 @@
 //! for the tables that implement it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{pipelined, relay_backoff, wait_after, Leadership, SendSpans, BATCH};
+use super::{idle, pipelined, relay_backoff, stand_by, wait_after, Leadership, SendSpans, BATCH};
 use crate::db::{Conn, Store};
 use crate::kafka::producer::{Ack, EventProducer};
 use crate::Result;
@@ -144,10 +143,7 @@ async fn lead_table<O: TableOutbox>(
     shutdown: &CancellationToken,
 ) -> Result<()> {
     let Some(mut leader) = Leadership::try_acquire(store, outbox.lock_key()).await? else {
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+        stand_by(shutdown).await;
         return Ok(());
     };
     let result = if O::PIPELINED {
@@ -171,11 +167,7 @@ async fn lead_serial<O: TableOutbox>(
     while !shutdown.is_cancelled() {
         let rows = outbox.fetch(leader.conn(), BATCH).await?;
         if rows.is_empty() {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
+            idle(shutdown, wake).await;
             continue;
         }
         let traces = outbox.traceparents(leader.conn(), &rows).await?;
