@@ -45,10 +45,15 @@ pub async fn run(
     households: u64,
     keep_running: bool,
     data_dir: &Path,
+    broker_started_empty: bool,
 ) -> anyhow::Result<()> {
     let admin = data_dir.join("demo-admin.jwk");
     let seed = rand::random::<u32>() as u64;
-    run_with(settings, households, seed, keep_running, Some(&admin))
+    let run = Run {
+        admin_key: Some(&admin),
+        broker_started_empty,
+    };
+    run_with(settings, households, seed, keep_running, run)
         .await
         .map(drop)
 }
@@ -63,7 +68,18 @@ pub async fn run_seeded(
     seed: u64,
     keep_running: bool,
 ) -> anyhow::Result<Audit> {
-    run_with(settings, households, seed, keep_running, None).await
+    let run = Run {
+        admin_key: None,
+        broker_started_empty: false,
+    };
+    run_with(settings, households, seed, keep_running, run).await
+}
+
+/// Where a demo run stands: its admin key's file, and whether the broker
+/// started empty on a database that may have history.
+struct Run<'a> {
+    admin_key: Option<&'a Path>,
+    broker_started_empty: bool,
 }
 
 /// The demo's admin: the key in `path` (made there on first use), or a
@@ -107,7 +123,7 @@ async fn run_with(
     households: u64,
     seed: u64,
     keep_running: bool,
-    admin_key: Option<&Path>,
+    run: Run<'_>,
 ) -> anyhow::Result<Audit> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -146,6 +162,7 @@ async fn run_with(
                     .map_err(anyhow::Error::msg)?,
             },
         ),
+        broker_started_empty: run.broker_started_empty,
     };
     let match_secret = tuning.match_key.clone().expect("set just above");
     let pipeline = Pipeline::start(&settings, alerts, tuning)
@@ -160,7 +177,7 @@ async fn run_with(
     // Operators: the first admin is bootstrapped once; it registers the
     // alerts service's own key, a proposer and an approver by signed
     // operator.add commands, which the control service applies and audits.
-    let admin = demo_admin(&store, admin_key).await?;
+    let admin = demo_admin(&store, run.admin_key).await?;
     let proposer = Jwk::generate(&format!("proposer-{:x}", rand::random::<u32>()));
     let approver = Jwk::generate(&format!("approver-{:x}", rand::random::<u32>()));
     for (key, principal, roles) in [

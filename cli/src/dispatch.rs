@@ -60,9 +60,10 @@ pub async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow:
         } => {
             let _t = sumud_shared::telemetry::init("sumud");
             let mut settings = settings;
-            *broker = Some(up::broker(&mut settings, &args).await?);
+            let in_use = broker.insert(up::broker(&mut settings, &args).await?);
+            let empty = in_use.started_empty();
             up::database(&mut settings, &args);
-            demo::run(settings, households, !exit, &args.data_dir).await
+            demo::run(settings, households, !exit, &args.data_dir, empty).await
         }
         Command::Up {
             broker: args,
@@ -70,9 +71,10 @@ pub async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow:
         } => {
             let _t = sumud_shared::telemetry::init("sumud");
             let mut settings = settings;
-            *broker = Some(up::broker(&mut settings, &args).await?);
+            let in_use = broker.insert(up::broker(&mut settings, &args).await?);
+            let empty = in_use.started_empty();
             up::database(&mut settings, &args);
-            up::run(settings, args, !without_provider_sim).await
+            up::run(settings, args, !without_provider_sim, empty).await
         }
         Command::Topics {
             command: TopicsCommand::Ensure { partitions },

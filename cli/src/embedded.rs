@@ -6,11 +6,10 @@
 //!
 //! Its topics live in memory (tansu's `dynostore` engine). Its SQLite-file
 //! engine links a second SQLite (libsql) that collides with sqlx's at link
-//! time, so a restart of `sumud up` starts from empty topics: PostgreSQL
-//! keeps the record, and nothing already decided is decided again, but
-//! messages not yet consumed when the process stopped are gone (an
-//! instruction nobody received is flagged overdue and shows in
-//! reconciliation). Production runs on real Kafka.
+//! time, so a restart of `sumud up` starts from empty topics: the database
+//! keeps the record, and the outboxes publish again what the lost topics
+//! may have held unread (`up::Tuning::broker_started_empty`); what outside
+//! systems wrote and nobody read is gone. Production runs on real Kafka.
 //!
 //! The pipeline never relies on Kafka transactions (tansu has no `EndTxn`):
 //! exactly-once in effect comes from PostgreSQL, the outboxes and idempotent

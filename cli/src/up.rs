@@ -68,6 +68,17 @@ pub struct BrokerInUse {
     _embedded: Option<EmbeddedBroker>,
 }
 
+impl BrokerInUse {
+    /// Whether the broker started empty just now, whatever the database
+    /// says was published: the embedded one keeps its topics in memory.
+    pub fn started_empty(&self) -> bool {
+        #[cfg(feature = "embedded-broker")]
+        return self._embedded.is_some();
+        #[cfg(not(feature = "embedded-broker"))]
+        false
+    }
+}
+
 /// Points `settings` at the configured cluster (`--bootstrap-servers`, else
 /// `KAFKA_BOOTSTRAP_SERVERS`), or starts the embedded broker when neither
 /// is given and points it there.
@@ -117,6 +128,12 @@ pub struct Tuning {
     /// The agencies' match-key secret the registry computes match keys
     /// under; `None` takes `SUMUD_MATCH_KEY` from the environment.
     pub match_key: Option<sumud_shared::match_key::MatchKeySecret>,
+    /// The broker started empty ([`BrokerInUse::started_empty`]): every
+    /// outbox hands over again what its consumers may not have read before
+    /// the broker that held it went (a restart of `sumud up` on the
+    /// embedded default would otherwise lose instructions nobody read and
+    /// providers' answers nobody took).
+    pub broker_started_empty: bool,
 }
 
 /// Every service, running in this process until [`Pipeline::stop`].
@@ -162,6 +179,20 @@ impl Pipeline {
             }
         };
         let dashboard_addr = dashboard.local_addr();
+        if tuning.broker_started_empty {
+            // Before any relay runs, so that each reads its rows afresh.
+            let judged = control.judged_command_ids().await?;
+            let again = control.republish_all().await?
+                + alerts.republish_unjudged(&judged).await?
+                + eligibility.republish_all().await?
+                + disbursement.republish_all().await?;
+            if again > 0 {
+                tracing::info!(
+                    again,
+                    "The broker started empty: the outboxes publish again what it may have lost."
+                );
+            }
+        }
         let shutdown = CancellationToken::new();
         let s = || shutdown.clone();
         let mut services = vec![
@@ -221,6 +252,7 @@ pub async fn run(
     settings: Settings,
     args: EmbeddedArgs,
     with_provider: bool,
+    broker_started_empty: bool,
 ) -> anyhow::Result<()> {
     // The alerts service signs the commands its trigger rules send: with
     // SUMUD_ALERTS_KEY_FILE that key (registered by the operators), otherwise
@@ -245,6 +277,7 @@ pub async fn run(
         provider: with_provider.then(Behaviour::default),
         dashboard: DashboardConfig::from_env()?,
         match_key: None,
+        broker_started_empty,
     };
     let pipeline = Pipeline::start(&settings, alerts, tuning)
         .await

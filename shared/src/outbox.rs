@@ -27,7 +27,8 @@
 //! (an entity table that is its own outbox) one batch at a time or, for a
 //! pipelined one, through `pipelined`; `leadership` decides who may relay;
 //! `send_spans` gives each relayed batch its `send` spans; `crisis_trace`
-//! keeps the crisis's trace context for rows written set-based later.
+//! keeps the crisis's trace context for rows written set-based later;
+//! `forgotten` hands everything over again to a broker that lost it.
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use crate::envelope::Envelope;
 use crate::Result;
 
 mod crisis_trace;
+mod forgotten;
 mod leadership;
 mod pipelined;
 mod rows;
@@ -48,6 +50,7 @@ mod send_spans;
 mod table;
 
 pub use crisis_trace::{crisis_traceparents, set_crisis_traceparent};
+pub use forgotten::{republish_rows, republish_rows_except, republish_table};
 pub use leadership::{Leadership, CHECK_WITHIN};
 pub use rows::{relay, relay_lock_key};
 pub use send_spans::SendSpans;

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use sumud::embedded::EmbeddedBroker;
 use sumud_tests::infra::{free_addr, repo_root};
 use sumud_tests::pipeline::SEED;
-use sumud_tests::{admin_url, TestEnv};
+use sumud_tests::{admin_url, on_both_backends, Backend, TestEnv};
+
+on_both_backends!(a_restart_of_the_embedded_broker_loses_no_instruction_and_no_answer);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_pays_and_reconciles_on_the_embedded_broker_and_an_outside_client_reads_its_instructions(
@@ -105,4 +107,370 @@ async fn the_demo_pays_and_reconciles_on_the_embedded_broker_and_an_outside_clie
     );
     drop(env);
     drop(broker);
+}
+
+/// The embedded broker keeps its topics in memory, so a restart of
+/// `sumud up` starts from empty topics while the database says what was
+/// published. The issue's kill test lost payments this way: instructions
+/// marked published that no provider had read, and providers' answers that
+/// nobody took. Here both happen for certain: one provider's instructions
+/// are read and acknowledged (`received`) but their final answer comes
+/// 20 s later, and some only after the pipeline stopped; the other providers' instructions are
+/// never read. Then the broker goes, a new one starts on the same address
+/// and the same database (both backends: `up` takes a PostgreSQL URL too),
+/// and `sumud up`'s pipeline runs with the
+/// simulator paying every provider: every instruction is paid, each
+/// reference once, with the content it first had.
+async fn a_restart_of_the_embedded_broker_loses_no_instruction_and_no_answer(backend: Backend) {
+    use std::time::Duration;
+    use sumud::up::{Pipeline, Tuning};
+    use sumud_provider_sim::behaviour::Behaviour;
+    use sumud_shared::events::control::CommandKind;
+    use sumud_tests::pipeline::{
+        approval, claims, definition, register_operators, register_providers, send,
+    };
+    use sumud_tests::{wait_explained, wait_for, Running};
+
+    const HOUSEHOLDS: u64 = 400;
+    const AREAS: [&str; 2] = ["JO-IR", "JO-AJ"];
+    let slow = sumud_shared::synthetic::PROVIDERS[0];
+    let tuning = |provider: Option<Behaviour>, broker_started_empty: bool| Tuning {
+        disbursement: sumud_disbursement::config::DisbursementConfig {
+            day_seconds: 1.0,
+            tick_ms: 100,
+            max_attempts: 1,
+            ..Default::default()
+        },
+        provider,
+        dashboard: sumud_dashboard::config::DashboardConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Default::default()
+        },
+        match_key: Some(sumud_tests::pipeline::match_secret()),
+        broker_started_empty,
+    };
+    let alerts = || sumud_alerts::config::AlertsConfig {
+        key: sumud_shared::jws::Jwk::generate("alerts-restart"),
+        rules: sumud_alerts::rules::RuleBook::default_book(),
+        senders: sumud_alerts::senders::SenderBook::default_book(),
+    };
+
+    // Arrange: the first broker; the pipeline without a provider of its
+    // own; the test's simulator serving one provider, its final answer
+    // 20 s after its acknowledgement.
+    let addr = free_addr();
+    let first = EmbeddedBroker::start(addr)
+        .await
+        .expect("the broker starts");
+    let env = TestEnv::on(first.bootstrap_servers(), admin_url()).await;
+    let env = match backend {
+        Backend::Postgres => env,
+        Backend::Sqlite => env.on_sqlite().await,
+    };
+    sumud::registry_cmd::publish_synthetic(&env.settings, HOUSEHOLDS, SEED, true)
+        .await
+        .unwrap();
+    let pipeline = Pipeline::start(&env.settings, alerts(), tuning(None, true))
+        .await
+        .unwrap();
+    let (alice, bob) = register_operators(&pipeline.store).await;
+    let keys = register_providers(&pipeline.store).await;
+    let sim = sumud_provider_sim::App::build(
+        env.settings.clone(),
+        Behaviour {
+            providers: vec![slow.to_owned()],
+            latency_ms: 20_000,
+            keys,
+            ..Behaviour::honest()
+        },
+    )
+    .await
+    .unwrap();
+    let sim = Running::spawn(|t| sim.run(t));
+    wait_for("the registry", Duration::from_secs(90), || async {
+        (env.count("SELECT count(*) FROM registry.households").await == HOUSEHOLDS as i64)
+            .then_some(())
+    })
+    .await;
+    let mut def = definition(&AREAS, "500000");
+    def.response.overrides.tranches = Some(1);
+    send(
+        &env,
+        &alice,
+        &claims(CommandKind::Declare, "FL-RESTART", Some(def.clone())),
+    )
+    .await;
+    send(&env, &bob, &approval("FL-RESTART", 1, &def)).await;
+
+    // Act 1: every instruction published, the slow provider's acknowledged;
+    // then the pipeline stops, the simulator sends its final answers to the
+    // first broker, and that broker goes with everything it held.
+    let (total, slow_total) = wait_explained("every instruction out", Duration::from_secs(90), || async {
+        let total = env.count("SELECT count(*) FROM disbursement.instructions").await;
+        let unpublished = env.count("SELECT count(*) FROM disbursement.instruction_batches WHERE published_at IS NULL",
+        )
+        .await;
+        let slow_total = env
+            .count(&format!(
+                "SELECT count(*) FROM disbursement.instructions WHERE provider = '{slow}'"
+            ))
+            .await;
+        let (received, paid): (i64, i64) = env
+            .rows(&format!(
+                "SELECT CAST(count(*) FILTER (WHERE status = 'received') AS bigint), \
+                        CAST(count(*) FILTER (WHERE status = 'succeeded') AS bigint) \
+                 FROM disbursement.instructions WHERE provider = '{slow}'"
+            ))
+            .await
+            .remove(0);
+        // While the first acknowledged wait for their answer (20 s).
+        (total > slow_total
+            && slow_total > 0
+            && unpublished == 0
+            && received > 0
+            && received + paid == slow_total)
+            .then_some((total, slow_total))
+            .ok_or(format!(
+                "{total} instructions ({slow_total} to {slow}, {received} acknowledged, \
+                 {paid} paid), {unpublished} batches unpublished"
+            ))
+    })
+    .await;
+    pipeline.stop().await.unwrap();
+    sim.stop().await;
+    drop(first);
+    assert_eq!(
+        env.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'instructed'")
+            .await,
+        total - slow_total,
+        "the other providers' instructions were never answered"
+    );
+    assert!(
+        env.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'received'")
+            .await
+            > 0,
+        "some of the slow provider's final answers were not taken before the broker went"
+    );
+
+    // Act 2: `sumud up` again: a new, empty broker on the same address,
+    // the same database, the built-in simulator paying every provider.
+    let second = EmbeddedBroker::start(addr)
+        .await
+        .expect("the broker starts again");
+    let pipeline = Pipeline::start(
+        &env.settings,
+        alerts(),
+        tuning(
+            Some(Behaviour {
+                latency_ms: 20,
+                ..Behaviour::honest()
+            }),
+            true,
+        ),
+    )
+    .await
+    .unwrap();
+
+    // Assert: every instruction paid, each reference once, each with the
+    // content it went out with the first time.
+    wait_for(
+        "every instruction paid",
+        Duration::from_secs(90),
+        || async {
+            (env.count("SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'")
+                .await
+                == total)
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, paid_twice, conflicts) = sumud_provider_sim::ledger_audit(&pipeline.store)
+        .await
+        .unwrap();
+    assert_eq!(
+        (paid_twice, conflicts),
+        (0, 0),
+        "nothing paid twice or changed"
+    );
+    assert_eq!(
+        env.count("SELECT count(DISTINCT reference_id) FROM provider_sim.ledger WHERE paid")
+            .await,
+        total,
+        "the provider paid every reference"
+    );
+    pipeline.stop().await.unwrap();
+    drop(env);
+    drop(second);
+}
+
+/// `sumud up` on the embedded default (`sumud-node up`: the embedded
+/// broker, SQLite, every service and an honest simulator in one process),
+/// killed with SIGKILL from outside again and again while a three-tranche
+/// payout is under way, and started again on the same data each time: the
+/// issue's kill test. Each restart comes back to an empty broker. At the
+/// end every tranche of every entitled household is paid, each reference
+/// once, with the content it first went out with; at least three kills
+/// must land while payments are open, each after the restart before it
+/// paid something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sumud_up_killed_again_and_again_mid_payout_pays_every_tranche_once() {
+    use std::process::{Child, Command};
+    use std::time::Duration;
+
+    use rand::Rng;
+    use sumud_shared::config::Settings;
+    use sumud_shared::db::Store;
+    use sumud_shared::events::control::CommandKind;
+    use sumud_tests::pipeline::{approval, definition, register_operators};
+    use sumud_tests::wait_for;
+
+    const HOUSEHOLDS: u64 = 8000;
+    const AREAS: [&str; 2] = ["JO-IR", "JO-AJ"];
+    const CRISIS: &str = "FL-KILLED";
+    const KILLS: usize = 4;
+
+    /// The whole of `sumud up`; dropping it kills it.
+    struct Up(Child);
+    impl Up {
+        fn start(settings: &Settings) -> Up {
+            Up(Command::new(env!("CARGO_BIN_EXE_sumud-node"))
+                .arg("up")
+                .envs(settings.env_vars())
+                .env("SUMUD_TRANCHE_DAY_SECONDS", "0.2")
+                .env("SUMUD_PAYMENT_RETRY_SECS", "0")
+                .env(
+                    "SUMUD_PSEUDONYM_SECRET",
+                    "embedded-kill-secret-of-at-least-32-bytes",
+                )
+                .env("RUST_LOG", "error")
+                .spawn()
+                .expect("sumud-node up starts"))
+        }
+        fn kill(&mut self) {
+            self.0.kill().expect("SIGKILL");
+            self.0.wait().expect("the killed process is reaped");
+        }
+    }
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    async fn count(store: &Store, sql: &str) -> Option<i64> {
+        sumud_shared::on_store!(store, pool => sqlx::query_scalar(sql).fetch_one(pool).await.ok())
+    }
+
+    // Arrange: `sumud up` on a fresh data directory; operators; a registry;
+    // a flood declared and approved.
+    let addr = free_addr();
+    let dir = std::env::temp_dir().join(format!("sumud-kill-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/sumud.db", dir.display());
+    let settings = Settings {
+        bootstrap_servers: addr.to_string(),
+        database_url: url.clone(),
+        topic_partitions: 3,
+        ..Settings::default()
+    };
+    let mut up = Up::start(&settings);
+    let store = wait_for("sumud up's database", Duration::from_secs(120), || async {
+        let store = Store::connect(&url, 4, Duration::from_secs(10))
+            .await
+            .ok()?;
+        count(&store, "SELECT count(*) FROM provider_sim.ledger").await?;
+        Some(store)
+    })
+    .await;
+    let (alice, bob) = register_operators(&store).await;
+    sumud::registry_cmd::publish_synthetic(&settings, HOUSEHOLDS, SEED, true)
+        .await
+        .unwrap();
+    wait_for("the registry", Duration::from_secs(120), || async {
+        (count(&store, "SELECT count(*) FROM registry.households").await? == HOUSEHOLDS as i64)
+            .then_some(())
+    })
+    .await;
+    let def = definition(&AREAS, "5000000");
+    let declare = sumud::crisis_cmd::claims(CommandKind::Declare, CRISIS, Some(def.clone()), None);
+    sumud::crisis_cmd::publish_claims(&settings, &alice, declare)
+        .await
+        .unwrap();
+    sumud::crisis_cmd::publish_claims(&settings, &bob, approval(CRISIS, 1, &def))
+        .await
+        .unwrap();
+    // Every tranche of every entitled household, from eligibility's
+    // decisions (disbursement's own tables are what is audited).
+    let tranches = wait_for(
+        "the flood's decisions",
+        Duration::from_secs(120),
+        || async {
+            let n = count(
+                &store,
+                "SELECT CAST(coalesce(sum(tranches), 0) AS bigint) FROM eligibility.entitlements \
+             WHERE status = 'entitled'",
+            )
+            .await?;
+            let paying = count(&store, "SELECT count(*) FROM disbursement.instructions").await?;
+            (n > 0 && paying > 0).then_some(n)
+        },
+    )
+    .await;
+
+    // Act: kill the whole process at a random moment after each restart
+    // has paid something more, while payments are open (up to KILLS
+    // times), starting it again on the same data each time.
+    let paid = "SELECT count(*) FROM disbursement.instructions WHERE status = 'succeeded'";
+    let mut open_at_kill = Vec::new();
+    let mut paid_before = 0;
+    while open_at_kill.len() < KILLS {
+        let now = wait_for("payments moving", Duration::from_secs(120), || async {
+            let now = count(&store, paid).await?;
+            (now > paid_before).then_some(now)
+        })
+        .await;
+        if now == tranches {
+            break;
+        }
+        let wait = rand::rng().random_range(0..1500);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        paid_before = count(&store, paid).await.unwrap_or(now);
+        up.kill();
+        open_at_kill.push(tranches - paid_before);
+        up = Up::start(&settings);
+    }
+    eprintln!("payments open at each kill, of {tranches}: {open_at_kill:?}");
+    assert!(
+        open_at_kill.len() >= 3 && open_at_kill.iter().all(|open| *open > 0),
+        "fewer than three kills landed while payments were open \
+         (open at each kill: {open_at_kill:?}): slow the calendar down"
+    );
+
+    // Assert: every tranche paid, each reference once and unchanged.
+    wait_for("every tranche paid", Duration::from_secs(180), || async {
+        (count(&store, paid).await? == tranches).then_some(())
+    })
+    .await;
+    let (_, paid_twice, conflicts) = sumud_provider_sim::ledger_audit(&store).await.unwrap();
+    assert_eq!(
+        (paid_twice, conflicts),
+        (0, 0),
+        "nothing paid twice or changed"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(DISTINCT reference_id) FROM provider_sim.ledger WHERE paid"
+        )
+        .await,
+        Some(tranches),
+        "the provider paid every tranche once (open at each kill: {open_at_kill:?})"
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM disbursement.instructions").await,
+        Some(tranches),
+        "one instruction per tranche"
+    );
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,6 +62,18 @@ impl App {
         &self.store
     }
 
+    /// For a broker that forgot what it acknowledged (the embedded
+    /// default's, restarted; see `sumud_shared::outbox::republish_rows`):
+    /// the commands its trigger rules signed go out again when the service
+    /// runs, but for those control judged (`judged`), which control would
+    /// take at a new position for replays. Returns how many.
+    pub async fn republish_unjudged(
+        &self,
+        judged: &std::collections::HashSet<String>,
+    ) -> Result<u64> {
+        outbox::republish_rows_except(&self.store, SERVICE, judged).await
+    }
+
     /// Runs the consumer and the outbox relay until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let wake = Arc::new(Notify::new());

@@ -65,6 +65,14 @@ pub async fn applied_from(
         .await?))
 }
 
+/// The ids of every command judged: applied or refused.
+pub async fn judged_command_ids(store: &Store) -> Result<std::collections::HashSet<String>> {
+    const SQL: &str = "SELECT command_id FROM control.commands \
+         UNION SELECT command_id FROM control.rejected_commands";
+    let ids: Vec<String> = on_store!(store, pool => sqlx::query_scalar(SQL).fetch_all(pool).await?);
+    Ok(ids.into_iter().collect())
+}
+
 /// Whether a key's command id took effect (from anywhere). Ids are the
 /// signer's: another key's command under the same id is another command.
 pub async fn was_applied(store: &Store, key_id: &str, command_id: &str) -> Result<bool> {

@@ -57,6 +57,21 @@ impl App {
         &self.store
     }
 
+    /// For a broker that forgot what it acknowledged (the embedded
+    /// default's, restarted; see `sumud_shared::outbox::republish_rows`):
+    /// every crisis transition goes out again when the service runs;
+    /// eligibility and disbursement take one already applied (at or below
+    /// their stored revision) as done. Returns how many.
+    pub async fn republish_all(&self) -> Result<u64> {
+        outbox::republish_rows(&self.store, "control").await
+    }
+
+    /// The ids of every command control judged (applied or refused): a
+    /// signer's outbox need not send those again to a forgetful broker.
+    pub async fn judged_command_ids(&self) -> Result<std::collections::HashSet<String>> {
+        db::judged_command_ids(&self.store).await
+    }
+
     /// Runs the consumer and the outbox relay until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let wake = Arc::new(Notify::new());

@@ -69,6 +69,18 @@ impl App {
         &self.store
     }
 
+    /// For a broker that forgot what it acknowledged (the embedded
+    /// default's, restarted; see `sumud_shared::outbox::republish_rows`):
+    /// every instruction batch with an attempt still open and every task
+    /// event go out again when the service runs (a provider answers a
+    /// repeated instruction with what it did; a reference is paid once).
+    /// Returns how many batches and events.
+    pub async fn republish_all(&self) -> Result<u64> {
+        let batches = db::republish_open_batches(&self.store).await?;
+        let tasks = sumud_shared::outbox::republish_rows(&self.store, "disbursement").await?;
+        Ok(batches + tasks)
+    }
+
     /// Consumes, schedules and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let store = self.store.clone();

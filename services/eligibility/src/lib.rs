@@ -70,6 +70,20 @@ impl App {
         &self.store
     }
 
+    /// For a broker that forgot what it acknowledged (the embedded
+    /// default's, restarted; see `sumud_shared::outbox::republish_rows`):
+    /// every decision and referral as it stands and every assistance
+    /// record go out again when the service runs; their consumers are
+    /// idempotent on the event id. Returns how many.
+    pub async fn republish_all(&self) -> Result<u64> {
+        let decisions =
+            sumud_shared::outbox::republish_table(&self.store, "eligibility.entitlements").await?;
+        let referrals =
+            sumud_shared::outbox::republish_table(&self.store, "eligibility.referrals").await?;
+        let records = sumud_shared::outbox::republish_rows(&self.store, "eligibility").await?;
+        Ok(decisions + referrals + records)
+    }
+
     /// Consumes and publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let store = self.store.clone();

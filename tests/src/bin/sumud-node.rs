@@ -1,7 +1,10 @@
 //! `sumud-node <service>`: runs one service as its own process, configured
 //! from the environment like the service binaries. Tests that kill -9 a
 //! service use it, because cargo guarantees a test crate's own binaries are
-//! built for its tests, not other crates' binaries.
+//! built for its tests, not other crates' binaries. `sumud-node up` runs
+//! what `sumud up` runs on the embedded default — the embedded broker on
+//! `KAFKA_BOOTSTRAP_SERVERS`'s address, every service, an honest provider
+//! simulator — for the test that kills all of it at once.
 
 use sumud_shared::config::Settings;
 use sumud_shared::shutdown;
@@ -55,8 +58,34 @@ async fn main() -> anyhow::Result<()> {
                 .run(stop)
                 .await?
         }
+        "up" => {
+            let addr = settings.bootstrap_servers.parse()?;
+            let broker = sumud::embedded::EmbeddedBroker::start(addr).await?;
+            let alerts = sumud_alerts::config::AlertsConfig {
+                key: sumud_shared::jws::Jwk::generate("alerts-node"),
+                rules: sumud_alerts::rules::RuleBook::default_book(),
+                senders: sumud_alerts::senders::SenderBook::default_book(),
+            };
+            let tuning = sumud::up::Tuning {
+                disbursement: sumud_disbursement::config::DisbursementConfig::from_env()?,
+                provider: Some(sumud_provider_sim::behaviour::Behaviour {
+                    latency_ms: 20,
+                    ..sumud_provider_sim::behaviour::Behaviour::honest()
+                }),
+                dashboard: sumud_dashboard::config::DashboardConfig {
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    ..Default::default()
+                },
+                match_key: None,
+                broker_started_empty: true,
+            };
+            let pipeline = sumud::up::Pipeline::start(&settings, alerts, tuning).await?;
+            stop.cancelled().await;
+            pipeline.stop().await?;
+            drop(broker);
+        }
         other => anyhow::bail!(
-            "unknown service {other:?}: registry, alerts, control, eligibility, disbursement or provider-sim"
+            "unknown service {other:?}: registry, alerts, control, eligibility, disbursement, provider-sim or up"
         ),
     }
     Ok(())

@@ -135,10 +135,13 @@ pub async fn unpublished_batch(conn: &mut Conn, batch_id: i64) -> Result<Option<
     })
 }
 
-/// The attempts of a batch that still await publication (the instruction
-/// is at that attempt and has no status from its provider yet), in the
-/// batch's order. An attempt that moved on since (a status arrived, so it
-/// was published) is left out.
+/// The attempts of a batch still open (the instruction is at that attempt
+/// and has no final status from its provider yet), in the batch's order.
+/// One the provider already acknowledged (`received`, `pending`) goes out
+/// again too: a batch is read back only when its publication is in doubt,
+/// and after a broker that forgot its topics the provider's final answer
+/// may be gone; asked again, a provider answers with what it did. An
+/// attempt that moved on since (final, or re-issued) is left out.
 pub async fn batch_rows(conn: &mut Conn, batch: &Batch) -> Result<Vec<InstructionRow>> {
     let columns = INSTRUCTION_COLUMNS
         .split(", ")
@@ -155,7 +158,7 @@ pub async fn batch_rows(conn: &mut Conn, batch: &Batch) -> Result<Vec<Instructio
             sqlx::query_as(&format!(
                 "SELECT {columns} FROM UNNEST($1::text[], $2::int4[]) WITH ORDINALITY AS u(id, attempt, n) \
                  JOIN disbursement.instructions i ON i.instruction_id = u.id AND i.attempt = u.attempt \
-                 WHERE i.status = 'instructed' ORDER BY u.n"
+                 WHERE i.status IN ('instructed', 'received', 'pending') ORDER BY u.n"
             ))
             .bind(&ids)
             .bind(&attempts)
@@ -167,13 +170,48 @@ pub async fn batch_rows(conn: &mut Conn, batch: &Batch) -> Result<Vec<Instructio
                 "SELECT {columns} FROM json_each(?1) u \
                  JOIN disbursement.instructions i \
                    ON i.instruction_id = u.value ->> 0 AND i.attempt = u.value ->> 1 \
-                 WHERE i.status = 'instructed' ORDER BY u.key"
+                 WHERE i.status IN ('instructed', 'received', 'pending') ORDER BY u.key"
             ))
             .bind(json_list(&batch.attempts))
             .fetch_all(&mut **c)
             .await?
         }
     })
+}
+
+/// Marks unpublished every published batch that lists an attempt still
+/// open (`instructed`, `received`, `pending`, and still the instruction's
+/// current attempt), for a broker that forgot what it acknowledged (see
+/// `sumud_shared::outbox::republish_rows`): the provider may never have
+/// read the instruction, or its answer may be gone. Asked again, a provider
+/// answers with what it did (contracts: a reference is paid once and a
+/// repeated request gets the same answer). Returns how many batches.
+pub async fn republish_open_batches(store: &Store) -> Result<u64> {
+    let done = match store {
+        Store::Postgres(pool) => sqlx::query(
+            "UPDATE disbursement.instruction_batches b SET published_at = NULL \
+                 WHERE b.published_at IS NOT NULL AND EXISTS ( \
+                     SELECT 1 FROM UNNEST(b.ids, b.attempts) AS u(id, attempt) \
+                     JOIN disbursement.instructions i \
+                       ON i.instruction_id = u.id AND i.attempt = u.attempt \
+                     WHERE i.status IN ('instructed', 'received', 'pending'))",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Store::Sqlite(pool) => sqlx::query(
+            "UPDATE disbursement.instruction_batches SET published_at = NULL \
+                 WHERE published_at IS NOT NULL AND EXISTS ( \
+                     SELECT 1 FROM json_each(instruction_batches.attempts) u \
+                     JOIN disbursement.instructions i \
+                       ON i.instruction_id = u.value ->> 0 AND i.attempt = u.value ->> 1 \
+                     WHERE i.status IN ('instructed', 'received', 'pending'))",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    };
+    Ok(done)
 }
 
 /// Marks batches published (every message of each acknowledged).
