@@ -459,23 +459,40 @@ fn yaml_file(path: &str) -> Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
 }
 
-#[test]
-fn every_sumud_service_exports_traces_to_the_collector_and_is_scraped() {
-    let doc = demo();
-    let defined: BTreeSet<&str> = doc["services"]
-        .as_mapping()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str().unwrap())
+/// The targets Prometheus scrapes in `doc`: the jobs of every file its
+/// service mounts where `deploy/prometheus.yml` reads scrape files from.
+fn scrape_targets(doc: &Value) -> BTreeSet<String> {
+    let main = yaml_file("deploy/prometheus.yml");
+    let globs: Vec<&str> = main["scrape_config_files"]
+        .as_sequence()
+        .expect("deploy/prometheus.yml reads its jobs from scrape_config_files")
+        .iter()
+        .map(|g| g.as_str().unwrap())
         .collect();
-    for s in ["otel-collector", "jaeger", "prometheus", "grafana"] {
-        assert!(defined.contains(s), "compose has no {s} service");
-    }
-    let prometheus = yaml_file("deploy/prometheus.yml");
-    let targets: BTreeSet<String> = prometheus["scrape_configs"]
+    assert!(
+        main["scrape_configs"].is_null(),
+        "deploy/prometheus.yml names jobs of its own, scraped on every stack"
+    );
+    doc["services"]["prometheus"]["volumes"]
         .as_sequence()
         .unwrap()
         .iter()
+        .filter_map(|v| {
+            let mut parts = v.as_str().unwrap().split(':');
+            let (source, target) = (parts.next()?, parts.next()?);
+            let dir = target.rsplit_once('/')?.0;
+            let read = globs
+                .iter()
+                .any(|g| g.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+                && target.ends_with(".yml");
+            read.then(|| source.trim_start_matches("./").to_owned())
+        })
+        .flat_map(|file| {
+            yaml_file(&file)["scrape_configs"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_else(|| panic!("{file} has no scrape_configs"))
+        })
         .flat_map(|job| {
             job["static_configs"]
                 .as_sequence()
@@ -484,27 +501,51 @@ fn every_sumud_service_exports_traces_to_the_collector_and_is_scraped() {
         })
         .flat_map(|c| c["targets"].as_sequence().cloned().unwrap_or_default())
         .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_sumud_service_exports_traces_to_the_collector_and_is_scraped() {
+    for (stack, doc) in [("the deployment stack", compose()), ("the demo", demo())] {
+        let defined: BTreeSet<&str> = doc["services"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        for s in ["otel-collector", "jaeger", "prometheus", "grafana"] {
+            assert!(defined.contains(s), "{stack} has no {s} service");
+        }
+        let targets = scrape_targets(&doc);
+        let services = sumud_services(&doc);
+        assert!(services.len() >= 6, "{services:?}");
+        for (name, port) in &services {
+            assert!(
+                targets.contains(&format!("{name}:{port}")),
+                "Prometheus of {stack} does not scrape {name}:{port}"
+            );
+            let endpoint = doc["services"][name.as_str()]["environment"]
+                ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} exports no traces"));
+            assert_eq!(endpoint, "http://otel-collector:4318", "{name}");
+        }
+        // A target the stack does not run would only ever show as down.
+        for t in &targets {
+            let host = t.split(':').next().unwrap();
+            assert!(
+                defined.contains(host),
+                "Prometheus of {stack} scrapes {t}, which {stack} does not run"
+            );
+        }
+    }
+    let doc = demo();
+    let defined: BTreeSet<&str> = doc["services"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
         .collect();
-    let services = sumud_services(&doc);
-    assert!(services.len() >= 6, "{services:?}");
-    for (name, port) in &services {
-        assert!(
-            targets.contains(&format!("{name}:{port}")),
-            "Prometheus does not scrape {name}:{port}"
-        );
-        let endpoint = doc["services"][name.as_str()]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name} exports no traces"));
-        assert_eq!(endpoint, "http://otel-collector:4318", "{name}");
-    }
-    let crates = service_crates();
-    for t in &targets {
-        let host = t.split(':').next().unwrap();
-        assert!(
-            defined.contains(host) || crates.iter().any(|c| c == host),
-            "Prometheus scrapes {t}, which is neither a compose service nor a service crate"
-        );
-    }
     // The collector receives OTLP/HTTP on the port the services use and
     // sends the traces to the trace viewer.
     let collector = yaml_file("deploy/otel-collector.yaml");
