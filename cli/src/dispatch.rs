@@ -38,20 +38,39 @@ async fn await_verdict(
     Ok(())
 }
 
+/// Shell completions and man pages, written from the parser: `None` for
+/// every other command.
+fn from_the_parser(command: &Command) -> Option<anyhow::Result<()>> {
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "sumud", &mut std::io::stdout());
+            Some(Ok(()))
+        }
+        Command::Man { out } => Some(write_man_pages(out)),
+        _ => None,
+    }
+}
+
+/// One man page per command, into `out`.
+fn write_man_pages(out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    clap_mangen::generate_to(Cli::command(), out)?;
+    println!("man pages written to {}", out.display());
+    Ok(())
+}
+
 /// Runs the command `cli` names. `broker` keeps an embedded broker
 /// `sumud up` started alive until the caller drops it, after the runtime.
 pub async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow::Result<()> {
+    // Shell completions and man pages come from the parser alone: they
+    // work whatever the environment's SUMUD_* settings say.
+    if let Some(done) = from_the_parser(&cli.command) {
+        return done;
+    }
     let settings = Settings::from_env()?;
     match cli.command {
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "sumud", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man { out } => {
-            std::fs::create_dir_all(&out)?;
-            clap_mangen::generate_to(Cli::command(), &out)?;
-            println!("man pages written to {}", out.display());
-            Ok(())
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("answered from the parser above")
         }
         Command::Demo {
             households,
