@@ -27,6 +27,11 @@ pub enum ProvidersCommand {
         /// Register it without a key (its reports are not signed).
         #[arg(long)]
         no_key: bool,
+        /// A provider an operator revoked is left revoked and this is not
+        /// an error (for set-up jobs that run on every start); without it,
+        /// adding a revoked provider fails.
+        #[arg(long)]
+        skip_revoked: bool,
     },
     /// Revoke a provider: its reports are refused from now on.
     Revoke {
@@ -50,7 +55,16 @@ pub async fn run(settings: &Settings, command: ProvidersCommand) -> anyhow::Resu
             id,
             key_file,
             no_key,
+            skip_revoked,
         } => {
+            let revoked = sumud_disbursement::db::providers(&store)
+                .await?
+                .iter()
+                .any(|p| p.provider_id == id && p.revoked);
+            if revoked && skip_revoked {
+                println!("provider {id} was revoked; left revoked");
+                return Ok(());
+            }
             let key = match (key_file, no_key) {
                 (Some(f), _) => Some(crisis_cmd::read_key(&f)?),
                 (None, true) => None,

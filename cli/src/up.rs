@@ -158,8 +158,10 @@ impl Pipeline {
         if tuning.match_key.is_some() {
             registry = registry.with_match_key(tuning.match_key.clone());
         }
-        let control =
-            sumud_control::App::build(settings.clone(), ControlConfig::from_env()?).await?;
+        let control_config = ControlConfig::from_env()?;
+        let command_max_age =
+            std::time::Duration::from_secs(control_config.max_command_age_secs.max(0) as u64);
+        let control = sumud_control::App::build(settings.clone(), control_config).await?;
         let alerts = sumud_alerts::App::build(settings.clone(), alerts).await?;
         let eligibility = sumud_eligibility::App::build(settings.clone()).await?;
         let store = control.store().clone();
@@ -183,7 +185,7 @@ impl Pipeline {
             // Before any relay runs, so that each reads its rows afresh.
             let judged = control.judged_command_ids().await?;
             let again = control.republish_all().await?
-                + alerts.republish_unjudged(&judged).await?
+                + alerts.republish_unjudged(&judged, command_max_age).await?
                 + eligibility.republish_all().await?
                 + disbursement.republish_all().await?;
             if again > 0 {
@@ -193,6 +195,50 @@ impl Pipeline {
                 );
             }
         }
+        // The simulator pays as the synthetic registry's providers and signs
+        // as each of them, with keys made for this run and registered here,
+        // as a real provider registers its own; built before anything runs,
+        // so that a failure leaves nothing running. A provider an operator
+        // revoked stays revoked, and the simulator does not answer for it.
+        let provider = match tuning.provider {
+            Some(mut behaviour) => {
+                let revoked: Vec<String> = sumud_disbursement::db::providers(&store)
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.revoked)
+                    .map(|p| p.provider_id)
+                    .collect();
+                let mut serves = Vec::new();
+                for provider in sumud_shared::synthetic::PROVIDERS {
+                    if revoked.iter().any(|r| r == provider) || !behaviour.serves(provider) {
+                        continue;
+                    }
+                    let key = Jwk::generate(&format!("{provider}-sim"));
+                    sumud_disbursement::db::add_provider(
+                        &store,
+                        provider,
+                        Some((&key.kid, &key.x)),
+                    )
+                    .await?;
+                    behaviour.keys.insert(provider.to_owned(), key);
+                    serves.push(provider.to_owned());
+                }
+                if !revoked.is_empty() {
+                    tracing::warn!(
+                        revoked = ?revoked,
+                        "The simulator does not pay as revoked providers; their instructions wait."
+                    );
+                }
+                // An empty list would mean "every provider".
+                if serves.is_empty() {
+                    None
+                } else {
+                    behaviour.providers = serves;
+                    Some(sumud_provider_sim::App::build(settings.clone(), behaviour).await?)
+                }
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let s = || shutdown.clone();
         let mut services = vec![
@@ -203,17 +249,7 @@ impl Pipeline {
             tokio::spawn(disbursement.run(s())),
             tokio::spawn(dashboard.run(s())),
         ];
-        if let Some(mut behaviour) = tuning.provider {
-            // The simulator pays as the synthetic registry's providers and
-            // signs as each of them, with keys made for this run and
-            // registered here, as a real provider registers its own.
-            for provider in sumud_shared::synthetic::PROVIDERS {
-                let key = Jwk::generate(&format!("{provider}-sim"));
-                sumud_disbursement::db::add_provider(&store, provider, Some((&key.kid, &key.x)))
-                    .await?;
-                behaviour.keys.insert(provider.to_owned(), key);
-            }
-            let provider = sumud_provider_sim::App::build(settings.clone(), behaviour).await?;
+        if let Some(provider) = provider {
             services.push(tokio::spawn(provider.run(s())));
         }
         Ok(Pipeline {

@@ -298,6 +298,13 @@ async fn a_restart_of_the_embedded_broker_loses_no_instruction_and_no_answer(bac
         total,
         "the provider paid every reference"
     );
+    // What went out again (the crisis's transitions, the decisions, the
+    // instructions) was taken as done or acted on, never refused.
+    let refused = sumud_tests::pipeline::all_dead_letters(&env);
+    assert!(
+        refused.is_empty(),
+        "dead letters after the restart: {refused:?}"
+    );
     pipeline.stop().await.unwrap();
     drop(env);
     drop(second);
@@ -473,4 +480,78 @@ async fn sumud_up_killed_again_and_again_mid_payout_pays_every_tranche_once() {
     );
     drop(up);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A provider an operator revoked stays revoked when `sumud up` starts
+/// again: the built-in simulator registers keys for the synthetic
+/// registry's other providers and answers for those only. (Before, the
+/// start failed on the revoked provider, after the services had begun.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sumud_up_starts_with_a_revoked_provider_and_leaves_it_revoked() {
+    use sumud::up::{Pipeline, Tuning};
+    use sumud_provider_sim::behaviour::Behaviour;
+
+    // Arrange: a database where an operator revoked wallet-a.
+    let broker = EmbeddedBroker::start(free_addr())
+        .await
+        .expect("the broker starts");
+    let env = TestEnv::on(broker.bootstrap_servers(), admin_url())
+        .await
+        .on_sqlite()
+        .await;
+    env.store
+        .migrate(&sumud_disbursement::db::MIGRATIONS)
+        .await
+        .unwrap();
+    sumud_disbursement::db::add_provider(&env.store, "wallet-a", Some(("wallet-a-old", "AAAA")))
+        .await
+        .unwrap();
+    assert!(
+        sumud_disbursement::db::revoke_provider(&env.store, "wallet-a")
+            .await
+            .unwrap()
+    );
+
+    // Act: the pipeline with its simulator.
+    let tuning = Tuning {
+        disbursement: Default::default(),
+        provider: Some(Behaviour::honest()),
+        dashboard: sumud_dashboard::config::DashboardConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Default::default()
+        },
+        match_key: None,
+        broker_started_empty: true,
+    };
+    let alerts = sumud_alerts::config::AlertsConfig {
+        key: sumud_shared::jws::Jwk::generate("alerts-revoked"),
+        rules: sumud_alerts::rules::RuleBook::default_book(),
+        senders: sumud_alerts::senders::SenderBook::default_book(),
+    };
+    let pipeline = Pipeline::start(&env.settings, alerts, tuning)
+        .await
+        .expect("up starts with a revoked provider");
+
+    // Assert: wallet-a revoked under its old key; the others registered
+    // with keys of this run.
+    let providers = sumud_disbursement::db::providers(&env.store).await.unwrap();
+    let wallet_a = providers
+        .iter()
+        .find(|p| p.provider_id == "wallet-a")
+        .unwrap();
+    assert!(wallet_a.revoked);
+    assert_eq!(wallet_a.kid.as_deref(), Some("wallet-a-old"));
+    let others: BTreeSet<&str> = providers
+        .iter()
+        .filter(|p| !p.revoked && p.kid.as_deref().is_some_and(|k| k.ends_with("-sim")))
+        .map(|p| p.provider_id.as_str())
+        .collect();
+    let expected: BTreeSet<&str> = sumud_shared::synthetic::PROVIDERS
+        .into_iter()
+        .filter(|p| *p != "wallet-a")
+        .collect();
+    assert_eq!(others, expected);
+    pipeline.stop().await.unwrap();
+    drop(env);
+    drop(broker);
 }

@@ -64,14 +64,16 @@ impl App {
 
     /// For a broker that forgot what it acknowledged (the embedded
     /// default's, restarted; see `sumud_shared::outbox::republish_rows`):
-    /// the commands its trigger rules signed go out again when the service
-    /// runs, but for those control judged (`judged`), which control would
-    /// take at a new position for replays. Returns how many.
+    /// the commands its trigger rules signed within `max_age` (control's
+    /// oldest accepted command) go out again when the service runs, but
+    /// for those control judged (`judged`), which control would take at a
+    /// new position for replays. Returns how many.
     pub async fn republish_unjudged(
         &self,
         judged: &std::collections::HashSet<String>,
+        max_age: std::time::Duration,
     ) -> Result<u64> {
-        outbox::republish_rows_except(&self.store, SERVICE, judged).await
+        outbox::republish_rows_except(&self.store, SERVICE, judged, max_age).await
     }
 
     /// Runs the consumer and the outbox relay until `shutdown`.

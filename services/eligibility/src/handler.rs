@@ -71,10 +71,6 @@ impl EligibilityHandler {
         if event_type == CRISIS_AMENDMENT_PROPOSED {
             return Ok(Verdict::Done); // nothing changes until it is approved
         }
-        let resolved = match self.book.resolve(&e.definition) {
-            Ok(r) => r,
-            Err(why) => return Ok(Verdict::Reject(Rejection::new(Reason::InvalidCommand, why))),
-        };
         let mut tx = self.store.begin().await?;
         // The ledger first, then the crisis row: one order in every
         // transaction that changes decisions.
@@ -91,6 +87,13 @@ impl EligibilityHandler {
                 return Ok(Verdict::Done);
             }
         }
+        // Resolved only for an event not yet applied: one already applied
+        // (a redelivery, or the history again after the embedded broker
+        // restarted) is done whatever today's playbooks say of it.
+        let resolved = match self.book.resolve(&e.definition) {
+            Ok(r) => r,
+            Err(why) => return Ok(Verdict::Reject(Rejection::new(Reason::InvalidCommand, why))),
+        };
         // What partners were told of this crisis's period and title, to
         // tell them again if an amendment changes either.
         let shared_as = |d: &sumud_shared::events::crisis::CrisisDefinition| {

@@ -25,22 +25,42 @@ pub async fn republish_table(store: &Store, table: &str) -> Result<u64> {
     Ok(crate::on_store!(store, pool => sqlx::query(&sql).execute(pool).await?.rows_affected()))
 }
 
-/// [`republish_rows`] but for the rows whose event id is in `applied`: for
-/// an outbox whose consumer keeps what it applied and would take the same
-/// event at a new topic position for a replay (control, for the commands
-/// the alerts service signs). Returns how many rows go out again.
+/// [`republish_rows`] for the rows written within `within` whose event id
+/// is not in `applied`: for an outbox whose consumer keeps what it applied
+/// and takes the same event at a new topic position for a replay, and
+/// refuses an event older than `within` anyway (control, for the commands
+/// the alerts service signs: an older command would only come back as a
+/// dead letter, at every restart). Returns how many rows go out again.
 pub async fn republish_rows_except(
     store: &Store,
     schema: &str,
     applied: &std::collections::HashSet<String>,
+    within: std::time::Duration,
 ) -> Result<u64> {
     #[derive(serde::Deserialize)]
     struct Id {
         id: String,
     }
-    let sql = format!("SELECT seq, payload FROM {schema}.outbox WHERE published_at IS NOT NULL");
-    let rows: Vec<(i64, Vec<u8>)> =
-        crate::on_store!(store, pool => sqlx::query_as(&sql).fetch_all(pool).await)?;
+    let rows: Vec<(i64, Vec<u8>)> = match store {
+        Store::Postgres(pool) => {
+            sqlx::query_as(&format!(
+                "SELECT seq, payload FROM {schema}.outbox WHERE published_at IS NOT NULL \
+                 AND created_at >= now() - make_interval(secs => $1)"
+            ))
+            .bind(within.as_secs_f64())
+            .fetch_all(pool)
+            .await?
+        }
+        Store::Sqlite(pool) => {
+            sqlx::query_as(&format!(
+                "SELECT seq, payload FROM {schema}.outbox WHERE published_at IS NOT NULL \
+                 AND created_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)"
+            ))
+            .bind(format!("-{} seconds", within.as_secs()))
+            .fetch_all(pool)
+            .await?
+        }
+    };
     let again: Vec<i64> = rows
         .into_iter()
         .filter(|(_, payload)| {
