@@ -15,7 +15,10 @@ use sumud_tests::infra::{free_addr, repo_root};
 use sumud_tests::pipeline::SEED;
 use sumud_tests::{admin_url, on_both_backends, Backend, TestEnv};
 
-on_both_backends!(a_restart_of_the_embedded_broker_loses_no_instruction_and_no_answer);
+on_both_backends!(
+    a_restart_of_the_embedded_broker_loses_no_instruction_and_no_answer,
+    after_a_restart_the_alerts_service_sends_again_only_its_recent_unjudged_commands,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_pays_and_reconciles_on_the_embedded_broker_and_an_outside_client_reads_its_instructions(
@@ -554,4 +557,67 @@ async fn sumud_up_starts_with_a_revoked_provider_and_leaves_it_revoked() {
     pipeline.stop().await.unwrap();
     drop(env);
     drop(broker);
+}
+
+/// What the alerts service hands again to an empty broker: its commands
+/// control has not judged, but none older than control would accept (an
+/// unjudged old command, say one signed by a key since revoked, would only
+/// come back as a dead letter at every restart); a judged one never.
+async fn after_a_restart_the_alerts_service_sends_again_only_its_recent_unjudged_commands(
+    backend: Backend,
+) {
+    use std::collections::HashSet;
+    use sumud_shared::envelope::Envelope;
+    use sumud_shared::outbox::{enqueue_tx, republish_rows_except, Pending};
+
+    // Arrange: three published commands: judged, unjudged, unjudged and an
+    // hour old.
+    let env = TestEnv::with(backend).await;
+    env.store
+        .migrate(&sumud_alerts::db::MIGRATIONS)
+        .await
+        .unwrap();
+    let command = |key: &str| {
+        let e = Envelope::new(
+            "urn:test",
+            "org.sumud.control.command",
+            Some(key.into()),
+            (),
+        );
+        (e.id.clone(), Pending::event("sumud.control.v1", key, &e))
+    };
+    let (judged, judged_row) = command("judged");
+    let (_, recent_row) = command("recent");
+    let (_, old_row) = command("old");
+    let mut tx = env.store.begin().await.unwrap();
+    enqueue_tx(&mut tx, "alerts", vec![judged_row, recent_row, old_row])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let an_hour_ago = match backend {
+        Backend::Postgres => "now() - interval '1 hour'",
+        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3600 seconds')",
+    };
+    env.try_execute(&format!(
+        "UPDATE alerts.outbox SET published_at = created_at, \
+         created_at = CASE WHEN key = 'old' THEN {an_hour_ago} ELSE created_at END"
+    ))
+    .await
+    .unwrap();
+
+    // Act
+    let again = republish_rows_except(
+        &env.store,
+        "alerts",
+        &HashSet::from([judged]),
+        std::time::Duration::from_secs(900),
+    )
+    .await
+    .unwrap();
+
+    // Assert
+    let unpublished: Vec<(String,)> = env
+        .rows("SELECT key FROM alerts.outbox WHERE published_at IS NULL")
+        .await;
+    assert_eq!((again, unpublished), (1, vec![("recent".to_owned(),)]));
 }
