@@ -79,9 +79,7 @@ pub async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow:
         } => {
             let _t = sumud_shared::telemetry::init("sumud");
             let mut settings = settings;
-            let in_use = broker.insert(up::broker(&mut settings, &args).await?);
-            let empty = in_use.started_empty();
-            up::database(&mut settings, &args);
+            let empty = up::point_at_the_default(&mut settings, &args, broker).await?;
             demo::run(settings, households, !exit, &args.data_dir, empty).await
         }
         Command::Up {
@@ -90,9 +88,7 @@ pub async fn dispatch(cli: Cli, broker: &mut Option<up::BrokerInUse>) -> anyhow:
         } => {
             let _t = sumud_shared::telemetry::init("sumud");
             let mut settings = settings;
-            let in_use = broker.insert(up::broker(&mut settings, &args).await?);
-            let empty = in_use.started_empty();
-            up::database(&mut settings, &args);
+            let empty = up::point_at_the_default(&mut settings, &args, broker).await?;
             up::run(settings, args, !without_provider_sim, empty).await
         }
         Command::Topics {

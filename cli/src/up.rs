@@ -115,6 +115,20 @@ pub async fn broker(settings: &mut Settings, args: &EmbeddedArgs) -> anyhow::Res
     }
 }
 
+/// Points `settings` at the broker ([`broker`], kept in `held` so that it
+/// outlives the runtime) and the database ([`database`]) of `up` and
+/// `demo`; returns whether the broker started empty.
+pub async fn point_at_the_default(
+    settings: &mut Settings,
+    args: &EmbeddedArgs,
+    held: &mut Option<BrokerInUse>,
+) -> anyhow::Result<bool> {
+    let in_use = held.insert(broker(settings, args).await?);
+    let empty = in_use.started_empty();
+    database(settings, args);
+    Ok(empty)
+}
+
 /// What differs between the services of `up` (the environment's settings)
 /// and those of `demo` (a compressed calendar, a fast simulator).
 pub struct Tuning {
