@@ -316,6 +316,7 @@ async fn run_with(
     let first = wait_stable(
         &store,
         &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}' AND status = 'entitled'"),
+        1,
     )
     .await?;
     println!("Eligibility: {first} households entitled within the pre-approved budget; the rest waitlisted.");
@@ -379,6 +380,7 @@ async fn run_with(
     let decided = wait_stable(
         &store,
         &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}'"),
+        1,
     )
     .await?;
     let entitled = count(&store, &format!("SELECT count(*) FROM eligibility.entitlements WHERE crisis_id = '{crisis_id}' AND status = 'entitled'")).await?;
@@ -517,14 +519,15 @@ async fn wait_with_bar(
     Ok(())
 }
 
-/// Waits until a count is positive and has not changed for a second.
-async fn wait_stable(store: &Store, sql: &str) -> anyhow::Result<i64> {
+/// Waits until a count is at least `at_least` and has not changed for a
+/// second.
+async fn wait_stable(store: &Store, sql: &str, at_least: i64) -> anyhow::Result<i64> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = -1;
     loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let now = count(store, sql).await?;
-        if now > 0 && now == last {
+        if now >= at_least && now == last {
             return Ok(now);
         }
         anyhow::ensure!(
