@@ -209,48 +209,8 @@ impl Pipeline {
                 );
             }
         }
-        // The simulator pays as the synthetic registry's providers and signs
-        // as each of them, with keys made for this run and registered here,
-        // as a real provider registers its own; built before anything runs,
-        // so that a failure leaves nothing running. A provider an operator
-        // revoked stays revoked, and the simulator does not answer for it.
         let provider = match tuning.provider {
-            Some(mut behaviour) => {
-                let revoked: Vec<String> = sumud_disbursement::db::providers(&store)
-                    .await?
-                    .into_iter()
-                    .filter(|p| p.revoked)
-                    .map(|p| p.provider_id)
-                    .collect();
-                let mut serves = Vec::new();
-                for provider in sumud_shared::synthetic::PROVIDERS {
-                    if revoked.iter().any(|r| r == provider) || !behaviour.serves(provider) {
-                        continue;
-                    }
-                    let key = Jwk::generate(&format!("{provider}-sim"));
-                    sumud_disbursement::db::add_provider(
-                        &store,
-                        provider,
-                        Some((&key.kid, &key.x)),
-                    )
-                    .await?;
-                    behaviour.keys.insert(provider.to_owned(), key);
-                    serves.push(provider.to_owned());
-                }
-                if !revoked.is_empty() {
-                    tracing::warn!(
-                        revoked = ?revoked,
-                        "The simulator does not pay as revoked providers; their instructions wait."
-                    );
-                }
-                // An empty list would mean "every provider".
-                if serves.is_empty() {
-                    None
-                } else {
-                    behaviour.providers = serves;
-                    Some(sumud_provider_sim::App::build(settings.clone(), behaviour).await?)
-                }
-            }
+            Some(behaviour) => simulator(settings, &store, behaviour).await?,
             None => None,
         };
         let shutdown = CancellationToken::new();
@@ -282,6 +242,49 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// The built-in provider simulator, built before anything runs so that a
+/// failure leaves nothing running. It pays as the synthetic registry's
+/// providers and signs as each of them, with keys made for this run and
+/// registered here, as a real provider registers its own. A provider an
+/// operator revoked stays revoked, and the simulator does not answer for
+/// it; `None` when it would answer for nobody.
+async fn simulator(
+    settings: &Settings,
+    store: &Store,
+    mut behaviour: Behaviour,
+) -> anyhow::Result<Option<sumud_provider_sim::App>> {
+    let revoked: Vec<String> = sumud_disbursement::db::providers(store)
+        .await?
+        .into_iter()
+        .filter(|p| p.revoked)
+        .map(|p| p.provider_id)
+        .collect();
+    let mut serves = Vec::new();
+    for provider in sumud_shared::synthetic::PROVIDERS {
+        if revoked.iter().any(|r| r == provider) || !behaviour.serves(provider) {
+            continue;
+        }
+        let key = Jwk::generate(&format!("{provider}-sim"));
+        sumud_disbursement::db::add_provider(store, provider, Some((&key.kid, &key.x))).await?;
+        behaviour.keys.insert(provider.to_owned(), key);
+        serves.push(provider.to_owned());
+    }
+    if !revoked.is_empty() {
+        tracing::warn!(
+            revoked = ?revoked,
+            "The simulator does not pay as revoked providers; their instructions wait."
+        );
+    }
+    // An empty list would mean "every provider".
+    if serves.is_empty() {
+        return Ok(None);
+    }
+    behaviour.providers = serves;
+    Ok(Some(
+        sumud_provider_sim::App::build(settings.clone(), behaviour).await?,
+    ))
 }
 
 /// Registers `key` as an operator with `roles` (idempotent).
