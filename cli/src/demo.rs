@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sumud_alerts::config::AlertsConfig;
-use sumud_alerts::rules::RuleBook;
 use sumud_control::signing::Jwk;
 use sumud_dashboard::config::DashboardConfig;
 use sumud_disbursement::config::DisbursementConfig;
@@ -133,11 +132,7 @@ async fn run_with(
         sumud_shared::config::redact_url(&settings.database_url)
     );
     let alerts_key = Jwk::generate(&format!("alerts-demo-{:x}", rand::random::<u32>()));
-    let alerts = AlertsConfig {
-        key: alerts_key.clone(),
-        rules: RuleBook::default_book(),
-        senders: sumud_alerts::senders::SenderBook::default_book(),
-    };
+    let alerts = AlertsConfig::shipped(alerts_key.clone());
     // A compressed calendar: a 30-day tranche interval passes in 6 seconds.
     let tuning = Tuning {
         disbursement: DisbursementConfig {

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sumud_alerts::config::AlertsConfig;
-use sumud_alerts::rules::RuleBook;
 use sumud_control::config::ControlConfig;
 use sumud_control::signing::Jwk;
 use sumud_dashboard::config::DashboardConfig;
@@ -315,11 +314,7 @@ pub async fn run(
         Some(_) => (AlertsConfig::from_env()?, None),
         None => {
             let key = data_dir_key(&args.data_dir)?;
-            let config = AlertsConfig {
-                key: key.clone(),
-                rules: RuleBook::default_book(),
-                senders: sumud_alerts::senders::SenderBook::default_book(),
-            };
+            let config = AlertsConfig::shipped(key.clone());
             (config, Some(key))
         }
     };

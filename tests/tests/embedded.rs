@@ -152,10 +152,10 @@ async fn a_restart_of_the_embedded_broker_loses_no_instruction_and_no_answer(bac
         match_key: Some(sumud_tests::pipeline::match_secret()),
         broker_started_empty,
     };
-    let alerts = || sumud_alerts::config::AlertsConfig {
-        key: sumud_shared::jws::Jwk::generate("alerts-restart"),
-        rules: sumud_alerts::rules::RuleBook::default_book(),
-        senders: sumud_alerts::senders::SenderBook::default_book(),
+    let alerts = || {
+        sumud_alerts::config::AlertsConfig::shipped(sumud_shared::jws::Jwk::generate(
+            "alerts-restart",
+        ))
     };
 
     // Arrange: the first broker; the pipeline without a provider of its
@@ -526,11 +526,9 @@ async fn sumud_up_starts_with_a_revoked_provider_and_leaves_it_revoked() {
         match_key: None,
         broker_started_empty: true,
     };
-    let alerts = sumud_alerts::config::AlertsConfig {
-        key: sumud_shared::jws::Jwk::generate("alerts-revoked"),
-        rules: sumud_alerts::rules::RuleBook::default_book(),
-        senders: sumud_alerts::senders::SenderBook::default_book(),
-    };
+    let alerts = sumud_alerts::config::AlertsConfig::shipped(sumud_shared::jws::Jwk::generate(
+        "alerts-revoked",
+    ));
     let pipeline = Pipeline::start(&env.settings, alerts, tuning)
         .await
         .expect("up starts with a revoked provider");

@@ -24,6 +24,16 @@ pub struct AlertsConfig {
 }
 
 impl AlertsConfig {
+    /// The shipped trigger rules and trusted senders, signing with `key`:
+    /// what `sumud up`, the demo and the tests run when no file names others.
+    pub fn shipped(key: Jwk) -> Self {
+        AlertsConfig {
+            key,
+            rules: RuleBook::default_book(),
+            senders: SenderBook::default_book(),
+        }
+    }
+
     /// Reads the settings; a missing key is an error that says how to make one.
     pub fn from_env() -> Result<Self> {
         let key_path = std::env::var("SUMUD_ALERTS_KEY_FILE").map_err(|_| {

@@ -61,11 +61,7 @@ async fn main() -> anyhow::Result<()> {
         "up" => {
             let addr = settings.bootstrap_servers.parse()?;
             let broker = sumud::embedded::EmbeddedBroker::start(addr).await?;
-            let alerts = sumud_alerts::config::AlertsConfig {
-                key: sumud_shared::jws::Jwk::generate("alerts-node"),
-                rules: sumud_alerts::rules::RuleBook::default_book(),
-                senders: sumud_alerts::senders::SenderBook::default_book(),
-            };
+            let alerts = sumud_alerts::config::AlertsConfig::shipped(sumud_shared::jws::Jwk::generate("alerts-node"));
             let tuning = sumud::up::Tuning {
                 disbursement: sumud_disbursement::config::DisbursementConfig::from_env()?,
                 provider: Some(sumud_provider_sim::behaviour::Behaviour {
